@@ -1,0 +1,43 @@
+# One entry point for people and CI. Everything installs from pinned files into .venv and
+# node_modules, so a fresh clone needs only Python 3.11, Node.js and npm.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint typecheck check run bench infra-check clean
+
+setup: $(STAMP) node_modules/.package-lock.json
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: setup
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+run: setup
+	$(PY) -m emulators.run
+
+bench: setup
+	$(PY) -m bench
+
+infra-check:
+	bash .ci/checkov.sh
+
+clean:
+	rm -rf $(VENV) node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache
