@@ -1,0 +1,1 @@
+"""The keyless Azure OpenAI queue worker: everything the Function App runs lives here."""

@@ -1,0 +1,182 @@
+"""One credential, one Azure OpenAI client and the storage clients, created once per process.
+
+Everything authenticates through a single async ``DefaultAzureCredential``: the Function
+App's managed identity in Azure, the developer's ``az login`` on a laptop. The same code
+runs in both places; only the environment differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.queue.aio import QueueServiceClient
+from openai import AsyncAzureOpenAI
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Entra ID audience of Azure OpenAI. A token for any other resource is refused with 401.
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+
+
+def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
+    """The process's one credential. ``AZURE_CLIENT_ID`` picks a user-assigned identity."""
+    env = os.environ if env is None else env
+    client_id = env.get("AZURE_CLIENT_ID") or env.get(f"{STORAGE_CONNECTION}__clientId") or None
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+@dataclass
+class StorageEndpoints:
+    """Where the storage named by a Functions connection setting lives, and how to reach it."""
+
+    connection_string: str | None = None
+    queue_url: str | None = None
+    blob_url: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, connection: str = STORAGE_CONNECTION, env: Mapping[str, str] | None = None
+    ) -> StorageEndpoints:
+        """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
+        env = os.environ if env is None else env
+        if value := env.get(connection, "").strip():
+            return cls(connection_string=value)
+        account = env.get(f"{connection}__accountName", "").strip()
+        queue = env.get(f"{connection}__queueServiceUri", "").strip() or (
+            f"https://{account}.queue.core.windows.net" if account else ""
+        )
+        blob = env.get(f"{connection}__blobServiceUri", "").strip() or (
+            f"https://{account}.blob.core.windows.net" if account else ""
+        )
+        if not (queue and blob):
+            raise ConfigurationError(
+                f"Storage connection '{connection}' is not configured: set {connection}__accountName "
+                f"(or __queueServiceUri and __blobServiceUri) for identity-based access, or {connection} "
+                "to a connection string for Azurite locally."
+            )
+        return cls(queue_url=queue, blob_url=blob)
+
+    def queue_service(self, credential: AsyncTokenCredential) -> QueueServiceClient:
+        if self.connection_string:
+            return QueueServiceClient.from_connection_string(self.connection_string)
+        assert self.queue_url is not None
+        return QueueServiceClient(self.queue_url, credential=credential)
+
+    def blob_service(self, credential: AsyncTokenCredential) -> BlobServiceClient:
+        if self.connection_string:
+            return BlobServiceClient.from_connection_string(self.connection_string)
+        assert self.blob_url is not None
+        return BlobServiceClient(self.blob_url, credential=credential)
+
+
+@dataclass
+class Runtime:
+    """Everything the worker holds for the life of the process."""
+
+    settings: Settings
+    credential: DefaultAzureCredential
+    openai: AsyncAzureOpenAI
+    queues: QueueServiceClient
+    blobs: BlobServiceClient
+    identity: dict[str, Any]  # ids from the token in use (never the token), filled on first call
+    in_flight: set[str] = field(default_factory=set)
+    _ready: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
+        settings = Settings.from_env(env)
+        credential = create_credential(env)
+        storage = StorageEndpoints.from_settings(env=env)
+        identity: dict[str, Any] = {}
+        openai = AsyncAzureOpenAI(
+            azure_endpoint=settings.openai_endpoint,
+            api_version=settings.api_version,
+            azure_ad_token_provider=_token_provider(credential, identity),
+            timeout=settings.openai_timeout,
+            max_retries=settings.openai_max_retries,
+        )
+        return cls(
+            settings=settings,
+            credential=credential,
+            openai=openai,
+            queues=storage.queue_service(credential),
+            blobs=storage.blob_service(credential),
+            identity=identity,
+        )
+
+    def results(self) -> ContainerClient:
+        return self.blobs.get_container_client(self.settings.results_container)
+
+    async def ensure_once(self, key: str, create: Callable[[], Awaitable[Any]]) -> None:
+        """Create a container or queue the first time this process needs it (infra normally has)."""
+        if key in self._ready:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            await create()
+        except ResourceExistsError:
+            pass
+        self._ready.add(key)
+
+    async def close(self) -> None:
+        await self.openai.close()
+        await self.queues.close()
+        await self.blobs.close()
+        await self.credential.close()
+
+
+def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]) -> Callable[[], Awaitable[str]]:
+    """The SDK's caching provider, noting once which credential answered and for whom."""
+    inner = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+
+    async def provider() -> str:
+        token = await inner()
+        if not identity:
+            identity.update(_identity_from_token(token))
+            served_by = getattr(credential, "_successful_credential", None) or credential
+            logger.info(
+                "Azure OpenAI token from %s for principal %s (%s)",
+                type(served_by).__name__,
+                identity.get("oid", "?"),
+                identity.get("upn") or identity.get("appid", "?"),
+            )
+        return token
+
+    return provider
+
+
+def _identity_from_token(token: str) -> dict[str, Any]:
+    """Who the token says we are: the ids needed to grant a role, never the token itself."""
+    import base64
+    import json
+
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {"oid": "unknown"}
+    return {k: claims[k] for k in ("oid", "appid", "upn", "tid", "aud", "idtyp") if k in claims}
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, created on first use so a missing setting fails one invocation
+    with a clear error instead of breaking function indexing."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime.from_env()
+    return _runtime

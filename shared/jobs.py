@@ -1,0 +1,234 @@
+"""The job and result contract: what producers put on the queue and what the worker stores.
+
+Published as JSON Schema in ``schemas/`` (generated from these models; a test keeps them in
+sync). Producers and the worker validate with the same models.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+MAX_METADATA_CHARS = 4096
+_JSON_TYPES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: NonBlank
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="Required for type json_schema: {name, schema, strict?} as Azure OpenAI takes it."
+    )
+
+    @model_validator(mode="after")
+    def _schema_matches_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema' and only then")
+        return self
+
+
+class Parameters(_Strict):
+    """The model options a job may set; anything else is refused (it could change cost or safety)."""
+
+    temperature: Annotated[float, Field(ge=0, le=2, strict=False)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1, strict=False)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    stop: NonBlank | Annotated[list[NonBlank], Field(min_length=1, max_length=4)] | None = None
+
+    @model_validator(mode="after")
+    def _one_token_limit(self) -> Parameters:
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("set max_completion_tokens or max_tokens, not both")
+        return self
+
+
+class Redelivery(_Strict):
+    """Set by the worker on the copy it re-enqueues after a long throttle; producers leave it out."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    first_seen: datetime = Field(strict=False)
+    reason: Literal["throttled", "permission_denied"]
+
+
+class Job(_Strict):
+    """One unit of work. Exactly one of ``prompt`` or ``messages``."""
+
+    id: JobId | None = Field(default=None, description="Idempotency key; default: the queue message id.")
+    prompt: NonBlank | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    system: NonBlank | None = None
+    deployment: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    parameters: Parameters = Field(default_factory=Parameters)
+    metadata: dict[str, Any] | None = Field(default=None, description="Small object echoed into the result.")
+    reply_to: Annotated[str, StringConstraints(pattern=QUEUE_NAME_PATTERN)] | None = None
+    redelivery: Redelivery | None = None
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> Job:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.metadata is not None and len(json.dumps(self.metadata)) > MAX_METADATA_CHARS:
+            raise ValueError(f"metadata is larger than {MAX_METADATA_CHARS} characters of JSON")
+        return self
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The messages sent to the model."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        if self.prompt is not None:
+            out.append({"role": "user", "content": self.prompt})
+        else:
+            out.extend(m.model_dump() for m in self.messages or [])
+        return out
+
+    def prompt_chars(self) -> int:
+        return sum(len(m["content"]) for m in self.chat_messages())
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    enqueued_at: datetime | None = None
+    started_at: datetime
+    finished_at: datetime
+    queue_seconds: float | None = None
+    model_seconds: float | None = None
+
+
+class Result(BaseModel):
+    """Stored as ``<results container>/<id>.json``, written once."""
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    status: Literal["succeeded", "failed"]
+    deployment: str | None = None
+    model: str | None = None
+    output: str | None = None
+    output_json: Any = Field(default=None, description="Parsed output when a JSON response_format was asked for.")
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    metadata: dict[str, Any] | None = None
+    attempts: int = 1
+    message_id: str | None = None
+    timings: Timings
+
+
+class Notice(BaseModel):
+    """Sent to ``reply_to`` after the result blob is written."""
+
+    id: str
+    status: Literal["succeeded", "failed"]
+    result_container: str
+    result_blob: str
+    error_code: str | None = None
+
+
+class InvalidJob(ValueError):
+    """The message can never become a valid job. ``code`` is the result's error code."""
+
+    def __init__(self, code: str, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.job_id = job_id
+
+
+def decode_body(body: bytes) -> Any:
+    """Message bytes -> JSON value. Accepts plain JSON and base64-encoded JSON."""
+    text = body.strip()
+    if text[:1] not in (b"{", b"[", b'"') and text:
+        try:
+            text = base64.b64decode(text, validate=True).strip()
+        except (binascii.Error, ValueError):
+            pass  # not base64 either: report it as what it most likely is, bad JSON
+        else:
+            if not text:
+                raise InvalidJob("invalid_json", "the message is base64 of nothing")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJob("invalid_utf8", f"the message is not UTF-8 (byte {exc.start}); send UTF-8 JSON") from exc
+    try:
+        return json.loads(decoded)
+    except json.JSONDecodeError as exc:
+        raise InvalidJob(
+            "invalid_json", f"the message is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """First validation error -> (code, message naming the field)."""
+    first = error.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "job"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        if first["loc"][:1] == ("parameters",):
+            allowed = ", ".join(Parameters.model_fields)
+            return "parameter_not_allowed", f"parameter '{first['loc'][-1]}' is not allowed (allowed: {allowed})"
+        return "unknown_field", f"unknown field '{loc}'"
+    if first["loc"][:1] == ("id",):
+        return "invalid_id", "id must be 1-128 characters from A-Z a-z 0-9 _ -"
+    if first["loc"][:1] == ("reply_to",):
+        return "reply_to_not_allowed", "reply_to must be a queue name (3-63 lower-case letters, digits, hyphens)"
+    message = first["msg"].removeprefix("Value error, ")
+    text = f"{loc}: {message}" if first["loc"] else message
+    if kind in ("string_too_short", "string_pattern_mismatch") and first["loc"][:1] in (("prompt",), ("messages",)):
+        return "empty_prompt", text
+    if kind.endswith("_type") or kind in ("literal_error", "model_type", "list_type"):
+        return "wrong_type", text
+    if "exactly one of 'prompt' or 'messages'" in message:
+        return "prompt_or_messages", message
+    return "invalid_job", text
+
+
+def parse_job(body: bytes) -> Job:
+    """Decode and validate one queue message; raise InvalidJob with a specific code."""
+    value = decode_body(body)
+    if not isinstance(value, dict):
+        raise InvalidJob("invalid_job", f"a job is a JSON object, got {_JSON_TYPES.get(type(value), 'a value')}")
+    raw_id = value.get("id")
+    job_id = raw_id if isinstance(raw_id, str) and re.fullmatch(JOB_ID_PATTERN, raw_id) else None
+    try:
+        return Job.model_validate(value)
+    except ValidationError as exc:
+        code, message = _describe(exc)
+        raise InvalidJob(code, message, job_id=job_id) from exc

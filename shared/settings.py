@@ -1,0 +1,146 @@
+"""Every app setting the worker reads, in one place.
+
+Azure Functions exposes app settings (and `local.settings.json` ``Values`` locally) as
+environment variables, so this module reads ``os.environ`` and nothing else. ``SETTINGS``
+is the single list of names: the infra tests check that Bicep and
+``local.settings.sample.json`` set exactly these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConfigurationError
+
+# Name -> one-line description (README's configuration table is generated from the same words).
+SETTINGS: dict[str, str] = {
+    "AzureWebJobsStorage": "Storage connection string (Azurite locally). Leave empty in Azure and use the __ settings.",
+    "AzureWebJobsStorage__accountName": "Identity-based storage: the account name (public cloud endpoints).",
+    "AzureWebJobsStorage__blobServiceUri": "Identity-based storage: blob endpoint, overrides accountName.",
+    "AzureWebJobsStorage__queueServiceUri": "Identity-based storage: queue endpoint, overrides accountName.",
+    "AzureWebJobsStorage__tableServiceUri": "Identity-based storage: table endpoint (used by the Functions host only).",
+    "AzureWebJobsStorage__credential": "`managedidentity` in Azure only; never set it for local runs.",
+    "AzureWebJobsStorage__clientId": "Client id of the user-assigned identity the host uses for storage.",
+    "AZURE_OPENAI_ENDPOINT": "https://<resource>.openai.azure.com (custom subdomain, required for Entra auth).",
+    "AZURE_OPENAI_API_VERSION": "Data-plane API version sent with every call.",
+    "AZURE_OPENAI_DEPLOYMENT": "Deployment used when a job names none.",
+    "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": "Comma-separated deployments a job may name (default: the default deployment).",
+    "AZURE_OPENAI_TIMEOUT_SECONDS": "Per-request timeout for model calls.",
+    "AZURE_OPENAI_MAX_RETRIES": "Retries the openai SDK itself makes (short 429 waits, 5xx, timeouts).",
+    "JOBS_QUEUE": "Queue the trigger listens on; failures land in <JOBS_QUEUE>-poison.",
+    "RESULTS_CONTAINER": "Blob container for results, one <id>.json per job.",
+    "PAYLOADS_CONTAINER": "Blob container for job bodies too large for a queue message (claim check).",
+    "REPLY_QUEUES_ALLOWED": "Comma-separated queue names a job may name as reply_to.",
+    "MAX_PROMPT_CHARS": "Largest prompt (all message texts together) a job may carry.",
+    "PERMISSION_RETRY_SECONDS": "How long PermissionDenied is retried (role assignments take up to ~10 min).",
+    "THROTTLE_MAX_ATTEMPTS": "How many times a long-throttled job is re-enqueued before it fails.",
+    "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
+    "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
+    "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
+}
+
+DEFAULT_API_VERSION = "2024-10-21"
+_NAME_LIST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"App setting {name}={raw!r} must be a whole number.") from exc
+    if value < 0:
+        raise ConfigurationError(f"App setting {name} must not be negative (got {value}).")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    openai_endpoint: str
+    api_version: str
+    default_deployment: str
+    allowed_deployments: tuple[str, ...]
+    openai_timeout: float
+    openai_max_retries: int
+    jobs_queue: str
+    results_container: str
+    payloads_container: str
+    reply_queues_allowed: tuple[str, ...]
+    max_prompt_chars: int
+    permission_retry_seconds: int
+    throttle_max_attempts: int
+    throttle_max_delay_seconds: int
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.jobs_queue}-poison"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings; raise ConfigurationError naming the setting to fix."""
+        env = os.environ if env is None else env
+        endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/")
+        if not endpoint:
+            raise ConfigurationError(
+                "App setting AZURE_OPENAI_ENDPOINT is not set: use https://<resource>.openai.azure.com "
+                "(or run `make run`, which starts the local emulator)."
+            )
+        if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ConfigurationError(f"AZURE_OPENAI_ENDPOINT must be an https URL, got {endpoint!r}.")
+        deployment = env.get("AZURE_OPENAI_DEPLOYMENT", "").strip()
+        if not deployment:
+            raise ConfigurationError("App setting AZURE_OPENAI_DEPLOYMENT is not set: name the default deployment.")
+        allowed = _csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
+        if deployment not in allowed:
+            allowed = (deployment, *allowed)
+        names = {
+            "JOBS_QUEUE": env.get("JOBS_QUEUE", "jobs").strip() or "jobs",
+            "RESULTS_CONTAINER": env.get("RESULTS_CONTAINER", "results").strip() or "results",
+            "PAYLOADS_CONTAINER": env.get("PAYLOADS_CONTAINER", "job-payloads").strip() or "job-payloads",
+        }
+        replies = _csv(env.get("REPLY_QUEUES_ALLOWED"))
+        for setting, name in [*names.items(), *(("REPLY_QUEUES_ALLOWED", r) for r in replies)]:
+            if not _NAME_LIST.match(name) or "--" in name:
+                raise ConfigurationError(
+                    f"App setting {setting} has {name!r}: queue and container names are 3-63 lower-case "
+                    "letters, digits and single hyphens."
+                )
+        return cls(
+            openai_endpoint=endpoint,
+            api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+            default_deployment=deployment,
+            allowed_deployments=allowed,
+            openai_timeout=float(_int(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60)),
+            openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2),
+            jobs_queue=names["JOBS_QUEUE"],
+            results_container=names["RESULTS_CONTAINER"],
+            payloads_container=names["PAYLOADS_CONTAINER"],
+            reply_queues_allowed=replies,
+            max_prompt_chars=_int(env, "MAX_PROMPT_CHARS", 200_000),
+            permission_retry_seconds=_int(env, "PERMISSION_RETRY_SECONDS", 900),
+            throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
+            throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
+        )
+
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
+    """``extensions.queues.maxDequeueCount`` from host.json: the attempt on which the host poisons."""
+    try:
+        queues = json.loads(host_json.read_text())["extensions"]["queues"]
+    except (OSError, KeyError, ValueError):
+        return 5  # the queue extension's default
+    return int(queues.get("maxDequeueCount", 5))

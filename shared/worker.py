@@ -1,0 +1,347 @@
+"""How a queued job becomes a stored result.
+
+Delivery is at-least-once, the model is slow, rate-limited and sometimes down, and senders
+make mistakes. The policy, in the order ``handle`` applies it:
+
+- The message is parsed and checked; anything invalid becomes a ``failed`` result at once and
+  the message is consumed (never retried, never poisoned).
+- A job whose result already exists is consumed without calling the model (redelivery).
+- Model errors are classified (``classify``):
+  * ``Invalid`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
+  * ``Requeue`` (429 with a wait longer than the SDK honours, PermissionDenied while a role
+    assignment propagates): a copy goes back on the queue, invisible for the wait, and this
+    delivery ends; bounded by attempts (throttling) or age (permissions), then a failed result.
+  * anything else (5xx, timeouts, dropped connections, storage and credential errors):
+    re-raised so the host retries after ``visibilityTimeout``; on the last attempt
+    (``maxDequeueCount``) a failed result is written first, then the host poisons the message.
+- The result is written create-only; then the ``reply_to`` notice is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import openai
+from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
+from openai.types.chat import ChatCompletion
+
+from shared.connections import COGNITIVE_SERVICES_SCOPE, Runtime, get_runtime
+from shared.jobs import ErrorInfo, InvalidJob, Job, Notice, Redelivery, Result, Timings, Usage, parse_job
+from shared.settings import Settings, max_dequeue_count
+
+logger = logging.getLogger(__name__)
+
+OPENAI_USER_ROLE = "Cognitive Services OpenAI User"
+PERMISSION_BACKOFF = (5.0, 15.0, 30.0, 60.0)  # role assignments usually land within 1-10 minutes
+
+
+class QueueMessage(Protocol):
+    """What the worker needs of ``azure.functions.QueueMessage`` (keeps this module host-agnostic)."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def dequeue_count(self) -> int | None: ...
+    @property
+    def insertion_time(self) -> datetime | None: ...
+    def get_body(self) -> bytes: ...
+
+
+@dataclass
+class Invalid(Exception):
+    """The job can never succeed as sent."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class Requeue(Exception):
+    """Try this job again later, by re-enqueuing a delayed copy ("retry later")."""
+
+    reason: str  # "throttled" | "permission_denied"
+    delay: float
+    message: str
+
+
+async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Result | None:
+    """Process one queue message. Returns the stored result, or None when there was nothing to do
+    (the result already existed, or the job was re-enqueued). Raises to make the host retry."""
+    runtime = runtime or get_runtime()
+    settings = runtime.settings
+    started = _now()
+    message_id = message.id or "unknown"
+    dequeue_count = message.dequeue_count or 1
+    try:
+        job = parse_job(message.get_body())
+        job_id = job.id or message_id
+        _check_allowed(job, settings)
+    except InvalidJob as exc:
+        # Keyed by the job's own id when it had a valid one, else by the queue message id.
+        job_id = exc.job_id or message_id
+        result = _result(runtime, job_id, message, started, error=ErrorInfo(code=exc.code, message=exc.message))
+        return await _finish(runtime, result, reply_to=None)
+
+    attempts = dequeue_count + (job.redelivery.attempt if job.redelivery else 0)
+    if job_id in runtime.in_flight:
+        logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message_id)
+        return None
+    runtime.in_flight.add(job_id)  # before any await, so a concurrent duplicate sees it
+    try:
+        if await _result_exists(runtime, job_id):
+            logger.info("job %s already has a result; redelivered message %s consumed", job_id, message_id)
+            return None
+        try:
+            completion, model_seconds = await _call_model(runtime, job)
+        except Exception as exc:
+            failure = classify(exc, runtime)
+            if isinstance(failure, Requeue):
+                failure = await _requeue_or_give_up(runtime, job, job_id, failure)
+                if failure is None:
+                    return None
+            elif failure is None:  # transient
+                if dequeue_count < max_dequeue_count():
+                    logger.warning("job %s attempt %d failed, host will retry: %s", job_id, dequeue_count, _brief(exc))
+                    raise
+                # Last attempt: record the outcome for the sender, then let the host poison the message.
+                failure = Invalid("transient_exhausted", f"gave up after {dequeue_count} attempts: {_brief(exc)}")
+                await _finish(
+                    runtime,
+                    _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure)),
+                    reply_to=job.reply_to,
+                )
+                raise
+            result = _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure))
+            return await _finish(runtime, result, reply_to=job.reply_to)
+        result = _result(
+            runtime,
+            job_id,
+            message,
+            started,
+            job=job,
+            attempts=attempts,
+            completion=completion,
+            model_seconds=model_seconds,
+        )
+        return await _finish(runtime, result, reply_to=job.reply_to)
+    finally:
+        runtime.in_flight.discard(job_id)
+
+
+def _check_allowed(job: Job, settings: Settings) -> None:
+    """Checks that depend on this deployment's settings rather than on the contract itself."""
+    if job.deployment is not None and job.deployment not in settings.allowed_deployments:
+        raise InvalidJob(
+            "deployment_not_allowed",
+            f"deployment '{job.deployment}' is not allowed (allowed: {', '.join(settings.allowed_deployments)})",
+            job_id=job.id,
+        )
+    if job.reply_to is not None and job.reply_to not in settings.reply_queues_allowed:
+        raise InvalidJob(
+            "reply_to_not_allowed", f"reply_to queue '{job.reply_to}' is not in REPLY_QUEUES_ALLOWED", job_id=job.id
+        )
+    if (chars := job.prompt_chars()) > settings.max_prompt_chars:
+        raise InvalidJob(
+            "prompt_too_large", f"prompt is {chars} characters; the limit is {settings.max_prompt_chars}", job_id=job.id
+        )
+
+
+async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float]:
+    params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
+    began = time.monotonic()
+    completion = await runtime.openai.chat.completions.create(
+        model=job.deployment or runtime.settings.default_deployment,
+        messages=job.chat_messages(),  # type: ignore[arg-type]  # plain dicts of role/content
+        **params,
+    )
+    return completion, time.monotonic() - began
+
+
+def classify(exc: Exception, runtime: Runtime) -> Invalid | Requeue | None:
+    """Map a model-call error to the policy; None means transient (let the host retry)."""
+    if isinstance(exc, openai.RateLimitError):
+        delay = _retry_after(exc.response.headers) or 30.0
+        return Requeue("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        if exc.code == "PermissionDenied":
+            principal = runtime.identity.get("oid", "unknown")
+            who = runtime.identity.get("upn") or runtime.identity.get("appid") or ""
+            return Requeue(
+                "permission_denied",
+                0.0,
+                f"principal {principal}{f' ({who})' if who else ''} lacks the '{OPENAI_USER_ROLE}' role on "
+                f"{runtime.settings.openai_endpoint}. Grant it on the Azure OpenAI resource: az role assignment "
+                f"create --assignee {principal} --role '{OPENAI_USER_ROLE}' --scope <OpenAI resource id>; "
+                "a new assignment takes up to ~10 minutes to apply.",
+            )
+        return Invalid(
+            "token_rejected",
+            f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
+            f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {_brief(exc)}",
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return Invalid("deployment_not_found", f"Azure OpenAI has no such deployment: {_brief(exc)}")
+    if isinstance(exc, openai.BadRequestError):
+        if exc.code == "content_filter":
+            return Invalid("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+        return Invalid("model_rejected", f"Azure OpenAI refused the request: {_brief(exc)}")
+    if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409):
+        return Invalid("model_rejected", f"Azure OpenAI refused the request: {_brief(exc)}")
+    if isinstance(exc, ClientAuthenticationError):
+        logger.error("no credential could get a token for Azure OpenAI: %s", exc.message)
+    return None
+
+
+async def _requeue_or_give_up(runtime: Runtime, job: Job, job_id: str, requeue: Requeue) -> Invalid | None:
+    """Send a delayed copy of the job; None when sent, an Invalid when the bounds are used up."""
+    settings = runtime.settings
+    previous = job.redelivery
+    attempt = (previous.attempt if previous and previous.reason == requeue.reason else 0) + 1
+    first_seen = previous.first_seen if previous and previous.reason == requeue.reason else _now()
+    if requeue.reason == "throttled":
+        if attempt > settings.throttle_max_attempts:
+            return Invalid("throttled", f"{requeue.message}; gave up after {attempt - 1} re-enqueues")
+        delay = min(requeue.delay, settings.throttle_max_delay_seconds) * random.uniform(1.0, 1.2)  # jitter
+    else:
+        waited = (_now() - first_seen).total_seconds()
+        if waited >= settings.permission_retry_seconds:
+            return Invalid("permission_denied", f"{requeue.message} Still denied after {waited:.0f} s.")
+        delay = PERMISSION_BACKOFF[min(attempt - 1, len(PERMISSION_BACKOFF) - 1)]
+        delay = min(delay, max(1.0, settings.permission_retry_seconds - waited))
+    copy = job.model_copy(
+        update={"id": job_id, "redelivery": Redelivery(attempt=attempt, first_seen=first_seen, reason=requeue.reason)}
+    )
+    queue = runtime.queues.get_queue_client(settings.jobs_queue)
+    await queue.send_message(copy.model_dump_json(exclude_none=True), visibility_timeout=max(1, round(delay)))
+    logger.warning("job %s re-enqueued (%s, attempt %d) to run in %.0f s", job_id, requeue.reason, attempt, delay)
+    return None
+
+
+async def _result_exists(runtime: Runtime, job_id: str) -> bool:
+    try:
+        await runtime.results().get_blob_client(f"{job_id}.json").get_blob_properties()
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+async def _finish(runtime: Runtime, result: Result, *, reply_to: str | None) -> Result | None:
+    """Write the result once (If-None-Match: *), then notify; log one line for the job."""
+    container = runtime.results()
+    await runtime.ensure_once("results", container.create_container)
+    blob_name = f"{result.id}.json"
+    try:
+        await container.upload_blob(
+            blob_name,
+            result.model_dump_json(exclude_none=True).encode(),
+            overwrite=False,
+            content_type="application/json",
+        )
+    except ResourceExistsError:
+        logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
+        return None
+    if reply_to:
+        notice = Notice(
+            id=result.id,
+            status=result.status,
+            result_container=container.container_name,
+            result_blob=blob_name,
+            error_code=result.error.code if result.error else None,
+        )
+        queue = runtime.queues.get_queue_client(reply_to)
+        await runtime.ensure_once(f"queue:{reply_to}", queue.create_queue)
+        await queue.send_message(notice.model_dump_json(exclude_none=True))
+    usage = result.usage
+    logger.info(
+        "job id=%s status=%s code=%s deployment=%s attempt=%d latency_ms=%d model_ms=%d tokens=%s",
+        result.id,
+        result.status,
+        result.error.code if result.error else "-",
+        result.deployment or "-",
+        result.attempts,
+        (result.timings.finished_at - result.timings.started_at).total_seconds() * 1000,
+        (result.timings.model_seconds or 0) * 1000,
+        usage.total_tokens if usage else 0,
+    )
+    return result
+
+
+def _result(
+    runtime: Runtime,
+    job_id: str,
+    message: QueueMessage,
+    started: datetime,
+    *,
+    job: Job | None = None,
+    attempts: int | None = None,
+    completion: ChatCompletion | None = None,
+    model_seconds: float | None = None,
+    error: ErrorInfo | None = None,
+) -> Result:
+    finished = _now()
+    enqueued = message.insertion_time
+    if enqueued is not None and enqueued.tzinfo is None:
+        enqueued = enqueued.replace(tzinfo=UTC)  # the Functions SDK hands out naive UTC times
+    fields: dict[str, Any] = {}
+    if completion is not None:
+        choice = completion.choices[0]
+        fields = {
+            "model": completion.model,
+            "output": choice.message.content,
+            "finish_reason": choice.finish_reason,
+            "usage": Usage.model_validate(completion.usage.model_dump()) if completion.usage else None,
+        }
+        fmt = job.parameters.response_format if job else None
+        if fmt is not None and fmt.type != "text" and choice.message.content:
+            try:
+                fields["output_json"] = json.loads(choice.message.content)
+            except ValueError:
+                logger.warning("job %s asked for JSON but the model's output does not parse", job_id)
+    return Result(
+        id=job_id,
+        status="failed" if error else "succeeded",
+        deployment=(job.deployment or runtime.settings.default_deployment) if job else None,
+        error=error,
+        metadata=job.metadata if job else None,
+        attempts=attempts if attempts is not None else (message.dequeue_count or 1),
+        message_id=message.id,
+        timings=Timings(
+            enqueued_at=enqueued,
+            started_at=started,
+            finished_at=finished,
+            queue_seconds=(started - enqueued).total_seconds() if enqueued else None,
+            model_seconds=model_seconds,
+        ),
+        **fields,
+    )
+
+
+def _error(failure: Invalid) -> ErrorInfo:
+    return ErrorInfo(code=failure.code, message=failure.message)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (what Azure OpenAI sends with a 429)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) / scale
+            except ValueError:
+                continue
+    return None
+
+
+def _brief(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,197 @@
+"""Enqueue, run the local queue host on function_app.py, assert the stored results."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from emulators.openai import answer_for
+from tests.conftest import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator
+from tests.worker_fixtures import Jobs, WorkerHost, ensure_queue
+
+
+def job(i: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"job-{i:03d}", "prompt": f"Question number {i}?", **extra}
+
+
+def expected_output(body: dict[str, Any], deployment: str = DEPLOYMENT) -> str:
+    messages = ([{"role": "system", "content": body["system"]}] if "system" in body else []) + [
+        {"role": "user", "content": body["prompt"]}
+    ]
+    return answer_for(messages, deployment)
+
+
+async def run_fifty(jobs: Jobs, start_host: Callable[..., WorkerHost], aoai: OpenAIEmulator) -> None:
+    await ensure_queue(jobs)
+    bodies = [job(i, metadata={"n": i}) for i in range(50)]
+    bodies[7]["deployment"] = SECOND_DEPLOYMENT
+    bodies[8] = {"id": "job-008", "messages": [{"role": "user", "content": "Chat form"}], "system": "Be brief."}
+    await jobs.send(*bodies)
+    host = start_host(jobs.settings)
+    results = await jobs.wait_for(50)
+    assert len(results) == 50, host.log()
+    for body in bodies:
+        result = results[body["id"]]
+        assert result["status"] == "succeeded", result
+        if "prompt" in body:
+            assert result["output"] == expected_output(body, body.get("deployment", DEPLOYMENT))
+        assert result["deployment"] == body.get("deployment", DEPLOYMENT)
+        assert result.get("metadata") == body.get("metadata")
+        assert result["finish_reason"] == "stop"
+        assert result["usage"]["total_tokens"] > 0
+    assert results["job-008"]["output"] == answer_for(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Chat form"}], DEPLOYMENT
+    )
+    assert aoai.stats()["completions"] == 50
+    assert await jobs.queue_drained()
+    assert "Question number" not in host.log()  # prompts never reach the INFO log
+
+
+async def test_keyless_end_to_end(keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: Any) -> None:
+    await run_fifty(jobs_for(keyless_settings), start_host, aoai)
+
+
+async def test_local_dev_end_to_end(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: Any, azure_cli: Any
+) -> None:
+    await run_fifty(jobs_for(local_dev_settings), start_host, aoai)
+    assert azure_cli.invocations() == 1  # one az run for the whole process: the token is cached
+
+
+async def test_redelivered_job_calls_the_model_once(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    jobs = jobs_for(local_dev_settings)
+    await ensure_queue(jobs)
+    body = job(1)
+    await jobs.send(body, body)  # two deliveries at once
+    start_host(jobs.settings)
+    await jobs.wait_for(1)
+    assert await jobs.queue_drained()
+    await jobs.send(body)  # and one later
+    assert await jobs.queue_drained()
+    results = await jobs.results()
+    assert list(results) == ["job-001"]
+    assert aoai.stats()["completions"] == 1
+
+
+BAD_INPUTS: dict[str, str | bytes] = {
+    "invalid_json": "this is not json",
+    "invalid_job": "[1, 2, 3]",
+    "empty_prompt": json.dumps({"id": "bad-empty", "prompt": ""}),
+    "prompt_or_messages": json.dumps(
+        {"id": "bad-both", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}
+    ),
+    "prompt_too_large": json.dumps({"id": "bad-large", "prompt": "x" * 5000}),
+    "deployment_not_allowed": json.dumps({"id": "bad-deployment", "prompt": "a", "deployment": "gpt-5-huge"}),
+    "invalid_id": json.dumps({"id": "../etc/passwd", "prompt": "a"}),
+    "reply_to_not_allowed": json.dumps({"id": "bad-reply", "prompt": "a", "reply_to": "someone-elses-queue"}),
+    "parameter_not_allowed": json.dumps({"id": "bad-param", "prompt": "a", "parameters": {"logit_bias": {"1": 5}}}),
+    "wrong_type": json.dumps({"id": "bad-type", "prompt": 42}),
+    "invalid_utf8": base64.b64encode(b'{"prompt": "\xff\xfe"}').decode(),
+    "invalid_json_b64": base64.b64encode(b"\x00garbage\x01 not json at all").decode(),
+}
+
+
+async def test_bad_input_becomes_failed_results(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    settings = {**local_dev_settings, "MAX_PROMPT_CHARS": "1000"}
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    message_ids = await jobs.send(*BAD_INPUTS.values())
+    host = start_host(settings)
+    results = await jobs.wait_for(len(BAD_INPUTS))
+    assert len(results) == len(BAD_INPUTS), host.log()
+    by_key = dict(zip(BAD_INPUTS, message_ids, strict=True))
+    for key, message_id in by_key.items():
+        result_id = message_id if key in ("invalid_json", "invalid_job", "invalid_id", "invalid_utf8", "invalid_json_b64") else json.loads(BAD_INPUTS[key])["id"]
+        result = results[result_id]
+        assert result["status"] == "failed"
+        assert result["error"]["code"] == key.removesuffix("_b64"), result
+        assert result["error"]["message"]
+    assert await jobs.queue_drained()
+    assert await jobs.poison_count() == 0
+    assert aoai.stats()["requests"] == 0
+    assert "Traceback" not in host.log()
+
+
+async def test_content_filter_and_unknown_deployment_fail_without_retry(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    settings = {**local_dev_settings, "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": f"{DEPLOYMENT},not-deployed"}
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    await jobs.send(
+        {"id": "filtered", "prompt": "please TRIGGER_PROMPT_FILTER now"},
+        {"id": "nodeploy", "prompt": "hi", "deployment": "not-deployed"},
+    )
+    start_host(settings)
+    results = await jobs.wait_for(2)
+    assert results["filtered"]["error"]["code"] == "content_filter"
+    assert results["nodeploy"]["error"]["code"] == "deployment_not_found"
+    assert await jobs.queue_drained()
+    assert aoai.stats()["requests"] == 2  # no retries
+    assert await jobs.poison_count() == 0
+
+
+async def test_faults_lose_and_duplicate_nothing(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    aoai.configure(fault_500=0.04, fault_503=0.03, fault_drop=0.03, fault_seed=7)
+    jobs = jobs_for(local_dev_settings)
+    await ensure_queue(jobs)
+    bodies = [job(i) for i in range(200)]
+    await jobs.send(*bodies)
+    host = start_host(jobs.settings)
+    results = await jobs.wait_for(200, timeout=180)
+    assert len(results) == 200, host.log()[-3000:]
+    assert all(r["status"] == "succeeded" for r in results.values())
+    assert all(results[b["id"]]["output"] == expected_output(b) for b in bodies)
+    stats = aoai.stats()
+    assert stats["completions"] == 200  # each job answered exactly once
+    assert stats["by_status"].get("500", 0) + stats["by_status"].get("503", 0) > 0
+    assert await jobs.poison_count() == 0
+
+
+async def test_long_throttle_requeues_and_finishes(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    # Azure advertises a wait longer than the SDK honours (150 s > 120 s), so the SDK gives up
+    # at once; the worker re-enqueues with the wait capped by THROTTLE_MAX_DELAY_SECONDS.
+    aoai.configure(rpm=10, rate_window_seconds=2, retry_after_override_seconds=150)
+    settings = {**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "2", "THROTTLE_MAX_ATTEMPTS": "20"}
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    await jobs.send(*(job(i) for i in range(30)))
+    host = start_host(settings)
+    results = await jobs.wait_for(30, timeout=120)
+    assert len(results) == 30, host.log()[-3000:]
+    assert all(r["status"] == "succeeded" for r in results.values()), results
+    stats = aoai.stats()
+    assert stats["throttled"] > 0
+    assert stats["requests"] < 3 * 30
+    assert await jobs.poison_count() == 0
+
+
+async def test_killed_host_loses_nothing(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    aoai.configure(latency_ms=400)
+    jobs = jobs_for(local_dev_settings)
+    await ensure_queue(jobs)
+    await jobs.send(*(job(i) for i in range(60)))
+    first = start_host(jobs.settings, receive_visibility=4)
+    while len(await jobs.results()) < 5:
+        await asyncio.sleep(0.1)
+    first.kill()
+    done_before = len(await jobs.results())
+    assert done_before < 60
+    second = start_host(jobs.settings, receive_visibility=4)
+    results = await jobs.wait_for(60, timeout=90)
+    assert len(results) == 60, second.log()[-3000:]
+    assert all(r["status"] == "succeeded" for r in results.values())
+    assert await jobs.queue_drained()
