@@ -334,6 +334,9 @@ async def serve(
         relay.cancel()
         for service in services.values():
             await service.close()
+        # The real host just ends the process; closing the app's clients keeps the log clean.
+        if (connections := sys.modules.get("shared.connections")) is not None:
+            await connections.close_runtime()
 
 
 def main(argv: list[str] | None = None) -> None:

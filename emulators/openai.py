@@ -45,7 +45,7 @@ FILTERED_PROMPT = (
 )
 KEYS_DISABLED = "Key based authentication is disabled for this resource."
 NO_ROLE = "Principal does not have access to API/Operation."
-SERVER_FAULTS = {  # config field -> (status, code, message), bodies as Azure sends them
+SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenAI behind it) words them
     "fault_500": (
         500,
         "InternalServerError",

@@ -180,3 +180,11 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime.from_env()
     return _runtime
+
+
+async def close_runtime() -> None:
+    """Close the process-wide clients (hosts that can tell us they are stopping call this)."""
+    global _runtime
+    if _runtime is not None:
+        runtime, _runtime = _runtime, None
+        await runtime.close()

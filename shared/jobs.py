@@ -11,6 +11,7 @@ import binascii
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -82,6 +83,12 @@ class Redelivery(_Strict):
 
 class Job(_Strict):
     """One unit of work. Exactly one of ``prompt`` or ``messages``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]},
+    )
 
     id: JobId | None = Field(default=None, description="Idempotency key; default: the queue message id.")
     prompt: NonBlank | None = None
@@ -211,9 +218,12 @@ def _describe(error: ValidationError) -> tuple[str, str]:
         return "reply_to_not_allowed", "reply_to must be a queue name (3-63 lower-case letters, digits, hyphens)"
     message = first["msg"].removeprefix("Value error, ")
     text = f"{loc}: {message}" if first["loc"] else message
-    if kind in ("string_too_short", "string_pattern_mismatch") and first["loc"][:1] in (("prompt",), ("messages",)):
+    if kind in ("string_too_short", "string_pattern_mismatch", "too_short") and first["loc"][:1] in (
+        ("prompt",),
+        ("messages",),
+    ):
         return "empty_prompt", text
-    if kind.endswith("_type") or kind in ("literal_error", "model_type", "list_type"):
+    if kind.endswith(("_type", "_parsing")) or kind == "literal_error":
         return "wrong_type", text
     if "exactly one of 'prompt' or 'messages'" in message:
         return "prompt_or_messages", message
@@ -232,3 +242,23 @@ def parse_job(body: bytes) -> Job:
     except ValidationError as exc:
         code, message = _describe(exc)
         raise InvalidJob(code, message, job_id=job_id) from exc
+
+
+SCHEMA_FILES = {"job.schema.json": Job, "result.schema.json": Result, "notice.schema.json": Notice}
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The published JSON Schemas, generated from the models so they cannot drift."""
+    out = {}
+    for name, model in SCHEMA_FILES.items():
+        schema = model.model_json_schema(mode="validation")
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": name, **schema}
+        out[name] = schema
+    return out
+
+
+if __name__ == "__main__":  # python -m shared.jobs  -> rewrite schemas/
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for file_name, schema in json_schemas().items():
+        (SCHEMA_DIR / file_name).write_text(json.dumps(schema, indent=2) + "\n")

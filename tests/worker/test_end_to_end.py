@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emulators.openai import answer_for
-from tests.conftest import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator
+from tests.conftest import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from tests.worker_fixtures import Jobs, WorkerHost, ensure_queue
 
 
@@ -195,3 +195,43 @@ async def test_killed_host_loses_nothing(
     assert len(results) == 60, second.log()[-3000:]
     assert all(r["status"] == "succeeded" for r in results.values())
     assert await jobs.queue_drained()
+
+
+async def test_role_propagation_is_waited_out(
+    keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, identity_endpoint: Any
+) -> None:
+    principal = ungranted(identity_endpoint)
+    settings = {**keyless_settings, "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id}
+    aoai.grant(principal.object_id, delay_seconds=4)  # assigned, not yet in effect
+    try:
+        jobs = jobs_for(settings)
+        await ensure_queue(jobs)
+        await jobs.send(job(1))
+        host = start_host(settings)
+        results = await jobs.wait_for(1, timeout=60)
+        assert results["job-001"]["status"] == "succeeded", host.log()[-2000:]
+        assert results["job-001"]["attempts"] >= 2
+        assert aoai.stats()["by_status"]["401"] >= 1
+    finally:
+        aoai.revoke(principal.object_id)
+
+
+async def test_missing_role_fails_with_the_fix(
+    keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, identity_endpoint: Any
+) -> None:
+    principal = ungranted(identity_endpoint)
+    settings = {
+        **keyless_settings,
+        "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id,
+        "PERMISSION_RETRY_SECONDS": "3",
+    }
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    await jobs.send(job(1))
+    host = start_host(settings)
+    results = await jobs.wait_for(1, timeout=60)
+    error = results["job-001"]["error"]
+    assert error["code"] == "permission_denied", host.log()[-2000:]
+    assert principal.object_id in error["message"]
+    assert "Cognitive Services OpenAI User" in error["message"]
+    assert await jobs.poison_count() == 0

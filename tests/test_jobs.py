@@ -1,0 +1,76 @@
+"""The job contract: decoding, validation codes, and the published schemas."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from shared.jobs import InvalidJob, Job, json_schemas, parse_job, SCHEMA_DIR
+
+
+def code_of(body: bytes) -> tuple[str, str | None]:
+    with pytest.raises(InvalidJob) as caught:
+        parse_job(body)
+    return caught.value.code, caught.value.job_id
+
+
+def test_plain_and_base64_json_give_the_same_job() -> None:
+    body = json.dumps({"id": "a-1", "prompt": "hello"}).encode()
+    assert parse_job(body) == parse_job(base64.b64encode(body)) == Job(id="a-1", prompt="hello")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"not json", "invalid_json"),
+        (b"", "invalid_json"),
+        (b"[1]", "invalid_job"),
+        (b'"just a string"', "invalid_job"),
+        (b'{"prompt": ""}', "empty_prompt"),
+        (b'{"prompt": "   "}', "empty_prompt"),
+        (b'{"messages": []}', "empty_prompt"),
+        (b'{}', "prompt_or_messages"),
+        (b'{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}', "prompt_or_messages"),
+        (b'{"prompt": 1}', "wrong_type"),
+        (b'{"prompt": "a", "parameters": {"temperature": "hot"}}', "wrong_type"),
+        (b'{"prompt": "a", "parameters": {"temperature": 3}}', "invalid_job"),
+        (b'{"prompt": "a", "parameters": {"logit_bias": {}}}', "parameter_not_allowed"),
+        (b'{"prompt": "a", "colour": "red"}', "unknown_field"),
+        (b'{"id": "a/b", "prompt": "a"}', "invalid_id"),
+        (b'{"id": "..", "prompt": "a"}', "invalid_id"),
+        (b'{"id": "' + b"x" * 129 + b'", "prompt": "a"}', "invalid_id"),
+        (b'{"prompt": "a", "reply_to": "UPPER"}', "reply_to_not_allowed"),
+        (base64.b64encode(b'{"prompt": "\xff"}'), "invalid_utf8"),
+        (b'{"prompt": "\xff"}', "invalid_utf8"),
+        (base64.b64encode(b"\x00\x01garbage"), "invalid_json"),
+        (b'{"prompt": "a", "parameters": {"max_tokens": 5, "max_completion_tokens": 5}}', "invalid_job"),
+        (b'{"prompt": "a", "parameters": {"response_format": {"type": "json_schema"}}}', "invalid_job"),
+    ],
+)
+def test_invalid_bodies_get_specific_codes(body: bytes, code: str) -> None:
+    assert code_of(body)[0] == code
+
+
+def test_failed_job_keeps_its_valid_id_and_drops_an_invalid_one() -> None:
+    assert code_of(b'{"id": "mine", "prompt": ""}') == ("empty_prompt", "mine")
+    assert code_of(b'{"id": "../../etc", "prompt": "a"}') == ("invalid_id", None)
+
+
+def test_error_messages_name_the_field() -> None:
+    with pytest.raises(InvalidJob, match="parameters.temperature"):
+        parse_job(b'{"prompt": "a", "parameters": {"temperature": 3}}')
+    with pytest.raises(InvalidJob, match="logit_bias"):
+        parse_job(b'{"prompt": "a", "parameters": {"logit_bias": {}}}')
+
+
+def test_chat_messages_put_system_first() -> None:
+    job = Job.model_validate({"prompt": "q", "system": "be brief"})
+    assert job.chat_messages() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+
+
+def test_published_schemas_match_the_models() -> None:
+    # Regenerate with `python -m shared.jobs` after changing shared/jobs.py.
+    for name, schema in json_schemas().items():
+        assert json.loads((SCHEMA_DIR / name).read_text()) == schema, f"schemas/{name} is stale"

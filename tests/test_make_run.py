@@ -1,0 +1,31 @@
+"""`make run`'s last step, as a user sees it: samples in, results printed, exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_run_prints_every_sample_result(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'tests' / 'guarded'}{os.pathsep}{REPO}",
+        "LOCAL_AZURE_DIR": str(tmp_path),
+    }
+    env.pop("AZURE_OPENAI_ENDPOINT", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "emulators.run", "--settings", str(tmp_path / "absent.json"), "--timeout", "60"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    samples = sorted(p.name for p in (REPO / "samples").glob("*.json"))
+    for name in samples:
+        assert name in done.stdout
+    assert "✗ 05-invalid.json -> sample-invalid: parameter_not_allowed" in done.stdout
+    assert f"summary: {len(samples)}/{len(samples)} done" in done.stdout
+    assert "reply_to notice" in done.stdout
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
