@@ -36,10 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from emulators.tokens import REPO_ROOT
+from shared.connections import AZURITE_ACCOUNT as ACCOUNT
+from shared.connections import AZURITE_KEY as DEV_KEY
 
-ACCOUNT = "devstoreaccount1"
-# Azurite's published development key (the same for every install); it is not a secret.
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (https?)://[^:]+:(\d+)")
 
 

@@ -27,6 +27,16 @@ logger = logging.getLogger(__name__)
 # Entra ID audience of Azure OpenAI. A token for any other resource is refused with 401.
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
+# Azurite's published development account (the same on every machine; not a secret). The
+# Functions host understands the `UseDevelopmentStorage=true` shorthand; the Python SDK does
+# not, so it is expanded here to what it means.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+DEVELOPMENT_STORAGE = (
+    f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+    f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{AZURITE_ACCOUNT};"
+    f"TableEndpoint=http://127.0.0.1:10002/{AZURITE_ACCOUNT};"
+)
 
 
 def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
@@ -51,6 +61,8 @@ class StorageEndpoints:
         """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
         env = os.environ if env is None else env
         if value := env.get(connection, "").strip():
+            if value.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
+                value = DEVELOPMENT_STORAGE
             return cls(connection_string=value)
         account = env.get(f"{connection}__accountName", "").strip()
         queue = env.get(f"{connection}__queueServiceUri", "").strip() or (

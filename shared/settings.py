@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shared.errors import ConfigurationError
 
-# Name -> one-line description (README's configuration table is generated from the same words).
+# Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
 SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage": "Storage connection string (Azurite locally). Leave empty in Azure and use the __ settings.",
     "AzureWebJobsStorage__accountName": "Identity-based storage: the account name (public cloud endpoints).",

@@ -35,3 +35,40 @@ def test_default_deployment_is_always_allowed() -> None:
 def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):
         Settings.from_env(env)
+
+
+def test_development_storage_shorthand_means_azurite_default_ports() -> None:
+    from shared.connections import StorageEndpoints
+
+    endpoints = StorageEndpoints.from_settings(env={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert endpoints.connection_string is not None
+    assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1" in endpoints.connection_string
+
+
+def test_identity_based_storage_from_account_name() -> None:
+    from shared.connections import StorageEndpoints
+
+    endpoints = StorageEndpoints.from_settings(env={"AzureWebJobsStorage__accountName": "stjobs"})
+    assert endpoints.queue_url == "https://stjobs.queue.core.windows.net"
+    assert endpoints.blob_url == "https://stjobs.blob.core.windows.net"
+    assert endpoints.connection_string is None
+
+
+def test_missing_storage_settings_say_what_to_set() -> None:
+    from shared.connections import StorageEndpoints
+
+    with pytest.raises(ConfigurationError, match="AzureWebJobsStorage__accountName"):
+        StorageEndpoints.from_settings(env={})
+
+
+def test_readme_and_sample_document_every_setting() -> None:
+    import json
+
+    from shared.settings import SETTINGS
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
+    for name in SETTINGS:
+        assert f"| `{name}` |" in readme, f"README configuration table lacks {name}"
+        assert name in sample, f"local.settings.sample.json lacks {name}"
