@@ -40,4 +40,4 @@ infra-check:
 	bash .ci/checkov.sh
 
 clean:
-	rm -rf $(VENV) node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache

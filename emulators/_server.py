@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -42,7 +42,7 @@ async def serve(app: web.Application, *, host: str = LOOPBACK, port: int = 0) ->
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets  # started above
+    assert isinstance(server, asyncio.Server) and server.sockets  # started above
     bound = server.sockets[0].getsockname()[1]
     return Running(url=f"http://{host}:{bound}", app=app, runner=runner)
 
@@ -76,7 +76,7 @@ class ServerThread:
     caller runs, as a separate service would.
     """
 
-    def __init__(self, start: Callable[[], Awaitable[Running]], name: str) -> None:
+    def __init__(self, start: Callable[[], Coroutine[Any, Any, Running]], name: str) -> None:
         self._start = start
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from emulators.tokens import REPO_ROOT
-from shared.connections import AZURITE_ACCOUNT as ACCOUNT
-from shared.connections import AZURITE_KEY as DEV_KEY
+from shared.constants import AZURITE_ACCOUNT as ACCOUNT
+from shared.constants import AZURITE_KEY as DEV_KEY
 
 _LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (https?)://[^:]+:(\d+)")
 
@@ -67,7 +67,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -154,7 +154,7 @@ def index_app(app_dir: Path, module: str = "function_app") -> list[QueueFunction
             if binding["type"] == "queueTrigger":
                 found.append(
                     QueueFunction(
-                        name=function.get_function_name(),
+                        name=function.get_function_name() or binding["name"],
                         queue_name=resolve(binding["queueName"], os.environ),
                         connection=binding.get("connection") or "AzureWebJobsStorage",
                         arg_name=binding["name"],
@@ -228,7 +228,7 @@ class QueueListener:
         except ValueError as exc:
             await self._poison(stored, str(exc))
             return
-        message = QueueMessage(
+        message = QueueMessage(  # type: ignore[no-untyped-call]  # azure.functions is untyped here
             id=stored.id,
             body=body,
             dequeue_count=stored.dequeue_count,

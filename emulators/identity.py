@@ -14,6 +14,7 @@ import argparse
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -90,7 +91,7 @@ async def token(request: web.Request) -> web.Response:
     )
 
 
-def _select(state: IdentityState, query: "web.MultiDictProxy[str]") -> Principal | None:
+def _select(state: IdentityState, query: Mapping[str, str]) -> Principal | None:
     if client_id := query.get("client_id"):
         return state.user_assigned.get(client_id)
     if object_id := query.get("object_id") or query.get("principal_id"):

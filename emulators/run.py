@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             issuer = TokenIssuer(state)
             mi = identity.IdentityState(issuer=issuer, header=os.urandom(8).hex())
             mi_server = stack.enter_context(ServerThread(lambda: identity.start(mi), "identity"))
-            config = openai_emulator.EmulatorConfig(
-                deployments=DEPLOYMENTS, grants=[identity.SYSTEM_ASSIGNED.object_id], latency_ms=200
+            config = openai_emulator.EmulatorConfig.model_validate(
+                {"deployments": DEPLOYMENTS, "grants": [identity.SYSTEM_ASSIGNED.object_id], "latency_ms": 200}
             )
             aoai = stack.enter_context(
                 ServerThread(lambda: openai_emulator.start(config, public_pem=issuer.public_pem), "openai")

@@ -7,6 +7,9 @@ runs in both places; only the environment differs.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,30 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ResourceExistsError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
 from openai import AsyncAzureOpenAI
 
+from shared.constants import COGNITIVE_SERVICES_SCOPE, DEVELOPMENT_STORAGE, STORAGE_CONNECTION
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Entra ID audience of Azure OpenAI. A token for any other resource is refused with 401.
-COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
-STORAGE_CONNECTION = "AzureWebJobsStorage"
-# Azurite's published development account (the same on every machine; not a secret). The
-# Functions host understands the `UseDevelopmentStorage=true` shorthand; the Python SDK does
-# not, so it is expanded here to what it means.
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-DEVELOPMENT_STORAGE = (
-    f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-    f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{AZURITE_ACCOUNT};"
-    f"TableEndpoint=http://127.0.0.1:10002/{AZURITE_ACCOUNT};"
-)
-
 
 def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
     """The process's one credential. ``AZURE_CLIENT_ID`` picks a user-assigned identity."""
@@ -134,12 +124,8 @@ class Runtime:
         """Create a container or queue the first time this process needs it (infra normally has)."""
         if key in self._ready:
             return
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
+        with contextlib.suppress(ResourceExistsError):
             await create()
-        except ResourceExistsError:
-            pass
         self._ready.add(key)
 
     async def close(self) -> None:
@@ -171,9 +157,6 @@ def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]
 
 def _identity_from_token(token: str) -> dict[str, Any]:
     """Who the token says we are: the ids needed to grant a role, never the token itself."""
-    import base64
-    import json
-
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

@@ -244,7 +244,11 @@ def parse_job(body: bytes) -> Job:
         raise InvalidJob(code, message, job_id=job_id) from exc
 
 
-SCHEMA_FILES = {"job.schema.json": Job, "result.schema.json": Result, "notice.schema.json": Notice}
+SCHEMA_FILES: dict[str, type[BaseModel]] = {
+    "job.schema.json": Job,
+    "result.schema.json": Result,
+    "notice.schema.json": Notice,
+}
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 

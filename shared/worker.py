@@ -25,13 +25,14 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import openai
 from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
 from openai.types.chat import ChatCompletion
 
-from shared.connections import COGNITIVE_SERVICES_SCOPE, Runtime, get_runtime
+from shared.connections import Runtime, get_runtime
+from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import ErrorInfo, InvalidJob, Job, Notice, Redelivery, Result, Timings, Usage, parse_job
 from shared.settings import Settings, max_dequeue_count
 
@@ -65,7 +66,7 @@ class Invalid(Exception):
 class Requeue(Exception):
     """Try this job again later, by re-enqueuing a delayed copy ("retry later")."""
 
-    reason: str  # "throttled" | "permission_denied"
+    reason: Literal["throttled", "permission_denied"]
     delay: float
     message: str
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tempfile
 
 import pytest
 
@@ -22,11 +21,12 @@ from emulators.azurite import make_certificate
 
 # aiohttp (under azure-core's async transport) builds its verifying SSL context once, at
 # import, from SSL_CERT_FILE: the keyless Azurite's certificate must be trusted before that.
+assert "aiohttp" not in sys.modules, "conftest must trust the test certificate before aiohttp is imported"
 CERT_DIR = Path(tempfile.mkdtemp(prefix="local-azure-tls-"))
 _, _, CA_BUNDLE = make_certificate(CERT_DIR)
 os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(CA_BUNDLE)
 
-from emulators import az as az_standin  # noqa: E402
+from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
 from emulators import identity
 from emulators import openai as openai_emulator
@@ -137,6 +137,7 @@ def openai_server(issuer: TokenIssuer) -> Iterator[OpenAIEmulator]:
 @pytest.fixture
 def aoai(openai_server: OpenAIEmulator) -> Iterator[OpenAIEmulator]:
     """The session's emulator with this test's config changes undone afterwards."""
+
     def fresh(app: Any) -> Any:
         state = app[openai_emulator.STATE]
         state.reset_stats()

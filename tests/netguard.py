@@ -50,9 +50,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
             host = _address_host(address)
             if not is_loopback(host):
                 raise NetworkGuardError(f"network guard: refused {event} to {address!r} (loopback only)")
-    elif event == "socket.getaddrinfo":
-        if not is_loopback(args[0]):
-            raise NetworkGuardError(f"network guard: refused name look-up of {args[0]!r} (loopback only)")
+    elif event == "socket.getaddrinfo" and not is_loopback(args[0]):
+        raise NetworkGuardError(f"network guard: refused name look-up of {args[0]!r} (loopback only)")
 
 
 def install() -> None:

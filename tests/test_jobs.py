@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared.jobs import InvalidJob, Job, json_schemas, parse_job, SCHEMA_DIR
+from shared.jobs import SCHEMA_DIR, InvalidJob, Job, json_schemas, parse_job
 
 
 def code_of(body: bytes) -> tuple[str, str | None]:
@@ -31,7 +31,7 @@ def test_plain_and_base64_json_give_the_same_job() -> None:
         (b'{"prompt": ""}', "empty_prompt"),
         (b'{"prompt": "   "}', "empty_prompt"),
         (b'{"messages": []}', "empty_prompt"),
-        (b'{}', "prompt_or_messages"),
+        (b"{}", "prompt_or_messages"),
         (b'{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}', "prompt_or_messages"),
         (b'{"prompt": 1}', "wrong_type"),
         (b'{"prompt": "a", "parameters": {"temperature": "hot"}}', "wrong_type"),
@@ -59,7 +59,7 @@ def test_failed_job_keeps_its_valid_id_and_drops_an_invalid_one() -> None:
 
 
 def test_error_messages_name_the_field() -> None:
-    with pytest.raises(InvalidJob, match="parameters.temperature"):
+    with pytest.raises(InvalidJob, match=r"parameters\.temperature"):
         parse_job(b'{"prompt": "a", "parameters": {"temperature": 3}}')
     with pytest.raises(InvalidJob, match="logit_bias"):
         parse_job(b'{"prompt": "a", "parameters": {"logit_bias": {}}}')

@@ -7,6 +7,7 @@ process (behind the same network guard), reading its settings from the environme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -197,7 +198,5 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., WorkerHost]]:
 
 
 async def ensure_queue(jobs: Jobs) -> None:
-    try:
+    with contextlib.suppress(ResourceExistsError):
         await jobs.queue.create_queue()
-    except ResourceExistsError:
-        pass

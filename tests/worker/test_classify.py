@@ -14,7 +14,9 @@ from shared.worker import Invalid, Requeue, classify
 
 RUNTIME: Any = SimpleNamespace(
     identity={"oid": "1111-oid", "appid": "2222-app"},
-    settings=Settings.from_env({"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}),
+    settings=Settings.from_env(
+        {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}
+    ),
 )
 
 
@@ -57,7 +59,9 @@ def test_throttle_uses_the_advertised_wait(headers: dict[str, str], delay: float
 def test_content_filter_and_missing_deployment_are_invalid() -> None:
     filtered = status_error(openai.BadRequestError, 400, {"error": {"code": "content_filter", "message": "x"}})
     missing = status_error(openai.NotFoundError, 404, {"error": {"code": "DeploymentNotFound", "message": "x"}})
-    assert classify(filtered, RUNTIME) == Invalid("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+    assert classify(filtered, RUNTIME) == Invalid(
+        "content_filter", "the prompt was blocked by Azure OpenAI's content filter"
+    )
     assert isinstance(verdict := classify(missing, RUNTIME), Invalid) and verdict.code == "deployment_not_found"
 
 

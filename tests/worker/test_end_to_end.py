@@ -82,9 +82,7 @@ BAD_INPUTS: dict[str, str | bytes] = {
     "invalid_json": "this is not json",
     "invalid_job": "[1, 2, 3]",
     "empty_prompt": json.dumps({"id": "bad-empty", "prompt": ""}),
-    "prompt_or_messages": json.dumps(
-        {"id": "bad-both", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}
-    ),
+    "prompt_or_messages": json.dumps({"id": "bad-both", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}),
     "prompt_too_large": json.dumps({"id": "bad-large", "prompt": "x" * 5000}),
     "deployment_not_allowed": json.dumps({"id": "bad-deployment", "prompt": "a", "deployment": "gpt-5-huge"}),
     "invalid_id": json.dumps({"id": "../etc/passwd", "prompt": "a"}),
@@ -108,7 +106,11 @@ async def test_bad_input_becomes_failed_results(
     assert len(results) == len(BAD_INPUTS), host.log()
     by_key = dict(zip(BAD_INPUTS, message_ids, strict=True))
     for key, message_id in by_key.items():
-        result_id = message_id if key in ("invalid_json", "invalid_job", "invalid_id", "invalid_utf8", "invalid_json_b64") else json.loads(BAD_INPUTS[key])["id"]
+        result_id = (
+            message_id
+            if key in ("invalid_json", "invalid_job", "invalid_id", "invalid_utf8", "invalid_json_b64")
+            else json.loads(BAD_INPUTS[key])["id"]
+        )
         result = results[result_id]
         assert result["status"] == "failed"
         assert result["error"]["code"] == key.removesuffix("_b64"), result

@@ -1,0 +1,295 @@
+// The worker: a Python Function App on the Flex Consumption plan, running as the ONE
+// user-assigned identity for everything (no connection strings, no keys, no publishing
+// passwords). The app settings below are exactly the names shared/settings.py reads.
+
+@description('Name of the Function App.')
+param name string
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Region of the plan and the app.')
+param location string
+
+@description('Tags for the plan and the app.')
+param tags object = {}
+
+@description('azd service name in azure.yaml: azd deploy finds the app by this tag.')
+param serviceName string = 'worker'
+
+@description('Resource id of the user-assigned identity the app runs as.')
+param identityId string
+
+@description('Client id of that identity (AZURE_CLIENT_ID, AzureWebJobsStorage__clientId).')
+param identityClientId string
+
+@description('Storage account for the host, the deployment package, queues and blobs.')
+param storageAccountName string
+
+@description('Container holding the deployment package.')
+param deploymentContainerName string
+
+@description('Application Insights component.')
+param appInsightsName string
+
+@description('Python version of the worker.')
+@allowed([
+  '3.11'
+])
+param pythonVersion string = '3.11'
+
+@minValue(1)
+@maxValue(1000)
+@description('Flex Consumption scale-out limit (see main.bicep for the quota math).')
+param maximumInstanceCount int
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each instance in MB.')
+param instanceMemoryMB int
+
+// ---- Worker settings (shared/settings.py) ----
+
+@description('https://<subdomain>.openai.azure.com/')
+param openAiEndpoint string
+
+@description('Default deployment.')
+param openAiDeploymentName string
+
+@description('Deployments a job may name, comma-separated.')
+param openAiAllowedDeployments string
+
+@description('Azure OpenAI data-plane API version.')
+param openAiApiVersion string
+
+@description('Per-request timeout of model calls, seconds.')
+param openAiTimeoutSeconds int
+
+@description('Retries the openai SDK makes itself.')
+param openAiMaxRetries int
+
+@description('Queue the trigger listens on.')
+param jobsQueueName string
+
+@description('Container for results.')
+param resultsContainerName string
+
+@description('Container for claim-check payloads.')
+param payloadsContainerName string
+
+@description('Queues a job may name as reply_to.')
+param replyQueueNames array
+
+@description('Largest prompt a job may carry, characters.')
+param maxPromptChars int
+
+@description('How long PermissionDenied is retried, seconds (role assignments take minutes to apply).')
+param permissionRetrySeconds int
+
+@description('How often a throttled job is re-enqueued before it fails.')
+param throttleMaxAttempts int
+
+@description('Longest wait before a re-enqueued throttled job runs again, seconds.')
+param throttleMaxDelaySeconds int
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy on Flex Consumption needs a region with availability zones; a queue worker rides out a zone outage by leaving messages in the queue (at-least-once). Set zoneRedundant where the region supports it.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    // Linux.
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: azd deploy publishes over the app's scm endpoint (Entra token, basic auth off below); the worker has no HTTP triggers. Disable public access together with VNet integration + a private endpoint.
+  // checkov:skip=CKV_AZURE_17: no HTTP triggers, so no HTTP clients to authenticate with certificates; the only callers are the platform and azd deploy (Entra).
+  // checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption: it scales per queue length from zero, and jobs wait durably in the queue.
+  // checkov:skip=CKV_AZURE_213: health check pings an HTTP path; a queue-triggered app has none, and Flex Consumption replaces unhealthy instances itself.
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': serviceName })
+  kind: 'functionapp,linux'
+  identity: {
+    // Only the user-assigned identity: no second, system-assigned principal to grant or audit.
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      ftpsState: 'Disabled'
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      http20Enabled: true
+      // The complete set of app settings. Names match shared/settings.py SETTINGS and
+      // local.settings.sample.json; tests/infra checks all three agree.
+      appSettings: [
+        // Host storage through the identity: no AzureWebJobsStorage connection string.
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
+        }
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
+        }
+        // Azure OpenAI.
+        {
+          name: 'AZURE_OPENAI_ENDPOINT'
+          value: openAiEndpoint
+        }
+        {
+          name: 'AZURE_OPENAI_DEPLOYMENT'
+          value: openAiDeploymentName
+        }
+        {
+          name: 'AZURE_OPENAI_ALLOWED_DEPLOYMENTS'
+          value: openAiAllowedDeployments
+        }
+        {
+          name: 'AZURE_OPENAI_API_VERSION'
+          value: openAiApiVersion
+        }
+        {
+          name: 'AZURE_OPENAI_TIMEOUT_SECONDS'
+          value: string(openAiTimeoutSeconds)
+        }
+        {
+          name: 'AZURE_OPENAI_MAX_RETRIES'
+          value: string(openAiMaxRetries)
+        }
+        // Queues and containers (created by storage.bicep from the same names).
+        {
+          name: 'JOBS_QUEUE'
+          value: jobsQueueName
+        }
+        {
+          name: 'RESULTS_CONTAINER'
+          value: resultsContainerName
+        }
+        {
+          name: 'PAYLOADS_CONTAINER'
+          value: payloadsContainerName
+        }
+        {
+          name: 'REPLY_QUEUES_ALLOWED'
+          value: join(replyQueueNames, ',')
+        }
+        // Limits and retries.
+        {
+          name: 'MAX_PROMPT_CHARS'
+          value: string(maxPromptChars)
+        }
+        {
+          name: 'PERMISSION_RETRY_SECONDS'
+          value: string(permissionRetrySeconds)
+        }
+        {
+          name: 'THROTTLE_MAX_ATTEMPTS'
+          value: string(throttleMaxAttempts)
+        }
+        {
+          name: 'THROTTLE_MAX_DELAY_SECONDS'
+          value: string(throttleMaxDelaySeconds)
+        }
+        // azure-identity: use the managed identity, this one, and skip every other credential.
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identityClientId
+        }
+        {
+          name: 'AZURE_TOKEN_CREDENTIALS'
+          value: 'ManagedIdentityCredential'
+        }
+        // Telemetry with Entra auth (App Insights local auth is off). The connection string holds
+        // no secret once local auth is disabled: it only says where to send.
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          // azd deploy uploads the zip here; the platform reads it with the app identity.
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      // On Flex Consumption the runtime is set here, not by FUNCTIONS_WORKER_RUNTIME.
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// Publishing with a username/password (FTP, Kudu basic auth) is off: azd deploys with an
+// Entra token.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output id string = site.id
+output defaultHostName string = site.properties.defaultHostName

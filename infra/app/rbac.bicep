@@ -1,0 +1,221 @@
+// Every role assignment of the deployment. Each is scoped to the ONE resource it is needed on
+// (the OpenAI account, the storage account, App Insights, the jobs queue, the results
+// container): never to the resource group or the subscription. Names come from guid() over
+// scope + principal + role, so re-deploying is idempotent.
+
+@description('Storage account of the worker.')
+param storageAccountName string
+
+@description('Azure OpenAI account of the worker.')
+param openAiAccountName string
+
+@description('Application Insights component of the worker.')
+param appInsightsName string
+
+@description('Queue producers send jobs to.')
+param jobsQueueName string
+
+@description('Container results are written to.')
+param resultsContainerName string
+
+@description('Principal (object) id of the user-assigned identity of the worker.')
+param appPrincipalId string
+
+@description('Object id of the person running azd up (optional): can enqueue jobs, read results and call the model from a laptop.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Kind of principalId: User for a person, ServicePrincipal when azd runs in CI.')
+param principalType string = 'User'
+
+@description('Object id of a producer service (optional): gets ONLY send on the jobs queue and read on the results container.')
+param producerPrincipalId string = ''
+
+@allowed([
+  'ServicePrincipal'
+  'User'
+  'Group'
+])
+@description('Kind of producerPrincipalId (a managed identity is a ServicePrincipal).')
+param producerPrincipalType string = 'ServicePrincipal'
+
+// ---- Built-in role definition ids (same in every tenant) ----
+
+// Cognitive Services OpenAI User: call deployments (chat completions); no keys, no management.
+var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
+
+// Storage Blob Data Owner: the Functions host takes blob leases and manages its own containers.
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+
+// Storage Blob Data Contributor: read/write blobs (a person inspecting results and payloads).
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+
+// Storage Blob Data Reader: read blobs only (a producer fetching its results).
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+
+// Storage Queue Data Contributor: the queue trigger reads, updates (releases) and deletes
+// messages and writes <queue>-poison; Message Processor alone is not enough.
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+
+// Storage Queue Data Message Sender: add messages only (a producer enqueueing jobs).
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+
+// Storage Table Data Contributor: the Functions host's diagnostics/scale tables.
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+
+// Monitoring Metrics Publisher: send telemetry to App Insights with Entra auth (local auth is off).
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// ---- The resources roles are scoped to ----
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource jobsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: jobsQueueName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: resultsContainerName
+}
+
+resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
+  name: openAiAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+// ---- The worker's identity ----
+
+resource appOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(openAi.id, appPrincipalId, cognitiveServicesOpenAiUser)
+  scope: openAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesOpenAiUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: call the model with an Entra token.'
+  }
+}
+
+resource appBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: host storage (leases), deployment package, results and payload blobs.'
+  }
+}
+
+resource appQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: queue trigger, poison queue, re-enqueue of throttled jobs, reply queues.'
+  }
+}
+
+resource appTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: Functions host tables.'
+  }
+}
+
+resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, appPrincipalId, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: send telemetry with Entra auth.'
+  }
+}
+
+// ---- The person running azd up (optional) ----
+
+resource userOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(openAi.id, principalId, cognitiveServicesOpenAiUser)
+  scope: openAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesOpenAiUser)
+    principalId: principalId
+    principalType: principalType
+    description: 'Developer: call the model from a laptop.'
+  }
+}
+
+resource userQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(storage.id, principalId, storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: principalId
+    principalType: principalType
+    description: 'Developer: enqueue jobs, peek and clear queues.'
+  }
+}
+
+resource userBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(storage.id, principalId, storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: principalId
+    principalType: principalType
+    description: 'Developer: read results, write claim-check payloads.'
+  }
+}
+
+// ---- A producer service (optional): least privilege, on single queue / container ----
+
+resource producerQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(producerPrincipalId)) {
+  name: guid(jobsQueue.id, producerPrincipalId, storageQueueDataMessageSender)
+  scope: jobsQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
+    principalId: producerPrincipalId
+    principalType: producerPrincipalType
+    description: 'Producer: send jobs to this queue only.'
+  }
+}
+
+resource producerResultsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(producerPrincipalId)) {
+  name: guid(resultsContainer.id, producerPrincipalId, storageBlobDataReader)
+  scope: resultsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    principalId: producerPrincipalId
+    principalType: producerPrincipalType
+    description: 'Producer: read results from this container only.'
+  }
+}

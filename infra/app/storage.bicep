@@ -1,0 +1,133 @@
+// One storage account for everything the worker touches: the Functions host's own state
+// (leases, timers, diagnostics tables), the Flex Consumption deployment package, the jobs
+// queue and its poison queue, reply queues, result blobs and claim-check payload blobs.
+// Shared keys are OFF: every caller (host, worker, producers, people) uses Entra ID.
+
+@description('Name of the storage account (3-24 lower-case letters and digits).')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Region of the storage account.')
+param location string
+
+@description('Tags for the storage account.')
+param tags object = {}
+
+@description('Queue the worker listens on (app setting JOBS_QUEUE). <name>-poison is created beside it.')
+param jobsQueueName string
+
+@description('Queues a job may name as reply_to (app setting REPLY_QUEUES_ALLOWED).')
+param replyQueueNames array
+
+@description('Container for results, one <id>.json per job (app setting RESULTS_CONTAINER).')
+param resultsContainerName string
+
+@description('Container for job bodies too large for a queue message (app setting PAYLOADS_CONTAINER).')
+param payloadsContainerName string
+
+@description('Container Flex Consumption deploys the app package from (functionAppConfig.deployment).')
+param deploymentContainerName string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: no VNet in this template: the Flex Consumption app, producers and azd reach storage over its public endpoint, and only with Entra tokens (shared keys are off). Add VNet integration + private endpoints to deny by default.
+  // checkov:skip=CKV_AZURE_59: same reason: public endpoint, Entra-only. Private networking is a follow-up, not part of this keyless baseline.
+  // checkov:skip=CKV_AZURE_206: LRS on purpose: queue messages and results are short-lived working data a producer can resubmit; GRS doubles cost without protecting a job in flight.
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    // Keyless: no account keys, no SAS signed with them, no connection strings.
+    allowSharedKeyAccess: false
+    // The portal and tools default to Entra auth too.
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowCrossTenantReplication: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    // A deleted result or payload can be recovered for a week.
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// The worker's trigger queue. Producers get send-only rights on THIS queue (rbac.bicep).
+resource jobsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: jobsQueueName
+}
+
+// Where the Functions host moves a message after maxDequeueCount failures. The host would
+// create it on first use; creating it here lets people and alerts find it from day one.
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${jobsQueueName}-poison'
+}
+
+resource replyQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for replyQueueName in replyQueueNames: {
+  parent: queueService
+  name: replyQueueName
+}]
+
+// Results: one <id>.json per job. Consumers get read-only rights on THIS container.
+resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: resultsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Claim check: a job too big for a 64 KB queue message is stored here and the message
+// carries only its blob name.
+resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: payloadsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Flex Consumption runs the app from a zip in this container (azd deploy uploads it).
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+output name string = storage.name
+output id string = storage.id
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output jobsQueueName string = jobsQueue.name
+output resultsContainerName string = resultsContainer.name

@@ -1,0 +1,851 @@
+"""Static checks of infra/ (Bicep): parsed with pycep, no Bicep CLI, no network.
+
+Every ``check_*`` function takes a loaded :class:`Infra` (and, for settings, the names the code
+reads) and returns a list of problems: empty means the check holds. The tests run them on the
+real infra/ and on broken copies, to show they catch what they claim to.
+
+pycep turns Bicep into JSON but does not evaluate it, and it writes an identifier and a string
+literal the same way (``name: jobsQueueName`` and ``name: 'jobsQueueName'`` both give
+``"jobsQueueName"``). :func:`Infra.resolve` therefore follows an expression to where its value
+comes from: a parameter or variable of main.bicep (``param:jobsQueueName``), a resource
+(``<Microsoft.Storage/storageAccounts st{var:resourceToken}>.id``), or a literal. Two
+expressions that resolve to the same text name the same thing, whichever module they are in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any, cast
+
+from pycep import BicepParser
+
+ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
+STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
+QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+OPENAI_ACCOUNT = "Microsoft.CognitiveServices/accounts"
+OPENAI_DEPLOYMENT = "Microsoft.CognitiveServices/accounts/deployments"
+APP_INSIGHTS = "Microsoft.Insights/components"
+IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities"
+SITE = "Microsoft.Web/sites"
+PLAN = "Microsoft.Web/serverfarms"
+PUBLISHING_POLICY = "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+
+# Built-in role definition ids (the same in every tenant).
+ROLE_IDS = {
+    "Cognitive Services OpenAI User": "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+
+# Who gets what, where. Principals: "app" = the worker's user-assigned identity, "user" = the
+# principalId parameter (person running azd up), "producer" = producerPrincipalId. Scopes name
+# a single resource; "jobs queue" / "results container" are the ones the app settings name.
+EXPECTED_ROLES = {
+    ("app", "Cognitive Services OpenAI User", "openai account"),
+    ("app", "Storage Blob Data Owner", "storage account"),
+    ("app", "Storage Queue Data Contributor", "storage account"),
+    ("app", "Storage Table Data Contributor", "storage account"),
+    ("app", "Monitoring Metrics Publisher", "app insights"),
+    ("user", "Cognitive Services OpenAI User", "openai account"),
+    ("user", "Storage Queue Data Contributor", "storage account"),
+    ("user", "Storage Blob Data Contributor", "storage account"),
+    ("producer", "Storage Queue Data Message Sender", "jobs queue"),
+    ("producer", "Storage Blob Data Reader", "results container"),
+}
+OPTIONAL_PRINCIPALS = {"user": "param:principalId", "producer": "param:producerPrincipalId"}
+PRINCIPAL_TYPES = {"app": "ServicePrincipal", "user": "param:principalType", "producer": "param:producerPrincipalType"}
+
+# Settings the Functions host (not our code) reads, which Bicep sets.
+HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+# Settings the code reads that are deliberately NOT set in Azure:
+OPTIONAL_IN_AZURE = {
+    # The connection string is the local (Azurite) path only; Azure uses the __ settings, keyless.
+    "AzureWebJobsStorage",
+    # An alternative to the three __*ServiceUri settings, which Bicep sets instead.
+    "AzureWebJobsStorage__accountName",
+}
+# Settings that must never appear in the Function App: keys / connection strings, or settings
+# Flex Consumption rejects (its runtime comes from functionAppConfig).
+FORBIDDEN_SETTINGS = {
+    "AzureWebJobsStorage",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "APPINSIGHTS_INSTRUMENTATIONKEY",
+    "AZURE_OPENAI_API_KEY",
+    "OPENAI_API_KEY",
+    "AZURE_CLIENT_SECRET",
+}
+SECRETISH = re.compile(r"key|secret|password|sas|token(?!_credentials)", re.IGNORECASE)
+# Sample values that intentionally differ from the Bicep defaults (placeholders / local-only).
+LOCAL_ONLY_VALUES = {"AZURE_TOKEN_CREDENTIALS"}
+
+_IDENT = re.compile(r"^[A-Za-z_]\w*$")
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+MISSING = object()
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class BicepFile:
+    path: Path
+    text: str
+    doc: dict[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.doc.get("parameters") or {}
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return self.doc.get("variables") or {}
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return self.doc.get("resources") or {}
+
+    @property
+    def modules(self) -> dict[str, Any]:
+        return self.doc.get("modules") or {}
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.doc.get("outputs") or {}
+
+    def comment_above(self, declaration: str) -> str:
+        """The // comment lines right above (or at the end of) the line starting with `declaration`."""
+        lines = self.text.splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith(declaration):
+                comments = [line.split("//", 1)[1]] if "//" in line else []
+                above = index - 1
+                while above >= 0 and lines[above].lstrip().startswith("//"):
+                    comments.insert(0, lines[above].lstrip()[2:])
+                    above -= 1
+                return " ".join(c.strip() for c in comments)
+        return ""
+
+
+@cache
+def _parser() -> BicepParser:
+    return BicepParser()
+
+
+def parse(path: Path) -> BicepFile:
+    text = path.read_text(encoding="utf-8")
+    doc: dict[str, Any] = dict(_parser().parse(text=text))
+    return BicepFile(path, text, doc)
+
+
+def body(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource's or module's own properties, unwrapped from `if (...)` and `[for ...]`."""
+    config = resource["config"]
+    while isinstance(config, dict) and ("condition" in config or "loop_type" in config) and "config" in config:
+        config = config["config"]
+    return cast(dict[str, Any], config)
+
+
+def condition(resource: Mapping[str, Any]) -> Any:
+    config = resource["config"]
+    return config.get("condition") if isinstance(config, dict) and "config" in config else None
+
+
+def loop(resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    config = resource["config"]
+    if isinstance(config, dict) and "loop_type" in config:
+        return cast(dict[str, Any], config["loop_type"]["detail"])
+    return None
+
+
+def dotted(expr: Any) -> list[Any] | None:
+    """`a.b.c` (pycep's nested property_accessor) as ['a', 'b', 'c']; None for anything else."""
+    if not (isinstance(expr, dict) and "operator" in expr and expr["operator"]["type"] == "property_accessor"):
+        return None
+    operands = expr["operator"]["operands"]
+    head, tail = operands["operand_1"], operands["operand_2"]
+    rest = dotted(tail)
+    return [head, *(rest if rest is not None else [tail])]
+
+
+def unquote(key: str) -> str:
+    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == "'" else key
+
+
+@dataclass
+class Infra:
+    """infra/main.bicep and the local modules it calls."""
+
+    root: Path
+    main: BicepFile
+    module_files: dict[str, BicepFile] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, root: Path) -> Infra:
+        main = parse(root / "main.bicep")
+        infra = cls(root, main)
+        for symbol, module in main.modules.items():
+            if module.get("type") != "local":
+                infra.problems.append(
+                    f"module {symbol} is not a local file (registry modules can't be scanned offline)"
+                )
+                continue
+            path = root / module["detail"]["path"]
+            if not path.exists():
+                infra.problems.append(f"module {symbol}: {path} does not exist")
+                continue
+            infra.module_files[symbol] = parse(path)
+        return infra
+
+    def file(self, scope: str | None) -> BicepFile:
+        return self.main if scope is None else self.module_files[scope]
+
+    @property
+    def scopes(self) -> list[str | None]:
+        return [None, *self.module_files]
+
+    def all_resources(self) -> Iterable[tuple[str | None, str, dict[str, Any]]]:
+        for scope in self.scopes:
+            for symbol, resource in self.file(scope).resources.items():
+                yield scope, symbol, resource
+
+    # ------------------------------------------------------------ resolution
+
+    def module_param(self, scope: str, name: str) -> Any:
+        return (body(self.main.modules[scope]).get("params") or {}).get(name, MISSING)
+
+    def resolve(self, scope: str | None, expr: Any) -> str:
+        """Where `expr` (in main.bicep when scope is None, else in module `scope`) comes from."""
+        f = self.file(scope)
+        if isinstance(expr, bool) or expr is None:
+            return json.dumps(expr)
+        if isinstance(expr, int):
+            return str(expr)
+        if isinstance(expr, str):
+            if "${" in expr:
+                whole = _INTERPOLATION.fullmatch(expr)
+                if whole and _IDENT.match(whole.group(1).strip()):
+                    return self.resolve(scope, whole.group(1).strip())
+                return _INTERPOLATION.sub(lambda m: "{" + self._resolve_source(scope, m.group(1)) + "}", expr)
+            if expr in f.params:
+                if scope is None:
+                    return f"param:{expr}"
+                passed = self.module_param(scope, expr)
+                if passed is MISSING:
+                    default = f.params[expr].get("default")
+                    return self.resolve(scope, default) if default is not None else f"unset:{scope}.{expr}"
+                return self.resolve(None, passed)
+            if expr in f.vars:
+                return f"var:{expr}" if scope is None else self.resolve(scope, f.vars[expr]["value"])
+            if expr in f.resources:
+                return self.resource_key(scope, expr)
+            return expr
+        if isinstance(expr, list):
+            return "[" + ",".join(self.resolve(scope, item) for item in expr) + "]"
+        parts = dotted(expr)
+        if parts is not None and isinstance(parts[0], str):
+            head, rest = parts[0], [str(p) for p in parts[1:]]
+            if scope is None and head in f.modules and rest[:1] == ["outputs"] and len(rest) >= 2:
+                if head not in self.module_files:
+                    return f"unknown-module:{head}"
+                output = self.module_files[head].outputs.get(rest[1])
+                if output is None:
+                    return f"missing-output:{head}.{rest[1]}"
+                return ".".join([self.resolve(head, output["value"]), *rest[2:]])
+            if head in f.resources:
+                if rest == ["name"]:
+                    return self.resource_name(scope, head)
+                return ".".join([self.resource_key(scope, head), *rest])
+            return ".".join([self.resolve(scope, head), *rest])
+        if isinstance(expr, dict) and "function" in expr:
+            function = expr["function"]
+            args = ",".join(self.resolve(scope, value) for value in (function.get("parameters") or {}).values())
+            return f"{function['type']}({args})"
+        if isinstance(expr, dict) and "operator" not in expr:
+            return "{" + ",".join(f"{unquote(k)}: {self.resolve(scope, v)}" for k, v in expr.items()) + "}"
+        return json.dumps(expr, sort_keys=True)
+
+    def _resolve_source(self, scope: str | None, source: str) -> str:
+        source = source.strip()
+        if _IDENT.match(source):
+            return self.resolve(scope, source)
+        if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", source):
+            head, *rest = source.split(".")
+            expr: Any = rest[-1]
+            for part in reversed([head, *rest[:-1]]):
+                expr = {"operator": {"type": "property_accessor", "operands": {"operand_1": part, "operand_2": expr}}}
+            return self.resolve(scope, expr)
+        return "${" + source + "}"
+
+    def resource_name(self, scope: str | None, symbol: str) -> str:
+        resource = self.file(scope).resources[symbol]
+        each = loop(resource)
+        if each is not None:
+            return f"each({self.resolve(scope, each['array_name'])})"
+        return self.resolve(scope, body(resource).get("name"))
+
+    def resource_key(self, scope: str | None, symbol: str) -> str:
+        """Identity of a resource across modules: type + resolved name (+ parent's key)."""
+        resource = self.file(scope).resources[symbol]
+        parent = body(resource).get("parent")
+        prefix = f"{self.resource_key(scope, parent)}/" if isinstance(parent, str) else ""
+        return f"<{prefix}{resource['type']} {self.resource_name(scope, symbol)}>"
+
+    # ------------------------------------------------------------ created resources
+
+    @cached_property
+    def created(self) -> dict[str, tuple[str | None, str, dict[str, Any]]]:
+        """Resources this deployment creates (not `existing`), by key."""
+        return {
+            self.resource_key(scope, symbol): (scope, symbol, resource)
+            for scope, symbol, resource in self.all_resources()
+            if not resource.get("existing")
+        }
+
+    def created_of_type(self, type_: str) -> list[tuple[str, str | None, str, dict[str, Any]]]:
+        return [(key, *found) for key, found in self.created.items() if found[2]["type"] == type_]
+
+    def only(self, type_: str, problems: list[str]) -> tuple[str, str | None, str, dict[str, Any]] | None:
+        found = self.created_of_type(type_)
+        if len(found) != 1:
+            problems.append(f"expected exactly one {type_}, found {len(found)}")
+            return None
+        return found[0]
+
+    # ------------------------------------------------------------ the Function App
+
+    def site(self, problems: list[str]) -> tuple[str | None, dict[str, Any]] | None:
+        found = self.only(SITE, problems)
+        return (found[1], body(found[3])) if found else None
+
+    def app_settings(self, problems: list[str]) -> dict[str, tuple[str | None, Any]]:
+        """App setting name -> (module, value expression), from siteConfig and sites/config."""
+        settings: dict[str, tuple[str | None, Any]] = {}
+
+        def add(scope: str | None, name: str, value: Any) -> None:
+            if name in settings:
+                problems.append(f"app setting {name} is set twice")
+            settings[name] = (scope, value)
+
+        site = self.site(problems)
+        if site:
+            scope, config = site
+            for entry in (config.get("properties") or {}).get("siteConfig", {}).get("appSettings") or []:
+                add(scope, entry["name"], entry.get("value"))
+        for scope, _, resource in self.all_resources():
+            config = body(resource)
+            if resource["type"] == "Microsoft.Web/sites/config" and config.get("name") == "appsettings":
+                for name, value in (config.get("properties") or {}).items():
+                    add(scope, unquote(name), value)
+        return settings
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_roles(infra: Infra) -> list[str]:
+    """Every expected role assignment exists, on the right single resource, and no other does."""
+    problems = list(infra.problems)
+    scopes = _expected_scopes(infra, problems)
+    identity = infra.only(IDENTITY, problems)
+    identity_key = identity[0] if identity else "<no identity>"
+    found: dict[tuple[str, str, str], str] = {}
+    for scope, symbol, resource in infra.all_resources():
+        if resource["type"] != ROLE_ASSIGNMENT:
+            continue
+        where = f"{infra.file(scope).path.name}:{symbol}"
+        config = body(resource)
+        properties = config.get("properties") or {}
+
+        # Scope: a resource symbol of this file (not the deployment's resource group / subscription).
+        target = config.get("scope")
+        if target is None:
+            problems.append(f"{where} has no scope: it would apply to the whole resource group/subscription")
+            continue
+        if not (isinstance(target, str) and target in infra.file(scope).resources):
+            problems.append(f"{where} is scoped to {json.dumps(target)}, not to a single resource")
+            continue
+        target_type = infra.file(scope).resources[target]["type"]
+        if target_type in ("Microsoft.Resources/resourceGroups", "Microsoft.Resources/subscriptions"):
+            problems.append(f"{where} is scoped to a {target_type}")
+            continue
+        target_key = infra.resource_key(scope, target)
+        scope_names = [name for name, key in scopes.items() if key == target_key]
+        if target_key not in infra.created:
+            problems.append(f"{where} is scoped to {target_key}, which this deployment does not create")
+        scope_name = scope_names[0] if scope_names else target_key
+
+        # Role: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <named variable>).
+        role_name = _role(infra, scope, where, properties.get("roleDefinitionId"), problems)
+        if role_name is None:
+            continue
+
+        # Principal.
+        principal_origin = infra.resolve(scope, properties.get("principalId"))
+        if principal_origin == f"{identity_key}.properties.principalId":
+            principal = "app"
+        else:
+            principal = next((k for k, v in OPTIONAL_PRINCIPALS.items() if v == principal_origin), principal_origin)
+        if principal in OPTIONAL_PRINCIPALS:
+            wanted = f"not({_empty_call(OPTIONAL_PRINCIPALS[principal])})"
+            if _resolve_condition(infra, scope, condition(resource)) != wanted:
+                problems.append(f"{where}: the {principal} role must be conditional on `!empty(...)` of its principal")
+        elif condition(resource) is not None:
+            problems.append(f"{where}: the worker's roles must not be conditional")
+        principal_type = infra.resolve(scope, properties.get("principalType"))
+        if principal in PRINCIPAL_TYPES and principal_type != PRINCIPAL_TYPES[principal]:
+            problems.append(f"{where}: principalType is {principal_type}, expected {PRINCIPAL_TYPES[principal]}")
+
+        # Name: guid() over scope, principal and role, so assignments never collide.
+        name_origin = infra.resolve(scope, config.get("name"))
+        for part in (f"{target_key}.id", principal_origin):
+            if not name_origin.startswith("guid(") or part not in name_origin:
+                problems.append(f"{where}: name should be guid(<scope>.id, <principal>, <role>), is {name_origin}")
+                break
+
+        item = (principal, role_name, scope_name)
+        if item in found:
+            problems.append(f"{where} duplicates {found[item]}")
+        found[item] = where
+
+    for item in sorted(EXPECTED_ROLES - found.keys()):
+        problems.append("missing role assignment: {} gets {} on the {}".format(*item))
+    for item in sorted(found.keys() - EXPECTED_ROLES):
+        problems.append("unexpected role assignment {}: {} gets {} on {}".format(found[item], *item))
+    return problems
+
+
+def _expected_scopes(infra: Infra, problems: list[str]) -> dict[str, str]:
+    scopes = {}
+    for name, type_ in (
+        ("openai account", OPENAI_ACCOUNT),
+        ("storage account", STORAGE_ACCOUNT),
+        ("app insights", APP_INSIGHTS),
+    ):
+        found = infra.only(type_, problems)
+        if found:
+            scopes[name] = found[0]
+    settings = infra.app_settings(problems)
+    for name, setting, type_ in (
+        ("jobs queue", "JOBS_QUEUE", QUEUE),
+        ("results container", "RESULTS_CONTAINER", CONTAINER),
+    ):
+        if setting in settings:
+            wanted = infra.resolve(*settings[setting])
+            match = [key for key, _, _, _ in infra.created_of_type(type_) if key.endswith(f" {wanted}>")]
+            if match:
+                scopes[name] = match[0]
+    return scopes
+
+
+def _role(infra: Infra, scope: str | None, where: str, expr: Any, problems: list[str]) -> str | None:
+    function = expr.get("function") if isinstance(expr, dict) else None
+    if not function or function["type"] != "subscription_resource_id":
+        problems.append(f"{where}: roleDefinitionId should be subscriptionResourceId(..., <role variable>)")
+        return None
+    params = function["parameters"]
+    variable = params.get("resource_name_1")
+    file = infra.file(scope)
+    if params.get("resource_type") != "Microsoft.Authorization/roleDefinitions" or variable not in file.vars:
+        problems.append(f"{where}: the role definition id should be a named variable, got {json.dumps(variable)}")
+        return None
+    role_id = file.vars[variable]["value"]
+    names = [name for name, known in ROLE_IDS.items() if known == role_id]
+    if not names:
+        problems.append(f"{where}: role id {role_id} ({variable}) is not one this deployment should grant")
+        return None
+    if names[0] not in file.comment_above(f"var {variable} "):
+        problems.append(f"{where}: variable {variable} needs a comment naming the role ({names[0]})")
+    return names[0]
+
+
+def _empty_call(origin: str) -> str:
+    return f"empty({origin})"
+
+
+def _resolve_condition(infra: Infra, scope: str | None, expr: Any) -> str | None:
+    if expr is None:
+        return None
+    operator = expr.get("operator") if isinstance(expr, dict) else None
+    if operator and operator["type"] == "not":
+        inner = operator["operands"].get("bool_value")
+        return f"not({infra.resolve(scope, inner)})"
+    return infra.resolve(scope, expr)
+
+
+def check_security(infra: Infra) -> list[str]:
+    """Keyless and locked-down properties of storage, Azure OpenAI, App Insights and the app."""
+    problems = list(infra.problems)
+
+    def expect(found: tuple[str, str | None, str, dict[str, Any]] | None, path: str, wanted: Any) -> None:
+        if not found:
+            return
+        value: Any = body(found[3])
+        for part in path.split("."):
+            value = value.get(part, MISSING) if isinstance(value, dict) else MISSING
+        if value != wanted:
+            shown = "missing" if value is MISSING else json.dumps(value)
+            problems.append(f"{found[3]['type']} {found[2]}: {path} is {shown}, must be {json.dumps(wanted)}")
+
+    storage = infra.only(STORAGE_ACCOUNT, problems)
+    expect(storage, "properties.allowSharedKeyAccess", False)
+    expect(storage, "properties.minimumTlsVersion", "TLS1_2")
+    expect(storage, "properties.supportsHttpsTrafficOnly", True)
+    expect(storage, "properties.allowBlobPublicAccess", False)
+    for container in infra.created_of_type(CONTAINER):
+        expect(container, "properties.publicAccess", "None")
+
+    openai = infra.only(OPENAI_ACCOUNT, problems)
+    expect(openai, "kind", "OpenAI")
+    expect(openai, "properties.disableLocalAuth", True)
+    expect(openai, "properties.publicNetworkAccess", "Enabled")
+    if openai:
+        subdomain = body(openai[3]).get("properties", {}).get("customSubDomainName")
+        if not subdomain or infra.resolve(openai[1], subdomain) in ("", '""'):
+            problems.append("the Azure OpenAI account needs customSubDomainName (Entra auth requires it)")
+
+    expect(infra.only(APP_INSIGHTS, problems), "properties.DisableLocalAuth", True)
+
+    site = infra.only(SITE, problems)
+    expect(site, "properties.httpsOnly", True)
+    expect(site, "properties.siteConfig.ftpsState", "Disabled")
+    expect(site, "properties.siteConfig.minTlsVersion", "1.2")
+    expect(site, "identity.type", "UserAssigned")
+    policies = {body(found[3]).get("name"): found for found in infra.created_of_type(PUBLISHING_POLICY)}
+    for name in ("ftp", "scm"):
+        if name not in policies:
+            problems.append(f"basic-auth publishing ({name}) must be disabled with a {PUBLISHING_POLICY}")
+        else:
+            expect(policies[name], "properties.allow", False)
+
+    for scope in infra.scopes:
+        file = infra.file(scope)
+        for pattern in (r"\blist\w*\(", r"\.list\w*\(", r"AccountKey=", r"SharedAccessSignature", r"@secure\(\)"):
+            if re.search(pattern, _code(file.text)):
+                problems.append(f"{file.path.name} uses {pattern!r}: no keys, SAS or secrets in this deployment")
+    return problems
+
+
+def _code(text: str) -> str:
+    """Bicep text without // comments (a comment may say 'no listKeys()')."""
+    return "\n".join(re.sub(r"(^|\s)//.*$", "", line) for line in text.splitlines())
+
+
+def check_flex_consumption(infra: Infra) -> list[str]:
+    """Flex Consumption plan, Python 3.11, identity-based deployment storage, scale limits as params."""
+    problems = list(infra.problems)
+    plan = infra.only(PLAN, problems)
+    if plan:
+        sku = body(plan[3]).get("sku") or {}
+        if sku.get("name") != "FC1" or sku.get("tier") != "FlexConsumption":
+            problems.append(f"the plan must be FC1 / FlexConsumption, is {sku}")
+    site = infra.site(problems)
+    identity = infra.only(IDENTITY, problems)
+    storage = infra.only(STORAGE_ACCOUNT, problems)
+    if not (site and identity and storage):
+        return problems
+    scope, config = site
+    properties = config.get("properties") or {}
+    if plan and infra.resolve(scope, properties.get("serverFarmId")) != f"{plan[0]}.id":
+        problems.append("the Function App must run on the Flex Consumption plan")
+    app_config = properties.get("functionAppConfig") or {}
+    runtime = app_config.get("runtime") or {}
+    if infra.resolve(scope, runtime.get("name")) != "python" or infra.resolve(scope, runtime.get("version")) != "3.11":
+        problems.append(f"functionAppConfig.runtime must be python 3.11, is {runtime}")
+
+    identity_id = f"{identity[0]}.id"
+    assigned = [
+        infra.resolve(scope, unquote(k)) for k in (config.get("identity") or {}).get("userAssignedIdentities", {})
+    ]
+    if assigned != [identity_id]:
+        problems.append(f"the app must run as exactly the one user-assigned identity, has {assigned}")
+
+    deployment = (app_config.get("deployment") or {}).get("storage") or {}
+    auth = deployment.get("authentication") or {}
+    if deployment.get("type") != "blobContainer":
+        problems.append("functionAppConfig.deployment.storage.type must be blobContainer")
+    if (
+        auth.get("type") != "UserAssignedIdentity"
+        or infra.resolve(scope, auth.get("userAssignedIdentityResourceId")) != identity_id
+    ):
+        problems.append("deployment storage must authenticate with the app's user-assigned identity")
+    target = infra.resolve(scope, deployment.get("value"))
+    containers = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(CONTAINER)}
+    blob = f"{{{storage[0]}.properties.primaryEndpoints.blob}}"
+    if not (target.startswith(blob) and target[len(blob) :].strip("{}") in containers):
+        problems.append(
+            f"deployment storage {target} must be a container this deployment creates in its storage account"
+        )
+
+    scale = app_config.get("scaleAndConcurrency") or {}
+    for key in ("maximumInstanceCount", "instanceMemoryMB"):
+        if infra.resolve(scope, scale.get(key)) != f"param:{key}":
+            problems.append(f"scaleAndConcurrency.{key} must come from the main.bicep parameter {key}")
+    limit = infra.main.params.get("maximumInstanceCount")
+    if limit:
+        description = _description(limit)
+        if not ("quota" in description.lower() and "TPM" in description and "batchSize" in description):
+            problems.append(
+                "maximumInstanceCount's @description must explain the instances x concurrency vs TPM quota math"
+            )
+        if not isinstance(limit.get("default"), int) or limit["default"] > 20:
+            problems.append(f"maximumInstanceCount should default small, is {limit.get('default')}")
+    return problems
+
+
+def _description(param: Mapping[str, Any]) -> str:
+    return next((str(d["argument"]) for d in param.get("decorators", []) if d["type"] == "description"), "")
+
+
+def described_concurrency(infra: Infra) -> int | None:
+    """The per-instance concurrency maximumInstanceCount's description states ('up to N jobs')."""
+    match = re.search(r"up to (\d+) jobs", _description(infra.main.params.get("maximumInstanceCount", {})))
+    return int(match.group(1)) if match else None
+
+
+def check_app_settings(infra: Infra, code_reads: Iterable[str], sample_values: Mapping[str, str]) -> list[str]:
+    """Bicep sets what the code reads (and nothing secret), wired to the resources it creates."""
+    problems = list(infra.problems)
+    reads = set(code_reads)
+    settings = infra.app_settings(problems)
+    names = set(settings)
+
+    for name in sorted(reads - OPTIONAL_IN_AZURE - names):
+        problems.append(f"app setting {name} is read by shared/settings.py but not set in infra/")
+    for name in sorted(names - reads - HOST_SETTINGS):
+        problems.append(f"app setting {name} is set in infra/ but not in shared/settings.py SETTINGS")
+    for name in sorted(names):
+        if name in FORBIDDEN_SETTINGS or (SECRETISH.search(name) and name not in reads | HOST_SETTINGS):
+            problems.append(f"app setting {name} must not be set: no keys or connection strings")
+
+    sample = set(sample_values) - {"FUNCTIONS_WORKER_RUNTIME"}
+    for name in sorted(reads - sample):
+        problems.append(f"{name} is read by the code but missing from local.settings.sample.json")
+    for name in sorted(sample - reads):
+        problems.append(f"local.settings.sample.json sets {name}, which shared/settings.py does not read")
+
+    def value(name: str) -> str | None:
+        return infra.resolve(*settings[name]) if name in settings else None
+
+    identity = infra.only(IDENTITY, problems)
+    client_id = f"{identity[0]}.properties.clientId" if identity else "<identity>"
+    storage = infra.only(STORAGE_ACCOUNT, problems)
+    storage_key = storage[0] if storage else "<storage>"
+    openai = infra.only(OPENAI_ACCOUNT, problems)
+    insights = infra.only(APP_INSIGHTS, problems)
+    deployments = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(OPENAI_DEPLOYMENT)}
+    queues = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(QUEUE)}
+    containers = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(CONTAINER)}
+
+    wanted = {
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "AzureWebJobsStorage__clientId": client_id,
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": f"ClientId={{{client_id}}};Authorization=AAD",
+        "AzureWebJobsStorage__blobServiceUri": f"{storage_key}.properties.primaryEndpoints.blob",
+        "AzureWebJobsStorage__queueServiceUri": f"{storage_key}.properties.primaryEndpoints.queue",
+        "AzureWebJobsStorage__tableServiceUri": f"{storage_key}.properties.primaryEndpoints.table",
+    }
+    if openai:
+        wanted["AZURE_OPENAI_ENDPOINT"] = f"{openai[0]}.properties.endpoint"
+    if insights:
+        wanted["APPLICATIONINSIGHTS_CONNECTION_STRING"] = f"{insights[0]}.properties.ConnectionString"
+    for name, expected in wanted.items():
+        if name in settings and value(name) != expected:
+            problems.append(f"app setting {name} resolves to {value(name)}, expected {expected}")
+
+    for name in ("AZURE_OPENAI_DEPLOYMENT", "AZURE_OPENAI_ALLOWED_DEPLOYMENTS"):
+        if name in settings and value(name) not in deployments:
+            problems.append(f"app setting {name} ({value(name)}) is not a model deployment this deployment creates")
+    jobs = value("JOBS_QUEUE")
+    if jobs is not None:
+        if jobs not in queues:
+            problems.append(f"app setting JOBS_QUEUE ({jobs}) is not a queue this deployment creates")
+        poison = f"{{{jobs}}}-poison" if not jobs.startswith("{") else f"{jobs}-poison"
+        if poison not in queues:
+            problems.append(f"the poison queue <JOBS_QUEUE>-poison is not created (have {sorted(queues)})")
+    for name in ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER"):
+        if name in settings and value(name) not in containers:
+            problems.append(f"app setting {name} ({value(name)}) is not a container this deployment creates")
+    replies = value("REPLY_QUEUES_ALLOWED")
+    if replies is not None:
+        match = re.fullmatch(r"join\((.*),,\)", replies)
+        if not match or f"each({match.group(1)})" not in queues:
+            problems.append(f"REPLY_QUEUES_ALLOWED ({replies}) must join the reply queue names storage creates")
+
+    # Defaults of the main.bicep parameters behind each setting = the sample's values.
+    for name in sorted(names & set(sample_values) - LOCAL_ONLY_VALUES):
+        origin = value(name) or ""
+        match = re.fullmatch(r"(?:string|join)?\(?param:(\w+)(?:,,)?\)?", origin)
+        if not match or match.group(1) not in infra.main.params:
+            continue
+        default = infra.main.params[match.group(1)].get("default")
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        if shown != sample_values[name]:
+            problems.append(
+                f"{name}: main.bicep default {shown!r} != local.settings.sample.json {sample_values[name]!r}"
+            )
+    return problems
+
+
+REQUIRED_OUTPUTS = {
+    "AZURE_LOCATION", "AZURE_TENANT_ID", "RESOURCE_GROUP", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_BLOB_ENDPOINT", "JOBS_QUEUE",
+    "RESULTS_CONTAINER", "FUNCTION_APP_NAME", "AZURE_CLIENT_ID",
+}  # fmt: skip
+
+
+def check_azd(infra: Infra, azure_yaml: str, parameters_json: str) -> list[str]:
+    """azure.yaml, main.parameters.json and main.bicep agree; outputs are there and secret-free."""
+    problems = list(infra.problems)
+    main = infra.main
+
+    if (main.doc.get("globals") or {}).get("scope", {}).get("value") != "subscription":
+        problems.append("main.bicep should be targetScope = 'subscription' (azd creates rg-<env>)")
+    groups = [r for r in main.resources.values() if r["type"] == "Microsoft.Resources/resourceGroups"]
+    if [infra.resolve(None, body(g).get("name")) for g in groups] != ["rg-{param:environmentName}"]:
+        problems.append("main.bicep should create one resource group named rg-${environmentName}")
+
+    # main.parameters.json <-> main.bicep params.
+    try:
+        parameters = json.loads(parameters_json)["parameters"]
+    except (ValueError, KeyError) as exc:
+        return [*problems, f"main.parameters.json is not a parameters file: {exc}"]
+    for name in sorted(set(parameters) - set(main.params)):
+        problems.append(f"main.parameters.json sets {name}, which main.bicep does not declare")
+    for name, param in main.params.items():
+        if param.get("default") is None and name not in parameters:
+            problems.append(f"main.bicep parameter {name} has no default and main.parameters.json does not set it")
+    azd_variables = {
+        "environmentName": "AZURE_ENV_NAME",
+        "location": "AZURE_LOCATION",
+        "principalId": "AZURE_PRINCIPAL_ID",
+    }
+    for name, variable in azd_variables.items():
+        if (parameters.get(name) or {}).get("value") != f"${{{variable}}}":
+            problems.append(f"main.parameters.json should map {name} to ${{{variable}}}")
+    for name, entry in parameters.items():
+        match = re.fullmatch(r"\$\{\w+=(.*)\}", str(entry.get("value")))
+        allowed = next(
+            (d["argument"] for d in main.params.get(name, {}).get("decorators", []) if d["type"] == "allowed"), None
+        )
+        if match and allowed is not None and match.group(1) not in allowed:
+            problems.append(f"main.parameters.json default {match.group(1)!r} for {name} is not in its @allowed list")
+
+    # azure.yaml <-> the Function App.
+    manifest = parse_simple_yaml(azure_yaml)
+    services = manifest.get("services") or {}
+    if not isinstance(services, dict) or len(services) != 1:
+        problems.append(f"azure.yaml should declare exactly one service, has {services}")
+    else:
+        ((service_name, service),) = services.items()
+        for key, accepted in (("project", {".", "./"}), ("language", {"python", "py"}), ("host", {"function"})):
+            if service.get(key) not in accepted:
+                problems.append(
+                    f"azure.yaml service {service_name}: {key} should be {sorted(accepted)[0]}, is {service.get(key)}"
+                )
+        site = infra.site(problems)
+        if site:
+            tag = _find_key(site[1].get("tags"), "azd-service-name")
+            if tag is MISSING or infra.resolve(site[0], tag) != service_name:
+                shown = "missing" if tag is MISSING else infra.resolve(site[0], tag)
+                problems.append(f"the Function App needs tag azd-service-name={service_name} (azure.yaml), has {shown}")
+    infra_section = manifest.get("infra") or {}
+    if isinstance(infra_section, dict):
+        path = (
+            infra.root.parent / str(infra_section.get("path", "infra")) / f"{infra_section.get('module', 'main')}.bicep"
+        )
+        if path.resolve() != (infra.root / "main.bicep").resolve():
+            problems.append(f"azure.yaml infra points at {path}, not infra/main.bicep")
+
+    # Outputs: the ones azd and the docs use; nothing secret.
+    for name in sorted(REQUIRED_OUTPUTS - set(main.outputs)):
+        problems.append(f"main.bicep should output {name}")
+    for name, output in main.outputs.items():
+        origin = infra.resolve(None, output.get("value"))
+        if SECRETISH.search(name) or re.search(r"ConnectionString|list\w*\(|[Kk]eys", origin):
+            problems.append(f"output {name} ({origin}) looks like a secret: outputs land in .azure/<env>/.env")
+    return problems
+
+
+def _find_key(expr: Any, key: str) -> Any:
+    """The value under `key` anywhere inside an object expression (e.g. union(tags, {...}))."""
+    if isinstance(expr, dict):
+        for name, value in expr.items():
+            if isinstance(name, str) and unquote(name) == key:
+                return value
+            found = _find_key(value, key)
+            if found is not MISSING:
+                return found
+    elif isinstance(expr, list):
+        for item in expr:
+            found = _find_key(item, key)
+            if found is not MISSING:
+                return found
+    return MISSING
+
+
+def parse_simple_yaml(text: str) -> dict[str, Any]:
+    """Mappings of scalars only (all azure.yaml needs): indentation nests, `#` starts a comment."""
+    root: dict[str, Any] = {}
+    stack: list[tuple[int, dict[str, Any]]] = [(-1, root)]
+    for raw in text.splitlines():
+        line = re.sub(r"\s+#.*$", "", raw).rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        key, _, value = line.strip().partition(":")
+        while stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1]
+        value = value.strip().strip("'\"")
+        if value:
+            parent[key.strip()] = value
+        else:
+            child: dict[str, Any] = {}
+            parent[key.strip()] = child
+            stack.append((indent, child))
+    return root
+
+
+def funcignore_excludes(patterns: str, path: str) -> bool:
+    """Whether a .funcignore (gitignore syntax) excludes `path` (relative, '/'-separated)."""
+    excluded = False
+    parts = path.split("/")
+    for raw in patterns.splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!")
+        directory_only = pattern.endswith("/")
+        pattern = pattern.strip("/")
+        anchored = "/" in pattern
+        hit = False
+        for end in range(1, len(parts) + 1):
+            if directory_only and end == len(parts):
+                break  # the last part is the file itself
+            candidate = "/".join(parts[:end]) if anchored else parts[end - 1]
+            if fnmatch(candidate, pattern):
+                hit = True
+                break
+        if hit:
+            excluded = not negate
+    return excluded
