@@ -152,12 +152,19 @@ class Azurite:
 
 
 def start(
-    *, keyless: bool = False, cert_dir: Path | None = None, timeout: float = 30.0, memory_limit_mb: int = 1024
+    *,
+    keyless: bool = False,
+    port: int = 0,
+    cert_dir: Path | None = None,
+    timeout: float = 30.0,
+    memory_limit_mb: int = 1024,
 ) -> Azurite:
-    """Start Azurite on free ports and return once all three services listen.
+    """Start Azurite and return once all three services listen.
 
+    ``port`` is the blob port, queue and table take the next two; 0 picks free ports.
     ``cert_dir`` (keyless mode) holds or receives the certificate; default: a fresh one.
     """
+    ports = [port, port + 1, port + 2] if port else [0, 0, 0]
     workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
     command = [
         str(azurite_binary()),
@@ -166,9 +173,9 @@ def start(
         "--extentMemoryLimit",
         str(memory_limit_mb),
         "--skipApiVersionCheck",
-        "--blobHost", "127.0.0.1", "--blobPort", "0",
-        "--queueHost", "127.0.0.1", "--queuePort", "0",
-        "--tableHost", "127.0.0.1", "--tablePort", "0",
+        "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]),
+        "--queueHost", "127.0.0.1", "--queuePort", str(ports[1]),
+        "--tableHost", "127.0.0.1", "--tablePort", str(ports[2]),
     ]  # fmt: skip
     bundle = None
     if keyless:
@@ -205,8 +212,11 @@ def start(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emulators.azurite", description=__doc__.split("\n\n")[0])
     parser.add_argument("--keyless", action="store_true", help="OAuth over HTTPS: token credentials, no key")
+    parser.add_argument(
+        "--port", type=int, default=0, help="blob port; queue and table use the next two (default 0: free ports)"
+    )
     args = parser.parse_args(argv)
-    azurite = start(keyless=args.keyless)
+    azurite = start(keyless=args.keyless, port=args.port)
     for name, value in azurite.settings().items():
         print(f"export {name}='{value}'")
     print("# Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+
 def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
     """The process's one credential. ``AZURE_CLIENT_ID`` picks a user-assigned identity."""
     env = os.environ if env is None else env

@@ -176,13 +176,13 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., WorkerHost]]:
     """Start the local queue host on the repo's function_app.py with the given settings."""
     hosts: list[WorkerHost] = []
 
-    def start(settings: dict[str, str], *, receive_visibility: float = 600.0) -> WorkerHost:
+    def start(settings: dict[str, str], *, receive_visibility: float = 600.0, app_dir: Path = REPO) -> WorkerHost:
         env = {**os.environ, **settings, "PYTHONPATH": f"{GUARDED}{os.pathsep}{REPO}", "LOG_LEVEL": "INFO"}
         log_path = tmp_path / f"host-{len(hosts)}.log"
         with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(
             [
-                sys.executable, "-m", "emulators.functions_host", "--app-dir", str(REPO),
+                sys.executable, "-m", "emulators.functions_host", "--app-dir", str(app_dir),
                 "--settings", str(tmp_path / "no-local-settings.json"),
                 "--receive-visibility", str(receive_visibility),
             ],

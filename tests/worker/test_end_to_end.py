@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from emulators.openai import answer_for
-from tests.conftest import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
+from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from tests.worker_fixtures import Jobs, WorkerHost, ensure_queue
 
 
@@ -237,3 +239,34 @@ async def test_missing_role_fails_with_the_fix(
     assert principal.object_id in error["message"]
     assert "Cognitive Services OpenAI User" in error["message"]
     assert await jobs.poison_count() == 0
+
+
+async def test_last_attempt_records_failure_then_poisons(
+    local_dev_settings: dict[str, str],
+    jobs_for: Any,
+    start_host: Any,
+    aoai: OpenAIEmulator,
+    tmp_path: Path,
+) -> None:
+    # The same app with a host.json that gives up fast (2 attempts, no visibility delay).
+    app = tmp_path / "app"
+    app.mkdir()
+    shutil.copy(REPO / "function_app.py", app)
+    shutil.copytree(REPO / "shared", app / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    host_json = json.loads((REPO / "host.json").read_text())
+    host_json["extensions"]["queues"].update(maxDequeueCount=2, visibilityTimeout="00:00:00")
+    (app / "host.json").write_text(json.dumps(host_json))
+    aoai.configure(fault_500=1.0)
+    settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0"}
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    await jobs.send(job(1))
+    host = start_host(settings, app_dir=app)
+    results = await jobs.wait_for(1, timeout=60)
+    assert results["job-001"]["error"]["code"] == "transient_exhausted", host.log()[-2000:]
+    assert results["job-001"]["attempts"] == 2
+    deadline = asyncio.get_running_loop().time() + 30
+    while await jobs.poison_count() == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert await jobs.poison_count() == 1
+    assert aoai.stats()["by_status"]["500"] == 2
