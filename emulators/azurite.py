@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from emulators import _process
 from emulators.tokens import REPO_ROOT
 from shared.constants import AZURITE_ACCOUNT as ACCOUNT
 from shared.constants import AZURITE_KEY as DEV_KEY
@@ -103,6 +104,7 @@ class Azurite:
     workdir: Path
     ca_bundle: Path | None = None
     output: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     @property
     def scheme(self) -> str:
@@ -139,13 +141,9 @@ class Azurite:
         }
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _process.stop(self.process, grace=10)
+        if self.pump is not None:
+            self.pump.join(timeout=5)  # it ends at EOF; closing the pipe under it would race
         if self.process.stdout is not None:
             self.process.stdout.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -198,7 +196,8 @@ def start(
                     ready.set()
         ready.set()
 
-    threading.Thread(target=pump, name="azurite-output", daemon=True).start()
+    azurite.pump = threading.Thread(target=pump, name="azurite-output", daemon=True)
+    azurite.pump.start()
     deadline = time.monotonic() + timeout
     while not ready.wait(0.1):
         if time.monotonic() > deadline:

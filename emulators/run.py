@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,8 +28,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from emulators import _process, identity
 from emulators import azurite as azurite_launcher
-from emulators import identity
 from emulators import openai as openai_emulator
 from emulators._server import ServerThread
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
@@ -158,22 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         log_path = state / "worker.log"
         worker = start_worker(env, log_path)
-        stack.callback(stop_process, worker)
+        stack.callback(_process.stop, worker)
         print(f"worker log: {log_path}")
         code = asyncio.run(run_samples(env, sorted(args.samples.glob("*.json")), args.timeout))
         if worker.poll() is not None:
             print(f"the worker exited early (code {worker.returncode}); see {log_path}")
             return 1
         return code
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 if __name__ == "__main__":

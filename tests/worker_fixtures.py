@@ -26,6 +26,7 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from emulators import _process
 from emulators.azurite import Azurite
 from shared.connections import StorageEndpoints
 from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, AzureCli, IdentityEndpoint, OpenAIEmulator
@@ -46,12 +47,7 @@ class WorkerHost:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        _process.stop(self.process)
 
 
 @dataclass
