@@ -143,7 +143,7 @@ def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]
     async def provider() -> str:
         token = await inner()
         if not identity:
-            identity.update(_identity_from_token(token))
+            identity.update(identity_from_token(token))
             served_by = getattr(credential, "_successful_credential", None) or credential
             logger.info(
                 "Azure OpenAI token from %s for principal %s (%s)",
@@ -156,7 +156,7 @@ def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]
     return provider
 
 
-def _identity_from_token(token: str) -> dict[str, Any]:
+def identity_from_token(token: str) -> dict[str, Any]:
     """Who the token says we are: the ids needed to grant a role, never the token itself."""
     try:
         payload = token.split(".")[1]
