@@ -1,16 +1,22 @@
-// Keyless queue worker: Azure Functions (Flex Consumption, Python) turning queued prompts into
-// stored answers with Azure OpenAI. No keys anywhere: one user-assigned managed identity and
-// Entra ID role assignments, each scoped to a single resource.
+// Keyless queue worker, subscription-scoped entry point (azd up, az deployment sub create):
+// creates resource group rg-<environmentName> and deploys resources.bicep into it. Everything
+// else (what is created, which roles, which app settings) is in resources.bicep, which is also
+// the `az deployment group create` entry point for people with rights on one resource group.
 //
 // azd up: azure.yaml + main.parameters.json feed environmentName, location and principalId.
 // Without azd: az deployment sub create (see docs/deploy.md).
 targetScope = 'subscription'
 
+// The parameters of resources.bicep, verbatim (azd and `az deployment sub create` only see
+// these), each passed through unchanged below; tests/infra fails when the two files drift apart.
+// Only location differs: here it is required (azd asks for it), there it defaults to the
+// region of the resource group.
+
 // ---- Environment ----
 
 @minLength(1)
 @maxLength(64)
-@description('Name of the environment (azd: AZURE_ENV_NAME). Names the resource group rg-<name> and seeds a unique suffix for the resource names.')
+@description('Name of the environment (azd: AZURE_ENV_NAME). Seeds the unique suffix of the resource names and tags every resource; main.bicep also names the resource group rg-<name> after it.')
 param environmentName string
 
 @minLength(1)
@@ -33,7 +39,7 @@ param principalId string = ''
 @description('Kind of principalId: User for a person; ServicePrincipal when azd runs in CI.')
 param principalType string = 'User'
 
-@description('Object id of a service that submits jobs (optional). Gets ONLY Storage Queue Data Message Sender on the jobs queue and Storage Blob Data Reader on the results container.')
+@description('Object id of a service that submits jobs (optional). Gets ONLY Storage Queue Data Message Sender on the jobs queue, Storage Blob Data Reader on the results container, Storage Blob Data Contributor on the payloads container (claim-check bodies) and Storage Queue Data Message Processor on its reply queue (producerReplyQueueName).')
 param producerPrincipalId string = ''
 
 @allowed([
@@ -43,6 +49,11 @@ param producerPrincipalId string = ''
 ])
 @description('Kind of producerPrincipalId (a managed identity or app registration is a ServicePrincipal).')
 param producerPrincipalType string = 'ServicePrincipal'
+
+@minLength(3)
+@maxLength(63)
+@description('Reply queue the producer follows for notices (reply_to). It gets read + delete on this ONE queue, and only when the name is one of replyQueueNames (a queue the worker may reply to, created here).')
+param producerReplyQueueName string = 'job-replies'
 
 // ---- Azure OpenAI ----
 
@@ -136,17 +147,11 @@ param throttleMaxAttempts int = 8
 @description('Longest wait, in seconds, before a re-enqueued throttled job runs again: caps the retry-after of the service (THROTTLE_MAX_DELAY_SECONDS).')
 param throttleMaxDelaySeconds int = 300
 
-// ---- Names ----
+// ---- The resource group and everything in it ----
 
-// Same subscription + environment + region gives the same names: re-running is an update.
-var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
 }
-var functionAppName = 'func-${resourceToken}'
-// Flex Consumption deploys from a blob container of its own.
-var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
-var openAiAccountName = 'oai-${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -154,99 +159,30 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
-module identity 'app/identity.bicep' = {
-  name: 'identity'
+module resources 'resources.bicep' = {
+  name: 'resources'
   scope: rg
   params: {
-    name: 'id-worker-${resourceToken}'
+    environmentName: environmentName
     location: location
-    tags: tags
-  }
-}
-
-module monitoring 'app/monitoring.bicep' = {
-  name: 'monitoring'
-  scope: rg
-  params: {
-    logAnalyticsName: 'log-${resourceToken}'
-    appInsightsName: 'appi-${resourceToken}'
-    location: location
-    tags: tags
-  }
-}
-
-module storage 'app/storage.bicep' = {
-  name: 'storage'
-  scope: rg
-  params: {
-    name: 'st${resourceToken}'
-    location: location
-    tags: tags
-    jobsQueueName: jobsQueueName
-    replyQueueNames: replyQueueNames
-    resultsContainerName: resultsContainerName
-    payloadsContainerName: payloadsContainerName
-    deploymentContainerName: deploymentContainerName
-  }
-}
-
-module openAi 'app/openai.bicep' = {
-  name: 'openai'
-  scope: rg
-  params: {
-    name: openAiAccountName
-    customSubDomainName: openAiAccountName
-    location: empty(openAiLocation) ? location : openAiLocation
-    tags: tags
-    deploymentName: openAiDeploymentName
-    modelName: openAiModelName
-    modelVersion: openAiModelVersion
-    skuName: openAiDeploymentSkuName
-    capacity: openAiDeploymentCapacity
-  }
-}
-
-module rbac 'app/rbac.bicep' = {
-  name: 'rbac'
-  scope: rg
-  params: {
-    storageAccountName: storage.outputs.name
-    openAiAccountName: openAi.outputs.name
-    appInsightsName: monitoring.outputs.appInsightsName
-    jobsQueueName: storage.outputs.jobsQueueName
-    resultsContainerName: storage.outputs.resultsContainerName
-    appPrincipalId: identity.outputs.principalId
     principalId: principalId
     principalType: principalType
     producerPrincipalId: producerPrincipalId
     producerPrincipalType: producerPrincipalType
-  }
-}
-
-module functionApp 'app/function.bicep' = {
-  name: 'function'
-  scope: rg
-  params: {
-    name: functionAppName
-    planName: 'plan-${resourceToken}'
-    location: location
-    tags: tags
-    serviceName: 'worker'
-    identityId: identity.outputs.id
-    identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
-    deploymentContainerName: deploymentContainerName
-    appInsightsName: monitoring.outputs.appInsightsName
-    maximumInstanceCount: maximumInstanceCount
-    instanceMemoryMB: instanceMemoryMB
-    openAiEndpoint: openAi.outputs.endpoint
-    openAiDeploymentName: openAi.outputs.deploymentName
-    openAiAllowedDeployments: openAi.outputs.deploymentName
+    producerReplyQueueName: producerReplyQueueName
+    openAiLocation: openAiLocation
+    openAiDeploymentName: openAiDeploymentName
+    openAiModelName: openAiModelName
+    openAiModelVersion: openAiModelVersion
+    openAiDeploymentSkuName: openAiDeploymentSkuName
+    openAiDeploymentCapacity: openAiDeploymentCapacity
     openAiApiVersion: openAiApiVersion
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
-    jobsQueueName: storage.outputs.jobsQueueName
-    resultsContainerName: storage.outputs.resultsContainerName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    jobsQueueName: jobsQueueName
+    resultsContainerName: resultsContainerName
     payloadsContainerName: payloadsContainerName
     replyQueueNames: replyQueueNames
     maxPromptChars: maxPromptChars
@@ -254,27 +190,23 @@ module functionApp 'app/function.bicep' = {
     throttleMaxAttempts: throttleMaxAttempts
     throttleMaxDelaySeconds: throttleMaxDelaySeconds
   }
-  // Roles first: the app's first start (and azd deploy's upload) already has its rights
-  // applied or propagating, instead of failing and backing off.
-  dependsOn: [
-    rbac
-  ]
 }
 
-// ---- Outputs (azd writes them to .azure/<env>/.env). Names and endpoints only: no secrets. ----
+// ---- Outputs (azd writes them to .azure/<env>/.env): resources.bicep's, re-exported one by
+// one. Names and endpoints only: no secrets. ----
 
-output AZURE_LOCATION string = location
-output AZURE_TENANT_ID string = tenant().tenantId
-output RESOURCE_GROUP string = rg.name
-output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
-output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
-output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
-output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
-output JOBS_QUEUE string = storage.outputs.jobsQueueName
-output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
-output PAYLOADS_CONTAINER string = payloadsContainerName
-output FUNCTION_APP_NAME string = functionApp.outputs.name
-// The identity's client id says which identity to use; it grants nothing by itself.
-output AZURE_CLIENT_ID string = identity.outputs.clientId
+output AZURE_LOCATION string = resources.outputs.AZURE_LOCATION
+output AZURE_TENANT_ID string = resources.outputs.AZURE_TENANT_ID
+output RESOURCE_GROUP string = resources.outputs.RESOURCE_GROUP
+output AZURE_RESOURCE_GROUP string = resources.outputs.AZURE_RESOURCE_GROUP
+output AZURE_OPENAI_ENDPOINT string = resources.outputs.AZURE_OPENAI_ENDPOINT
+output AZURE_OPENAI_DEPLOYMENT string = resources.outputs.AZURE_OPENAI_DEPLOYMENT
+output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.AZURE_STORAGE_ACCOUNT_NAME
+output AZURE_STORAGE_QUEUE_ENDPOINT string = resources.outputs.AZURE_STORAGE_QUEUE_ENDPOINT
+output AZURE_STORAGE_BLOB_ENDPOINT string = resources.outputs.AZURE_STORAGE_BLOB_ENDPOINT
+output JOBS_QUEUE string = resources.outputs.JOBS_QUEUE
+output RESULTS_CONTAINER string = resources.outputs.RESULTS_CONTAINER
+output PAYLOADS_CONTAINER string = resources.outputs.PAYLOADS_CONTAINER
+output FUNCTION_APP_NAME string = resources.outputs.FUNCTION_APP_NAME
+// The worker identity's client id says which identity to use; it grants nothing by itself.
+output AZURE_CLIENT_ID string = resources.outputs.AZURE_CLIENT_ID

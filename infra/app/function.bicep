@@ -40,7 +40,7 @@ param pythonVersion string = '3.11'
 
 @minValue(1)
 @maxValue(1000)
-@description('Flex Consumption scale-out limit (see main.bicep for the quota math).')
+@description('Flex Consumption scale-out limit (see resources.bicep for the quota math).')
 param maximumInstanceCount int
 
 @allowed([

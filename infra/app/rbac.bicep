@@ -1,7 +1,8 @@
 // Every role assignment of the deployment. Each is scoped to the ONE resource it is needed on
-// (the OpenAI account, the storage account, App Insights, the jobs queue, the results
-// container): never to the resource group or the subscription. Names come from guid() over
-// scope + principal + role, so re-deploying is idempotent.
+// (the OpenAI account, the storage account, App Insights, the jobs queue, the results and
+// payloads containers, the producer's reply queue): never to the resource group or the
+// subscription. Names come from guid() over scope + principal + role, so re-deploying is
+// idempotent.
 
 @description('Storage account of the worker.')
 param storageAccountName string
@@ -18,6 +19,12 @@ param jobsQueueName string
 @description('Container results are written to.')
 param resultsContainerName string
 
+@description('Container producers upload claim-check job bodies to (PAYLOADS_CONTAINER).')
+param payloadsContainerName string
+
+@description('Queues a job may name as reply_to (REPLY_QUEUES_ALLOWED), created by storage.bicep.')
+param replyQueueNames array
+
 @description('Principal (object) id of the user-assigned identity of the worker.')
 param appPrincipalId string
 
@@ -32,7 +39,7 @@ param principalId string = ''
 @description('Kind of principalId: User for a person, ServicePrincipal when azd runs in CI.')
 param principalType string = 'User'
 
-@description('Object id of a producer service (optional): gets ONLY send on the jobs queue and read on the results container.')
+@description('Object id of a producer service (optional): gets ONLY send on the jobs queue, read on the results container, write on the payloads container and read + delete on its reply queue.')
 param producerPrincipalId string = ''
 
 @allowed([
@@ -43,6 +50,9 @@ param producerPrincipalId string = ''
 @description('Kind of producerPrincipalId (a managed identity is a ServicePrincipal).')
 param producerPrincipalType string = 'ServicePrincipal'
 
+@description('Reply queue the producer follows; it gets a role only when the name is one of replyQueueNames.')
+param producerReplyQueueName string
+
 // ---- Built-in role definition ids (same in every tenant) ----
 
 // Cognitive Services OpenAI User: call deployments (chat completions); no keys, no management.
@@ -51,7 +61,8 @@ var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
 // Storage Blob Data Owner: the Functions host takes blob leases and manages its own containers.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 
-// Storage Blob Data Contributor: read/write blobs (a person inspecting results and payloads).
+// Storage Blob Data Contributor: read/write/delete blobs (a person inspecting results and
+// payloads; a producer uploading claim-check bodies to the payloads container).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 // Storage Blob Data Reader: read blobs only (a producer fetching its results).
@@ -63,6 +74,10 @@ var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 
 // Storage Queue Data Message Sender: add messages only (a producer enqueueing jobs).
 var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+
+// Storage Queue Data Message Processor: peek, receive and delete messages, nothing else (a
+// producer reading and clearing its reply notices; it can't send to or create queues).
+var storageQueueDataMessageProcessor = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
 
 // Storage Table Data Contributor: the Functions host's diagnostics/scale tables.
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -86,6 +101,13 @@ resource jobsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-
   name: jobsQueueName
 }
 
+// Referenced only by the producer's reply role, which is deployed only when the name is one of
+// replyQueueNames, i.e. a queue storage.bicep creates.
+resource producerReplyQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: producerReplyQueueName
+}
+
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
   parent: storage
   name: 'default'
@@ -94,6 +116,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: resultsContainerName
+}
+
+resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: payloadsContainerName
 }
 
 resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
@@ -217,5 +244,30 @@ resource producerResultsReader 'Microsoft.Authorization/roleAssignments@2022-04-
     principalId: producerPrincipalId
     principalType: producerPrincipalType
     description: 'Producer: read results from this container only.'
+  }
+}
+
+resource producerPayloadsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(producerPrincipalId)) {
+  name: guid(payloadsContainer.id, producerPrincipalId, storageBlobDataContributor)
+  scope: payloadsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: producerPrincipalId
+    principalType: producerPrincipalType
+    description: 'Producer: upload claim-check job bodies to this container only.'
+  }
+}
+
+// contains(): a queue the worker never replies to needs no role, and a name storage.bicep did
+// not create is never used as a scope. `(!empty(...))` in parentheses: pycep (checkov,
+// tests/infra) reads a bare leading `!` as negating the whole `&&`.
+resource producerReplyProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if ((!empty(producerPrincipalId)) && contains(replyQueueNames, producerReplyQueueName)) {
+  name: guid(producerReplyQueue.id, producerPrincipalId, storageQueueDataMessageProcessor)
+  scope: producerReplyQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageProcessor)
+    principalId: producerPrincipalId
+    principalType: producerPrincipalType
+    description: 'Producer: read and delete reply notices on this queue only.'
   }
 }

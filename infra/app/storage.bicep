@@ -91,6 +91,7 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: '${jobsQueueName}-poison'
 }
 
+// Reply notices. A producer gets read + delete on the ONE it follows (rbac.bicep).
 resource replyQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for replyQueueName in replyQueueNames: {
   parent: queueService
   name: replyQueueName
@@ -106,7 +107,7 @@ resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
 }
 
 // Claim check: a job too big for a 64 KB queue message is stored here and the message
-// carries only its blob name.
+// carries only its blob name. Producers get write rights on THIS container (rbac.bicep).
 resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: payloadsContainerName
@@ -131,3 +132,4 @@ output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output jobsQueueName string = jobsQueue.name
 output resultsContainerName string = resultsContainer.name
+output payloadsContainerName string = payloadsContainer.name

@@ -7,9 +7,14 @@ real infra/ and on broken copies, to show they catch what they claim to.
 pycep turns Bicep into JSON but does not evaluate it, and it writes an identifier and a string
 literal the same way (``name: jobsQueueName`` and ``name: 'jobsQueueName'`` both give
 ``"jobsQueueName"``). :func:`Infra.resolve` therefore follows an expression to where its value
-comes from: a parameter or variable of main.bicep (``param:jobsQueueName``), a resource
-(``<Microsoft.Storage/storageAccounts st{var:resourceToken}>.id``), or a literal. Two
-expressions that resolve to the same text name the same thing, whichever module they are in.
+comes from: a parameter of the entry point (``param:jobsQueueName``), a resource
+(``<Microsoft.Storage/storageAccounts st{toLower(...)}>.id``), or a literal. It follows module
+parameters and outputs through every layer (main.bicep -> resources.bicep -> app/*.bicep), so
+two expressions that resolve to the same text name the same thing, whichever module they are in.
+
+There are two entry points: ``Infra.load(root)`` reads main.bicep (subscription scope, azd),
+``Infra.load(root, GROUP_ENTRY)`` reads resources.bicep (``az deployment group create``). The
+resource checks hold for both; :func:`check_layers` checks main.bicep is only a thin wrapper.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities"
 SITE = "Microsoft.Web/sites"
 PLAN = "Microsoft.Web/serverfarms"
 PUBLISHING_POLICY = "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
+
+MAIN_ENTRY = "main.bicep"
+GROUP_ENTRY = "resources.bicep"
 
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -45,13 +54,16 @@ ROLE_IDS = {
     "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
+    "Storage Queue Data Message Processor": "8a0f0c08-91a1-4084-bc3d-661d67233fed",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
 
 # Who gets what, where. Principals: "app" = the worker's user-assigned identity, "user" = the
 # principalId parameter (person running azd up), "producer" = producerPrincipalId. Scopes name
-# a single resource; "jobs queue" / "results container" are the ones the app settings name.
+# a single resource; "jobs queue" / "results container" / "payloads container" are the ones the
+# app settings name, "reply queue" is ONE of the queues REPLY_QUEUES_ALLOWED names (the role is
+# conditional on the name being in that list).
 EXPECTED_ROLES = {
     ("app", "Cognitive Services OpenAI User", "openai account"),
     ("app", "Storage Blob Data Owner", "storage account"),
@@ -63,7 +75,12 @@ EXPECTED_ROLES = {
     ("user", "Storage Blob Data Contributor", "storage account"),
     ("producer", "Storage Queue Data Message Sender", "jobs queue"),
     ("producer", "Storage Blob Data Reader", "results container"),
+    ("producer", "Storage Blob Data Contributor", "payloads container"),
+    ("producer", "Storage Queue Data Message Processor", "reply queue"),
 }
+# A role on ONE resource of a [for] loop (deployed only when contains(<array>, <name>)) is named
+# after the loop: "reply queue" is one of the "reply queues".
+LOOP_MEMBERS = {"reply queues": "reply queue"}
 OPTIONAL_PRINCIPALS = {"user": "param:principalId", "producer": "param:producerPrincipalId"}
 PRINCIPAL_TYPES = {"app": "ServicePrincipal", "user": "param:principalType", "producer": "param:producerPrincipalType"}
 
@@ -189,7 +206,11 @@ def unquote(key: str) -> str:
 
 @dataclass
 class Infra:
-    """infra/main.bicep and the local modules it calls."""
+    """An entry point (infra/main.bicep, or infra/resources.bicep) and the local modules below it.
+
+    A scope is None for the entry point, else the dotted path of module symbols leading to a
+    file: ``"resources"``, ``"resources.rbac"`` (from main.bicep), ``"rbac"`` (from resources.bicep).
+    """
 
     root: Path
     main: BicepFile
@@ -197,24 +218,35 @@ class Infra:
     problems: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, root: Path) -> Infra:
-        main = parse(root / "main.bicep")
-        infra = cls(root, main)
-        for symbol, module in main.modules.items():
-            if module.get("type") != "local":
-                infra.problems.append(
-                    f"module {symbol} is not a local file (registry modules can't be scanned offline)"
-                )
-                continue
-            path = root / module["detail"]["path"]
-            if not path.exists():
-                infra.problems.append(f"module {symbol}: {path} does not exist")
-                continue
-            infra.module_files[symbol] = parse(path)
+    def load(cls, root: Path, entry: str = MAIN_ENTRY) -> Infra:
+        infra = cls(root, parse(root / entry))
+        infra._load_modules(None)
         return infra
+
+    def _load_modules(self, scope: str | None) -> None:
+        file = self.file(scope)
+        for symbol, module in file.modules.items():
+            child = symbol if scope is None else f"{scope}.{symbol}"
+            if module.get("type") != "local":
+                self.problems.append(f"module {child} is not a local file (registry modules can't be scanned offline)")
+                continue
+            path = file.path.parent / module["detail"]["path"]
+            if not path.exists():
+                self.problems.append(f"module {child}: {path} does not exist")
+                continue
+            self.module_files[child] = parse(path)
+            self._load_modules(child)
 
     def file(self, scope: str | None) -> BicepFile:
         return self.main if scope is None else self.module_files[scope]
+
+    @staticmethod
+    def parent(scope: str) -> str | None:
+        """The scope whose file declares module `scope`."""
+        return scope.rpartition(".")[0] or None
+
+    def module_declaration(self, scope: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.file(self.parent(scope)).modules[scope.rpartition(".")[2]])
 
     @property
     def scopes(self) -> list[str | None]:
@@ -228,10 +260,10 @@ class Infra:
     # ------------------------------------------------------------ resolution
 
     def module_param(self, scope: str, name: str) -> Any:
-        return (body(self.main.modules[scope]).get("params") or {}).get(name, MISSING)
+        return (body(self.module_declaration(scope)).get("params") or {}).get(name, MISSING)
 
     def resolve(self, scope: str | None, expr: Any) -> str:
-        """Where `expr` (in main.bicep when scope is None, else in module `scope`) comes from."""
+        """Where `expr` (in the entry point when scope is None, else in module `scope`) comes from."""
         f = self.file(scope)
         if isinstance(expr, bool) or expr is None:
             return json.dumps(expr)
@@ -250,7 +282,7 @@ class Infra:
                 if passed is MISSING:
                     default = f.params[expr].get("default")
                     return self.resolve(scope, default) if default is not None else f"unset:{scope}.{expr}"
-                return self.resolve(None, passed)
+                return self.resolve(self.parent(scope), passed)
             if expr in f.vars:
                 return f"var:{expr}" if scope is None else self.resolve(scope, f.vars[expr]["value"])
             if expr in f.resources:
@@ -261,18 +293,21 @@ class Infra:
         parts = dotted(expr)
         if parts is not None and isinstance(parts[0], str):
             head, rest = parts[0], [str(p) for p in parts[1:]]
-            if scope is None and head in f.modules and rest[:1] == ["outputs"] and len(rest) >= 2:
-                if head not in self.module_files:
-                    return f"unknown-module:{head}"
-                output = self.module_files[head].outputs.get(rest[1])
+            if head in f.modules and rest[:1] == ["outputs"] and len(rest) >= 2:
+                child = head if scope is None else f"{scope}.{head}"
+                if child not in self.module_files:
+                    return f"unknown-module:{child}"
+                output = self.module_files[child].outputs.get(rest[1])
                 if output is None:
-                    return f"missing-output:{head}.{rest[1]}"
-                return ".".join([self.resolve(head, output["value"]), *rest[2:]])
+                    return f"missing-output:{child}.{rest[1]}"
+                return ".".join([self.resolve(child, output["value"]), *rest[2:]])
             if head in f.resources:
                 if rest == ["name"]:
                     return self.resource_name(scope, head)
                 return ".".join([self.resource_key(scope, head), *rest])
             return ".".join([self.resolve(scope, head), *rest])
+        if parts is not None:
+            return ".".join([self.resolve(scope, parts[0]), *map(str, parts[1:])])
         if isinstance(expr, dict) and "function" in expr:
             function = expr["function"]
             args = ",".join(self.resolve(scope, value) for value in (function.get("parameters") or {}).values())
@@ -386,9 +421,18 @@ def check_roles(infra: Infra) -> list[str]:
             problems.append(f"{where} is scoped to a {target_type}")
             continue
         target_key = infra.resource_key(scope, target)
+        conditions = _resolve_condition(infra, scope, condition(resource))
         scope_names = [name for name, key in scopes.items() if key == target_key]
         if target_key not in infra.created:
-            problems.append(f"{where} is scoped to {target_key}, which this deployment does not create")
+            # One of a [for] loop's resources: deployed only when its name is in the loop's array.
+            member_of = _loop_member_of(infra, scope, target, conditions)
+            if member_of is None:
+                problems.append(f"{where} is scoped to {target_key}, which this deployment does not create")
+            else:
+                scope_names = [
+                    LOOP_MEMBERS[name] for name, key in scopes.items() if key == member_of and name in LOOP_MEMBERS
+                ]
+                problems += _check_member_default(infra, scope, target, member_of, where)
         scope_name = scope_names[0] if scope_names else target_key
 
         # Role: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <named variable>).
@@ -404,7 +448,7 @@ def check_roles(infra: Infra) -> list[str]:
             principal = next((k for k, v in OPTIONAL_PRINCIPALS.items() if v == principal_origin), principal_origin)
         if principal in OPTIONAL_PRINCIPALS:
             wanted = f"not({_empty_call(OPTIONAL_PRINCIPALS[principal])})"
-            if _resolve_condition(infra, scope, condition(resource)) != wanted:
+            if wanted not in conditions:
                 problems.append(f"{where}: the {principal} role must be conditional on `!empty(...)` of its principal")
         elif condition(resource) is not None:
             problems.append(f"{where}: the worker's roles must not be conditional")
@@ -445,13 +489,50 @@ def _expected_scopes(infra: Infra, problems: list[str]) -> dict[str, str]:
     for name, setting, type_ in (
         ("jobs queue", "JOBS_QUEUE", QUEUE),
         ("results container", "RESULTS_CONTAINER", CONTAINER),
+        ("payloads container", "PAYLOADS_CONTAINER", CONTAINER),
+        # The [for] loop over the reply queue names: a role on ONE of them is a "reply queue".
+        ("reply queues", "REPLY_QUEUES_ALLOWED", QUEUE),
     ):
         if setting in settings:
             wanted = infra.resolve(*settings[setting])
+            if setting == "REPLY_QUEUES_ALLOWED":
+                joined = re.fullmatch(r"join\((.*),,\)", wanted)
+                wanted = f"each({joined.group(1)})" if joined else wanted
             match = [key for key, _, _, _ in infra.created_of_type(type_) if key.endswith(f" {wanted}>")]
             if match:
                 scopes[name] = match[0]
     return scopes
+
+
+def _loop_member_of(infra: Infra, scope: str | None, target: str, conditions: list[str]) -> str | None:
+    """The key of the created [for] loop `target` is one resource of, when the assignment's
+    condition includes contains(<the loop's array>, <target's name>); else None."""
+    name = infra.resource_name(scope, target)
+    key = infra.resource_key(scope, target)
+    suffix = f" {name}>"
+    if not key.endswith(suffix):
+        return None
+    for created_key in infra.created:
+        loop_match = re.fullmatch(re.escape(key[: -len(suffix)]) + r" each\((.*)\)>", created_key)
+        if loop_match and f"contains({loop_match.group(1)},{name})" in conditions:
+            return created_key
+    return None
+
+
+def _check_member_default(infra: Infra, scope: str | None, target: str, loop_key: str, where: str) -> list[str]:
+    """With default parameters, a loop-member role is really granted: the name is in the array."""
+    name = re.fullmatch(r"param:(\w+)", infra.resource_name(scope, target))
+    array = re.search(r" each\(param:(\w+)\)>$", loop_key)
+    if not (name and array):
+        return []
+    default = infra.main.params.get(name.group(1), {}).get("default")
+    choices = infra.main.params.get(array.group(1), {}).get("default")
+    if isinstance(choices, list) and default not in choices:
+        return [
+            f"{where}: {name.group(1)} defaults to {default!r}, not one of {array.group(1)} {choices}: "
+            "with the defaults the role is not granted"
+        ]
+    return []
 
 
 def _role(infra: Infra, scope: str | None, where: str, expr: Any, problems: list[str]) -> str | None:
@@ -479,14 +560,21 @@ def _empty_call(origin: str) -> str:
     return f"empty({origin})"
 
 
-def _resolve_condition(infra: Infra, scope: str | None, expr: Any) -> str | None:
+def _resolve_condition(infra: Infra, scope: str | None, expr: Any) -> list[str]:
+    """The resolved conjuncts of `if (a && b && ...)`; [] when unconditional."""
     if expr is None:
-        return None
+        return []
     operator = expr.get("operator") if isinstance(expr, dict) else None
+    if operator and operator["type"] == "and":
+        operands = operator["operands"]
+        return [
+            *_resolve_condition(infra, scope, operands["operand_1"]),
+            *_resolve_condition(infra, scope, operands["operand_2"]),
+        ]
     if operator and operator["type"] == "not":
         inner = operator["operands"].get("bool_value")
-        return f"not({infra.resolve(scope, inner)})"
-    return infra.resolve(scope, expr)
+        return [f"not({infra.resolve(scope, inner)})"]
+    return [infra.resolve(scope, expr)]
 
 
 def check_security(infra: Infra) -> list[str]:
@@ -588,7 +676,7 @@ def check_flex_consumption(infra: Infra) -> list[str]:
     target = infra.resolve(scope, deployment.get("value"))
     containers = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(CONTAINER)}
     blob = f"{{{storage[0]}.properties.primaryEndpoints.blob}}"
-    if not (target.startswith(blob) and target[len(blob) :].strip("{}") in containers):
+    if not any(target == f"{blob}{{{container}}}" for container in containers):
         problems.append(
             f"deployment storage {target} must be a container this deployment creates in its storage account"
         )
@@ -708,7 +796,7 @@ def check_app_settings(infra: Infra, code_reads: Iterable[str], sample_values: M
 REQUIRED_OUTPUTS = {
     "AZURE_LOCATION", "AZURE_TENANT_ID", "RESOURCE_GROUP", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
     "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_BLOB_ENDPOINT", "JOBS_QUEUE",
-    "RESULTS_CONTAINER", "FUNCTION_APP_NAME", "AZURE_CLIENT_ID",
+    "RESULTS_CONTAINER", "PAYLOADS_CONTAINER", "FUNCTION_APP_NAME", "AZURE_CLIENT_ID",
 }  # fmt: skip
 
 
@@ -782,6 +870,81 @@ def check_azd(infra: Infra, azure_yaml: str, parameters_json: str) -> list[str]:
         origin = infra.resolve(None, output.get("value"))
         if SECRETISH.search(name) or re.search(r"ConnectionString|list\w*\(|[Kk]eys", origin):
             problems.append(f"output {name} ({origin}) looks like a secret: outputs land in .azure/<env>/.env")
+    return problems
+
+
+# resources.bicep parameters that may differ in main.bicep: azd asks for location (no default,
+# @metadata azd location), while a resource-group deployment defaults it to the group's region.
+LAYER_DIFFERENCES = {"location"}
+# What `az deployment group create -g <rg> -f infra/resources.bicep -p environmentName=...` must set.
+GROUP_REQUIRED_PARAMS = {"environmentName"}
+
+
+def check_layers(infra: Infra) -> list[str]:
+    """main.bicep (loaded as `infra`) only creates the resource group and deploys resources.bicep
+    into it, passing every parameter through unchanged and re-exporting every output."""
+    problems = list(infra.problems)
+    main = infra.main
+    others = [symbol for symbol, r in main.resources.items() if r["type"] != RESOURCE_GROUP]
+    if others:
+        problems.append(f"main.bicep should create only the resource group; resources.bicep the rest, not {others}")
+    modules = [
+        symbol
+        for symbol, module in main.modules.items()
+        if module.get("type") == "local" and Path(module["detail"]["path"]).name == GROUP_ENTRY
+    ]
+    if len(main.modules) != 1 or len(modules) != 1 or modules[0] not in infra.module_files:
+        return [*problems, f"main.bicep should call exactly one module, {GROUP_ENTRY}, has {sorted(main.modules)}"]
+    (layer,) = modules
+    group = infra.module_files[layer]
+    target = body(main.modules[layer]).get("scope")
+    if not (isinstance(target, str) and main.resources.get(target, {}).get("type") == RESOURCE_GROUP):
+        problems.append(f"main.bicep module {layer} must be scoped to the resource group it creates, is {target}")
+    if (group.doc.get("globals") or {}).get("scope", {}).get("value") != "resourceGroup":
+        problems.append(f"{GROUP_ENTRY} should be targetScope = 'resourceGroup' (az deployment group create)")
+
+    # Modules below resources.bicep deploy into the same resource group (no `scope:` elsewhere).
+    for scope, file in infra.module_files.items():
+        for symbol, module in file.modules.items():
+            where = body(module).get("scope", MISSING)
+            if where is not MISSING and infra.resolve(scope, where) != "resource_group(null,null)":
+                problems.append(
+                    f"{file.path.name} module {symbol} deploys to {infra.resolve(scope, where)}, not its own group"
+                )
+
+    # Parameters: the same declarations, each passed through as itself.
+    for name in sorted(set(group.params) ^ set(main.params)):
+        where = GROUP_ENTRY if name in group.params else MAIN_ENTRY
+        problems.append(f"parameter {name} is declared in {where} only: declare it in both, verbatim")
+    for name in sorted(set(group.params) & set(main.params) - LAYER_DIFFERENCES):
+        if group.params[name] != main.params[name]:
+            problems.append(
+                f"parameter {name} differs between {MAIN_ENTRY} and {GROUP_ENTRY} (type, default or decorators)"
+            )
+    for name, param in group.params.items():
+        if param.get("default") is None and name not in GROUP_REQUIRED_PARAMS:
+            problems.append(
+                f"{GROUP_ENTRY} parameter {name} needs a default: "
+                f"the resource-group command only sets {sorted(GROUP_REQUIRED_PARAMS)}"
+            )
+        passed = infra.module_param(layer, name)
+        if passed is MISSING:
+            problems.append(f"{MAIN_ENTRY} does not pass {name} to {GROUP_ENTRY}: its own default would win")
+        elif infra.resolve(None, passed) != f"param:{name}":
+            problems.append(
+                f"{MAIN_ENTRY} passes {name}={infra.resolve(None, passed)} to {GROUP_ENTRY}, not its parameter {name}"
+            )
+    for name in sorted(set(body(main.modules[layer]).get("params") or {}) - set(group.params)):
+        problems.append(f"{MAIN_ENTRY} passes {name}, which {GROUP_ENTRY} does not declare")
+
+    # Outputs: every one of resources.bicep's, re-exported under the same name.
+    for name in sorted(set(group.outputs) - set(main.outputs)):
+        problems.append(f"{MAIN_ENTRY} does not re-export {GROUP_ENTRY} output {name} (azd reads main.bicep's)")
+    for name, output in main.outputs.items():
+        if dotted(output.get("value")) != [layer, "outputs", name]:
+            problems.append(f"{MAIN_ENTRY} output {name} should be {layer}.outputs.{name}")
+        elif name in group.outputs and output.get("type") != group.outputs[name].get("type"):
+            problems.append(f"{MAIN_ENTRY} output {name} has another type than in {GROUP_ENTRY}")
     return problems
 
 

@@ -1,0 +1,280 @@
+// Keyless queue worker: Azure Functions (Flex Consumption, Python) turning queued prompts into
+// stored answers with Azure OpenAI. No keys anywhere: one user-assigned managed identity and
+// Entra ID role assignments, each scoped to a single resource.
+//
+// Everything here lives in ONE resource group, so there are two ways in:
+// - azd up / az deployment sub create: main.bicep creates rg-<environmentName> and deploys this
+//   file into it as a module, with the same parameters and outputs.
+// - az deployment group create -g <rg> -f infra/resources.bicep -p environmentName=... : into a
+//   resource group that already exists, for people with rights on that group only (docs/deploy.md).
+// Parameters are declared here and, verbatim, in main.bicep (azd and `az deployment sub create`
+// only see main.bicep's); tests/infra fails when the two drift apart.
+targetScope = 'resourceGroup'
+
+// ---- Environment ----
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd: AZURE_ENV_NAME). Seeds the unique suffix of the resource names and tags every resource; main.bicep also names the resource group rg-<name> after it.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan. Default: the region of the resource group.')
+param location string = resourceGroup().location
+
+@description('Object id of the person running azd up (azd: AZURE_PRINCIPAL_ID). Optional: gets Cognitive Services OpenAI User on the OpenAI account and Storage Queue Data Contributor + Storage Blob Data Contributor on the storage account, to enqueue jobs and read results from a laptop.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Kind of principalId: User for a person; ServicePrincipal when azd runs in CI.')
+param principalType string = 'User'
+
+@description('Object id of a service that submits jobs (optional). Gets ONLY Storage Queue Data Message Sender on the jobs queue, Storage Blob Data Reader on the results container, Storage Blob Data Contributor on the payloads container (claim-check bodies) and Storage Queue Data Message Processor on its reply queue (producerReplyQueueName).')
+param producerPrincipalId string = ''
+
+@allowed([
+  'ServicePrincipal'
+  'User'
+  'Group'
+])
+@description('Kind of producerPrincipalId (a managed identity or app registration is a ServicePrincipal).')
+param producerPrincipalType string = 'ServicePrincipal'
+
+@minLength(3)
+@maxLength(63)
+@description('Reply queue the producer follows for notices (reply_to). It gets read + delete on this ONE queue, and only when the name is one of replyQueueNames (a queue the worker may reply to, created here).')
+param producerReplyQueueName string = 'job-replies'
+
+// ---- Azure OpenAI ----
+
+@description('Region of the Azure OpenAI account when it differs from location (model and quota availability differ by region). Empty: location.')
+param openAiLocation string = ''
+
+@description('Name of the model deployment the worker calls (AZURE_OPENAI_DEPLOYMENT).')
+param openAiDeploymentName string = 'gpt-4o-mini'
+
+@description('Model to deploy.')
+param openAiModelName string = 'gpt-4o-mini'
+
+@description('Model version to deploy.')
+param openAiModelVersion string = '2024-07-18'
+
+@allowed([
+  'GlobalStandard'
+  'DataZoneStandard'
+  'Standard'
+])
+@description('Deployment SKU. GlobalStandard has the most quota; DataZoneStandard/Standard keep processing in a data zone/region.')
+param openAiDeploymentSkuName string = 'GlobalStandard'
+
+@minValue(1)
+@description('Deployment capacity in units of 1,000 tokens per minute: 30 = 30,000 TPM. It must fit the subscription quota of the model in the region.')
+param openAiDeploymentCapacity int = 30
+
+@description('Azure OpenAI data-plane API version the worker sends (AZURE_OPENAI_API_VERSION).')
+param openAiApiVersion string = '2024-10-21'
+
+@minValue(1)
+@description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
+param openAiTimeoutSeconds int = 60
+
+@minValue(0)
+@description('Retries the openai SDK makes itself on 429/5xx/timeouts (AZURE_OPENAI_MAX_RETRIES).')
+param openAiMaxRetries int = 2
+
+// ---- Function App ----
+
+@minValue(1)
+@maxValue(1000)
+@description('''Flex Consumption scale-out limit: protects the Azure OpenAI quota, not just the bill.
+Each instance runs up to 24 jobs at once (host.json queues batchSize 16 + newBatchThreshold 8),
+so up to maximumInstanceCount x 24 concurrent model calls. Every call is charged prompt tokens +
+max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute).
+Jobs of ~1,000 tokens that take ~5 s each make 12 calls/min per slot: ONE instance can use
+24 x 12 x 1,000 = 288,000 TPM, far above the default 30,000 TPM. Past the quota extra instances
+only collect 429s (the worker backs off and re-enqueues). Size it as
+TPM / (24 x tokens per job x calls per minute per slot), rounded up; default 10 caps a backlog
+burst at 240 concurrent calls.''')
+param maximumInstanceCount int = 10
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each Flex Consumption instance in MB. The worker is I/O bound; 2048 is the platform default.')
+param instanceMemoryMB int = 2048
+
+// ---- Worker settings: queue and container names (match local.settings.sample.json) ----
+
+@description('Queue the worker listens on (JOBS_QUEUE). <name>-poison is created beside it.')
+param jobsQueueName string = 'jobs'
+
+@description('Blob container for results, one <id>.json per job (RESULTS_CONTAINER).')
+param resultsContainerName string = 'results'
+
+@description('Blob container for claim-check payloads of big jobs (PAYLOADS_CONTAINER).')
+param payloadsContainerName string = 'job-payloads'
+
+@description('Queues a job may name as reply_to (REPLY_QUEUES_ALLOWED). Each is created.')
+param replyQueueNames array = [
+  'job-replies'
+]
+
+@minValue(1)
+@description('Largest prompt a job may carry, in characters (MAX_PROMPT_CHARS).')
+param maxPromptChars int = 200000
+
+@minValue(0)
+@description('How long the worker retries PermissionDenied, in seconds (PERMISSION_RETRY_SECONDS): new role assignments take up to ~10 minutes to apply.')
+param permissionRetrySeconds int = 900
+
+@minValue(1)
+@description('How many times a long-throttled job is re-enqueued before it fails (THROTTLE_MAX_ATTEMPTS).')
+param throttleMaxAttempts int = 8
+
+@minValue(1)
+@description('Longest wait, in seconds, before a re-enqueued throttled job runs again: caps the retry-after of the service (THROTTLE_MAX_DELAY_SECONDS).')
+param throttleMaxDelaySeconds int = 300
+
+// ---- Names ----
+
+// Same subscription + environment + region gives the same names: re-running is an update.
+// Seeded by environmentName, not by the resource group, so an azd environment deployed before
+// main.bicep called this file keeps its names; two environments in one subscription need two
+// environment names (storage and OpenAI names are global).
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-${resourceToken}'
+// Flex Consumption deploys from a blob container of its own.
+var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+var openAiAccountName = 'oai-${resourceToken}'
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-worker-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    jobsQueueName: jobsQueueName
+    replyQueueNames: replyQueueNames
+    resultsContainerName: resultsContainerName
+    payloadsContainerName: payloadsContainerName
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module openAi 'app/openai.bicep' = {
+  name: 'openai'
+  params: {
+    name: openAiAccountName
+    customSubDomainName: openAiAccountName
+    location: empty(openAiLocation) ? location : openAiLocation
+    tags: tags
+    deploymentName: openAiDeploymentName
+    modelName: openAiModelName
+    modelVersion: openAiModelVersion
+    skuName: openAiDeploymentSkuName
+    capacity: openAiDeploymentCapacity
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    openAiAccountName: openAi.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    jobsQueueName: storage.outputs.jobsQueueName
+    resultsContainerName: storage.outputs.resultsContainerName
+    payloadsContainerName: storage.outputs.payloadsContainerName
+    replyQueueNames: replyQueueNames
+    appPrincipalId: identity.outputs.principalId
+    principalId: principalId
+    principalType: principalType
+    producerPrincipalId: producerPrincipalId
+    producerPrincipalType: producerPrincipalType
+    producerReplyQueueName: producerReplyQueueName
+  }
+}
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'worker'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    openAiEndpoint: openAi.outputs.endpoint
+    openAiDeploymentName: openAi.outputs.deploymentName
+    openAiAllowedDeployments: openAi.outputs.deploymentName
+    openAiApiVersion: openAiApiVersion
+    openAiTimeoutSeconds: openAiTimeoutSeconds
+    openAiMaxRetries: openAiMaxRetries
+    jobsQueueName: storage.outputs.jobsQueueName
+    resultsContainerName: storage.outputs.resultsContainerName
+    payloadsContainerName: payloadsContainerName
+    replyQueueNames: replyQueueNames
+    maxPromptChars: maxPromptChars
+    permissionRetrySeconds: permissionRetrySeconds
+    throttleMaxAttempts: throttleMaxAttempts
+    throttleMaxDelaySeconds: throttleMaxDelaySeconds
+  }
+  // Roles first: the app's first start (and azd deploy's upload) already has its rights
+  // applied or propagating, instead of failing and backing off.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// ---- Outputs: names and endpoints only, no secrets. main.bicep re-exports every one of them
+// (azd writes them to .azure/<env>/.env); `az deployment group show` lists them here. ----
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output RESOURCE_GROUP string = resourceGroup().name
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output JOBS_QUEUE string = storage.outputs.jobsQueueName
+output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
+output PAYLOADS_CONTAINER string = storage.outputs.payloadsContainerName
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+// The identity's client id says which identity to use; it grants nothing by itself.
+output AZURE_CLIENT_ID string = identity.outputs.clientId
