@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint typecheck check run bench infra-check clean
 
-setup: $(STAMP) node_modules/.package-lock.json
+setup: $(STAMP) node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+
+# The TypeScript producer example; the test suite runs it against keyless Azurite.
+examples/typescript/node_modules/.package-lock.json: examples/typescript/package.json examples/typescript/package-lock.json
+	npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
 
 test: setup
 	$(PY) -m pytest

@@ -551,7 +551,8 @@ async def delete_role(request: web.Request) -> web.Response:
 def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     """The emulator as an aiohttp app. Control API: ``GET /_emulator/stats``, ``POST /_emulator/stats/reset``,
     ``GET|PATCH /_emulator/config``, ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``."""
-    app = web.Application(middlewares=[data_plane])
+    # Real deployments take prompts of many MiB (context windows, not the HTTP layer, bound them).
+    app = web.Application(middlewares=[data_plane], client_max_size=64 * 1024 * 1024)
     app[STATE] = EmulatorState(config.model_copy(deep=True), public_pem)
 
     async def on_shutdown(app: web.Application) -> None:

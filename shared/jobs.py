@@ -231,23 +231,74 @@ def _describe(error: ValidationError) -> tuple[str, str]:
 
 
 def parse_job(body: bytes) -> Job:
-    """Decode and validate one queue message; raise InvalidJob with a specific code."""
+    """Decode and validate one job; raise InvalidJob with a specific code."""
+    return _validate_job(decode_body(body))
+
+
+def parse_message(body: bytes) -> Job | JobReference:
+    """A queue message: a job, or a claim-check reference to one (decoded once)."""
     value = decode_body(body)
+    if isinstance(value, dict) and "payload" in value:  # a job has no such field
+        try:
+            return JobReference.model_validate(value)
+        except ValidationError as exc:
+            _, message = _describe(exc)
+            raise InvalidJob("invalid_reference", f"claim-check reference: {message}", job_id=_valid_id(value)) from exc
+    return _validate_job(value)
+
+
+def _valid_id(value: dict[str, Any]) -> str | None:
+    raw_id = value.get("id")
+    return raw_id if isinstance(raw_id, str) and re.fullmatch(JOB_ID_PATTERN, raw_id) else None
+
+
+def _validate_job(value: Any) -> Job:
     if not isinstance(value, dict):
         raise InvalidJob("invalid_job", f"a job is a JSON object, got {_JSON_TYPES.get(type(value), 'a value')}")
-    raw_id = value.get("id")
-    job_id = raw_id if isinstance(raw_id, str) and re.fullmatch(JOB_ID_PATTERN, raw_id) else None
     try:
         return Job.model_validate(value)
     except ValidationError as exc:
         code, message = _describe(exc)
-        raise InvalidJob(code, message, job_id=job_id) from exc
+        raise InvalidJob(code, message, job_id=_valid_id(value)) from exc
+
+
+# Claim check. A queue message holds at most 64 KiB, so a bigger job travels as a small
+# reference to a blob holding its JSON. Producers switch well below the limit: other senders
+# may base64 the text (+33%) and the service counts the XML-escaped form.
+MAX_MESSAGE_BYTES = 64 * 1024
+CLAIM_CHECK_BYTES = 48 * 1024
+
+
+class PayloadRef(_Strict):
+    blob: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}\.json$")] = Field(
+        description="Blob name '<id>.json' in the worker's PAYLOADS_CONTAINER (the container is never taken "
+        "from the message)."
+    )
+
+
+class JobReference(_Strict):
+    """A queue message standing in for a job whose JSON is stored in a payload blob (claim check)."""
+
+    id: JobId
+    payload: PayloadRef
+
+    @model_validator(mode="after")
+    def _blob_named_by_id(self) -> JobReference:
+        # One fixed name per job: a message can point at its own payload and nothing else.
+        if self.payload.blob != f"{self.id}.json":
+            raise ValueError("payload.blob must be '<id>.json' for the reference's own id")
+        return self
+
+    @classmethod
+    def for_job(cls, job_id: str) -> JobReference:
+        return cls(id=job_id, payload=PayloadRef(blob=f"{job_id}.json"))
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "job.schema.json": Job,
     "result.schema.json": Result,
     "notice.schema.json": Notice,
+    "job-reference.schema.json": JobReference,
 }
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

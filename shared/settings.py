@@ -8,6 +8,7 @@ is the single list of names: the infra tests check that Bicep and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -137,6 +138,7 @@ class Settings:
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
+@functools.cache
 def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
     """``extensions.queues.maxDequeueCount`` from host.json: the attempt on which the host poisons."""
     try:

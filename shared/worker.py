@@ -5,6 +5,8 @@ make mistakes. The policy, in the order ``handle`` applies it:
 
 - The message is parsed and checked; anything invalid becomes a ``failed`` result at once and
   the message is consumed (never retried, never poisoned).
+- A claim-check reference (a job too big for a message) is resolved from the payloads container
+  first; the payload blob is deleted once the job's result is stored.
 - A job whose result already exists is consumed without calling the model (redelivery).
 - Model errors are classified (``classify``):
   * ``Invalid`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
@@ -29,11 +31,25 @@ from typing import Any, Literal, Protocol
 
 import openai
 from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob.aio import ContainerClient
 from openai.types.chat import ChatCompletion
 
 from shared.connections import Runtime, get_runtime
 from shared.constants import COGNITIVE_SERVICES_SCOPE
-from shared.jobs import ErrorInfo, InvalidJob, Job, Notice, Redelivery, Result, Timings, Usage, parse_job
+from shared.jobs import (
+    CLAIM_CHECK_BYTES,
+    ErrorInfo,
+    InvalidJob,
+    Job,
+    JobReference,
+    Notice,
+    Redelivery,
+    Result,
+    Timings,
+    Usage,
+    parse_job,
+    parse_message,
+)
 from shared.settings import Settings, max_dequeue_count
 
 logger = logging.getLogger(__name__)
@@ -79,15 +95,21 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     started = _now()
     message_id = message.id or "unknown"
     dequeue_count = message.dequeue_count or 1
+    ref: JobReference | None = None  # set when the message is a claim check for a job stored as a blob
     try:
-        job = parse_job(message.get_body())
+        parsed = parse_message(message.get_body())
+        if isinstance(parsed, JobReference):
+            ref = parsed
+            job = await _load_payload(runtime, ref)
+        else:
+            job = parsed
         job_id = job.id or message_id
         _check_allowed(job, settings)
     except InvalidJob as exc:
         # Keyed by the job's own id when it had a valid one, else by the queue message id.
         job_id = exc.job_id or message_id
         result = _result(runtime, job_id, message, started, error=ErrorInfo(code=exc.code, message=exc.message))
-        return await _finish(runtime, result, reply_to=None)
+        return await _finish(runtime, result, reply_to=None, payload=ref)
 
     attempts = dequeue_count + (job.redelivery.attempt if job.redelivery else 0)
     if job_id in runtime.in_flight:
@@ -97,6 +119,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     try:
         if await _result_exists(runtime, job_id):
             logger.info("job %s already has a result; redelivered message %s consumed", job_id, message_id)
+            await _release_payload(runtime, ref)
             return None
         try:
             completion, model_seconds = await _call_model(runtime, job)
@@ -116,10 +139,11 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
                     runtime,
                     _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure)),
                     reply_to=job.reply_to,
+                    payload=ref,
                 )
                 raise
             result = _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure))
-            return await _finish(runtime, result, reply_to=job.reply_to)
+            return await _finish(runtime, result, reply_to=job.reply_to, payload=ref)
         result = _result(
             runtime,
             job_id,
@@ -130,7 +154,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
             completion=completion,
             model_seconds=model_seconds,
         )
-        return await _finish(runtime, result, reply_to=job.reply_to)
+        return await _finish(runtime, result, reply_to=job.reply_to, payload=ref)
     finally:
         runtime.in_flight.discard(job_id)
 
@@ -218,10 +242,56 @@ async def _requeue_or_give_up(runtime: Runtime, job: Job, job_id: str, requeue: 
     copy = job.model_copy(
         update={"id": job_id, "redelivery": Redelivery(attempt=attempt, first_seen=first_seen, reason=requeue.reason)}
     )
+    body = copy.model_dump_json(exclude_none=True)
+    if len(body.encode()) > CLAIM_CHECK_BYTES:  # too big for a message: the copy goes as a claim check too
+        await runtime.ensure_once("payloads", _payloads(runtime).create_container)
+        await _payloads(runtime).upload_blob(f"{job_id}.json", body.encode(), overwrite=True)
+        body = JobReference.for_job(job_id).model_dump_json()
     queue = runtime.queues.get_queue_client(settings.jobs_queue)
-    await queue.send_message(copy.model_dump_json(exclude_none=True), visibility_timeout=max(1, round(delay)))
+    await queue.send_message(body, visibility_timeout=max(1, round(delay)))
     logger.warning("job %s re-enqueued (%s, attempt %d) to run in %.0f s", job_id, requeue.reason, attempt, delay)
     return None
+
+
+def _payloads(runtime: Runtime) -> ContainerClient:
+    return runtime.blobs.get_container_client(runtime.settings.payloads_container)
+
+
+async def _load_payload(runtime: Runtime, ref: JobReference) -> Job:
+    """Claim check: the job's JSON from the payloads container, checked exactly as a message is."""
+    # Bounded so a huge blob cannot exhaust memory: a valid job is at most MAX_PROMPT_CHARS of text,
+    # up to 12 bytes a character once JSON-escaped, plus its other fields.
+    limit = 12 * runtime.settings.max_prompt_chars + 1024 * 1024
+    where = f"{runtime.settings.payloads_container}/{ref.payload.blob}"
+    try:
+        body = await (await _payloads(runtime).download_blob(ref.payload.blob, offset=0, length=limit + 1)).readall()
+    except ResourceNotFoundError as exc:
+        raise InvalidJob(
+            "payload_missing", f"the job's payload blob {where} does not exist: submit the job again", job_id=ref.id
+        ) from exc
+    if len(body) > limit:
+        raise InvalidJob("payload_too_large", f"payload blob {where} is over {limit} bytes", job_id=ref.id)
+    try:
+        job = parse_job(body)
+    except InvalidJob as exc:
+        raise InvalidJob(exc.code, f"payload: {exc.message}", job_id=ref.id) from exc
+    if job.id != ref.id:
+        raise InvalidJob("payload_mismatch", f"payload blob {where} holds job id {job.id!r}", job_id=ref.id)
+    return job
+
+
+async def _release_payload(runtime: Runtime, ref: JobReference | None) -> None:
+    """Delete a claim-checked job's payload once its result is stored. Best effort: the result is
+    already written, so a failure must not fail the job; the blob is left to the container's
+    lifecycle rule (blob expiry needs a hierarchical-namespace account, which this is not)."""
+    if ref is None:
+        return
+    try:
+        await _payloads(runtime).delete_blob(ref.payload.blob)
+    except ResourceNotFoundError:
+        pass  # another delivery of the same job got there first
+    except Exception as exc:
+        logger.warning("job %s: payload blob not deleted, left for the lifecycle rule: %s", ref.id, _brief(exc))
 
 
 async def _result_exists(runtime: Runtime, job_id: str) -> bool:
@@ -232,8 +302,10 @@ async def _result_exists(runtime: Runtime, job_id: str) -> bool:
     return True
 
 
-async def _finish(runtime: Runtime, result: Result, *, reply_to: str | None) -> Result | None:
-    """Write the result once (If-None-Match: *), then notify; log one line for the job."""
+async def _finish(
+    runtime: Runtime, result: Result, *, reply_to: str | None, payload: JobReference | None = None
+) -> Result | None:
+    """Write the result once (If-None-Match: *), drop the claim-checked payload, then notify; log one line."""
     container = runtime.results()
     await runtime.ensure_once("results", container.create_container)
     blob_name = f"{result.id}.json"
@@ -246,7 +318,9 @@ async def _finish(runtime: Runtime, result: Result, *, reply_to: str | None) -> 
         )
     except ResourceExistsError:
         logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
+        await _release_payload(runtime, payload)
         return None
+    await _release_payload(runtime, payload)
     if reply_to:
         notice = Notice(
             id=result.id,

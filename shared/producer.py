@@ -1,0 +1,589 @@
+"""Enqueue jobs from other services and read their results, keyless (async).
+
+``JobsClient`` is the producer side of the contract in ``shared.jobs``: it validates a job with the
+same models the worker uses before anything is sent, gives it an id, sends it as plain JSON text
+(host.json ``messageEncoding: none``), stores jobs too big for a queue message as a payload blob
+(claim check), and reads ``<results container>/<id>.json``. It authenticates with Entra ID only:
+``DefaultAzureCredential`` unless you pass a credential (or, for Azurite, a connection string).
+
+It does not import ``azure.functions`` or ``openai``: a producer service needs only the storage
+and identity SDKs and pydantic. A blocking wrapper lives in ``shared.producer_sync``.
+
+Roles the identity needs (data plane, on the storage account or narrower):
+
+- *Storage Queue Data Message Sender* on the jobs queue, to submit;
+- *Storage Blob Data Reader* on the results container, to read results;
+- *Storage Blob Data Contributor* on the payloads container, only for jobs over the claim-check size;
+- *Storage Queue Data Message Processor* on a reply queue, to follow it with ``notices``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NoReturn, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+from pydantic import ValidationError
+
+from shared.errors import (
+    ConfigurationError,
+    InvalidJobError,
+    MissingPermissionError,
+    ProducerError,
+    QueueNotFoundError,
+    WaitTimeoutError,
+)
+from shared.jobs import (
+    CLAIM_CHECK_BYTES,
+    JOB_ID_PATTERN,
+    QUEUE_NAME_PATTERN,
+    InvalidJob,
+    Job,
+    JobReference,
+    Notice,
+    Result,
+    parse_job,
+)
+
+__all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
+
+logger = logging.getLogger(__name__)
+
+# The worker's defaults for the same settings (shared.settings.Settings reads them too, but also
+# requires the Azure OpenAI settings, which a producer has no reason to know).
+DEFAULT_QUEUE = "jobs"
+DEFAULT_RESULTS_CONTAINER = "results"
+DEFAULT_PAYLOADS_CONTAINER = "job-payloads"
+
+SENDER_ROLE = "Storage Queue Data Message Sender"
+RESULTS_READER_ROLE = "Storage Blob Data Reader"
+PAYLOAD_WRITER_ROLE = "Storage Blob Data Contributor"
+REPLY_PROCESSOR_ROLE = "Storage Queue Data Message Processor"
+_PERMISSION_CODES = ("AuthorizationPermissionMismatch", "AuthorizationFailure")
+
+JobInput = Job | Mapping[str, Any]
+
+# Payloads go up in pieces of at most 1 MiB: aiohttp warns (ResourceWarning) that a bigger single
+# bytes body can stall the event loop, and a payload is often just over that size.
+_BLOB_OPTIONS: dict[str, Any] = {"max_single_put_size": 1024 * 1024, "max_block_size": 1024 * 1024}
+
+
+def new_job_id() -> str:
+    """A fresh job id (uuid4 hex: 32 characters within the contract's id alphabet)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class SubmitProgress:
+    """Reported by ``submit_many`` after each job is on the queue (``id`` is the one just sent)."""
+
+    id: str
+    done: int
+    total: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        """Jobs per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (None before the first job)."""
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    job: Job
+    text: str  # exactly the JSON that was validated
+
+    @property
+    def id(self) -> str:
+        assert self.job.id is not None  # prepare_job always sets one
+        return self.job.id
+
+
+def prepare_job(job: JobInput, *, index: int | None = None) -> Job:
+    """Validate ``job`` as the worker will and give it an id if it has none; raise InvalidJobError.
+
+    The returned Job always has an ``id`` (see ``JobsClient.submit`` for why).
+    """
+    return _prepare(job, index=index).job
+
+
+def _prepare(job: JobInput, *, index: int | None = None) -> _Prepared:
+    where = f"job #{index}: " if index is not None else ""
+    if isinstance(job, Job):
+        # No serializer warnings: a Job built without validation is re-validated just below.
+        data: dict[str, Any] = job.model_dump(mode="json", exclude_unset=True, warnings=False)
+    elif isinstance(job, Mapping):
+        data = dict(job)
+    else:
+        raise InvalidJobError(
+            f"{where}a job is a shared.jobs.Job or a dict, got {type(job).__name__}",
+            field=None,
+            code="invalid_job",
+            index=index,
+        )
+    if data.get("redelivery") is not None:
+        raise InvalidJobError(
+            f"{where}redelivery is set by the worker on its own copies; leave it out",
+            field="redelivery",
+            code="unknown_field",
+            index=index,
+        )
+    if data.get("id") is None:
+        data["id"] = new_job_id()
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        body = text.encode()  # UnicodeEncodeError (a ValueError) for lone surrogates
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(
+            f"{where}the job is not JSON ({exc}); use strings, numbers, booleans, lists and objects",
+            field=None,
+            code="invalid_json",
+            index=index,
+        ) from exc
+    try:
+        # The worker's own parser on the exact bytes that will be sent: same models, same verdicts.
+        return _Prepared(parse_job(body), text)
+    except InvalidJob as exc:
+        cause = exc.__cause__
+        field = None
+        if isinstance(cause, ValidationError) and (errors := cause.errors(include_url=False)):
+            field = ".".join(str(part) for part in errors[0]["loc"]) or None
+        error = InvalidJobError(f"{where}{exc.message}", field=field, code=exc.code, index=index)
+        raise error from (cause if isinstance(cause, ValidationError) else exc)
+
+
+def _check_id(job_id: str) -> str:
+    # Ids become blob names: refuse anything outside the contract (no '/', no '..').
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise InvalidJobError(
+            f"{job_id!r} is not a job id: ids are 1-128 characters from A-Z a-z 0-9 _ -", field="id", code="invalid_id"
+        )
+    return job_id
+
+
+def _check_name(name: str, setting: str) -> str:
+    if not re.fullmatch(QUEUE_NAME_PATTERN, name) or "--" in name:
+        raise ConfigurationError(
+            f"{setting} is {name!r}: queue and container names are 3-63 lower-case letters, digits and single hyphens."
+        )
+    return name
+
+
+def _blob_url_for(queue_account_url: str) -> str:
+    """``https://acct.queue.core.windows.net`` -> ``https://acct.blob.core.windows.net``."""
+    parts = urlsplit(queue_account_url)
+    host = parts.hostname or ""
+    labels = host.split(".")
+    if len(labels) < 3 or labels[1] != "queue":
+        raise ValueError(
+            f"cannot derive the blob endpoint from {queue_account_url!r}: pass blob_account_url "
+            "(e.g. https://<account>.blob.core.windows.net)"
+        )
+    netloc = parts.netloc.replace(host, ".".join([labels[0], "blob", *labels[2:]]), 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class JobsClient:
+    """Submit jobs to the worker's queue and read their results.
+
+    ``JobsClient(queue_account_url, credential=None, *, blob_account_url=None, queue="jobs",
+    results_container="results", payloads_container="job-payloads")``: the account URLs of the queue
+    and blob services (the blob one is derived for public-cloud URLs). ``credential`` is any async
+    TokenCredential; by default an async ``DefaultAzureCredential`` owned (and closed) by this client.
+    Use ``async with`` or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        queue_account_url: str,
+        credential: AsyncTokenCredential | None = None,
+        *,
+        blob_account_url: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        results_container: str = DEFAULT_RESULTS_CONTAINER,
+        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
+        **client_kwargs: Any,
+    ) -> None:
+        owned = None
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = owned = DefaultAzureCredential()
+        blob_url = blob_account_url or _blob_url_for(queue_account_url)
+        self._setup(
+            QueueServiceClient(queue_account_url, credential=credential, **client_kwargs),
+            BlobServiceClient(blob_url, credential=credential, **{**_BLOB_OPTIONS, **client_kwargs}),
+            queue=queue,
+            results_container=results_container,
+            payloads_container=payloads_container,
+            owned_credential=owned,
+        )
+
+    def _setup(
+        self,
+        queues: QueueServiceClient,
+        blobs: BlobServiceClient,
+        *,
+        queue: str,
+        results_container: str,
+        payloads_container: str,
+        owned_credential: AsyncTokenCredential | None,
+    ) -> None:
+        self._queues = queues
+        self._blobs = blobs
+        self._owned_credential = owned_credential
+        self.queue_name = _check_name(queue, "queue")
+        self.results_container = _check_name(results_container, "results_container")
+        self.payloads_container = _check_name(payloads_container, "payloads_container")
+        self._jobs = queues.get_queue_client(self.queue_name)
+        self._results = blobs.get_container_client(self.results_container)
+        self._payloads = blobs.get_container_client(self.payloads_container)
+        self._results_container_seen = False
+
+    @classmethod
+    def _from_services(
+        cls,
+        queues: QueueServiceClient,
+        blobs: BlobServiceClient,
+        *,
+        queue: str,
+        results_container: str,
+        payloads_container: str,
+        owned_credential: AsyncTokenCredential | None = None,
+    ) -> Self:
+        self = cls.__new__(cls)
+        self._setup(
+            queues,
+            blobs,
+            queue=queue,
+            results_container=results_container,
+            payloads_container=payloads_container,
+            owned_credential=owned_credential,
+        )
+        return self
+
+    @classmethod
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        results_container: str = DEFAULT_RESULTS_CONTAINER,
+        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
+        **client_kwargs: Any,
+    ) -> Self:
+        """For Azurite (``UseDevelopmentStorage=true`` or its full string). Azure accounts here allow no keys."""
+        return cls._from_services(
+            QueueServiceClient.from_connection_string(connection_string, **client_kwargs),
+            BlobServiceClient.from_connection_string(connection_string, **{**_BLOB_OPTIONS, **client_kwargs}),
+            queue=queue,
+            results_container=results_container,
+            payloads_container=payloads_container,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, env: Mapping[str, str] | None = None, *, credential: AsyncTokenCredential | None = None
+    ) -> Self:
+        """The worker's own settings: ``AzureWebJobsStorage`` (connection string) or its identity-based
+        ``AzureWebJobsStorage__*`` settings, ``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``.
+
+        ``env`` defaults to ``os.environ``; raises ConfigurationError naming a missing/bad setting.
+        Without ``credential``, the worker's credential (DefaultAzureCredential, ``AZURE_CLIENT_ID``
+        for a user-assigned identity) is created and owned by the client.
+        """
+        # Imported here: shared.connections also builds the worker's OpenAI client, which a
+        # producer that passes URLs itself need not install.
+        from shared.connections import StorageEndpoints, create_credential
+
+        env = os.environ if env is None else env
+        names = {
+            "queue": _check_name(env.get("JOBS_QUEUE", "").strip() or DEFAULT_QUEUE, "JOBS_QUEUE"),
+            "results_container": _check_name(
+                env.get("RESULTS_CONTAINER", "").strip() or DEFAULT_RESULTS_CONTAINER, "RESULTS_CONTAINER"
+            ),
+            "payloads_container": _check_name(
+                env.get("PAYLOADS_CONTAINER", "").strip() or DEFAULT_PAYLOADS_CONTAINER, "PAYLOADS_CONTAINER"
+            ),
+        }
+        endpoints = StorageEndpoints.from_settings(env=env)
+        if endpoints.connection_string:  # Azurite (StorageEndpoints expands UseDevelopmentStorage=true)
+            return cls.from_connection_string(endpoints.connection_string, **names)
+        owned = None
+        if credential is None:
+            credential = owned = create_credential(env)
+        assert endpoints.blob_url is not None  # StorageEndpoints sets both URLs without a connection string
+        return cls._from_services(
+            endpoints.queue_service(credential),
+            BlobServiceClient(endpoints.blob_url, credential=credential, **_BLOB_OPTIONS),
+            owned_credential=owned,
+            **names,
+        )
+
+    @property
+    def queue_url(self) -> str:
+        return str(self._jobs.url)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._queues.close()
+        await self._blobs.close()
+        if self._owned_credential is not None:
+            await self._owned_credential.close()
+
+    # ---- sending ----
+
+    async def submit(self, job: JobInput) -> str:
+        """Validate and enqueue one job; return its id.
+
+        ``job`` is a ``shared.jobs.Job`` or a dict in the same shape. It is checked with the worker's
+        own parser first, so a job that would fail validation raises InvalidJobError (naming the
+        field) and nothing is sent. A job without an ``id`` gets a new one (uuid4 hex): the worker
+        stores the result as ``<id>.json``, so the id is how you find it (``get_result``/``wait``), and
+        it makes a resubmission harmless (the worker skips a job whose result exists). A job over
+        the claim-check size is stored in the payloads container and a small reference is enqueued.
+        """
+        prepared = _prepare(job)
+        await self._send(prepared)
+        return prepared.id
+
+    async def submit_many(
+        self,
+        jobs: Iterable[JobInput],
+        *,
+        concurrency: int = 16,
+        progress: Callable[[SubmitProgress], None] | None = None,
+    ) -> list[str]:
+        """Validate every job, then send them with at most ``concurrency`` sends in flight.
+
+        Returns the ids in input order. All jobs are validated before the first is sent, so one
+        invalid job (InvalidJobError with ``index``) means nothing is sent. ``progress`` is called
+        after each job is on the queue; if a send fails, the error is raised once the sends in
+        flight settle, and exactly the jobs reported to ``progress`` were sent.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        prepared = [_prepare(job, index=index) for index, job in enumerate(jobs)]
+        total = len(prepared)
+        pending = iter(prepared)  # shared by the senders: each takes the next job
+        done = 0
+        began = time.monotonic()
+
+        failures: list[Exception] = []
+
+        async def sender() -> None:
+            nonlocal done
+            for item in pending:
+                if failures:
+                    return  # stop taking new jobs; sends already in flight still finish
+                try:
+                    await self._send(item)
+                    done += 1
+                    if progress is not None:
+                        progress(SubmitProgress(item.id, done, total, time.monotonic() - began))
+                except Exception as exc:
+                    failures.append(exc)
+                    return
+
+        # Not a TaskGroup: it would cancel sends in flight, leaving it unknown whether they landed.
+        await asyncio.gather(*(sender() for _ in range(min(concurrency, total))))
+        if failures:
+            raise failures[0]
+        return [item.id for item in prepared]
+
+    async def _send(self, prepared: _Prepared) -> None:
+        text = prepared.text
+        if len(text.encode()) > CLAIM_CHECK_BYTES:
+            # Claim check: store the job first, then enqueue a reference the worker resolves.
+            # A crash in between leaves only an orphan blob (the lifecycle rule removes it).
+            await self._upload_payload(f"{prepared.id}.json", text.encode())
+            text = JobReference.for_job(prepared.id).model_dump_json()
+        try:
+            await self._jobs.send_message(text)
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) == "QueueNotFound":
+                raise QueueNotFoundError(self.queue_name, self.queue_url) from exc
+            _raise_storage_error(exc, f"sending to queue {self.queue_name}", SENDER_ROLE, self.queue_url)
+
+    async def _upload_payload(self, name: str, data: bytes) -> None:
+        settings = ContentSettings(content_type="application/json")
+        for attempt in (1, 2):
+            try:
+                await self._payloads.upload_blob(name, data, overwrite=True, content_settings=settings)
+                return
+            except ResourceNotFoundError as exc:
+                # No container yet: infra creates it in Azure; locally (Azurite) make it once.
+                if attempt == 2 or getattr(exc, "error_code", None) != "ContainerNotFound":
+                    raise
+                try:
+                    await self._payloads.create_container()
+                except ResourceExistsError:
+                    pass
+                except HttpResponseError as create_error:
+                    raise ConfigurationError(
+                        f"payloads container {self._payloads.url} does not exist and could not be created "
+                        f"({create_error.status_code}): deploy the infra or set PAYLOADS_CONTAINER to the worker's"
+                    ) from create_error
+            except HttpResponseError as exc:
+                _raise_storage_error(exc, f"uploading payload {name}", PAYLOAD_WRITER_ROLE, str(self._payloads.url))
+
+    # ---- results ----
+
+    async def get_result(self, job_id: str) -> Result | None:
+        """The job's stored result, or None if there is none yet. Storage errors raise (a 403 as
+        MissingPermissionError naming *Storage Blob Data Reader*)."""
+        name = f"{_check_id(job_id)}.json"
+        try:
+            data = await (await self._results.download_blob(name)).readall()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                self._results_container_seen = True
+            return None  # the worker creates the container with its first result
+        except HttpResponseError as exc:
+            _raise_storage_error(exc, f"reading result {name}", RESULTS_READER_ROLE, str(self._results.url))
+        self._results_container_seen = True
+        try:
+            return Result.model_validate_json(data)
+        except ValidationError as exc:
+            raise ProducerError(
+                f"{self._results.url}/{name} is not a result this client understands ({exc.error_count()} "
+                "problem(s)); is RESULTS_CONTAINER shared with something else?"
+            ) from exc
+
+    async def wait(
+        self,
+        ids: Iterable[str],
+        timeout: float = 300.0,
+        *,
+        poll_interval: float = 0.5,
+        max_interval: float = 5.0,
+        concurrency: int = 16,
+    ) -> dict[str, Result]:
+        """Poll until every job has a result; return them keyed by id, in the order given.
+
+        Polls the missing ones with exponential backoff (``poll_interval`` doubling up to
+        ``max_interval``, with jitter). Raises WaitTimeoutError listing the ids still missing
+        after ``timeout`` seconds (its ``results`` holds those that arrived).
+        """
+        order = [_check_id(job_id) for job_id in dict.fromkeys(ids)]
+        found: dict[str, Result] = {}
+        deadline = time.monotonic() + timeout
+        delay = poll_interval
+        limit = asyncio.Semaphore(concurrency)
+
+        async def fetch(job_id: str) -> tuple[str, Result | None]:
+            async with limit:
+                return job_id, await self.get_result(job_id)
+
+        while True:
+            missing = [job_id for job_id in order if job_id not in found]
+            for job_id, result in await asyncio.gather(*(fetch(job_id) for job_id in missing)):
+                if result is not None:
+                    found[job_id] = result
+            missing = [job_id for job_id in order if job_id not in found]
+            if not missing:
+                return {job_id: found[job_id] for job_id in order}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                hint = (
+                    ""
+                    if self._results_container_seen
+                    else f" (container '{self.results_container}' does not exist yet: no job has finished, "
+                    "or RESULTS_CONTAINER differs from the worker's)"
+                )
+                raise WaitTimeoutError(missing, timeout, results=dict(found), hint=hint)
+            await asyncio.sleep(min(delay * random.uniform(0.8, 1.2), remaining))
+            delay = min(delay * 2, max_interval)
+
+    async def notices(
+        self,
+        reply_queue: str,
+        *,
+        max_notices: int | None = None,
+        once: bool = False,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        max_interval: float = 5.0,
+    ) -> AsyncIterator[Notice]:
+        """Follow a reply queue (a job's ``reply_to``): yield each notice, deleting it once the
+        caller asks for the next one (a notice the caller did not get past comes back later).
+
+        Stops after ``max_notices``, when the queue is empty with ``once``, or after ``timeout``
+        seconds without reaching ``max_notices``. Needs *Storage Queue Data Message Processor*.
+        """
+        queue = self._queues.get_queue_client(_check_name(reply_queue, "reply queue"))
+        url = str(queue.url)
+        seen = 0
+        delay = poll_interval
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while max_notices is None or seen < max_notices:
+            try:
+                messages = [m async for m in queue.receive_messages(messages_per_page=32, max_messages=32)]
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) == "QueueNotFound":
+                    raise QueueNotFoundError(reply_queue, url) from exc
+                _raise_storage_error(exc, f"receiving from {reply_queue}", REPLY_PROCESSOR_ROLE, url)
+            for message in messages:
+                try:
+                    notice = Notice.model_validate_json(message.content)
+                except ValidationError:
+                    logger.warning("message %s on %s is not a notice; left on the queue", message.id, reply_queue)
+                    continue
+                yield notice
+                try:
+                    await queue.delete_message(message)
+                except ResourceNotFoundError:
+                    pass  # its visibility ran out and another reader took it
+                except HttpResponseError as exc:
+                    _raise_storage_error(exc, f"deleting from {reply_queue}", REPLY_PROCESSOR_ROLE, url)
+                seen += 1
+                if max_notices is not None and seen >= max_notices:
+                    return
+            if messages:
+                delay = poll_interval
+                continue
+            if once or (deadline is not None and time.monotonic() >= deadline):
+                return
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, max_interval)
+
+    async def queue_length(self) -> int:
+        """Approximate number of messages on the jobs queue (needs a queue *reader* role)."""
+        properties = await self._jobs.get_queue_properties()
+        return int(properties.approximate_message_count or 0)
+
+
+def _raise_storage_error(exc: HttpResponseError, action: str, role: str, resource: str) -> NoReturn:
+    """A 403 for lack of a data role becomes MissingPermissionError; anything else is re-raised as is."""
+    code = getattr(exc, "error_code", None)
+    if exc.status_code == 403 and code in _PERMISSION_CODES:
+        raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
+    raise exc

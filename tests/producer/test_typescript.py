@@ -1,0 +1,103 @@
+"""The TypeScript producer (examples/typescript) end to end, keyless, as it runs on Azure.
+
+Node gets its storage token from the managed-identity endpoint (IDENTITY_ENDPOINT +
+IDENTITY_HEADER, the App Service protocol) through DefaultAzureCredential, and trusts the keyless
+Azurite's certificate via NODE_EXTRA_CA_CERTS. tests/producer/node_netguard.cjs refuses any
+connection or look-up off loopback inside Node, like tests/netguard.py does for Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulators.openai import answer_for
+from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
+from tests.producer.helpers import blob_names
+from tests.worker_fixtures import ensure_queue
+
+EXAMPLE = REPO / "examples" / "typescript"
+GUARD = Path(__file__).with_name("node_netguard.cjs")
+
+
+def node(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("node")
+    if binary is None:
+        pytest.fail("node is not on PATH: install Node.js 20+ (the README's prerequisites)")
+    if not (EXAMPLE / "node_modules" / "tsx").is_dir():
+        pytest.fail(
+            "examples/typescript has no node_modules: run `npm ci --prefix examples/typescript "
+            "--no-audit --no-fund` (pinned by its package-lock.json)"
+        )
+    return subprocess.run(
+        [binary, "--require", str(GUARD), "--import", "tsx", "send-job.ts", *args],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_node_network_guard_refuses_off_machine_addresses() -> None:
+    probe = (
+        "fetch('http://169.254.169.254/metadata/identity/oauth2/token')"
+        ".then(() => process.exit(0), (e) => { console.error(e.cause?.message); process.exit(7); })"
+    )
+    done = subprocess.run(
+        [shutil.which("node") or "node", "--require", str(GUARD), "-e", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 7 and "network guard: refused connection to 169.254.169.254" in done.stderr
+
+
+async def test_typescript_producer_end_to_end_keyless(
+    keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, managed_identity: Any
+) -> None:
+    settings = keyless_settings
+    assert "AzureWebJobsStorage" not in settings and "IDENTITY_ENDPOINT" in settings  # no key anywhere
+    jobs = jobs_for(settings)
+    await ensure_queue(jobs)
+    env = {**os.environ, **settings}
+
+    # Sent before the host starts, so every storage token issued meanwhile is Node's.
+    storage_tokens = managed_identity.tokens_issued("https://storage.azure.com")
+    sent = node(env, "Hello from TypeScript", "--id", "ts-1", "--no-wait")
+    assert (sent.returncode, sent.stdout) == (0, "ts-1\n"), sent.stderr
+    assert managed_identity.tokens_issued("https://storage.azure.com") > storage_tokens
+    host = start_host(settings)
+    result = (await jobs.wait_for(1))["ts-1"]
+    assert result["status"] == "succeeded", host.log()[-2000:]
+    assert result["output"] == answer_for([{"role": "user", "content": "Hello from TypeScript"}], DEPLOYMENT)
+
+    # Send and wait for the result; over 48 KiB, so through the same claim check as Python's.
+    big = "TypeScript payload " * 4000
+    done = node(env, big, "--id", "ts-big", "--timeout", "60")
+    assert done.returncode == 0, (done.stderr, host.log()[-2000:])
+    printed = json.loads(done.stdout)
+    assert (printed["id"], printed["status"]) == ("ts-big", "succeeded")
+    assert printed["output"] == answer_for([{"role": "user", "content": big.strip()}], DEPLOYMENT)
+    assert await blob_names(jobs, settings["PAYLOADS_CONTAINER"]) == []
+    assert "eyJ" not in done.stdout + done.stderr  # no token printed
+
+
+def test_typescript_producer_type_checks() -> None:
+    tsc = EXAMPLE / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.fail(
+            "examples/typescript has no node_modules: run `npm ci --prefix examples/typescript --no-audit --no-fund`"
+        )
+    done = subprocess.run(
+        [str(tsc), "--noEmit", "-p", str(EXAMPLE)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
