@@ -116,6 +116,36 @@ resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   }
 }
 
+// The worker deletes a payload once the job's result is stored; a payload whose job never
+// reached the worker (or whose delete failed) is removed after a week, which also bounds how
+// long prompt text sits in storage.
+resource payloadLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-claim-check-payloads'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${payloadsContainerName}/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: { daysAfterModificationGreaterThan: 7 }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
+
 // Flex Consumption runs the app from a zip in this container (azd deploy uploads it).
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService

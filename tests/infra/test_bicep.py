@@ -437,3 +437,11 @@ def test_checks_fail_on_a_broken_copy(tmp_path: Path, breakage: str) -> None:
     problems = run_all(root)
 
     assert any(expected in problem for problem in problems), "\n".join(problems)
+
+
+def test_orphaned_claim_check_payloads_expire() -> None:
+    # The worker deletes each payload after its result; a lifecycle rule catches the rest.
+    storage = re.sub(r"\s+", " ", (INFRA / "app" / "storage.bicep").read_text())
+    assert "Microsoft.Storage/storageAccounts/managementPolicies@" in storage
+    assert "prefixMatch: [ '${payloadsContainerName}/' ]" in storage
+    assert re.search(r"delete: \{ daysAfterModificationGreaterThan: \d+ \}", storage)
