@@ -46,6 +46,8 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared.settings import read_local_settings
+
 logger = logging.getLogger("emulators.functions_host")
 
 MIN_POLL = 0.1
@@ -123,8 +125,8 @@ class QueueFunction:
 def load_local_settings(path: Path) -> None:
     """Export ``local.settings.json`` Values as Core Tools does; variables already set win."""
     if path.exists():
-        for name, value in json.loads(path.read_text()).get("Values", {}).items():
-            os.environ.setdefault(name, str(value))
+        for name, value in read_local_settings(path).items():
+            os.environ.setdefault(name, value)
 
 
 def resolve(expression: str, env: Mapping[str, str]) -> str:

@@ -33,6 +33,7 @@ from emulators import azurite as azurite_launcher
 from emulators import openai as openai_emulator
 from emulators._server import ServerThread
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
+from shared.settings import read_local_settings
 
 DEPLOYMENTS = ["gpt-4o-mini", "gpt-4o"]
 PLACEHOLDER = "YOUR-RESOURCE"
@@ -40,9 +41,7 @@ PLACEHOLDER = "YOUR-RESOURCE"
 
 def configured_settings(path: Path) -> dict[str, str]:
     """local.settings.json Values (if the developer made one), with the environment on top."""
-    values: dict[str, str] = {}
-    if path.exists():
-        values = {k: str(v) for k, v in json.loads(path.read_text()).get("Values", {}).items() if v != ""}
+    values = read_local_settings(path) if path.exists() else {}
     keys = set(json.loads((REPO_ROOT / "local.settings.sample.json").read_text())["Values"]) | set(values)
     values.update({k: os.environ[k] for k in keys if os.environ.get(k)})
     return values

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.errors import ConfigurationError, InvalidJobError, ProducerError, WaitTimeoutError
+from shared.settings import read_local_settings
 
 if TYPE_CHECKING:
     from shared.jobs import Job, Result
@@ -167,19 +168,9 @@ def _describe(exc: Exception) -> tuple[int, str]:
 
 
 def _load_settings(path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read --settings {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigurationError(f"--settings {path} is not JSON: {exc}") from exc
-    values = document.get("Values", {}) if isinstance(document, dict) else None
-    if not isinstance(values, dict):
-        raise ConfigurationError(f"--settings {path} has no 'Values' object (local.settings.json format)")
-    for name, value in values.items():
-        os.environ.setdefault(str(name), str(value))
+    if path is not None:
+        for name, value in read_local_settings(path).items():
+            os.environ.setdefault(name, value)  # as Core Tools: the environment wins
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Any]:

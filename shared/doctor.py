@@ -58,7 +58,7 @@ from openai import AsyncAzureOpenAI
 from shared.connections import StorageEndpoints, create_credential, identity_from_token
 from shared.constants import AZURITE_ACCOUNT, AZURITE_KEY, COGNITIVE_SERVICES_SCOPE, STORAGE_CONNECTION
 from shared.errors import ConfigurationError
-from shared.settings import Settings
+from shared.settings import Settings, read_local_settings
 
 Status = Literal["ok", "fail", "warn", "skip"]
 
@@ -157,22 +157,6 @@ class Context:
 
 
 # --- Settings ---------------------------------------------------------------------------------------
-
-
-def read_settings_file(path: Path) -> dict[str, str]:
-    """``Values`` of a local.settings.json; raises ConfigurationError saying what is wrong."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
-        raise ConfigurationError(f'{path} must be an object with a "Values" object.')
-    if document.get("IsEncrypted"):
-        raise ConfigurationError(f"{path} is encrypted: run `func settings decrypt` first.")
-    values = document.get("Values", {})
-    return {str(k): str(v) for k, v in values.items() if v is not None and str(v) != ""}
 
 
 @contextlib.contextmanager
@@ -1127,7 +1111,7 @@ def run_doctor(options: Options, stderr: TextIO | None = None) -> list[Check]:
     problem: str | None = None
     if path is not None:
         try:
-            values = read_settings_file(path)
+            values = read_local_settings(path)
         except ConfigurationError as exc:
             problem = str(exc)
     source = f"{path} + environment" if path is not None else "environment"

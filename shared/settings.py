@@ -146,3 +146,22 @@ def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
     except (OSError, KeyError, ValueError):
         return 5  # the queue extension's default
     return int(queues.get("maxDequeueCount", 5))
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """The non-empty ``Values`` of a local.settings.json; raises ConfigurationError saying what is wrong.
+
+    Core Tools exports these as environment variables, and a variable already set wins; callers
+    that need that apply them with ``os.environ.setdefault``."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
+        raise ConfigurationError(f'{path} must be an object with a "Values" object.')
+    if document.get("IsEncrypted"):
+        raise ConfigurationError(f"{path} is encrypted: run `func settings decrypt` first.")
+    values = document.get("Values", {})
+    return {str(k): str(v) for k, v in values.items() if v is not None and str(v) != ""}
