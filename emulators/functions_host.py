@@ -46,6 +46,7 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared.connections import StorageEndpoints, create_credential
 from shared.settings import read_local_settings
 
 logger = logging.getLogger("emulators.functions_host")
@@ -164,14 +165,6 @@ def index_app(app_dir: Path, module: str = "function_app") -> list[QueueFunction
                     )
                 )
     return found
-
-
-def queue_service(connection: str) -> QueueServiceClient:
-    """A queue client for a Functions connection setting, as the host resolves it."""
-    from shared.connections import StorageEndpoints, create_credential
-
-    endpoints = StorageEndpoints.from_settings(connection)
-    return endpoints.queue_service(create_credential())
 
 
 class QueueListener:
@@ -311,11 +304,14 @@ async def serve(
 ) -> None:
     """Index the app and run every queue trigger until ``stop`` is set."""
     load_local_settings(settings_file or app_dir / "local.settings.json")
+    os.environ["AzureWebJobsScriptRoot"] = str(app_dir)  # noqa: SIM112  # the host's own name for the app folder
     options = QueueOptions.from_host_json(app_dir / "host.json", receive_visibility=receive_visibility)
     functions = index_app(app_dir)
     if not functions:
         raise LookupError("function_app.py has no queue-triggered functions")
-    services = {f.connection: queue_service(f.connection) for f in functions}
+    # The host's own identity for its queues (the app makes its own, as in Azure).
+    credential = create_credential()
+    services = {f.connection: StorageEndpoints.from_settings(f.connection).queue_service(credential) for f in functions}
     listeners = [QueueListener(f, services[f.connection], options) for f in functions]
     for listener in listeners:
         logger.info(
@@ -336,6 +332,7 @@ async def serve(
         relay.cancel()
         for service in services.values():
             await service.close()
+        await credential.close()
         # The real host just ends the process; closing the app's clients keeps the log clean.
         if (connections := sys.modules.get("shared.connections")) is not None:
             await connections.close_runtime()

@@ -72,15 +72,25 @@ class StorageEndpoints:
 
     def queue_service(self, credential: AsyncTokenCredential) -> QueueServiceClient:
         if self.connection_string:
-            return QueueServiceClient.from_connection_string(self.connection_string)
+            return QueueServiceClient.from_connection_string(self.connection_string, **_transport_options())
         assert self.queue_url is not None
-        return QueueServiceClient(self.queue_url, credential=credential)
+        return QueueServiceClient(self.queue_url, credential=credential, **_transport_options())
 
     def blob_service(self, credential: AsyncTokenCredential) -> BlobServiceClient:
         if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string)
+            return BlobServiceClient.from_connection_string(self.connection_string, **_transport_options())
         assert self.blob_url is not None
-        return BlobServiceClient(self.blob_url, credential=credential)
+        return BlobServiceClient(self.blob_url, credential=credential, **_transport_options())
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _transport_options() -> dict[str, Any]:
+    """Read proxy settings from the environment only when there are some: with it on, the HTTP
+    client looks up ~/.netrc and the proxy variables in a worker thread on every request
+    (measured in bench/ at about half a millisecond of CPU per storage call)."""
+    return {"use_env_settings": any(os.environ.get(name) for name in PROXY_VARIABLES)}
 
 
 @dataclass

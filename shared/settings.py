@@ -135,14 +135,18 @@ class Settings:
         )
 
 
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+def host_json_path() -> Path:
+    """The app's host.json: in the script root the Functions host names (``AzureWebJobsScriptRoot``,
+    set in Azure and by Core Tools), else beside this package."""
+    root = os.environ.get("AzureWebJobsScriptRoot") or Path(__file__).resolve().parent.parent  # noqa: SIM112
+    return Path(root) / "host.json"
 
 
 @functools.cache
-def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
+def max_dequeue_count(host_json: Path | None = None) -> int:
     """``extensions.queues.maxDequeueCount`` from host.json: the attempt on which the host poisons."""
     try:
-        queues = json.loads(host_json.read_text())["extensions"]["queues"]
+        queues = json.loads((host_json or host_json_path()).read_text())["extensions"]["queues"]
     except (OSError, KeyError, ValueError):
         return 5  # the queue extension's default
     return int(queues.get("maxDequeueCount", 5))

@@ -252,7 +252,6 @@ async def test_last_attempt_records_failure_then_poisons(
     app = tmp_path / "app"
     app.mkdir()
     shutil.copy(REPO / "function_app.py", app)
-    shutil.copytree(REPO / "shared", app / "shared", ignore=shutil.ignore_patterns("__pycache__"))
     host_json = json.loads((REPO / "host.json").read_text())
     host_json["extensions"]["queues"].update(maxDequeueCount=2, visibilityTimeout="00:00:00")
     (app / "host.json").write_text(json.dumps(host_json))
