@@ -97,7 +97,7 @@ param openAiMaxRetries int = 2
 @minValue(1)
 @maxValue(1000)
 @description('''Flex Consumption scale-out limit: protects the Azure OpenAI quota, not just the bill.
-Each instance runs up to 24 jobs at once (host.json queues batchSize 8 + newBatchThreshold 16),
+Each instance runs up to 24 jobs at once (host.json queues batchSize 4 + newBatchThreshold 20),
 so up to maximumInstanceCount x 24 concurrent model calls. Every call is charged prompt tokens +
 max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute).
 Jobs of ~1,000 tokens that take ~5 s each make 12 calls/min per slot: ONE instance can use

@@ -1,0 +1,45 @@
+"""``make bench``: run the worker through the local queue host against Azurite and the emulators.
+
+Writes ``bench/results.json``, ``bench/results.md`` (the README table) and ``bench/profile.txt``;
+worker logs and the raw profile go to ``bench/out/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+# First, before anything imports aiohttp: the suite's conftest trusts the keyless Azurite's
+# certificate (aiohttp reads SSL_CERT_FILE once, at import) and installs the loopback-only
+# network guard in this process.
+import tests.conftest  # noqa: F401
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--scale", choices=["full", "smoke"], default="full", help="smoke: every path, tiny counts")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md and profile.txt go")
+    parser.add_argument("--workdir", type=Path, default=HERE / "out", help="logs and scratch (emptied first)")
+    args = parser.parse_args(argv)
+    from bench.report import markdown, write_outputs
+    from bench.scenarios import FULL, SMOKE, run_all
+    from bench.stack import start_local_azure
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    scale = FULL if args.scale == "full" else SMOKE
+    print(f"bench: scale {scale.name}; logs in {args.workdir}", flush=True)
+    with start_local_azure(args.workdir) as stack:
+        report = asyncio.run(run_all(stack, scale, args.out, args.workdir / "logs"))
+    write_outputs(report, args.out)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Processes, producers and measurements shared by the bench scenarios.
+
+Workers run as the product does: ``python -m emulators.functions_host`` (or the sync baseline)
+in its own process, behind the suite's network guard. The bench process enqueues, waits and
+reads results; it never shares a GIL with the worker it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
+from bench.stack import REPO, child_env
+from emulators.tokens import Principal, TokenIssuer
+from shared.connections import StorageEndpoints
+from tests.worker_fixtures import Jobs, WorkerHost
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PRODUCER = Principal(object_id="be4c0000-0000-4000-8000-0000000be4c0", name="bench-producer")
+
+
+# --- The bench's own storage access ----------------------------------------------------------------
+
+
+class IssuerCredential:
+    """Tokens minted in-process from the local issuer, for the bench's producer/reader clients.
+
+    They never touch the managed-identity endpoint, so its counter sees only the worker.
+    """
+
+    def __init__(self, issuer: TokenIssuer) -> None:
+        self.issuer = issuer
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token, expires_on = self.issuer.mint(audience=scopes[0], principal=PRODUCER, lifetime=24 * 3600)
+        return AccessToken(token, expires_on)
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        token, expires_on = self.issuer.mint(audience=scopes[0], principal=PRODUCER, lifetime=24 * 3600)
+        return AccessTokenInfo(token, expires_on)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> IssuerCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def producer_jobs(settings: dict[str, str], issuer: TokenIssuer) -> Jobs:
+    """A tests.worker_fixtures.Jobs for ``settings`` (key or token, as the settings say).
+
+    HTTPS trust comes from SSL_CERT_FILE, set by tests.conftest before aiohttp was imported.
+    Not ``connection_verify=<path>``: azure-core then builds a new SSLContext per request, so
+    aiohttp (whose pool is keyed by the context) opens a new TLS connection for every request.
+    """
+    endpoints = StorageEndpoints.from_settings(env=settings)
+    if endpoints.connection_string:
+        queues = QueueServiceClient.from_connection_string(endpoints.connection_string)
+        blobs = BlobServiceClient.from_connection_string(endpoints.connection_string)
+    else:
+        assert endpoints.queue_url and endpoints.blob_url
+        credential = IssuerCredential(issuer)
+        queues = QueueServiceClient(endpoints.queue_url, credential=credential)
+        blobs = BlobServiceClient(endpoints.blob_url, credential=credential)
+    return Jobs(settings, queues, blobs)
+
+
+async def close_jobs(jobs: Jobs) -> None:
+    await jobs.queues.close()
+    await jobs.blobs.close()
+
+
+def job_body(i: int, *, max_tokens: int = 16) -> dict[str, Any]:
+    return {"id": f"bench-{i:05d}", "prompt": f"Question number {i:05d}?", "parameters": {"max_tokens": max_tokens}}
+
+
+async def enqueue(jobs: Jobs, bodies: Sequence[dict[str, Any]], concurrency: int = 16) -> None:
+    """Send every body (plain JSON text, host.json messageEncoding none), a few at a time."""
+    with contextlib.suppress(ResourceExistsError):
+        await jobs.queue.create_queue()
+    gate = asyncio.Semaphore(concurrency)
+    queue = jobs.queue
+
+    async def send(body: dict[str, Any]) -> None:
+        async with gate:
+            await queue.send_message(json.dumps(body))
+
+    await asyncio.gather(*(send(b) for b in bodies))
+
+
+async def queue_count(jobs: Jobs) -> int:
+    """Messages on the jobs queue, visible or not (0 once every delivery finished)."""
+    try:
+        return (await jobs.queue.get_queue_properties()).approximate_message_count or 0
+    except ResourceNotFoundError:
+        return 0
+
+
+async def wait_drained(jobs: Jobs, host: WorkerHost, timeout: float, poll: float = 0.5) -> bool:
+    """Wait until the queue holds nothing (every job's delivery deleted); False on timeout or exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if host.process.poll() is not None:
+            return False
+        if await queue_count(jobs) == 0:
+            return True
+        await asyncio.sleep(poll)
+    return False
+
+
+async def fetch_results(jobs: Jobs, concurrency: int = 24) -> list[dict[str, Any]]:
+    """Every stored result document (one list call, then downloads a few at a time)."""
+    container = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
+    try:
+        names = [blob.name async for blob in container.list_blobs()]
+    except ResourceNotFoundError:
+        return []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def get(name: str) -> dict[str, Any]:
+        async with gate:
+            data: dict[str, Any] = json.loads(await (await container.download_blob(name)).readall())
+            return data
+
+    return list(await asyncio.gather(*(get(n) for n in names)))
+
+
+async def wait_for_blob(jobs: Jobs, name: str, timeout: float, poll: float = 0.05) -> dict[str, Any] | None:
+    container = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data: dict[str, Any] = json.loads(await (await container.download_blob(name)).readall())
+            return data
+        except ResourceNotFoundError:
+            await asyncio.sleep(poll)
+    return None
+
+
+# --- Worker processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """A worker subprocess (tests.worker_fixtures.WorkerHost) and when it was spawned (wall clock)."""
+
+    host: WorkerHost
+    spawned_at: float
+
+    @property
+    def pid(self) -> int:
+        return self.host.process.pid
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        self.host.stop()
+
+    async def stopped(self) -> None:
+        """Stop without blocking the loop (SIGTERM lets running invocations finish)."""
+        await asyncio.to_thread(self.host.stop)
+
+
+def start_worker(
+    settings: dict[str, str],
+    log_path: Path,
+    *,
+    module: str = "emulators.functions_host",
+    args: Sequence[str] = (),
+) -> Worker:
+    """Spawn a worker the way tests.worker_fixtures.start_host does (settings via the environment)."""
+    command = [sys.executable, "-m", module]
+    if module in ("emulators.functions_host", "bench.profiled_host"):
+        command += ["--app-dir", str(REPO), "--settings", str(log_path.parent / "no-local-settings.json")]
+    command += list(args)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    spawned_at = time.time()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=child_env(settings), cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT
+        )
+    return Worker(WorkerHost(process, log_path), spawned_at)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far, from /proc/<pid>/stat (utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU used between two moments by the worker, Azurite, this process (the emulators run here)
+    and the whole machine, so a run can say which of them the work was waiting for."""
+
+    pids: dict[str, int]
+    start: dict[str, float] | None = None
+
+    def _read(self) -> dict[str, float]:
+        busy, total = machine_cpu()
+        values = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        return {**values, "bench_process": time.process_time(), "machine_busy": busy, "machine_total": total}
+
+    def begin(self) -> None:
+        self.start = self._read()
+
+    def end(self, jobs: int) -> dict[str, float]:
+        assert self.start is not None
+        now = self._read()
+        delta = {k: now[k] - self.start[k] for k in now}
+        total = delta.pop("machine_total") or 1e-9
+        busy = delta.pop("machine_busy")
+        out = {f"{k}_cpu_ms_per_job": v * 1000 / jobs for k, v in delta.items()}
+        out["machine_busy_fraction"] = busy / total
+        out["machine_cores_busy"] = busy / total * (os.cpu_count() or 1)
+        return out
+
+
+async def wait_for_log(worker: Worker, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in worker.host.log():
+            return True
+        if worker.host.process.poll() is not None:
+            return False
+        await asyncio.sleep(0.05)
+    return False
+
+
+def log_time(log: str, text: str) -> float | None:
+    """Epoch seconds of the first log line containing ``text`` (the host's asctime format)."""
+    for line in log.splitlines():
+        if text in line:
+            with contextlib.suppress(ValueError):
+                return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+# --- Figures from stored results -------------------------------------------------------------------
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def steady_state(results: list[dict[str, Any]], skip: int) -> dict[str, float]:
+    """Completion rate between the ``skip``-th and the ``skip``-th-from-last completion, and why.
+
+    Little's law splits it: rate = mean jobs in flight / mean seconds per job, where in-flight is
+    each result's ``timings.started_at``..``finished_at`` overlapping the window.
+    """
+    spans = sorted((_ts(r["timings"]["started_at"]), _ts(r["timings"]["finished_at"])) for r in results)
+    model = [r["timings"].get("model_seconds") or 0.0 for r in results]
+    finishes = sorted(end for _, end in spans)
+    n = len(finishes)
+    if n < 2:
+        return {
+            "jobs_per_s": 0.0,
+            "window_s": 0.0,
+            "mean_in_flight": 0.0,
+            "mean_job_s": 0.0,
+            "mean_model_s": 0.0,
+            "jobs_in_window": n,
+        }
+    if n - 2 * skip >= 10:  # enough for a steady state: completions skip..n-1-skip
+        first, last = skip, n - 1 - skip
+        t0, t1, done = finishes[first], finishes[last], last - first
+    else:  # a handful of jobs (smoke scale): first start to last finish
+        t0, t1, done = spans[0][0], finishes[-1], n
+    window = max(t1 - t0, 1e-9)
+    busy = sum(max(0.0, min(end, t1) - max(start, t0)) for start, end in spans)
+    return {
+        "jobs_per_s": done / window,
+        "window_s": window,
+        "mean_in_flight": busy / window,
+        "mean_job_s": sum(end - start for start, end in spans) / n,
+        "mean_model_s": sum(model) / n,
+        "jobs_in_window": done,
+    }
+
+
+def statuses(results: list[dict[str, Any]]) -> dict[str, int]:
+    out = {"succeeded": 0, "failed": 0}
+    for r in results:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

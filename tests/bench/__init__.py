@@ -1,0 +1,1 @@
+"""Smoke test of `make bench` (bench/): every scenario once, at a tiny scale."""
