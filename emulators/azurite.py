@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 from emulators import _process
 from emulators.tokens import REPO_ROOT
 from shared.constants import AZURITE_ACCOUNT as ACCOUNT
-from shared.constants import AZURITE_KEY as DEV_KEY
+from shared.constants import azurite_connection_string
 
 _LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (https?)://[^:]+:(\d+)")
 
@@ -118,11 +118,7 @@ class Azurite:
         """The development-account connection string (plain mode only: keyless has no key)."""
         if self.keyless:
             raise AzuriteError("Keyless Azurite has no connection string: use settings() and a TokenCredential.")
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={DEV_KEY};"
-            f"BlobEndpoint={self.service_url('blob')};QueueEndpoint={self.service_url('queue')};"
-            f"TableEndpoint={self.service_url('table')};"
-        )
+        return azurite_connection_string(*(self.service_url(name) for name in ("blob", "queue", "table")))
 
     def settings(self) -> dict[str, str]:
         """App settings (environment) for the worker and the Functions host."""

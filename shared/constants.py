@@ -8,8 +8,16 @@ STORAGE_CONNECTION = "AzureWebJobsStorage"
 # not, so it is expanded here to what it means.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-DEVELOPMENT_STORAGE = (
-    f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-    f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};QueueEndpoint=http://127.0.0.1:10001/{AZURITE_ACCOUNT};"
-    f"TableEndpoint=http://127.0.0.1:10002/{AZURITE_ACCOUNT};"
+
+
+def azurite_connection_string(blob: str, queue: str, table: str) -> str:
+    """The development account's connection string for Azurite at these service URLs."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={blob};QueueEndpoint={queue};TableEndpoint={table};"
+    )
+
+
+DEVELOPMENT_STORAGE = azurite_connection_string(
+    *(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}" for port in (10000, 10001, 10002))
 )

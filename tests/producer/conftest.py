@@ -8,11 +8,10 @@ import pytest
 from aiohttp import web
 
 from emulators._server import Running, ServerThread, serve
+from shared.constants import azurite_connection_string
 from tests.worker_fixtures import jobs_for, keyless_settings, local_dev_settings, start_host
 
 __all__ = ["forbidden_storage", "jobs_for", "keyless_settings", "local_dev_settings", "start_host"]
-
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def _forbidden_app() -> web.Application:
@@ -45,7 +44,4 @@ def forbidden_storage() -> Iterator[str]:
 
     with ServerThread(start, "forbidden-storage") as running:
         url = f"{running.url}/devstoreaccount1"
-        yield (
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
-            f"BlobEndpoint={url};QueueEndpoint={url};"
-        )
+        yield azurite_connection_string(url, url, url)
