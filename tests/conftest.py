@@ -26,12 +26,15 @@ CERT_DIR = Path(tempfile.mkdtemp(prefix="local-azure-tls-"))
 _, _, CA_BUNDLE = make_certificate(CERT_DIR)
 os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(CA_BUNDLE)
 
+from aiohttp import web
+
 from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
 from emulators import identity
 from emulators import openai as openai_emulator
-from emulators._server import Running, ServerThread
+from emulators._server import Running, ServerThread, serve
 from emulators.tokens import Principal, TokenIssuer
+from shared.constants import azurite_connection_string
 from tests import netguard
 
 netguard.install()
@@ -210,3 +213,36 @@ def names() -> dict[str, str]:
 
 def ungranted(identity_endpoint: IdentityEndpoint) -> Principal:
     return identity_endpoint.state.user_assigned[identity_endpoint.ungranted_client_id]
+
+
+def _forbidden_app() -> web.Application:
+    """Answers every storage call as Azure does when the caller lacks a data-plane role."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
+            "<Message>This request is not authorized to perform this operation using this permission.</Message>"
+            "</Error>"
+        )
+        return web.Response(
+            status=403,
+            text=body,
+            content_type="application/xml",
+            headers={"x-ms-error-code": "AuthorizationPermissionMismatch", "x-ms-request-id": "test"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    return app
+
+
+@pytest.fixture(scope="session")
+def forbidden_storage() -> Iterator[str]:
+    """A connection string for a storage account that refuses everything with 403."""
+
+    async def start() -> Running:
+        return await serve(_forbidden_app())
+
+    with ServerThread(start, "forbidden-storage") as running:
+        url = f"{running.url}/devstoreaccount1"
+        yield azurite_connection_string(url, url, url)

@@ -369,3 +369,16 @@ def test_client_id_of_no_attached_identity(doctor: Doctor, mi_settings: dict[str
         "AZURE_CLIENT_ID"
     )
     assert result["storage-access"]["detail"] == "identity-based storage needs a token (Credential failed)"
+
+
+def test_storage_role_missing_names_the_role(
+    doctor: Doctor, dev_settings: dict[str, str], forbidden_storage: str
+) -> None:
+    # Storage answers 403 AuthorizationPermissionMismatch, as Azure does to a principal without a data role.
+    outcome = doctor({**dev_settings, "AzureWebJobsStorage": forbidden_storage}, "--json")
+    assert outcome.code == 1
+    access = outcome["storage-access"]
+    assert access["status"] == "fail"
+    assert "AuthorizationPermissionMismatch" in access["detail"]
+    assert "Storage Queue Data" in access["detail"] + access["fix"]
+    assert "az role assignment create" in access["fix"]
