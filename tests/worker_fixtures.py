@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class Jobs:
     settings: dict[str, str]
     queues: QueueServiceClient
     blobs: BlobServiceClient
-    closers: list[Any] = field(default_factory=list)
 
     @property
     def queue(self) -> Any:
@@ -146,17 +145,20 @@ def local_dev_settings(
 
 
 @pytest_asyncio.fixture
-async def jobs_for() -> AsyncIterator[Callable[[dict[str, str]], Jobs]]:
-    """Build a storage client for a settings dict (key or token, as the settings say)."""
+async def jobs_for() -> AsyncIterator[Callable[[dict[str, str]], Awaitable[Jobs]]]:
+    """Build a storage client for a settings dict (key or token, as the settings say), with its
+    jobs queue created as infra would have."""
     made: list[Jobs] = []
     credentials: list[DefaultAzureCredential] = []
 
-    def make(settings: dict[str, str]) -> Jobs:
+    async def make(settings: dict[str, str]) -> Jobs:
         endpoints = StorageEndpoints.from_settings(env=settings)
         credential = DefaultAzureCredential()
         credentials.append(credential)
         jobs = Jobs(settings, endpoints.queue_service(credential), endpoints.blob_service(credential))
         made.append(jobs)
+        with contextlib.suppress(ResourceExistsError):
+            await jobs.queue.create_queue()
         return jobs
 
     yield make
@@ -191,8 +193,3 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., WorkerHost]]:
     yield start
     for host in hosts:
         host.stop()
-
-
-async def ensure_queue(jobs: Jobs) -> None:
-    with contextlib.suppress(ResourceExistsError):
-        await jobs.queue.create_queue()

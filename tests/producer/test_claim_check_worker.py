@@ -18,7 +18,7 @@ from shared.connections import Runtime
 from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Result
 from tests.conftest import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import blob_names, peek_bodies
-from tests.worker_fixtures import Jobs, ensure_queue
+from tests.worker_fixtures import Jobs
 
 
 @dataclass
@@ -45,9 +45,9 @@ async def runtime(local_dev_settings: dict[str, str]) -> AsyncIterator[Runtime]:
     await made.close()
 
 
-@pytest.fixture
-def jobs(local_dev_settings: dict[str, str], jobs_for: Any) -> Jobs:
-    jobs: Jobs = jobs_for(local_dev_settings)
+@pytest_asyncio.fixture
+async def jobs(local_dev_settings: dict[str, str], jobs_for: Any) -> Jobs:
+    jobs: Jobs = await jobs_for(local_dev_settings)
     return jobs
 
 
@@ -116,7 +116,6 @@ async def test_throttled_large_job_is_requeued_as_a_reference(
     # must travel as a claim check too (the plain copy would not fit in a queue message).
     runtime = Runtime.from_env({**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "1"})
     try:
-        await ensure_queue(jobs)
         aoai.configure(tpm=1000, retry_after_override_seconds=150)
         prompt = "p" * (CLAIM_CHECK_BYTES + 1000)
         await put_payload(jobs, "slow-1.json", {"id": "slow-1", "prompt": prompt})

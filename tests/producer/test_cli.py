@@ -12,7 +12,6 @@ from emulators.openai import answer_for
 from shared.__main__ import main
 from tests.conftest import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import cli, message_count
-from tests.worker_fixtures import ensure_queue
 
 
 def answer(prompt: str) -> str:
@@ -24,8 +23,7 @@ async def test_cli_round_trip_keyless(
 ) -> None:
     settings = keyless_settings
     replies = settings["REPLY_QUEUES_ALLOWED"]
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    await jobs_for(settings)  # creates the jobs queue
     host = start_host(settings)
 
     waited = cli(settings, "submit", "Hello from the CLI", "--id", "cli-1", "--reply-to", replies, "--wait")
@@ -74,8 +72,7 @@ async def test_cli_round_trip_keyless(
 async def test_bulk_submit_shows_progress_and_resumes(
     local_dev_settings: dict[str, str], jobs_for: Any, tmp_path: Path
 ) -> None:
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     path = tmp_path / "jobs.jsonl"
     lines: list[dict[str, Any]] = [{"prompt": f"Bulk question {i}?"} for i in range(990)]
     lines += [{"id": f"named-{i}", "prompt": "Same text", "parameters": {"seed": i}} for i in range(5)]
@@ -106,8 +103,7 @@ async def test_bulk_submit_shows_progress_and_resumes(
 async def test_invalid_input_exits_2_and_sends_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, tmp_path: Path
 ) -> None:
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     bad = cli(local_dev_settings, "submit", "hi", "--param", "temperature=3")
     assert bad.code == 2
     assert bad.stderr == "error: parameters.temperature: Input should be less than or equal to 2\n"

@@ -16,7 +16,7 @@ from shared.producer import JobsClient, SubmitProgress
 from shared.producer_sync import JobsClientSync
 from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
 from tests.producer.helpers import blob_names, message_count, peek_bodies
-from tests.worker_fixtures import WorkerHost, ensure_queue
+from tests.worker_fixtures import WorkerHost
 
 
 def test_producer_imports_without_azure_functions_or_openai() -> None:
@@ -36,8 +36,7 @@ def test_producer_imports_without_azure_functions_or_openai() -> None:
 async def test_submit_submit_many_and_wait_keyless(
     keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
-    jobs = jobs_for(keyless_settings)
-    await ensure_queue(jobs)
+    await jobs_for(keyless_settings)  # creates the jobs queue
     host: WorkerHost = start_host(keyless_settings)
     seen: list[SubmitProgress] = []
     async with JobsClient.from_settings(keyless_settings) as client:
@@ -65,8 +64,7 @@ async def test_large_job_goes_through_the_claim_check(
     keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     settings = {**keyless_settings, "MAX_PROMPT_CHARS": "2000000"}
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     prompt = ("All work and no play makes Jack a dull boy. " * 25_000)[: 1 << 20]  # 1 MiB
     async with JobsClient.from_settings(settings) as client:
         job_id = await client.submit({"prompt": prompt})
@@ -85,8 +83,7 @@ async def test_large_job_goes_through_the_claim_check(
 async def test_invalid_jobs_are_refused_before_anything_is_sent(
     local_dev_settings: dict[str, str], jobs_for: Any
 ) -> None:
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     async with JobsClient.from_settings(local_dev_settings) as client:
         with pytest.raises(InvalidJobError) as caught:
             await client.submit({"prompt": "hi", "parameters": {"temperature": 3}})

@@ -20,7 +20,6 @@ import pytest
 from emulators.openai import answer_for
 from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
 from tests.producer.helpers import blob_names
-from tests.worker_fixtures import ensure_queue
 
 EXAMPLE = REPO / "examples" / "typescript"
 GUARD = Path(__file__).with_name("node_netguard.cjs")
@@ -66,8 +65,7 @@ async def test_typescript_producer_end_to_end_keyless(
 ) -> None:
     settings = keyless_settings
     assert "AzureWebJobsStorage" not in settings and "IDENTITY_ENDPOINT" in settings  # no key anywhere
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     env = {**os.environ, **settings}
 
     # Sent before the host starts, so every storage token issued meanwhile is Node's.

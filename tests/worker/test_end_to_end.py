@@ -12,7 +12,7 @@ from typing import Any
 
 from emulators.openai import answer_for
 from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
-from tests.worker_fixtures import Jobs, WorkerHost, ensure_queue
+from tests.worker_fixtures import Jobs, WorkerHost
 
 
 def job(i: int, **extra: Any) -> dict[str, Any]:
@@ -27,7 +27,6 @@ def expected_output(body: dict[str, Any], deployment: str = DEPLOYMENT) -> str:
 
 
 async def run_fifty(jobs: Jobs, start_host: Callable[..., WorkerHost], aoai: OpenAIEmulator) -> None:
-    await ensure_queue(jobs)
     bodies = [job(i, metadata={"n": i}) for i in range(50)]
     bodies[7]["deployment"] = SECOND_DEPLOYMENT
     bodies[8] = {"id": "job-008", "messages": [{"role": "user", "content": "Chat form"}], "system": "Be brief."}
@@ -53,21 +52,20 @@ async def run_fifty(jobs: Jobs, start_host: Callable[..., WorkerHost], aoai: Ope
 
 
 async def test_keyless_end_to_end(keyless_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: Any) -> None:
-    await run_fifty(jobs_for(keyless_settings), start_host, aoai)
+    await run_fifty(await jobs_for(keyless_settings), start_host, aoai)
 
 
 async def test_local_dev_end_to_end(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: Any, azure_cli: Any
 ) -> None:
-    await run_fifty(jobs_for(local_dev_settings), start_host, aoai)
+    await run_fifty(await jobs_for(local_dev_settings), start_host, aoai)
     assert azure_cli.invocations() == 1  # one az run for the whole process: the token is cached
 
 
 async def test_redelivered_job_calls_the_model_once(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     body = job(1)
     await jobs.send(body, body)  # two deliveries at once
     start_host(jobs.settings)
@@ -100,8 +98,7 @@ async def test_bad_input_becomes_failed_results(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     settings = {**local_dev_settings, "MAX_PROMPT_CHARS": "1000"}
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     message_ids = await jobs.send(*BAD_INPUTS.values())
     host = start_host(settings)
     results = await jobs.wait_for(len(BAD_INPUTS))
@@ -127,8 +124,7 @@ async def test_content_filter_and_unknown_deployment_fail_without_retry(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     settings = {**local_dev_settings, "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": f"{DEPLOYMENT},not-deployed"}
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     await jobs.send(
         {"id": "filtered", "prompt": "please TRIGGER_PROMPT_FILTER now"},
         {"id": "nodeploy", "prompt": "hi", "deployment": "not-deployed"},
@@ -146,8 +142,7 @@ async def test_faults_lose_and_duplicate_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     aoai.configure(fault_500=0.04, fault_503=0.03, fault_drop=0.03, fault_seed=7)
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     bodies = [job(i) for i in range(200)]
     await jobs.send(*bodies)
     host = start_host(jobs.settings)
@@ -168,8 +163,7 @@ async def test_long_throttle_requeues_and_finishes(
     # at once; the worker re-enqueues with the wait capped by THROTTLE_MAX_DELAY_SECONDS.
     aoai.configure(rpm=10, rate_window_seconds=2, retry_after_override_seconds=150)
     settings = {**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "2", "THROTTLE_MAX_ATTEMPTS": "20"}
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     await jobs.send(*(job(i) for i in range(30)))
     host = start_host(settings)
     results = await jobs.wait_for(30, timeout=120)
@@ -185,8 +179,7 @@ async def test_killed_host_loses_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     aoai.configure(latency_ms=400)
-    jobs = jobs_for(local_dev_settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(local_dev_settings)
     await jobs.send(*(job(i) for i in range(60)))
     first = start_host(jobs.settings, receive_visibility=4)
     while len(await jobs.results()) < 5:
@@ -208,8 +201,7 @@ async def test_role_propagation_is_waited_out(
     settings = {**keyless_settings, "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id}
     aoai.grant(principal.object_id, delay_seconds=4)  # assigned, not yet in effect
     try:
-        jobs = jobs_for(settings)
-        await ensure_queue(jobs)
+        jobs = await jobs_for(settings)
         await jobs.send(job(1))
         host = start_host(settings)
         results = await jobs.wait_for(1, timeout=60)
@@ -229,8 +221,7 @@ async def test_missing_role_fails_with_the_fix(
         "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id,
         "PERMISSION_RETRY_SECONDS": "3",
     }
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     await jobs.send(job(1))
     host = start_host(settings)
     results = await jobs.wait_for(1, timeout=60)
@@ -257,8 +248,7 @@ async def test_last_attempt_records_failure_then_poisons(
     (app / "host.json").write_text(json.dumps(host_json))
     aoai.configure(fault_500=1.0)
     settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0"}
-    jobs = jobs_for(settings)
-    await ensure_queue(jobs)
+    jobs = await jobs_for(settings)
     await jobs.send(job(1))
     host = start_host(settings, app_dir=app)
     results = await jobs.wait_for(1, timeout=60)
