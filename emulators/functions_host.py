@@ -47,7 +47,7 @@ from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from shared.connections import StorageEndpoints, create_credential
-from shared.settings import read_local_settings
+from shared.settings import apply_local_settings
 
 logger = logging.getLogger("emulators.functions_host")
 
@@ -126,8 +126,7 @@ class QueueFunction:
 def load_local_settings(path: Path) -> None:
     """Export ``local.settings.json`` Values as Core Tools does; variables already set win."""
     if path.exists():
-        for name, value in read_local_settings(path).items():
-            os.environ.setdefault(name, value)
+        apply_local_settings(path)
 
 
 def resolve(expression: str, env: Mapping[str, str]) -> str:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.errors import ConfigurationError, InvalidJobError, ProducerError, WaitTimeoutError
-from shared.settings import read_local_settings
+from shared.settings import apply_local_settings
 
 if TYPE_CHECKING:
     from shared.jobs import Job, Result
@@ -169,8 +168,7 @@ def _describe(exc: Exception) -> tuple[int, str]:
 
 def _load_settings(path: Path | None) -> None:
     if path is not None:
-        for name, value in read_local_settings(path).items():
-            os.environ.setdefault(name, value)  # as Core Tools: the environment wins
+        apply_local_settings(path)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Any]:

@@ -23,7 +23,12 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
 from openai import AsyncAzureOpenAI
 
-from shared.constants import COGNITIVE_SERVICES_SCOPE, DEVELOPMENT_STORAGE, STORAGE_CONNECTION
+from shared.constants import (
+    COGNITIVE_SERVICES_SCOPE,
+    DEVELOPMENT_STORAGE,
+    STORAGE_CONNECTION,
+    is_development_shorthand,
+)
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 
@@ -52,7 +57,7 @@ class StorageEndpoints:
         """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
         env = os.environ if env is None else env
         if value := env.get(connection, "").strip():
-            if value.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
+            if is_development_shorthand(value):
                 value = DEVELOPMENT_STORAGE
             return cls(connection_string=value)
         account = env.get(f"{connection}__accountName", "").strip()

@@ -56,15 +56,22 @@ from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from openai import AsyncAzureOpenAI
 
 from shared.connections import StorageEndpoints, create_credential, identity_from_token
-from shared.constants import AZURITE_ACCOUNT, AZURITE_KEY, COGNITIVE_SERVICES_SCOPE, STORAGE_CONNECTION
+from shared.constants import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    BLOB_OWNER_ROLE,
+    COGNITIVE_SERVICES_SCOPE,
+    OPENAI_USER_ROLE,
+    QUEUE_CONTRIBUTOR_ROLE,
+    STORAGE_CONNECTION,
+    STORAGE_PERMISSION_CODES,
+    is_development_shorthand,
+)
 from shared.errors import ConfigurationError
 from shared.settings import Settings, read_local_settings
 
 Status = Literal["ok", "fail", "warn", "skip"]
 
-OPENAI_USER_ROLE = "Cognitive Services OpenAI User"
-QUEUE_ROLE = "Storage Queue Data Contributor"
-BLOB_ROLE = "Storage Blob Data Owner"
 EXPECTED_AUDIENCE = COGNITIVE_SERVICES_SCOPE.removesuffix("/.default")
 DEFAULT_WAIT_SECONDS = 600.0
 MAX_WAIT_SECONDS = 3600.0
@@ -653,8 +660,7 @@ def _openai_failed(ctx: Context, exc: Exception, where: str, waited: float | Non
 
 
 def _is_dev_storage(connection_string: str) -> bool:
-    compact = connection_string.replace(" ", "").lower().rstrip(";")
-    if compact == "usedevelopmentstorage=true":
+    if is_development_shorthand(connection_string):
         return True
     parts = _parse_connection_string(connection_string)
     return parts.get("accountname") == AZURITE_ACCOUNT and parts.get("accountkey") == AZURITE_KEY
@@ -708,7 +714,7 @@ async def check_storage(ctx: Context) -> Check:
                     f"{STORAGE_CONNECTION} is the Azurite development account connection string (an account key), "
                     "but these settings look like Azure" + _azure_reason(ctx),
                     f"in Azure remove {STORAGE_CONNECTION} and set {STORAGE_CONNECTION}__accountName=<account> "
-                    f"(+ __credential=managedidentity) with roles '{BLOB_ROLE}' and '{QUEUE_ROLE}'",
+                    f"(+ __credential=managedidentity) with roles '{BLOB_OWNER_ROLE}' and '{QUEUE_CONTRIBUTOR_ROLE}'",
                 )
             return Check(
                 "storage",
@@ -727,7 +733,8 @@ async def check_storage(ctx: Context) -> Check:
                 f"{STORAGE_CONNECTION} is a connection string with {kind} for account "
                 f"{parts.get('accountname', '?')}: no keys anywhere",
                 f"remove {STORAGE_CONNECTION} from the {where}; set {STORAGE_CONNECTION}__accountName="
-                f"{parts.get('accountname', '<account>')} and grant the identity '{BLOB_ROLE}' and '{QUEUE_ROLE}', "
+                f"{parts.get('accountname', '<account>')} and grant the identity '{BLOB_OWNER_ROLE}' and "
+                f"'{QUEUE_CONTRIBUTOR_ROLE}', "
                 "then rotate the key",
             )
         return Check(
@@ -795,7 +802,7 @@ async def check_storage_access(ctx: Context) -> Check:
                     "warn",
                     f"queue '{settings.jobs_queue}': send+delete ok{who}; container "
                     f"'{settings.results_container}' does not exist yet (the worker creates it on first result)",
-                    f"create it with the infrastructure, or grant '{BLOB_ROLE}' so the worker can",
+                    f"create it with the infrastructure, or grant '{BLOB_OWNER_ROLE}' so the worker can",
                 )
             try:
                 data = await (await container.download_blob(name, **_FAST)).readall()
@@ -824,7 +831,7 @@ def _storage_failed(ctx: Context, exc: Exception, step: str) -> Check:
         f"queue '{ctx.settings.jobs_queue}'" if step == "queue" else f"container '{ctx.settings.results_container}'"
     )
     url = ctx.storage.queue_url if step == "queue" else ctx.storage.blob_url
-    role = QUEUE_ROLE if step == "queue" else BLOB_ROLE
+    role = QUEUE_CONTRIBUTOR_ROLE if step == "queue" else BLOB_OWNER_ROLE
     if url is None and ctx.storage.connection_string:
         url = _conn_endpoint(ctx, step)
     account = _account_name(url)
@@ -842,7 +849,7 @@ def _storage_failed(ctx: Context, exc: Exception, step: str) -> Check:
             "(or deploy the infrastructure; locally `make run` creates it)",
         )
     if isinstance(exc, HttpResponseError) and exc.status_code == 403:
-        if code in ("AuthorizationPermissionMismatch", "AuthorizationFailure"):
+        if code in STORAGE_PERMISSION_CODES:
             return Check(
                 "storage-access",
                 title,

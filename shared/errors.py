@@ -8,15 +8,11 @@ if TYPE_CHECKING:  # the contract imports nothing from here; only the type is ne
     from shared.jobs import Result
 
 
-class WorkerError(Exception):
-    """Base class for everything the worker raises on purpose."""
-
-
-class ConfigurationError(WorkerError):
+class ConfigurationError(Exception):
     """An app setting is missing or malformed; the message names the setting."""
 
 
-class ProducerError(WorkerError):
+class ProducerError(Exception):
     """Base class for what the producer API (``shared.producer``) raises on purpose."""
 
 

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from shared.constants import NAME_PATTERN
+
 SCHEMA_VERSION = 1
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 MAX_METADATA_CHARS = 4096
 _JSON_TYPES = {
     list: "an array",
@@ -97,7 +98,7 @@ class Job(_Strict):
     deployment: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
     parameters: Parameters = Field(default_factory=Parameters)
     metadata: dict[str, Any] | None = Field(default=None, description="Small object echoed into the result.")
-    reply_to: Annotated[str, StringConstraints(pattern=QUEUE_NAME_PATTERN)] | None = None
+    reply_to: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
     redelivery: Redelivery | None = None
 
     @model_validator(mode="after")
@@ -265,7 +266,6 @@ def _validate_job(value: Any) -> Job:
 # Claim check. A queue message holds at most 64 KiB, so a bigger job travels as a small
 # reference to a blob holding its JSON. Producers switch well below the limit: other senders
 # may base64 the text (+33%) and the service counts the XML-escaped form.
-MAX_MESSAGE_BYTES = 64 * 1024
 CLAIM_CHECK_BYTES = 48 * 1024
 
 

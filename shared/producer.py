@@ -40,6 +40,18 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 from pydantic import ValidationError
 
+from shared.constants import (
+    BLOB_CONTRIBUTOR_ROLE,
+    BLOB_READER_ROLE,
+    DEFAULT_JOBS_QUEUE,
+    DEFAULT_PAYLOADS_CONTAINER,
+    DEFAULT_RESULTS_CONTAINER,
+    NAME_RULE,
+    QUEUE_PROCESSOR_ROLE,
+    QUEUE_SENDER_ROLE,
+    STORAGE_PERMISSION_CODES,
+    is_valid_name,
+)
 from shared.errors import (
     ConfigurationError,
     InvalidJobError,
@@ -51,7 +63,6 @@ from shared.errors import (
 from shared.jobs import (
     CLAIM_CHECK_BYTES,
     JOB_ID_PATTERN,
-    QUEUE_NAME_PATTERN,
     InvalidJob,
     Job,
     JobReference,
@@ -64,17 +75,6 @@ __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_jo
 
 logger = logging.getLogger(__name__)
 
-# The worker's defaults for the same settings (shared.settings.Settings reads them too, but also
-# requires the Azure OpenAI settings, which a producer has no reason to know).
-DEFAULT_QUEUE = "jobs"
-DEFAULT_RESULTS_CONTAINER = "results"
-DEFAULT_PAYLOADS_CONTAINER = "job-payloads"
-
-SENDER_ROLE = "Storage Queue Data Message Sender"
-RESULTS_READER_ROLE = "Storage Blob Data Reader"
-PAYLOAD_WRITER_ROLE = "Storage Blob Data Contributor"
-REPLY_PROCESSOR_ROLE = "Storage Queue Data Message Processor"
-_PERMISSION_CODES = ("AuthorizationPermissionMismatch", "AuthorizationFailure")
 
 JobInput = Job | Mapping[str, Any]
 
@@ -182,10 +182,8 @@ def _check_id(job_id: str) -> str:
 
 
 def _check_name(name: str, setting: str) -> str:
-    if not re.fullmatch(QUEUE_NAME_PATTERN, name) or "--" in name:
-        raise ConfigurationError(
-            f"{setting} is {name!r}: queue and container names are 3-63 lower-case letters, digits and single hyphens."
-        )
+    if not is_valid_name(name):
+        raise ConfigurationError(f"{setting} is {name!r}: queue and container names are {NAME_RULE}.")
     return name
 
 
@@ -219,7 +217,7 @@ class JobsClient:
         credential: AsyncTokenCredential | None = None,
         *,
         blob_account_url: str | None = None,
-        queue: str = DEFAULT_QUEUE,
+        queue: str = DEFAULT_JOBS_QUEUE,
         results_container: str = DEFAULT_RESULTS_CONTAINER,
         payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
         **client_kwargs: Any,
@@ -287,7 +285,7 @@ class JobsClient:
         cls,
         connection_string: str,
         *,
-        queue: str = DEFAULT_QUEUE,
+        queue: str = DEFAULT_JOBS_QUEUE,
         results_container: str = DEFAULT_RESULTS_CONTAINER,
         payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
         **client_kwargs: Any,
@@ -315,16 +313,14 @@ class JobsClient:
         # Imported here: shared.connections also builds the worker's OpenAI client, which a
         # producer that passes URLs itself need not install.
         from shared.connections import StorageEndpoints, create_credential
+        from shared.settings import StorageNames
 
         env = os.environ if env is None else env
+        configured = StorageNames.from_env(env)
         names = {
-            "queue": _check_name(env.get("JOBS_QUEUE", "").strip() or DEFAULT_QUEUE, "JOBS_QUEUE"),
-            "results_container": _check_name(
-                env.get("RESULTS_CONTAINER", "").strip() or DEFAULT_RESULTS_CONTAINER, "RESULTS_CONTAINER"
-            ),
-            "payloads_container": _check_name(
-                env.get("PAYLOADS_CONTAINER", "").strip() or DEFAULT_PAYLOADS_CONTAINER, "PAYLOADS_CONTAINER"
-            ),
+            "queue": configured.jobs_queue,
+            "results_container": configured.results_container,
+            "payloads_container": configured.payloads_container,
         }
         endpoints = StorageEndpoints.from_settings(env=env)
         if endpoints.connection_string:  # Azurite (StorageEndpoints expands UseDevelopmentStorage=true)
@@ -430,7 +426,7 @@ class JobsClient:
         except HttpResponseError as exc:
             if getattr(exc, "error_code", None) == "QueueNotFound":
                 raise QueueNotFoundError(self.queue_name, self.queue_url) from exc
-            _raise_storage_error(exc, f"sending to queue {self.queue_name}", SENDER_ROLE, self.queue_url)
+            _raise_storage_error(exc, f"sending to queue {self.queue_name}", QUEUE_SENDER_ROLE, self.queue_url)
 
     async def _upload_payload(self, name: str, data: bytes) -> None:
         settings = ContentSettings(content_type="application/json")
@@ -452,7 +448,7 @@ class JobsClient:
                         f"({create_error.status_code}): deploy the infra or set PAYLOADS_CONTAINER to the worker's"
                     ) from create_error
             except HttpResponseError as exc:
-                _raise_storage_error(exc, f"uploading payload {name}", PAYLOAD_WRITER_ROLE, str(self._payloads.url))
+                _raise_storage_error(exc, f"uploading payload {name}", BLOB_CONTRIBUTOR_ROLE, str(self._payloads.url))
 
     # ---- results ----
 
@@ -467,7 +463,7 @@ class JobsClient:
                 self._results_container_seen = True
             return None  # the worker creates the container with its first result
         except HttpResponseError as exc:
-            _raise_storage_error(exc, f"reading result {name}", RESULTS_READER_ROLE, str(self._results.url))
+            _raise_storage_error(exc, f"reading result {name}", BLOB_READER_ROLE, str(self._results.url))
         self._results_container_seen = True
         try:
             return Result.model_validate_json(data)
@@ -549,7 +545,7 @@ class JobsClient:
             except HttpResponseError as exc:
                 if getattr(exc, "error_code", None) == "QueueNotFound":
                     raise QueueNotFoundError(reply_queue, url) from exc
-                _raise_storage_error(exc, f"receiving from {reply_queue}", REPLY_PROCESSOR_ROLE, url)
+                _raise_storage_error(exc, f"receiving from {reply_queue}", QUEUE_PROCESSOR_ROLE, url)
             for message in messages:
                 try:
                     notice = Notice.model_validate_json(message.content)
@@ -562,7 +558,7 @@ class JobsClient:
                 except ResourceNotFoundError:
                     pass  # its visibility ran out and another reader took it
                 except HttpResponseError as exc:
-                    _raise_storage_error(exc, f"deleting from {reply_queue}", REPLY_PROCESSOR_ROLE, url)
+                    _raise_storage_error(exc, f"deleting from {reply_queue}", QUEUE_PROCESSOR_ROLE, url)
                 seen += 1
                 if max_notices is not None and seen >= max_notices:
                     return
@@ -575,15 +571,10 @@ class JobsClient:
             await asyncio.sleep(pause)
             delay = min(delay * 2, max_interval)
 
-    async def queue_length(self) -> int:
-        """Approximate number of messages on the jobs queue (needs a queue *reader* role)."""
-        properties = await self._jobs.get_queue_properties()
-        return int(properties.approximate_message_count or 0)
-
 
 def _raise_storage_error(exc: HttpResponseError, action: str, role: str, resource: str) -> NoReturn:
     """A 403 for lack of a data role becomes MissingPermissionError; anything else is re-raised as is."""
     code = getattr(exc, "error_code", None)
-    if exc.status_code == 403 and code in _PERMISSION_CODES:
+    if exc.status_code == 403 and code in STORAGE_PERMISSION_CODES:
         raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
     raise exc

@@ -11,11 +11,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.constants import (
+    DEFAULT_JOBS_QUEUE,
+    DEFAULT_PAYLOADS_CONTAINER,
+    DEFAULT_RESULTS_CONTAINER,
+    NAME_RULE,
+    is_valid_name,
+)
 from shared.errors import ConfigurationError
 
 # Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
@@ -46,7 +52,6 @@ SETTINGS: dict[str, str] = {
 }
 
 DEFAULT_API_VERSION = "2024-10-21"
-_NAME_LIST = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -64,6 +69,38 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ConfigurationError(f"App setting {name} must not be negative (got {value}).")
     return value
+
+
+def _name(env: Mapping[str, str], setting: str, default: str | None = None) -> str:
+    name = env.get(setting, "").strip() or default or ""
+    if not is_valid_name(name):
+        raise ConfigurationError(f"App setting {setting} has {name!r}: queue and container names are {NAME_RULE}.")
+    return name
+
+
+@dataclass(frozen=True)
+class StorageNames:
+    """The queue and containers the worker and its producers share (what a producer needs to know)."""
+
+    jobs_queue: str = DEFAULT_JOBS_QUEUE
+    results_container: str = DEFAULT_RESULTS_CONTAINER
+    payloads_container: str = DEFAULT_PAYLOADS_CONTAINER
+    reply_queues_allowed: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StorageNames:
+        """JOBS_QUEUE, RESULTS_CONTAINER, PAYLOADS_CONTAINER and REPLY_QUEUES_ALLOWED, checked against
+        storage's naming rule; raise ConfigurationError naming the setting to fix."""
+        env = os.environ if env is None else env
+        return cls(
+            jobs_queue=_name(env, "JOBS_QUEUE", DEFAULT_JOBS_QUEUE),
+            results_container=_name(env, "RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER),
+            payloads_container=_name(env, "PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER),
+            reply_queues_allowed=tuple(
+                _name({"REPLY_QUEUES_ALLOWED": reply}, "REPLY_QUEUES_ALLOWED")
+                for reply in _csv(env.get("REPLY_QUEUES_ALLOWED"))
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -105,18 +142,7 @@ class Settings:
         allowed = _csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
         if deployment not in allowed:
             allowed = (deployment, *allowed)
-        names = {
-            "JOBS_QUEUE": env.get("JOBS_QUEUE", "jobs").strip() or "jobs",
-            "RESULTS_CONTAINER": env.get("RESULTS_CONTAINER", "results").strip() or "results",
-            "PAYLOADS_CONTAINER": env.get("PAYLOADS_CONTAINER", "job-payloads").strip() or "job-payloads",
-        }
-        replies = _csv(env.get("REPLY_QUEUES_ALLOWED"))
-        for setting, name in [*names.items(), *(("REPLY_QUEUES_ALLOWED", r) for r in replies)]:
-            if not _NAME_LIST.match(name) or "--" in name:
-                raise ConfigurationError(
-                    f"App setting {setting} has {name!r}: queue and container names are 3-63 lower-case "
-                    "letters, digits and single hyphens."
-                )
+        names = StorageNames.from_env(env)
         return cls(
             openai_endpoint=endpoint,
             api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
@@ -124,10 +150,10 @@ class Settings:
             allowed_deployments=allowed,
             openai_timeout=float(_int(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60)),
             openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2),
-            jobs_queue=names["JOBS_QUEUE"],
-            results_container=names["RESULTS_CONTAINER"],
-            payloads_container=names["PAYLOADS_CONTAINER"],
-            reply_queues_allowed=replies,
+            jobs_queue=names.jobs_queue,
+            results_container=names.results_container,
+            payloads_container=names.payloads_container,
+            reply_queues_allowed=names.reply_queues_allowed,
             max_prompt_chars=_int(env, "MAX_PROMPT_CHARS", 200_000),
             permission_retry_seconds=_int(env, "PERMISSION_RETRY_SECONDS", 900),
             throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
@@ -169,3 +195,16 @@ def read_local_settings(path: Path) -> dict[str, str]:
         raise ConfigurationError(f"{path} is encrypted: run `func settings decrypt` first.")
     values = document.get("Values", {})
     return {str(k): str(v) for k, v in values.items() if v is not None and str(v) != ""}
+
+
+def apply_local_settings(path: Path, env: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+    """Export a local.settings.json's Values into ``env`` (default ``os.environ``) as Core Tools does:
+    a variable already set wins. Returns the names it set; raises ConfigurationError like
+    ``read_local_settings``."""
+    target = os.environ if env is None else env
+    added = []
+    for name, value in read_local_settings(path).items():
+        if name not in target:
+            target[name] = value
+            added.append(name)
+    return added

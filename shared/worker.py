@@ -35,7 +35,7 @@ from azure.storage.blob.aio import ContainerClient
 from openai.types.chat import ChatCompletion
 
 from shared.connections import Runtime, get_runtime
-from shared.constants import COGNITIVE_SERVICES_SCOPE
+from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE, brief
 from shared.jobs import (
     CLAIM_CHECK_BYTES,
     ErrorInfo,
@@ -54,7 +54,6 @@ from shared.settings import Settings, max_dequeue_count
 
 logger = logging.getLogger(__name__)
 
-OPENAI_USER_ROLE = "Cognitive Services OpenAI User"
 PERMISSION_BACKOFF = (5.0, 15.0, 30.0, 60.0)  # role assignments usually land within 1-10 minutes
 
 
@@ -131,10 +130,10 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
                     return None
             elif failure is None:  # transient
                 if dequeue_count < max_dequeue_count():
-                    logger.warning("job %s attempt %d failed, host will retry: %s", job_id, dequeue_count, _brief(exc))
+                    logger.warning("job %s attempt %d failed, host will retry: %s", job_id, dequeue_count, brief(exc))
                     raise
                 # Last attempt: record the outcome for the sender, then let the host poison the message.
-                failure = Invalid("transient_exhausted", f"gave up after {dequeue_count} attempts: {_brief(exc)}")
+                failure = Invalid("transient_exhausted", f"gave up after {dequeue_count} attempts: {brief(exc)}")
                 await _finish(
                     runtime,
                     _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure)),
@@ -208,16 +207,16 @@ def classify(exc: Exception, runtime: Runtime) -> Invalid | Requeue | None:
         return Invalid(
             "token_rejected",
             f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
-            f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {_brief(exc)}",
+            f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {brief(exc)}",
         )
     if isinstance(exc, openai.NotFoundError):
-        return Invalid("deployment_not_found", f"Azure OpenAI has no such deployment: {_brief(exc)}")
+        return Invalid("deployment_not_found", f"Azure OpenAI has no such deployment: {brief(exc)}")
     if isinstance(exc, openai.BadRequestError):
         if exc.code == "content_filter":
             return Invalid("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
-        return Invalid("model_rejected", f"Azure OpenAI refused the request: {_brief(exc)}")
+        return Invalid("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409):
-        return Invalid("model_rejected", f"Azure OpenAI refused the request: {_brief(exc)}")
+        return Invalid("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, ClientAuthenticationError):
         logger.error("no credential could get a token for Azure OpenAI: %s", exc.message)
     return None
@@ -291,7 +290,7 @@ async def _release_payload(runtime: Runtime, ref: JobReference | None) -> None:
     except ResourceNotFoundError:
         pass  # another delivery of the same job got there first
     except Exception as exc:
-        logger.warning("job %s: payload blob not deleted, left for the lifecycle rule: %s", ref.id, _brief(exc))
+        logger.warning("job %s: payload blob not deleted, left for the lifecycle rule: %s", ref.id, brief(exc))
 
 
 async def _result_exists(runtime: Runtime, job_id: str) -> bool:
@@ -413,11 +412,6 @@ def _retry_after(headers: Any) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-def _brief(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _now() -> datetime:

@@ -30,6 +30,8 @@ from typing import Any, cast
 
 from pycep import BicepParser
 
+from shared.constants import ROLE_IDS
+
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
 QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
@@ -46,18 +48,6 @@ RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
 MAIN_ENTRY = "main.bicep"
 GROUP_ENTRY = "resources.bicep"
 
-# Built-in role definition ids (the same in every tenant).
-ROLE_IDS = {
-    "Cognitive Services OpenAI User": "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
-    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
-    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
-    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
-    "Storage Queue Data Message Processor": "8a0f0c08-91a1-4084-bc3d-661d67233fed",
-    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
-    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
-}
 
 # Who gets what, where. Principals: "app" = the worker's user-assigned identity, "user" = the
 # principalId parameter (person running azd up), "producer" = producerPrincipalId. Scopes name
