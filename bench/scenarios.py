@@ -24,7 +24,7 @@ from bench.harness import Worker, close_jobs, enqueue, fetch_results, job_body, 
 from bench.stack import COGNITIVE, REPO, STORAGE, LocalAzure, child_env, unique_names
 from bench.sync_baseline import thread_count
 from emulators import functions_host
-from emulators.openai import estimate_request_tokens
+from emulators.aoai import estimate_request_tokens
 
 DEPENDENCIES = (
     "azure.functions",

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulators import aoai as openai_emulator
 from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
-from emulators import identity
-from emulators import openai as openai_emulator
+from emulators import managed_identity as identity
 from emulators._server import ServerThread
 from emulators.azurite import Azurite
 from emulators.tokens import TokenIssuer

@@ -28,9 +28,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from emulators import _process, identity
+from emulators import _process
+from emulators import aoai as openai_emulator
 from emulators import azurite as azurite_launcher
-from emulators import openai as openai_emulator
+from emulators import managed_identity as identity
 from emulators._server import ServerThread
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
 from shared.settings import read_local_settings

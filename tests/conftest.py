@@ -28,14 +28,14 @@ os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(CA_BUNDLE)
 
 from aiohttp import web
 
+from emulators import aoai as openai_emulator
 from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
-from emulators import identity
-from emulators import openai as openai_emulator
+from emulators import managed_identity as identity
+from emulators import netguard
 from emulators._server import Running, ServerThread, serve
 from emulators.tokens import Principal, TokenIssuer
 from shared.constants import azurite_connection_string
-from tests import netguard
 
 netguard.install()
 

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "PYTHONPATH": f"{REPO / 'tests' / 'guarded'}{os.pathsep}{REPO}",
+        "PYTHONPATH": f"{REPO / 'emulators' / 'guarded'}{os.pathsep}{REPO}",
         "LOCAL_AZURE_DIR": str(tmp_path),
     }
     env.pop("AZURE_OPENAI_ENDPOINT", None)

@@ -31,7 +31,7 @@ from emulators.azurite import Azurite
 from shared.connections import StorageEndpoints
 from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, AzureCli, IdentityEndpoint, OpenAIEmulator
 
-GUARDED = REPO / "tests" / "guarded"
+GUARDED = REPO / "emulators" / "guarded"
 
 
 @dataclass

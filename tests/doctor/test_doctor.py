@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emulators import az as az_standin
-from emulators import identity
+from emulators import managed_identity as identity
 from emulators.azurite import Azurite
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.doctor import Options, run_doctor

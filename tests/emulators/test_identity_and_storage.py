@@ -13,9 +13,9 @@ from azure.identity.aio import AzureCliCredential, DefaultAzureCredential, Manag
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from emulators import netguard
 from emulators.azurite import Azurite
 from emulators.tokens import unverified_claims
-from tests import netguard
 from tests.conftest import AzureCli, IdentityEndpoint
 
 STORAGE = "https://storage.azure.com/.default"
@@ -99,7 +99,7 @@ class _FixedToken:
 
 
 async def test_keyless_storage_rejects_wrong_audience(azurite_keyless: Azurite, issuer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from emulators.identity import SYSTEM_ASSIGNED
+    from emulators.managed_identity import SYSTEM_ASSIGNED
 
     for name, value in azurite_keyless.settings().items():
         monkeypatch.setenv(name, value)

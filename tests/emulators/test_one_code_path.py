@@ -10,7 +10,7 @@ import openai
 import pytest
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from tests.conftest import DEPLOYMENT, AzureCli, IdentityEndpoint, OpenAIEmulator, ungranted
 
 SCOPE = "https://cognitiveservices.azure.com/.default"

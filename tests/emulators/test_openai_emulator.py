@@ -16,7 +16,7 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from emulators.openai import (
+from emulators.aoai import (
     EmulatorConfig,
     Running,
     answer_for,
@@ -479,7 +479,7 @@ def test_token_estimate_is_documented_arithmetic() -> None:
 
 
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
-    from emulators.openai import main
+    from emulators.aoai import main
 
     with pytest.raises(SystemExit) as exited:
         main(["--help"])

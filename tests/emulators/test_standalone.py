@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("module", ["emulators.openai", "emulators.identity", "emulators.azurite"])
+@pytest.mark.parametrize("module", ["emulators.aoai", "emulators.managed_identity", "emulators.azurite"])
 def test_help_names_the_port_option(module: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60

@@ -25,7 +25,7 @@ class Run:
 
 def cli(settings: dict[str, str], *args: str, timeout: float = 120, cwd: Path | None = None) -> Run:
     """``python -m shared ...`` in its own process with ``settings`` as its environment, behind the
-    network guard (tests/guarded first on PYTHONPATH, as the local host runs)."""
+    network guard (emulators/guarded first on PYTHONPATH, as the local host runs)."""
     env = {**os.environ, **settings, "PYTHONPATH": f"{GUARDED}{os.pathsep}{REPO}"}
     done = subprocess.run(
         [sys.executable, "-m", "shared", *args],

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from shared import worker
 from shared.connections import Runtime
 from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Result

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from shared.__main__ import main
 from tests.conftest import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import cli, message_count

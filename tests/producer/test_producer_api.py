@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from shared.errors import InvalidJobError, MissingPermissionError, QueueNotFoundError, WaitTimeoutError
 from shared.jobs import Job
 from shared.producer import JobsClient, SubmitProgress

@@ -3,7 +3,7 @@
 Node gets its storage token from the managed-identity endpoint (IDENTITY_ENDPOINT +
 IDENTITY_HEADER, the App Service protocol) through DefaultAzureCredential, and trusts the keyless
 Azurite's certificate via NODE_EXTRA_CA_CERTS. tests/producer/node_netguard.cjs refuses any
-connection or look-up off loopback inside Node, like tests/netguard.py does for Python.
+connection or look-up off loopback inside Node, like emulators/netguard.py does for Python.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
 from tests.producer.helpers import blob_names
 

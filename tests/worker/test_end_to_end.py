@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emulators.openai import answer_for
+from emulators.aoai import answer_for
 from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from tests.worker_fixtures import Jobs, WorkerHost
 

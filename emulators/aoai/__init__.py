@@ -5,7 +5,7 @@ worker must survive: disabled keys, wrong audiences, role assignments that take 
 propagate, 429s with long ``retry-after``, 5xx, dropped connections, stalls and content filters.
 Answers are a pure function of the request (``answer_for``), so tests can assert exact content.
 
-Run standalone: ``python -m emulators.openai --port 0 --grant <oid>`` prints the endpoint to export.
+Run standalone: ``python -m emulators.aoai --port 0 --grant <oid>`` prints the endpoint to export.
 Control API (no auth; the real service has no ``/_emulator`` prefix): see ``create_app``.
 """
 
@@ -584,7 +584,7 @@ async def start(config: EmulatorConfig, *, public_pem: bytes, host: str = "127.0
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emulators.openai", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m emulators.aoai", description=(__doc__ or "").split("\n\n")[0])
     _server.loopback_args(parser, default_port=0)
     parser.add_argument("--state-dir", help="shared signing-key directory (default $LOCAL_AZURE_DIR or .local-azure)")
     parser.add_argument(
@@ -624,7 +624,3 @@ def main(argv: list[str] | None = None) -> None:
         return f"export AZURE_OPENAI_ENDPOINT={running.url}\n# deployments: {', '.join(config.deployments)}"
 
     _server.run_forever(lambda: start(config, public_pem=public_pem, host=args.host, port=args.port), banner)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ azure-identity uses it when ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` are se
 ``X-IDENTITY-HEADER``. Pointing those two variables here is also what keeps
 ``DefaultAzureCredential`` from probing IMDS at 169.254.169.254.
 
-Run standalone: ``python -m emulators.identity --port 0`` prints the environment to export.
+Run standalone: ``python -m emulators.managed_identity --port 0`` prints the environment to export.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def environment(running: Running) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emulators.identity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m emulators.managed_identity", description=__doc__.split("\n\n")[0])
     loopback_args(parser, default_port=0)
     parser.add_argument("--state-dir", help="shared signing-key directory (default $LOCAL_AZURE_DIR or .local-azure)")
     parser.add_argument("--header", default=None, help="IDENTITY_HEADER secret to require (default: random)")
