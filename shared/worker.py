@@ -8,13 +8,14 @@ make mistakes. The policy, in the order ``handle`` applies it:
 - A claim-check reference (a job too big for a message) is resolved from the payloads container
   first; the payload blob is deleted once the job's result is stored.
 - A job whose result already exists is consumed without calling the model (redelivery).
-- Model errors are classified (``classify``):
-  * ``Invalid`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
-  * ``Requeue`` (429 with a wait longer than the SDK honours, PermissionDenied while a role
-    assignment propagates): a copy goes back on the queue, invisible for the wait, and this
-    delivery ends; bounded by attempts (throttling) or age (permissions), then a failed result.
-  * anything else (5xx, timeouts, dropped connections, storage and credential errors):
-    re-raised so the host retries after ``visibilityTimeout``; on the last attempt
+- Model errors are classified (``classify``) into a verdict, a plain value:
+  * ``GiveUp`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
+  * ``RetryLater`` (429 with a wait longer than the SDK honours, PermissionDenied while a role
+    assignment propagates): ``plan_retry`` bounds it by attempts (throttling) or age
+    (permissions); within the bound a delayed copy goes back on the queue and this delivery
+    ends, past it the job gets a failed result.
+  * ``Transient`` (5xx, timeouts, dropped connections, storage and credential errors): the
+    error is re-raised so the host retries after ``visibilityTimeout``; on the last attempt
     (``maxDequeueCount``) a failed result is written first, then the host poisons the message.
 - The result is written create-only; then the ``reply_to`` notice is sent.
 """
@@ -25,6 +26,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -69,21 +71,37 @@ class QueueMessage(Protocol):
     def get_body(self) -> bytes: ...
 
 
-@dataclass
-class Invalid(Exception):
-    """The job can never succeed as sent."""
+@dataclass(frozen=True)
+class GiveUp:
+    """Verdict: the job ends now as a failed result with this code."""
 
     code: str
     message: str
 
 
-@dataclass
-class Requeue(Exception):
-    """Try this job again later, by re-enqueuing a delayed copy ("retry later")."""
+@dataclass(frozen=True)
+class RetryLater:
+    """Verdict: run the job again after ``delay`` seconds, by re-enqueuing a delayed copy."""
 
     reason: Literal["throttled", "permission_denied"]
     delay: float
     message: str
+
+
+@dataclass(frozen=True)
+class Transient:
+    """Verdict: let the host redeliver the message (its ``maxDequeueCount`` bounds the attempts)."""
+
+
+Verdict = GiveUp | RetryLater | Transient
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """What ``plan_retry`` decided: send a copy carrying ``redelivery``, invisible for ``delay`` seconds."""
+
+    redelivery: Redelivery
+    delay: float
 
 
 async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Result | None:
@@ -123,25 +141,27 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
         try:
             completion, model_seconds = await _call_model(runtime, job)
         except Exception as exc:
-            failure = classify(exc, runtime)
-            if isinstance(failure, Requeue):
-                failure = await _requeue_or_give_up(runtime, job, job_id, failure)
-                if failure is None:
+            verdict = classify(exc, runtime)
+            if isinstance(verdict, RetryLater):
+                planned = plan_retry(verdict, job.redelivery, runtime.settings, now=_now())
+                if isinstance(planned, Requeue):
+                    await _requeue(runtime, job, job_id, planned)
                     return None
-            elif failure is None:  # transient
+                verdict = planned
+            elif isinstance(verdict, Transient):
                 if dequeue_count < max_dequeue_count():
                     logger.warning("job %s attempt %d failed, host will retry: %s", job_id, dequeue_count, brief(exc))
                     raise
                 # Last attempt: record the outcome for the sender, then let the host poison the message.
-                failure = Invalid("transient_exhausted", f"gave up after {dequeue_count} attempts: {brief(exc)}")
+                verdict = GiveUp("transient_exhausted", f"gave up after {dequeue_count} attempts: {brief(exc)}")
                 await _finish(
                     runtime,
-                    _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure)),
+                    _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(verdict)),
                     reply_to=job.reply_to,
                     payload=ref,
                 )
                 raise
-            result = _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(failure))
+            result = _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(verdict))
             return await _finish(runtime, result, reply_to=job.reply_to, payload=ref)
         result = _result(
             runtime,
@@ -187,16 +207,16 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
     return completion, time.monotonic() - began
 
 
-def classify(exc: Exception, runtime: Runtime) -> Invalid | Requeue | None:
-    """Map a model-call error to the policy; None means transient (let the host retry)."""
+def classify(exc: Exception, runtime: Runtime) -> Verdict:
+    """Map a model-call error to the policy."""
     if isinstance(exc, openai.RateLimitError):
         delay = _retry_after(exc.response.headers) or 30.0
-        return Requeue("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")
+        return RetryLater("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         if exc.code == "PermissionDenied":
             principal = runtime.identity.get("oid", "unknown")
             who = runtime.identity.get("upn") or runtime.identity.get("appid") or ""
-            return Requeue(
+            return RetryLater(
                 "permission_denied",
                 0.0,
                 f"principal {principal}{f' ({who})' if who else ''} lacks the '{OPENAI_USER_ROLE}' role on "
@@ -204,43 +224,61 @@ def classify(exc: Exception, runtime: Runtime) -> Invalid | Requeue | None:
                 f"create --assignee {principal} --role '{OPENAI_USER_ROLE}' --scope <OpenAI resource id>; "
                 "a new assignment takes up to ~10 minutes to apply.",
             )
-        return Invalid(
+        return GiveUp(
             "token_rejected",
             f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
             f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {brief(exc)}",
         )
     if isinstance(exc, openai.NotFoundError):
-        return Invalid("deployment_not_found", f"Azure OpenAI has no such deployment: {brief(exc)}")
+        return GiveUp("deployment_not_found", f"Azure OpenAI has no such deployment: {brief(exc)}")
     if isinstance(exc, openai.BadRequestError):
         if exc.code == "content_filter":
-            return Invalid("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
-        return Invalid("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
+            return GiveUp("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+        return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409):
-        return Invalid("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
+        return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, ClientAuthenticationError):
         logger.error("no credential could get a token for Azure OpenAI: %s", exc.message)
-    return None
+    return Transient()
 
 
-async def _requeue_or_give_up(runtime: Runtime, job: Job, job_id: str, requeue: Requeue) -> Invalid | None:
-    """Send a delayed copy of the job; None when sent, an Invalid when the bounds are used up."""
-    settings = runtime.settings
-    previous = job.redelivery
-    attempt = (previous.attempt if previous and previous.reason == requeue.reason else 0) + 1
-    first_seen = previous.first_seen if previous and previous.reason == requeue.reason else _now()
-    if requeue.reason == "throttled":
+def plan_retry(
+    verdict: RetryLater,
+    previous: Redelivery | None,
+    settings: Settings,
+    *,
+    now: datetime,
+    jitter: Callable[[float, float], float] = random.uniform,
+) -> Requeue | GiveUp:
+    """Decide whether a job asked to retry later goes back on the queue, and when.
+
+    Attempts and age count per reason: a job throttled after waiting out a role assignment starts
+    its throttling budget afresh. Throttling is bounded by ``THROTTLE_MAX_ATTEMPTS`` re-enqueues,
+    each waiting the advertised time capped by ``THROTTLE_MAX_DELAY_SECONDS`` plus up to 20 %
+    jitter (so instances throttled together do not return together); a missing role by
+    ``PERMISSION_RETRY_SECONDS`` since it was first seen, with backoff ``PERMISSION_BACKOFF``.
+    """
+    same = previous is not None and previous.reason == verdict.reason
+    attempt = (previous.attempt if previous and same else 0) + 1
+    first_seen = previous.first_seen if previous and same else now
+    if verdict.reason == "throttled":
         if attempt > settings.throttle_max_attempts:
-            return Invalid("throttled", f"{requeue.message}; gave up after {attempt - 1} re-enqueues")
-        delay = min(requeue.delay, settings.throttle_max_delay_seconds) * random.uniform(1.0, 1.2)  # jitter
+            return GiveUp("throttled", f"{verdict.message}; gave up after {attempt - 1} re-enqueues")
+        delay = min(verdict.delay, settings.throttle_max_delay_seconds) * jitter(1.0, 1.2)
     else:
-        waited = (_now() - first_seen).total_seconds()
+        waited = (now - first_seen).total_seconds()
         if waited >= settings.permission_retry_seconds:
-            return Invalid("permission_denied", f"{requeue.message} Still denied after {waited:.0f} s.")
+            return GiveUp("permission_denied", f"{verdict.message} Still denied after {waited:.0f} s.")
         delay = PERMISSION_BACKOFF[min(attempt - 1, len(PERMISSION_BACKOFF) - 1)]
         delay = min(delay, max(1.0, settings.permission_retry_seconds - waited))
-    copy = job.model_copy(
-        update={"id": job_id, "redelivery": Redelivery(attempt=attempt, first_seen=first_seen, reason=requeue.reason)}
-    )
+    return Requeue(Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason), delay)
+
+
+async def _requeue(runtime: Runtime, job: Job, job_id: str, requeue: Requeue) -> None:
+    """Send the delayed copy ``plan_retry`` asked for (as a claim check when it is too big for a message)."""
+    settings = runtime.settings
+    delay, redelivery = requeue.delay, requeue.redelivery
+    copy = job.model_copy(update={"id": job_id, "redelivery": redelivery})
     body = copy.model_dump_json(exclude_none=True)
     if len(body.encode()) > CLAIM_CHECK_BYTES:  # too big for a message: the copy goes as a claim check too
         await runtime.ensure_once("payloads", _payloads(runtime).create_container)
@@ -248,8 +286,9 @@ async def _requeue_or_give_up(runtime: Runtime, job: Job, job_id: str, requeue: 
         body = JobReference.for_job(job_id).model_dump_json()
     queue = runtime.queues.get_queue_client(settings.jobs_queue)
     await queue.send_message(body, visibility_timeout=max(1, round(delay)))
-    logger.warning("job %s re-enqueued (%s, attempt %d) to run in %.0f s", job_id, requeue.reason, attempt, delay)
-    return None
+    logger.warning(
+        "job %s re-enqueued (%s, attempt %d) to run in %.0f s", job_id, redelivery.reason, redelivery.attempt, delay
+    )
 
 
 def _payloads(runtime: Runtime) -> ContainerClient:
@@ -363,7 +402,8 @@ def _result(
     finished = _now()
     enqueued = message.insertion_time
     if enqueued is not None and enqueued.tzinfo is None:
-        enqueued = enqueued.replace(tzinfo=UTC)  # the Functions SDK hands out naive UTC times
+        # Microsoft's Python worker hands out aware UTC times; a naive one (another host) is UTC too.
+        enqueued = enqueued.replace(tzinfo=UTC)
     fields: dict[str, Any] = {}
     if completion is not None:
         choice = completion.choices[0]
@@ -398,7 +438,7 @@ def _result(
     )
 
 
-def _error(failure: Invalid) -> ErrorInfo:
+def _error(failure: GiveUp) -> ErrorInfo:
     return ErrorInfo(code=failure.code, message=failure.message)
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the failure policy's error mapping (pure logic: errors built by hand)."""
+"""Unit tests of the failure policy's error mapping: errors built by hand -> verdicts (plain values)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from shared.settings import Settings
-from shared.worker import Invalid, Requeue, classify
+from shared.worker import GiveUp, RetryLater, Transient, classify
 
 RUNTIME: Any = SimpleNamespace(
     identity={"oid": "1111-oid", "appid": "2222-app"},
@@ -30,20 +30,20 @@ def status_error(cls: type[openai.APIStatusError], status: int, body: dict[str, 
 def test_permission_denied_names_principal_and_role() -> None:
     exc = status_error(openai.AuthenticationError, 401, {"error": {"code": "PermissionDenied", "message": "nope"}})
     verdict = classify(exc, RUNTIME)
-    assert isinstance(verdict, Requeue) and verdict.reason == "permission_denied"
+    assert isinstance(verdict, RetryLater) and verdict.reason == "permission_denied"
     assert "1111-oid" in verdict.message and "Cognitive Services OpenAI User" in verdict.message
     assert "az role assignment create" in verdict.message
 
 
 def test_403_permission_denied_is_the_same_case() -> None:
     exc = status_error(openai.PermissionDeniedError, 403, {"error": {"code": "PermissionDenied", "message": "no"}})
-    assert isinstance(classify(exc, RUNTIME), Requeue)
+    assert isinstance(classify(exc, RUNTIME), RetryLater)
 
 
 def test_wrong_audience_fails_at_once_naming_the_scope() -> None:
     body = {"statusCode": 401, "message": "Unauthorized. Access token is missing, invalid, audience is incorrect"}
     verdict = classify(status_error(openai.AuthenticationError, 401, body), RUNTIME)
-    assert isinstance(verdict, Invalid) and verdict.code == "token_rejected"
+    assert isinstance(verdict, GiveUp) and verdict.code == "token_rejected"
     assert "https://cognitiveservices.azure.com/.default" in verdict.message
 
 
@@ -53,25 +53,25 @@ def test_wrong_audience_fails_at_once_naming_the_scope() -> None:
 def test_throttle_uses_the_advertised_wait(headers: dict[str, str], delay: float) -> None:
     exc = status_error(openai.RateLimitError, 429, {"error": {"code": "429", "message": "slow down"}}, **headers)
     verdict = classify(exc, RUNTIME)
-    assert isinstance(verdict, Requeue) and verdict.reason == "throttled" and verdict.delay == delay
+    assert isinstance(verdict, RetryLater) and verdict.reason == "throttled" and verdict.delay == delay
 
 
 def test_content_filter_and_missing_deployment_are_invalid() -> None:
     filtered = status_error(openai.BadRequestError, 400, {"error": {"code": "content_filter", "message": "x"}})
     missing = status_error(openai.NotFoundError, 404, {"error": {"code": "DeploymentNotFound", "message": "x"}})
-    assert classify(filtered, RUNTIME) == Invalid(
+    assert classify(filtered, RUNTIME) == GiveUp(
         "content_filter", "the prompt was blocked by Azure OpenAI's content filter"
     )
-    assert isinstance(verdict := classify(missing, RUNTIME), Invalid) and verdict.code == "deployment_not_found"
+    assert isinstance(verdict := classify(missing, RUNTIME), GiveUp) and verdict.code == "deployment_not_found"
 
 
 @pytest.mark.parametrize("status", [500, 503, 408])
 def test_server_errors_are_transient(status: int) -> None:
     exc = status_error(openai.InternalServerError if status >= 500 else openai.APIStatusError, status, {"error": {}})
-    assert classify(exc, RUNTIME) is None
+    assert classify(exc, RUNTIME) == Transient()
 
 
 def test_connection_errors_are_transient() -> None:
     request = httpx2.Request("POST", "https://res.openai.azure.com/")
-    assert classify(openai.APIConnectionError(request=request), RUNTIME) is None
-    assert classify(openai.APITimeoutError(request=request), RUNTIME) is None
+    assert classify(openai.APIConnectionError(request=request), RUNTIME) == Transient()
+    assert classify(openai.APITimeoutError(request=request), RUNTIME) == Transient()
