@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from openai import AzureOpenAI
 
 from emulators import functions_host
+from emulators._server import run_until_signalled
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import Result, Timings, Usage, parse_job
@@ -162,14 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("azure", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(warm=not args.cold, stop=stop)
-
-    asyncio.run(run())
+    run_until_signalled(lambda stop: serve(warm=not args.cold, stop=stop))
 
 
 if __name__ == "__main__":

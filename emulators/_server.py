@@ -25,10 +25,6 @@ class Running:
     app: web.Application
     runner: web.AppRunner
 
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
     async def stop(self) -> None:
         await self.runner.cleanup()
 
@@ -52,21 +48,31 @@ def loopback_args(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--port", type=int, default=default_port, help="port (0 = any free; default %(default)s)")
 
 
-def run_forever(start: Callable[[], Awaitable[Running]], banner: Callable[[Running], str]) -> None:
-    """Standalone mode: start, print how to reach it, stop cleanly on SIGINT/SIGTERM."""
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` in a new event loop, where SIGINT and SIGTERM set ``stop`` instead of killing the
+    process, so ``main`` can finish what it is doing and clean up."""
 
-    async def main() -> None:
-        running = await start()
-        print(banner(running), flush=True)
+    async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(run())
+
+
+def run_forever(start: Callable[[], Awaitable[Running]], banner: Callable[[Running], str]) -> None:
+    """Standalone mode: start, print how to reach it, stop cleanly on SIGINT/SIGTERM."""
+
+    async def serve_until(stop: asyncio.Event) -> None:
+        running = await start()
+        print(banner(running), flush=True)
         await stop.wait()
         await running.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before the handlers are in place
+        run_until_signalled(serve_until)
 
 
 class ServerThread:

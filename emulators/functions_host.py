@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from emulators._server import run_until_signalled
 from shared.connections import StorageEndpoints, create_credential
 from shared.settings import apply_local_settings
 
@@ -350,16 +350,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(
+    run_until_signalled(
+        lambda stop: serve(
             args.app_dir.resolve(), settings_file=args.settings, stop=stop, receive_visibility=args.receive_visibility
         )
-
-    asyncio.run(run())
+    )
 
 
 if __name__ == "__main__":

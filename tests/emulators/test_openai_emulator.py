@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2
 import openai
 import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI
@@ -160,12 +161,24 @@ async def test_json_object_and_json_schema_outputs_parse(emulator: Emulator) -> 
 
 
 async def test_latency_is_applied_without_blocking(emulator: Emulator) -> None:
-    emulator.running.state.update_config(latency_ms=300)
+    state = emulator.running.state
+    state.update_config(latency_ms=300)
     async with emulator.azure() as client:
         began = time.monotonic()
-        await asyncio.gather(*(chat(client) for _ in range(5)))  # concurrent: ~0.3 s total, not 1.5 s
-        elapsed = time.monotonic() - began
-    assert 0.3 <= elapsed < 1.2
+        await chat(client)
+        assert time.monotonic() - began >= 0.3
+        # A latency no test outlives: were it waited out on the loop's thread, the first call would hold the loop
+        # and no other could even be admitted. All five are charged to the rate window, none is answered, and the
+        # server still answers other requests meanwhile.
+        state.update_config(latency_ms=3_600_000)
+        calls = [asyncio.create_task(chat(client)) for _ in range(5)]
+        while len(state.windows[DEPLOYMENT]) < 1 + 5:
+            await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as session, session.get(f"{emulator.url}/_emulator/stats") as response:
+            assert (await response.json())["completions"] == 1
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)  # the emulator's stop() ends the server side
 
 
 # --- Authentication and authorization ------------------------------------------------------------------
@@ -316,15 +329,24 @@ async def test_a_request_larger_than_the_token_limit_never_fits(emulator: Emulat
 
 async def test_request_limit_frees_up_and_the_sdk_retry_succeeds(emulator: Emulator) -> None:
     emulator.running.state.update_config(rpm=1, rate_window_seconds=1.0)
-    async with emulator.azure(max_retries=2) as client:
+    answered: list[httpx2.Response] = []
+
+    async def record(response: httpx2.Response) -> None:
+        answered.append(response)
+
+    http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [record]})
+    async with emulator.azure(max_retries=2, http_client=http_client) as client:
         began = time.monotonic()
         first = await chat(client)
-        second = await chat(client)  # 429 (retry-after-ms ~1000), the SDK waits that long and retries
+        second = await chat(client)  # 429 (retry-after-ms <= 1000), the SDK waits that long and retries
         elapsed = time.monotonic() - began
     assert second.choices[0].message.content == first.choices[0].message.content
-    stats = emulator.stats()
-    assert stats["by_status"] == {"200": 2, "429": 1}
-    assert 0.9 < elapsed < 3
+    assert [response.status_code for response in answered] == [200, 429, 200]
+    throttled = answered[1].headers  # the wait asked for is what is left of the 1 s window, not a full minute
+    assert throttled["retry-after"] == "1"
+    assert 0 < int(throttled["retry-after-ms"]) <= 1000
+    assert emulator.stats()["by_status"] == {"200": 2, "429": 1}
+    assert elapsed > 0.9  # the SDK did wait for the window to free up
 
 
 async def test_long_retry_after_makes_the_sdk_give_up_at_once(emulator: Emulator) -> None:
@@ -332,10 +354,8 @@ async def test_long_retry_after_makes_the_sdk_give_up_at_once(emulator: Emulator
     emulator.running.state.update_config(rpm=1, retry_after_override_seconds=150)
     async with emulator.azure(max_retries=2) as client:
         await chat(client)
-        began = time.monotonic()
         with pytest.raises(openai.RateLimitError) as caught:
             await chat(client)
-    assert time.monotonic() - began < 1
     assert caught.value.response.headers["retry-after"] == "150"
     assert caught.value.response.headers["retry-after-ms"] == "150000"
     assert "Please retry after 150 seconds" in str(caught.value)

@@ -1,0 +1,338 @@
+"""The emulator as an aiohttp app: the data plane (auth, validation, faults, quotas, completions) and the
+``/_emulator`` control API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from emulators import _server
+from emulators.aoai.answers import (
+    count_prompt_tokens,
+    count_text_tokens,
+    estimate_request_tokens,
+    message_text,
+    reply_for,
+)
+from emulators.aoai.config import EmulatorConfig
+from emulators.aoai.state import EmulatorState
+from emulators.tokens import TokenError, verify
+
+# Azure's own values and wording, so clients (and their error handling) see what the real service sends.
+AUDIENCE = "https://cognitiveservices.azure.com"
+SAFE = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
+FLAGGED = {**SAFE, "hate": {"filtered": True, "severity": "high"}}
+UNAUTHORIZED = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), "
+    "or have expired."
+)
+FILTERED_PROMPT = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify "
+    "your prompt and retry. To learn more about our content filtering policies please read our documentation: "
+    "https://go.microsoft.com/fwlink/?linkid=2198766"
+)
+KEYS_DISABLED = "Key based authentication is disabled for this resource."
+NO_ROLE = "Principal does not have access to API/Operation."
+SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenAI behind it) words them
+    "fault_500": (
+        500,
+        "InternalServerError",
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    "fault_503": (
+        503,
+        "ServiceUnavailable",
+        "The service is temporarily unable to process your request. Try again later.",
+    ),
+}
+NOT_DEPLOYED = (
+    "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, "
+    "please wait a moment and try again."
+)
+
+STATE = web.AppKey("openai_emulator_state", EmulatorState)
+DEPLOYMENT = web.RequestKey("deployment", str)  # the deployment a data-plane request named
+DROPPED = web.RequestKey("dropped", bool)
+
+
+# --- Data plane -------------------------------------------------------------------------------------
+
+
+def _error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=http_status)
+
+
+def _bad_request(message: str, param: str | None = None) -> web.Response:
+    return _error(400, "BadRequest", message, param=param, type="invalid_request_error")
+
+
+def _authenticate(request: web.Request, state: EmulatorState) -> web.Response | None:
+    """API key, then bearer token, then the role: the order Azure reports them in."""
+    if "api-key" in request.headers:
+        return _error(state.config.api_key_status, "AuthenticationTypeDisabled", KEYS_DISABLED)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+    state.tokens.add(hashlib.sha256(token.strip().encode()).hexdigest())
+    try:
+        claims = verify(token.strip(), state.public_pem, audience=AUDIENCE)
+    except TokenError:
+        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+    oid = str(claims["oid"])
+    state.principals.add(oid)
+    if not state.has_role(oid):
+        return _error(state.config.permission_denied_status, "PermissionDenied", NO_ROLE)
+    return None
+
+
+def _validate(body: Any) -> web.Response | None:
+    if not isinstance(body, dict):
+        return _bad_request("The request body must be a JSON object.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bad_request("'messages' is a required property and must be a non-empty array.", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return _bad_request(f"messages[{i}] must be an object with a 'role'.", f"messages[{i}]")
+        if not isinstance(message.get("content"), str | list | None):
+            return _bad_request(f"messages[{i}].content must be a string or an array of parts.", f"messages[{i}]")
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return _bad_request(f"Invalid '{key}': must be an integer >= 1.", key)
+    if body.get("stream"):
+        return _bad_request("stream=true is not supported by this emulator.", "stream")
+    return None
+
+
+def _throttled(state: EmulatorState, wait: float, kind: str, api_version: str) -> web.Response:
+    wait = state.config.retry_after_override_seconds or wait
+    seconds = max(1, math.ceil(wait))
+    message = (
+        f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {api_version} have exceeded "
+        f"{kind} rate limit of your current AIServices S0 pricing tier. Please retry after {seconds} seconds. Please "
+        "go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
+    )
+    response = _error(429, "429", message)
+    # The SDK prefers retry-after-ms, so both must carry an override (else it would wait the short one).
+    response.headers.update({"retry-after": str(seconds), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
+    return response
+
+
+async def _fault(request: web.Request, state: EmulatorState) -> web.Response | None:
+    """At most one injected fault per request, drawn from the seeded RNG (reproducible sequences)."""
+    # One uniform draw split into consecutive slices: 500 | 503 | drop | stall | no fault.
+    config, draw = state.config, state.rng.random()
+    for field, (status, code, message) in SERVER_FAULTS.items():
+        if draw < getattr(config, field):
+            return _error(status, code, message)
+        draw -= getattr(config, field)
+    if draw < config.fault_drop:
+        return _drop(request)
+    draw -= config.fault_drop
+    if draw < config.fault_stall and not await state.sleep(config.stall_seconds):
+        return _drop(request)  # shutting down mid-stall: end it the way a dying server would
+    return None
+
+
+def _drop(request: web.Request) -> web.Response:
+    # Close without a status line: the client sees "Server disconnected without sending a response".
+    request[DROPPED] = True
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response()  # aiohttp's write then fails quietly on the closed transport
+
+
+async def _chat(request: web.Request, deployment: str | None, api_version: str) -> web.Response:
+    state = request.app[STATE]
+    if deployment is not None:
+        request[DEPLOYMENT] = deployment
+    if denied := _authenticate(request, state):
+        return denied
+    try:
+        body = await request.json()
+    except ValueError:
+        return _bad_request("The request body is not valid JSON.")
+    if deployment is None:  # the v1 route names the deployment in the body
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _bad_request("'model' is a required property.", "model")
+        deployment = request[DEPLOYMENT] = body["model"]
+    spec = state.config.deployments.get(deployment)
+    if spec is None:
+        return _error(404, "DeploymentNotFound", NOT_DEPLOYED)
+    if invalid := _validate(body):
+        return invalid
+    if fault := await _fault(request, state):
+        return fault
+    if throttled := state.admit(deployment, estimate_request_tokens(body, state.config.default_max_tokens)):
+        return _throttled(state, *throttled, api_version)
+    return await _complete(request, state, body, deployment, spec.model)
+
+
+async def _complete(
+    request: web.Request, state: EmulatorState, body: dict[str, Any], deployment: str, model: str
+) -> web.Response:
+    """An admitted request: the content filter, the (deterministic) reply after its latency, usage counted."""
+    config, messages = state.config, body["messages"]
+    prompt = "\n".join(message_text(m) for m in messages)
+    if config.filter_trigger_prompt and config.filter_trigger_prompt in prompt:
+        inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": FLAGGED}
+        return _error(400, "content_filter", FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner)
+
+    text, finish = reply_for(body, deployment)
+    completion_tokens, filtered = count_text_tokens(text), SAFE
+    content: str | None = text
+    if config.filter_trigger_output and config.filter_trigger_output in text:
+        content, finish, filtered = None, "content_filter", FLAGGED  # generated (and billed), then withheld
+    if not await state.sleep((config.latency_ms + config.per_token_ms * completion_tokens) / 1000):
+        return _drop(request)
+    prompt_tokens = count_prompt_tokens(messages)
+    state.prompt_tokens += prompt_tokens
+    state.completion_tokens += completion_tokens
+    state.completions += 1
+    return web.json_response(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                    "content_filter_results": filtered,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
+            "system_fingerprint": config.system_fingerprint,
+        }
+    )
+
+
+async def deployment_chat(request: web.Request) -> web.Response:
+    api_version = request.query.get("api-version", "").strip()
+    if not api_version:  # Azure routes nothing without it: 404, not 400 (as publicly reported)
+        return _error(404, "404", "Resource not found")
+    return await _chat(request, request.match_info["deployment"], api_version)
+
+
+async def v1_chat(request: web.Request) -> web.Response:
+    return await _chat(request, None, "v1")
+
+
+@web.middleware
+async def data_plane(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids and rate-limit headers on every data-plane answer, and the per-request counters."""
+    if not request.path.startswith("/openai/"):
+        return await handler(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:  # unrouted paths/methods: Azure's generic body, not aiohttp's text
+        response = _error(exc.status, str(exc.status), "Resource not found" if exc.status == 404 else exc.reason)
+    state = request.app[STATE]
+    request_id = str(uuid.uuid4())
+    response.headers.update({"apim-request-id": request_id, "x-request-id": request_id})
+    deployment = request.get(DEPLOYMENT)
+    if isinstance(deployment, str):
+        state.by_deployment[deployment] += 1
+        if deployment in state.config.deployments:
+            response.headers.update(state.remaining(deployment))
+    state.by_status["dropped" if request.get(DROPPED) else str(response.status)] += 1
+    return response
+
+
+# --- Control plane ----------------------------------------------------------------------------------
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].stats())
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    request.app[STATE].reset_stats()
+    return web.json_response(request.app[STATE].stats())
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].config.model_dump(mode="json"))
+
+
+async def patch_config(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        changes = await request.json()
+        if not isinstance(changes, dict):
+            raise TypeError("body must be a JSON object")
+        state.update_config(**changes)
+    except ValidationError as exc:
+        return web.json_response({"error": json.loads(exc.json(include_url=False))}, status=400)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(state.config.model_dump(mode="json"))
+
+
+async def add_role(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        principal_id, delay = body["principal_id"], float(body.get("delay_seconds", 0))
+        if not isinstance(principal_id, str) or not principal_id or not 0 <= delay < math.inf:
+            raise ValueError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return web.json_response({"error": "expected {principal_id: str, delay_seconds?: number >= 0}"}, status=400)
+    effective_at = request.app[STATE].grant(principal_id, delay)
+    return web.json_response({"principal_id": principal_id, "effective_at": effective_at}, status=201)
+
+
+async def delete_role(request: web.Request) -> web.Response:
+    found = request.app[STATE].revoke(request.match_info["oid"])
+    return web.Response(status=204) if found else web.json_response({"error": "no such grant"}, status=404)
+
+
+def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
+    """The emulator as an aiohttp app. Control API: ``GET /_emulator/stats``, ``POST /_emulator/stats/reset``,
+    ``GET|PATCH /_emulator/config``, ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``."""
+    # Real deployments take prompts of many MiB (context windows, not the HTTP layer, bound them).
+    app = web.Application(middlewares=[data_plane], client_max_size=64 * 1024 * 1024)
+    app[STATE] = EmulatorState(config.model_copy(deep=True), public_pem)
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[STATE].closing.set()  # runs before aiohttp waits for in-flight handlers (a stall would hold it 60 s)
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", deployment_chat)
+    app.router.add_post("/openai/v1/chat/completions", v1_chat)
+    app.router.add_get("/_emulator/stats", get_stats)
+    app.router.add_post("/_emulator/stats/reset", reset_stats)
+    app.router.add_get("/_emulator/config", get_config)
+    app.router.add_patch("/_emulator/config", patch_config)
+    app.router.add_post("/_emulator/roles", add_role)
+    app.router.add_delete("/_emulator/roles/{oid}", delete_role)
+    return app
+
+
+class Running(_server.Running):
+    """A started emulator; ``state`` is the live EmulatorState (touch it from the server's loop only)."""
+
+    @property
+    def state(self) -> EmulatorState:
+        return self.app[STATE]
+
+
+async def start(config: EmulatorConfig, *, public_pem: bytes, host: str = "127.0.0.1", port: int = 0) -> Running:
+    running = await _server.serve(create_app(config, public_pem), host=host, port=port)
+    return Running(url=running.url, app=running.app, runner=running.runner)

@@ -1,0 +1,71 @@
+"""What the emulator can be told: its deployments, role grants, quotas, latency and faults."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Deployment name -> the versioned model name Azure reports in ``model`` for it.
+KNOWN_MODELS = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06", "gpt-4.1": "gpt-4.1-2025-04-14"}
+
+
+def _model_for(deployment: str) -> str:
+    return KNOWN_MODELS.get(deployment, deployment)
+
+
+class Deployment(BaseModel):
+    """One model deployment; ``tpm``/``rpm`` override the emulator-wide limits for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+
+
+class EmulatorConfig(BaseModel):
+    """Everything tunable at runtime (``PATCH /_emulator/config`` validates against this)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    deployments: dict[str, Deployment] = Field(
+        default_factory=lambda: {"gpt-4o-mini": Deployment(model=_model_for("gpt-4o-mini"))}
+    )
+    # principal oid -> epoch seconds from which "Cognitive Services OpenAI User" is effective.
+    grants: dict[str, float] = Field(default_factory=dict)
+    grant_any: bool = False
+    permission_denied_status: Literal[401, 403] = 401  # Azure usually answers 401; 403 is also reported
+    api_key_status: Literal[401, 403] = 403  # disableLocalAuth: public reports show 403 AuthenticationTypeDisabled
+    tpm: int | None = Field(default=None, ge=1)  # per deployment; None = unlimited
+    rpm: int | None = Field(default=None, ge=1)
+    default_max_tokens: int = Field(default=4096, ge=1)  # completion budget estimated when a request sets none
+    rate_window_seconds: float = Field(default=60, gt=0)  # Azure's is 60 s; tests shrink it to see quota free up
+    retry_after_override_seconds: float | None = Field(default=None, gt=0)
+    latency_ms: float = Field(default=0, ge=0)
+    per_token_ms: float = Field(default=0, ge=0)
+    fault_seed: int = 0
+    fault_500: float = Field(default=0, ge=0, le=1)
+    fault_503: float = Field(default=0, ge=0, le=1)
+    fault_drop: float = Field(default=0, ge=0, le=1)
+    fault_stall: float = Field(default=0, ge=0, le=1)
+    stall_seconds: float = Field(default=3600, ge=0)
+    filter_trigger_prompt: str = "TRIGGER_PROMPT_FILTER"
+    filter_trigger_output: str = "TRIGGER_OUTPUT_FILTER"
+    system_fingerprint: str = "fp_b705f0c291"
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deployment_names(cls, value: Any) -> Any:
+        # Accept ["gpt-4o-mini"] or {"name": "model"} as shorthands for {"name": {"model": ...}}.
+        if isinstance(value, list | tuple):
+            value = {name: None for name in value}
+        if isinstance(value, dict):
+            return {
+                k: {"model": v or _model_for(k)} if v is None or isinstance(v, str) else v for k, v in value.items()
+            }
+        return value
+
+    @field_validator("grants", mode="before")
+    @classmethod
+    def _grant_list(cls, value: Any) -> Any:
+        return dict.fromkeys(value, 0.0) if isinstance(value, list | tuple | set) else value

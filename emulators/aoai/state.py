@@ -1,0 +1,100 @@
+"""The running emulator's mutable state: config, role grants, rate windows, fault RNG and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, deque
+from typing import Any
+
+from emulators.aoai import rates
+from emulators.aoai.config import EmulatorConfig
+
+
+class EmulatorState:
+    """Config, grants, sliding windows and counters; touched only from the server's event loop."""
+
+    def __init__(self, config: EmulatorConfig, public_pem: bytes) -> None:
+        self.config = config
+        self.public_pem = public_pem
+        self.rng = random.Random(config.fault_seed)
+        self.windows: dict[str, rates.Window] = {}  # deployment -> its rate window
+        self.closing = asyncio.Event()  # set on shutdown so stalls and latency end at once
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.by_status: Counter[str] = Counter()
+        self.by_deployment: Counter[str] = Counter()
+        self.prompt_tokens = self.completion_tokens = self.completions = 0
+        self.principals: set[str] = set()
+        self.tokens: set[str] = set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.by_status.values()),
+            "by_status": dict(self.by_status),
+            "by_deployment": dict(self.by_deployment),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "throttled": self.by_status["429"],
+            "completions": self.completions,
+            "principals": sorted(self.principals),
+            "distinct_principals": len(self.principals),
+            "distinct_tokens": len(self.tokens),
+        }
+
+    def update_config(self, **changes: Any) -> EmulatorConfig:
+        """Partial update (a given ``deployments`` or ``grants`` map replaces the old one); raises ValidationError."""
+        self.replace_config(EmulatorConfig.model_validate({**self.config.model_dump(), **changes}))
+        return self.config
+
+    def replace_config(self, config: EmulatorConfig) -> None:
+        # Any change restarts the fault sequence, so "this config" always means "these faults, in this order".
+        self.config = config.model_copy(deep=True)
+        self.rng = random.Random(config.fault_seed)
+
+    def grant(self, principal_id: str, delay_seconds: float = 0) -> float:
+        """Assign the role; like Azure RBAC it only takes effect after ``delay_seconds`` (propagation)."""
+        effective_at = time.time() + delay_seconds
+        self.config.grants = {**self.config.grants, principal_id: effective_at}
+        return effective_at
+
+    def revoke(self, principal_id: str) -> bool:
+        grants = dict(self.config.grants)
+        found = grants.pop(principal_id, None) is not None
+        self.config.grants = grants
+        return found
+
+    def has_role(self, principal_id: str) -> bool:
+        effective_at = self.config.grants.get(principal_id)
+        return self.config.grant_any or (effective_at is not None and effective_at <= time.time())
+
+    def quota(self, deployment: str) -> rates.Quota:
+        spec = self.config.deployments.get(deployment)
+        return rates.Quota(
+            tpm=(spec and spec.tpm) or self.config.tpm,
+            rpm=(spec and spec.rpm) or self.config.rpm,
+            span=self.config.rate_window_seconds,
+        )
+
+    def _window(self, deployment: str, now: float) -> rates.Window:
+        return rates.expire(self.windows.setdefault(deployment, deque()), now, self.config.rate_window_seconds)
+
+    def admit(self, deployment: str, estimate: int) -> tuple[float, str] | None:
+        """Charge the deployment's sliding window, or return (seconds until enough of it frees up, which limit)."""
+        now = time.monotonic()
+        return rates.admit(self._window(deployment, now), self.quota(deployment), estimate, now)
+
+    def remaining(self, deployment: str) -> dict[str, str]:
+        return rates.remaining(self._window(deployment, time.monotonic()), self.quota(deployment))
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep without blocking the loop; False if the server began shutting down meanwhile."""
+        if seconds <= 0:
+            return not self.closing.is_set()
+        try:
+            await asyncio.wait_for(self.closing.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
