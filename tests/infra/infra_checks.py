@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from functools import cache, cached_property
@@ -254,50 +254,17 @@ class Infra:
 
     def resolve(self, scope: str | None, expr: Any) -> str:
         """Where `expr` (in the entry point when scope is None, else in module `scope`) comes from."""
-        f = self.file(scope)
         if isinstance(expr, bool) or expr is None:
             return json.dumps(expr)
         if isinstance(expr, int):
             return str(expr)
         if isinstance(expr, str):
-            if "${" in expr:
-                whole = _INTERPOLATION.fullmatch(expr)
-                if whole and _IDENT.match(whole.group(1).strip()):
-                    return self.resolve(scope, whole.group(1).strip())
-                return _INTERPOLATION.sub(lambda m: "{" + self._resolve_source(scope, m.group(1)) + "}", expr)
-            if expr in f.params:
-                if scope is None:
-                    return f"param:{expr}"
-                passed = self.module_param(scope, expr)
-                if passed is MISSING:
-                    default = f.params[expr].get("default")
-                    return self.resolve(scope, default) if default is not None else f"unset:{scope}.{expr}"
-                return self.resolve(self.parent(scope), passed)
-            if expr in f.vars:
-                return f"var:{expr}" if scope is None else self.resolve(scope, f.vars[expr]["value"])
-            if expr in f.resources:
-                return self.resource_key(scope, expr)
-            return expr
+            return self._resolve_text(scope, expr)
         if isinstance(expr, list):
             return "[" + ",".join(self.resolve(scope, item) for item in expr) + "]"
         parts = dotted(expr)
-        if parts is not None and isinstance(parts[0], str):
-            head, rest = parts[0], [str(p) for p in parts[1:]]
-            if head in f.modules and rest[:1] == ["outputs"] and len(rest) >= 2:
-                child = head if scope is None else f"{scope}.{head}"
-                if child not in self.module_files:
-                    return f"unknown-module:{child}"
-                output = self.module_files[child].outputs.get(rest[1])
-                if output is None:
-                    return f"missing-output:{child}.{rest[1]}"
-                return ".".join([self.resolve(child, output["value"]), *rest[2:]])
-            if head in f.resources:
-                if rest == ["name"]:
-                    return self.resource_name(scope, head)
-                return ".".join([self.resource_key(scope, head), *rest])
-            return ".".join([self.resolve(scope, head), *rest])
         if parts is not None:
-            return ".".join([self.resolve(scope, parts[0]), *map(str, parts[1:])])
+            return self._resolve_dotted(scope, parts)
         if isinstance(expr, dict) and "function" in expr:
             function = expr["function"]
             args = ",".join(self.resolve(scope, value) for value in (function.get("parameters") or {}).values())
@@ -305,6 +272,54 @@ class Infra:
         if isinstance(expr, dict) and "operator" not in expr:
             return "{" + ",".join(f"{unquote(k)}: {self.resolve(scope, v)}" for k, v in expr.items()) + "}"
         return json.dumps(expr, sort_keys=True)
+
+    def _resolve_text(self, scope: str | None, expr: str) -> str:
+        """A string: an interpolation, a parameter, variable or resource symbol, or a literal."""
+        f = self.file(scope)
+        if "${" in expr:
+            whole = _INTERPOLATION.fullmatch(expr)
+            if whole and _IDENT.match(whole.group(1).strip()):
+                return self.resolve(scope, whole.group(1).strip())
+            return _INTERPOLATION.sub(lambda m: "{" + self._resolve_source(scope, m.group(1)) + "}", expr)
+        if expr in f.params:
+            return self._resolve_param(scope, expr)
+        if expr in f.vars:
+            return f"var:{expr}" if scope is None else self.resolve(scope, f.vars[expr]["value"])
+        if expr in f.resources:
+            return self.resource_key(scope, expr)
+        return expr
+
+    def _resolve_param(self, scope: str | None, name: str) -> str:
+        """A parameter: of the entry point, else what the parent passes in (or the default)."""
+        if scope is None:
+            return f"param:{name}"
+        passed = self.module_param(scope, name)
+        if passed is not MISSING:
+            return self.resolve(self.parent(scope), passed)
+        default = self.file(scope).params[name].get("default")
+        return self.resolve(scope, default) if default is not None else f"unset:{scope}.{name}"
+
+    def _resolve_dotted(self, scope: str | None, parts: list[Any]) -> str:
+        """`a.b.c`: a module's output, a resource's name or property, or a property of anything else."""
+        head, rest = parts[0], [str(p) for p in parts[1:]]
+        f = self.file(scope)
+        if isinstance(head, str) and head in f.modules and rest[:1] == ["outputs"] and len(rest) >= 2:
+            return self._resolve_output(scope, head, rest[1], rest[2:])
+        if isinstance(head, str) and head in f.resources:
+            if rest == ["name"]:
+                return self.resource_name(scope, head)
+            return ".".join([self.resource_key(scope, head), *rest])
+        return ".".join([self.resolve(scope, head), *rest])
+
+    def _resolve_output(self, scope: str | None, module: str, output_name: str, rest: list[str]) -> str:
+        """`<module>.outputs.<output_name>.<rest>`: the output's value, resolved in the module."""
+        child = module if scope is None else f"{scope}.{module}"
+        if child not in self.module_files:
+            return f"unknown-module:{child}"
+        output = self.module_files[child].outputs.get(output_name)
+        if output is None:
+            return f"missing-output:{child}.{output_name}"
+        return ".".join([self.resolve(child, output["value"]), *rest])
 
     def _resolve_source(self, scope: str | None, source: str) -> str:
         source = source.strip()
@@ -345,6 +360,10 @@ class Infra:
 
     def created_of_type(self, type_: str) -> list[tuple[str, str | None, str, dict[str, Any]]]:
         return [(key, *found) for key, found in self.created.items() if found[2]["type"] == type_]
+
+    def created_names(self, type_: str) -> set[str]:
+        """The resolved names of the created resources of one type."""
+        return {self.resource_name(scope, symbol) for _, scope, symbol, _ in self.created_of_type(type_)}
 
     def only(self, type_: str, problems: list[str]) -> tuple[str, str | None, str, dict[str, Any]] | None:
         found = self.created_of_type(type_)
@@ -395,65 +414,9 @@ def check_roles(infra: Infra) -> list[str]:
         if resource["type"] != ROLE_ASSIGNMENT:
             continue
         where = f"{infra.file(scope).path.name}:{symbol}"
-        config = body(resource)
-        properties = config.get("properties") or {}
-
-        # Scope: a resource symbol of this file (not the deployment's resource group / subscription).
-        target = config.get("scope")
-        if target is None:
-            problems.append(f"{where} has no scope: it would apply to the whole resource group/subscription")
+        item = _check_assignment(infra, scope, where, resource, scopes, identity_key, problems)
+        if item is None:
             continue
-        if not (isinstance(target, str) and target in infra.file(scope).resources):
-            problems.append(f"{where} is scoped to {json.dumps(target)}, not to a single resource")
-            continue
-        target_type = infra.file(scope).resources[target]["type"]
-        if target_type in ("Microsoft.Resources/resourceGroups", "Microsoft.Resources/subscriptions"):
-            problems.append(f"{where} is scoped to a {target_type}")
-            continue
-        target_key = infra.resource_key(scope, target)
-        conditions = _resolve_condition(infra, scope, condition(resource))
-        scope_names = [name for name, key in scopes.items() if key == target_key]
-        if target_key not in infra.created:
-            # One of a [for] loop's resources: deployed only when its name is in the loop's array.
-            member_of = _loop_member_of(infra, scope, target, conditions)
-            if member_of is None:
-                problems.append(f"{where} is scoped to {target_key}, which this deployment does not create")
-            else:
-                scope_names = [
-                    LOOP_MEMBERS[name] for name, key in scopes.items() if key == member_of and name in LOOP_MEMBERS
-                ]
-                problems += _check_member_default(infra, scope, target, member_of, where)
-        scope_name = scope_names[0] if scope_names else target_key
-
-        # Role: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <named variable>).
-        role_name = _role(infra, scope, where, properties.get("roleDefinitionId"), problems)
-        if role_name is None:
-            continue
-
-        # Principal.
-        principal_origin = infra.resolve(scope, properties.get("principalId"))
-        if principal_origin == f"{identity_key}.properties.principalId":
-            principal = "app"
-        else:
-            principal = next((k for k, v in OPTIONAL_PRINCIPALS.items() if v == principal_origin), principal_origin)
-        if principal in OPTIONAL_PRINCIPALS:
-            wanted = f"not({_empty_call(OPTIONAL_PRINCIPALS[principal])})"
-            if wanted not in conditions:
-                problems.append(f"{where}: the {principal} role must be conditional on `!empty(...)` of its principal")
-        elif condition(resource) is not None:
-            problems.append(f"{where}: the worker's roles must not be conditional")
-        principal_type = infra.resolve(scope, properties.get("principalType"))
-        if principal in PRINCIPAL_TYPES and principal_type != PRINCIPAL_TYPES[principal]:
-            problems.append(f"{where}: principalType is {principal_type}, expected {PRINCIPAL_TYPES[principal]}")
-
-        # Name: guid() over scope, principal and role, so assignments never collide.
-        name_origin = infra.resolve(scope, config.get("name"))
-        for part in (f"{target_key}.id", principal_origin):
-            if not name_origin.startswith("guid(") or part not in name_origin:
-                problems.append(f"{where}: name should be guid(<scope>.id, <principal>, <role>), is {name_origin}")
-                break
-
-        item = (principal, role_name, scope_name)
         if item in found:
             problems.append(f"{where} duplicates {found[item]}")
         found[item] = where
@@ -463,6 +426,100 @@ def check_roles(infra: Infra) -> list[str]:
     for item in sorted(found.keys() - EXPECTED_ROLES):
         problems.append("unexpected role assignment {}: {} gets {} on {}".format(found[item], *item))
     return problems
+
+
+def _check_assignment(
+    infra: Infra,
+    scope: str | None,
+    where: str,
+    resource: dict[str, Any],
+    scopes: dict[str, str],
+    identity_key: str,
+    problems: list[str],
+) -> tuple[str, str, str] | None:
+    """Checks one role assignment; (principal, role, scope name) as in EXPECTED_ROLES, or None
+    when its scope or role is too broken to say."""
+    config = body(resource)
+    properties = config.get("properties") or {}
+
+    # Scope: a resource symbol of this file (not the deployment's resource group / subscription).
+    target = _assignment_target(infra, scope, where, config.get("scope"), problems)
+    if target is None:
+        return None
+    target_key = infra.resource_key(scope, target)
+    conditions = _resolve_condition(infra, scope, condition(resource))
+    scope_name = _scope_name(infra, scope, where, target, scopes, conditions, problems)
+
+    # Role: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <named variable>).
+    role_name = _role(infra, scope, where, properties.get("roleDefinitionId"), problems)
+    if role_name is None:
+        return None
+
+    # Principal.
+    principal_origin = infra.resolve(scope, properties.get("principalId"))
+    principal = _principal(principal_origin, identity_key)
+    if principal in OPTIONAL_PRINCIPALS:
+        wanted = f"not({_empty_call(OPTIONAL_PRINCIPALS[principal])})"
+        if wanted not in conditions:
+            problems.append(f"{where}: the {principal} role must be conditional on `!empty(...)` of its principal")
+    elif condition(resource) is not None:
+        problems.append(f"{where}: the worker's roles must not be conditional")
+    principal_type = infra.resolve(scope, properties.get("principalType"))
+    if principal in PRINCIPAL_TYPES and principal_type != PRINCIPAL_TYPES[principal]:
+        problems.append(f"{where}: principalType is {principal_type}, expected {PRINCIPAL_TYPES[principal]}")
+
+    # Name: guid() over scope, principal and role, so assignments never collide.
+    name_origin = infra.resolve(scope, config.get("name"))
+    if not (name_origin.startswith("guid(") and f"{target_key}.id" in name_origin and principal_origin in name_origin):
+        problems.append(f"{where}: name should be guid(<scope>.id, <principal>, <role>), is {name_origin}")
+    return (principal, role_name, scope_name)
+
+
+def _assignment_target(infra: Infra, scope: str | None, where: str, target: Any, problems: list[str]) -> str | None:
+    """The symbol of the single resource (of the same file) an assignment is scoped to, or None."""
+    if target is None:
+        problems.append(f"{where} has no scope: it would apply to the whole resource group/subscription")
+        return None
+    if not (isinstance(target, str) and target in infra.file(scope).resources):
+        problems.append(f"{where} is scoped to {json.dumps(target)}, not to a single resource")
+        return None
+    target_type = infra.file(scope).resources[target]["type"]
+    if target_type in ("Microsoft.Resources/resourceGroups", "Microsoft.Resources/subscriptions"):
+        problems.append(f"{where} is scoped to a {target_type}")
+        return None
+    return target
+
+
+def _scope_name(
+    infra: Infra,
+    scope: str | None,
+    where: str,
+    target: str,
+    scopes: dict[str, str],
+    conditions: list[str],
+    problems: list[str],
+) -> str:
+    """The EXPECTED_ROLES name of the assignment's target ("jobs queue", ...), else its key."""
+    target_key = infra.resource_key(scope, target)
+    scope_names = [name for name, key in scopes.items() if key == target_key]
+    if target_key not in infra.created:
+        # One of a [for] loop's resources: deployed only when its name is in the loop's array.
+        member_of = _loop_member_of(infra, scope, target, conditions)
+        if member_of is None:
+            problems.append(f"{where} is scoped to {target_key}, which this deployment does not create")
+        else:
+            scope_names = [
+                LOOP_MEMBERS[name] for name, key in scopes.items() if key == member_of and name in LOOP_MEMBERS
+            ]
+            problems += _check_member_default(infra, scope, target, member_of, where)
+    return scope_names[0] if scope_names else target_key
+
+
+def _principal(origin: str, identity_key: str) -> str:
+    """Who a resolved principalId is: "app", "user" or "producer" (as in EXPECTED_ROLES), else itself."""
+    if origin == f"{identity_key}.properties.principalId":
+        return "app"
+    return next((k for k, v in OPTIONAL_PRINCIPALS.items() if v == origin), origin)
 
 
 def _expected_scopes(infra: Infra, problems: list[str]) -> dict[str, str]:
@@ -653,7 +710,16 @@ def check_flex_consumption(infra: Infra) -> list[str]:
     ]
     if assigned != [identity_id]:
         problems.append(f"the app must run as exactly the one user-assigned identity, has {assigned}")
+    problems += _check_deployment_storage(infra, scope, app_config, identity_id, storage[0])
+    problems += _check_scale(infra, scope, app_config)
+    return problems
 
+
+def _check_deployment_storage(
+    infra: Infra, scope: str | None, app_config: Mapping[str, Any], identity_id: str, storage_key: str
+) -> list[str]:
+    """functionAppConfig.deployment.storage: a container we create, read with the app's identity."""
+    problems = []
     deployment = (app_config.get("deployment") or {}).get("storage") or {}
     auth = deployment.get("authentication") or {}
     if deployment.get("type") != "blobContainer":
@@ -664,13 +730,18 @@ def check_flex_consumption(infra: Infra) -> list[str]:
     ):
         problems.append("deployment storage must authenticate with the app's user-assigned identity")
     target = infra.resolve(scope, deployment.get("value"))
-    containers = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(CONTAINER)}
-    blob = f"{{{storage[0]}.properties.primaryEndpoints.blob}}"
+    containers = infra.created_names(CONTAINER)
+    blob = f"{{{storage_key}.properties.primaryEndpoints.blob}}"
     if not any(target == f"{blob}{{{container}}}" for container in containers):
         problems.append(
             f"deployment storage {target} must be a container this deployment creates in its storage account"
         )
+    return problems
 
+
+def _check_scale(infra: Infra, scope: str | None, app_config: Mapping[str, Any]) -> list[str]:
+    """Scale limits come from main.bicep parameters; maximumInstanceCount is small and explained."""
+    problems = []
     scale = app_config.get("scaleAndConcurrency") or {}
     for key in ("maximumInstanceCount", "instanceMemoryMB"):
         if infra.resolve(scope, scale.get(key)) != f"param:{key}":
@@ -702,35 +773,47 @@ def check_app_settings(infra: Infra, code_reads: Iterable[str], sample_values: M
     problems = list(infra.problems)
     reads = set(code_reads)
     settings = infra.app_settings(problems)
-    names = set(settings)
-
-    for name in sorted(reads - OPTIONAL_IN_AZURE - names):
-        problems.append(f"app setting {name} is read by shared/settings.py but not set in infra/")
-    for name in sorted(names - reads - HOST_SETTINGS):
-        problems.append(f"app setting {name} is set in infra/ but not in shared/settings.py SETTINGS")
-    for name in sorted(names):
-        if name in FORBIDDEN_SETTINGS or (SECRETISH.search(name) and name not in reads | HOST_SETTINGS):
-            problems.append(f"app setting {name} must not be set: no keys or connection strings")
-
-    sample = set(sample_values) - {"FUNCTIONS_WORKER_RUNTIME"}
-    for name in sorted(reads - sample):
-        problems.append(f"{name} is read by the code but missing from local.settings.sample.json")
-    for name in sorted(sample - reads):
-        problems.append(f"local.settings.sample.json sets {name}, which shared/settings.py does not read")
+    problems += _check_setting_names(reads, set(settings), set(sample_values))
 
     def value(name: str) -> str | None:
         return infra.resolve(*settings[name]) if name in settings else None
 
+    for name, expected in _wired_settings(infra, problems).items():
+        if name in settings and value(name) != expected:
+            problems.append(f"app setting {name} resolves to {value(name)}, expected {expected}")
+    problems += _check_created_names(infra, value)
+    problems += _check_sample_defaults(infra, set(settings), value, sample_values)
+    return problems
+
+
+def _check_setting_names(reads: set[str], names: set[str], sample: set[str]) -> list[str]:
+    """The names the code reads, infra/ sets and local.settings.sample.json sets agree."""
+    forbidden = {
+        name
+        for name in names
+        if name in FORBIDDEN_SETTINGS or (SECRETISH.search(name) and name not in reads | HOST_SETTINGS)
+    }
+    sample = sample - {"FUNCTIONS_WORKER_RUNTIME"}
+    problems = []
+    for wrong, message in (
+        (reads - OPTIONAL_IN_AZURE - names, "app setting {} is read by shared/settings.py but not set in infra/"),
+        (names - reads - HOST_SETTINGS, "app setting {} is set in infra/ but not in shared/settings.py SETTINGS"),
+        (forbidden, "app setting {} must not be set: no keys or connection strings"),
+        (reads - sample, "{} is read by the code but missing from local.settings.sample.json"),
+        (sample - reads, "local.settings.sample.json sets {}, which shared/settings.py does not read"),
+    ):
+        problems += [message.format(name) for name in sorted(wrong)]
+    return problems
+
+
+def _wired_settings(infra: Infra, problems: list[str]) -> dict[str, str]:
+    """What the identity, storage, OpenAI and App Insights settings must resolve to."""
     identity = infra.only(IDENTITY, problems)
     client_id = f"{identity[0]}.properties.clientId" if identity else "<identity>"
     storage = infra.only(STORAGE_ACCOUNT, problems)
     storage_key = storage[0] if storage else "<storage>"
     openai = infra.only(OPENAI_ACCOUNT, problems)
     insights = infra.only(APP_INSIGHTS, problems)
-    deployments = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(OPENAI_DEPLOYMENT)}
-    queues = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(QUEUE)}
-    containers = {infra.resource_name(s, sym) for _, s, sym, _ in infra.created_of_type(CONTAINER)}
-
     wanted = {
         "AzureWebJobsStorage__credential": "managedidentity",
         "AzureWebJobsStorage__clientId": client_id,
@@ -745,30 +828,46 @@ def check_app_settings(infra: Infra, code_reads: Iterable[str], sample_values: M
         wanted["AZURE_OPENAI_ENDPOINT"] = f"{openai[0]}.properties.endpoint"
     if insights:
         wanted["APPLICATIONINSIGHTS_CONNECTION_STRING"] = f"{insights[0]}.properties.ConnectionString"
-    for name, expected in wanted.items():
-        if name in settings and value(name) != expected:
-            problems.append(f"app setting {name} resolves to {value(name)}, expected {expected}")
+    return wanted
 
-    for name in ("AZURE_OPENAI_DEPLOYMENT", "AZURE_OPENAI_ALLOWED_DEPLOYMENTS"):
-        if name in settings and value(name) not in deployments:
-            problems.append(f"app setting {name} ({value(name)}) is not a model deployment this deployment creates")
+
+# Settings that name a resource: (setting, type of the resource, what the problem calls it).
+NAMED_RESOURCES = (
+    ("AZURE_OPENAI_DEPLOYMENT", OPENAI_DEPLOYMENT, "model deployment"),
+    ("AZURE_OPENAI_ALLOWED_DEPLOYMENTS", OPENAI_DEPLOYMENT, "model deployment"),
+    ("JOBS_QUEUE", QUEUE, "queue"),
+    ("RESULTS_CONTAINER", CONTAINER, "container"),
+    ("PAYLOADS_CONTAINER", CONTAINER, "container"),
+)
+
+
+def _check_created_names(infra: Infra, value: Callable[[str], str | None]) -> list[str]:
+    """The deployments, queues and containers the settings name are ones this deployment creates,
+    with the poison queue beside the jobs queue and every reply queue."""
+    problems = []
+    for name, type_, kind in NAMED_RESOURCES:
+        setting = value(name)
+        if setting is not None and setting not in infra.created_names(type_):
+            problems.append(f"app setting {name} ({setting}) is not a {kind} this deployment creates")
+    queues = infra.created_names(QUEUE)
     jobs = value("JOBS_QUEUE")
     if jobs is not None:
-        if jobs not in queues:
-            problems.append(f"app setting JOBS_QUEUE ({jobs}) is not a queue this deployment creates")
         poison = f"{{{jobs}}}-poison" if not jobs.startswith("{") else f"{jobs}-poison"
         if poison not in queues:
             problems.append(f"the poison queue <JOBS_QUEUE>-poison is not created (have {sorted(queues)})")
-    for name in ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER"):
-        if name in settings and value(name) not in containers:
-            problems.append(f"app setting {name} ({value(name)}) is not a container this deployment creates")
     replies = value("REPLY_QUEUES_ALLOWED")
     if replies is not None:
         match = re.fullmatch(r"join\((.*),,\)", replies)
         if not match or f"each({match.group(1)})" not in queues:
             problems.append(f"REPLY_QUEUES_ALLOWED ({replies}) must join the reply queue names storage creates")
+    return problems
 
-    # Defaults of the main.bicep parameters behind each setting = the sample's values.
+
+def _check_sample_defaults(
+    infra: Infra, names: set[str], value: Callable[[str], str | None], sample_values: Mapping[str, str]
+) -> list[str]:
+    """Defaults of the main.bicep parameters behind each setting = the sample's values."""
+    problems = []
     for name in sorted(names & set(sample_values) - LOCAL_ONLY_VALUES):
         origin = value(name) or ""
         match = re.fullmatch(r"(?:string|join)?\(?param:(\w+)(?:,,)?\)?", origin)
@@ -801,22 +900,33 @@ def check_azd(infra: Infra, azure_yaml: str, parameters_json: str) -> list[str]:
     if [infra.resolve(None, body(g).get("name")) for g in groups] != ["rg-{param:environmentName}"]:
         problems.append("main.bicep should create one resource group named rg-${environmentName}")
 
-    # main.parameters.json <-> main.bicep params.
     try:
         parameters = json.loads(parameters_json)["parameters"]
     except (ValueError, KeyError) as exc:
         return [*problems, f"main.parameters.json is not a parameters file: {exc}"]
+    problems += _check_parameters_file(main, parameters)
+    problems += _check_azure_yaml(infra, parse_simple_yaml(azure_yaml))
+    problems += _check_outputs(infra)
+    return problems
+
+
+# main.bicep parameters azd fills from its environment: parameter -> azd variable.
+AZD_VARIABLES = {
+    "environmentName": "AZURE_ENV_NAME",
+    "location": "AZURE_LOCATION",
+    "principalId": "AZURE_PRINCIPAL_ID",
+}
+
+
+def _check_parameters_file(main: BicepFile, parameters: Mapping[str, Any]) -> list[str]:
+    """main.parameters.json <-> main.bicep params."""
+    problems = []
     for name in sorted(set(parameters) - set(main.params)):
         problems.append(f"main.parameters.json sets {name}, which main.bicep does not declare")
     for name, param in main.params.items():
         if param.get("default") is None and name not in parameters:
             problems.append(f"main.bicep parameter {name} has no default and main.parameters.json does not set it")
-    azd_variables = {
-        "environmentName": "AZURE_ENV_NAME",
-        "location": "AZURE_LOCATION",
-        "principalId": "AZURE_PRINCIPAL_ID",
-    }
-    for name, variable in azd_variables.items():
+    for name, variable in AZD_VARIABLES.items():
         if (parameters.get(name) or {}).get("value") != f"${{{variable}}}":
             problems.append(f"main.parameters.json should map {name} to ${{{variable}}}")
     for name, entry in parameters.items():
@@ -826,25 +936,28 @@ def check_azd(infra: Infra, azure_yaml: str, parameters_json: str) -> list[str]:
         )
         if match and allowed is not None and match.group(1) not in allowed:
             problems.append(f"main.parameters.json default {match.group(1)!r} for {name} is not in its @allowed list")
+    return problems
 
-    # azure.yaml <-> the Function App.
-    manifest = parse_simple_yaml(azure_yaml)
+
+# azure.yaml service key -> the values it may have (the first, sorted, is the one named in the problem).
+SERVICE_KEYS = (("project", {".", "./"}), ("language", {"python", "py"}), ("host", {"function"}))
+
+
+def _check_azure_yaml(infra: Infra, manifest: Mapping[str, Any]) -> list[str]:
+    """azure.yaml <-> the Function App: one service, deployed to the app tagged with its name,
+    and infra/main.bicep as the template."""
+    problems: list[str] = []
     services = manifest.get("services") or {}
     if not isinstance(services, dict) or len(services) != 1:
         problems.append(f"azure.yaml should declare exactly one service, has {services}")
     else:
         ((service_name, service),) = services.items()
-        for key, accepted in (("project", {".", "./"}), ("language", {"python", "py"}), ("host", {"function"})):
+        for key, accepted in SERVICE_KEYS:
             if service.get(key) not in accepted:
                 problems.append(
                     f"azure.yaml service {service_name}: {key} should be {sorted(accepted)[0]}, is {service.get(key)}"
                 )
-        site = infra.site(problems)
-        if site:
-            tag = _find_key(site[1].get("tags"), "azd-service-name")
-            if tag is MISSING or infra.resolve(site[0], tag) != service_name:
-                shown = "missing" if tag is MISSING else infra.resolve(site[0], tag)
-                problems.append(f"the Function App needs tag azd-service-name={service_name} (azure.yaml), has {shown}")
+        problems += _check_service_tag(infra, service_name)
     infra_section = manifest.get("infra") or {}
     if isinstance(infra_section, dict):
         path = (
@@ -852,11 +965,27 @@ def check_azd(infra: Infra, azure_yaml: str, parameters_json: str) -> list[str]:
         )
         if path.resolve() != (infra.root / "main.bicep").resolve():
             problems.append(f"azure.yaml infra points at {path}, not infra/main.bicep")
+    return problems
 
-    # Outputs: the ones azd and the docs use; nothing secret.
-    for name in sorted(REQUIRED_OUTPUTS - set(main.outputs)):
+
+def _check_service_tag(infra: Infra, service_name: str) -> list[str]:
+    """The Function App carries tag azd-service-name=<the azure.yaml service>: azd deploy finds it so."""
+    problems: list[str] = []
+    site = infra.site(problems)
+    if site:
+        tag = _find_key(site[1].get("tags"), "azd-service-name")
+        if tag is MISSING or infra.resolve(site[0], tag) != service_name:
+            shown = "missing" if tag is MISSING else infra.resolve(site[0], tag)
+            problems.append(f"the Function App needs tag azd-service-name={service_name} (azure.yaml), has {shown}")
+    return problems
+
+
+def _check_outputs(infra: Infra) -> list[str]:
+    """Outputs: the ones azd and the docs use; nothing secret."""
+    problems = []
+    for name in sorted(REQUIRED_OUTPUTS - set(infra.main.outputs)):
         problems.append(f"main.bicep should output {name}")
-    for name, output in main.outputs.items():
+    for name, output in infra.main.outputs.items():
         origin = infra.resolve(None, output.get("value"))
         if SECRETISH.search(name) or re.search(r"ConnectionString|list\w*\(|[Kk]eys", origin):
             problems.append(f"output {name} ({origin}) looks like a secret: outputs land in .azure/<env>/.env")
@@ -878,22 +1007,36 @@ def check_layers(infra: Infra) -> list[str]:
     others = [symbol for symbol, r in main.resources.items() if r["type"] != RESOURCE_GROUP]
     if others:
         problems.append(f"main.bicep should create only the resource group; resources.bicep the rest, not {others}")
+    layer = _group_layer(infra)
+    if layer is None:
+        return [*problems, f"main.bicep should call exactly one module, {GROUP_ENTRY}, has {sorted(main.modules)}"]
+    target = body(main.modules[layer]).get("scope")
+    if not (isinstance(target, str) and main.resources.get(target, {}).get("type") == RESOURCE_GROUP):
+        problems.append(f"main.bicep module {layer} must be scoped to the resource group it creates, is {target}")
+    if (infra.module_files[layer].doc.get("globals") or {}).get("scope", {}).get("value") != "resourceGroup":
+        problems.append(f"{GROUP_ENTRY} should be targetScope = 'resourceGroup' (az deployment group create)")
+    problems += _check_nested_scopes(infra)
+    problems += _check_layer_params(infra, layer)
+    problems += _check_layer_outputs(infra, layer)
+    return problems
+
+
+def _group_layer(infra: Infra) -> str | None:
+    """The symbol of main.bicep's one module, when it is the loaded resources.bicep; else None."""
+    main = infra.main
     modules = [
         symbol
         for symbol, module in main.modules.items()
         if module.get("type") == "local" and Path(module["detail"]["path"]).name == GROUP_ENTRY
     ]
     if len(main.modules) != 1 or len(modules) != 1 or modules[0] not in infra.module_files:
-        return [*problems, f"main.bicep should call exactly one module, {GROUP_ENTRY}, has {sorted(main.modules)}"]
-    (layer,) = modules
-    group = infra.module_files[layer]
-    target = body(main.modules[layer]).get("scope")
-    if not (isinstance(target, str) and main.resources.get(target, {}).get("type") == RESOURCE_GROUP):
-        problems.append(f"main.bicep module {layer} must be scoped to the resource group it creates, is {target}")
-    if (group.doc.get("globals") or {}).get("scope", {}).get("value") != "resourceGroup":
-        problems.append(f"{GROUP_ENTRY} should be targetScope = 'resourceGroup' (az deployment group create)")
+        return None
+    return modules[0]
 
-    # Modules below resources.bicep deploy into the same resource group (no `scope:` elsewhere).
+
+def _check_nested_scopes(infra: Infra) -> list[str]:
+    """Modules below resources.bicep deploy into the same resource group (no `scope:` elsewhere)."""
+    problems = []
     for scope, file in infra.module_files.items():
         for symbol, module in file.modules.items():
             where = body(module).get("scope", MISSING)
@@ -901,8 +1044,13 @@ def check_layers(infra: Infra) -> list[str]:
                 problems.append(
                     f"{file.path.name} module {symbol} deploys to {infra.resolve(scope, where)}, not its own group"
                 )
+    return problems
 
-    # Parameters: the same declarations, each passed through as itself.
+
+def _check_layer_params(infra: Infra, layer: str) -> list[str]:
+    """Parameters: the same declarations in both files, each passed through as itself."""
+    problems = []
+    main, group = infra.main, infra.module_files[layer]
     for name in sorted(set(group.params) ^ set(main.params)):
         where = GROUP_ENTRY if name in group.params else MAIN_ENTRY
         problems.append(f"parameter {name} is declared in {where} only: declare it in both, verbatim")
@@ -926,8 +1074,13 @@ def check_layers(infra: Infra) -> list[str]:
             )
     for name in sorted(set(body(main.modules[layer]).get("params") or {}) - set(group.params)):
         problems.append(f"{MAIN_ENTRY} passes {name}, which {GROUP_ENTRY} does not declare")
+    return problems
 
-    # Outputs: every one of resources.bicep's, re-exported under the same name.
+
+def _check_layer_outputs(infra: Infra, layer: str) -> list[str]:
+    """Outputs: every one of resources.bicep's, re-exported under the same name."""
+    problems = []
+    main, group = infra.main, infra.module_files[layer]
     for name in sorted(set(group.outputs) - set(main.outputs)):
         problems.append(f"{MAIN_ENTRY} does not re-export {GROUP_ENTRY} output {name} (azd reads main.bicep's)")
     for name, output in main.outputs.items():
