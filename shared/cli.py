@@ -24,7 +24,8 @@ from shared.settings import apply_local_settings
 
 if TYPE_CHECKING:
     from shared.jobs import Job, Result
-    from shared.producer import JobsClient, SubmitProgress
+    from shared.producer import SubmitProgress
+    from shared.producer.aio import JobsClient
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -125,7 +126,7 @@ def _main(args: argparse.Namespace, command: Command, check: Callable[[argparse.
         if check is not None:
             check(args)  # input errors first: exit 2 whatever the settings, and before connecting
         # Imported after the settings are in the environment: aiohttp reads SSL_CERT_FILE on import.
-        from shared.producer import JobsClient
+        from shared.producer.aio import JobsClient
 
         async def run() -> int:
             async with JobsClient.from_settings() as client:

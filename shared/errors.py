@@ -13,7 +13,7 @@ class ConfigurationError(Exception):
 
 
 class ProducerError(Exception):
-    """Base class for what the producer API (``shared.producer``) raises on purpose."""
+    """Base class for what the producer API (``shared.producer`` and ``shared.producer.aio``) raises on purpose."""
 
 
 class InvalidJobError(ProducerError, ValueError):

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from emulators.aoai import answer_for
 from shared.errors import InvalidJobError, MissingPermissionError, QueueNotFoundError, WaitTimeoutError
 from shared.jobs import Job
-from shared.producer import JobsClient, SubmitProgress
-from shared.producer_sync import JobsClientSync
+from shared.producer import JobsClient as BlockingJobsClient
+from shared.producer import SubmitProgress
+from shared.producer.aio import JobsClient
 from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
 from tests.producer.helpers import blob_names, message_count, peek_bodies
 from tests.worker_fixtures import WorkerHost
@@ -22,10 +23,10 @@ from tests.worker_fixtures import WorkerHost
 def test_producer_imports_without_azure_functions_or_openai() -> None:
     code = (
         "import sys\n"
-        "import shared.producer, shared.producer_sync, shared.cli\n"
+        "import shared.producer, shared.producer.aio, shared.cli\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'openai' or m.startswith('azure.functions'))\n"
         "assert not loaded, loaded\n"
-        "from shared.producer import JobsClient\n"
+        "from shared.producer.aio import JobsClient\n"
         "JobsClient.from_settings({'AzureWebJobsStorage': 'UseDevelopmentStorage=true'})\n"
         "assert not any(m.startswith('azure.functions') for m in sys.modules)\n"
     )
@@ -134,7 +135,7 @@ async def test_typed_errors_name_the_fix(local_dev_settings: dict[str, str], for
 
 
 def test_blocking_client(local_dev_settings: dict[str, str]) -> None:
-    with JobsClientSync.from_settings(local_dev_settings) as client:
+    with BlockingJobsClient.from_settings(local_dev_settings) as client:
         with pytest.raises(QueueNotFoundError):
             client.submit({"prompt": "x"})
         assert client.get_result("nothing-yet") is None

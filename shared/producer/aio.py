@@ -1,4 +1,4 @@
-"""Enqueue jobs from other services and read their results, keyless (async).
+"""Enqueue jobs from other services and read their results, keyless: the async ``JobsClient``.
 
 ``JobsClient`` is the producer side of the contract in ``shared.jobs``: it validates a job with the
 same models the worker uses before anything is sent, gives it an id, sends it as plain JSON text
@@ -7,7 +7,7 @@ same models the worker uses before anything is sent, gives it an id, sends it as
 ``DefaultAzureCredential`` unless you pass a credential (or, for Azurite, a connection string).
 
 It does not import ``azure.functions`` or ``openai``: a producer service needs only the storage
-and identity SDKs and pydantic. A blocking wrapper lives in ``shared.producer_sync``.
+and identity SDKs and pydantic. Its blocking twin, with the same methods, is ``shared.producer.JobsClient``.
 
 Roles the identity needs (data plane, on the storage account or narrower):
 
@@ -27,7 +27,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -76,6 +76,7 @@ __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_jo
 logger = logging.getLogger(__name__)
 
 
+# What submit and submit_many take: a contract Job, or a dict of the same shape.
 JobInput = Job | Mapping[str, Any]
 
 # Payloads go up in pieces of at most 1 MiB: aiohttp warns (ResourceWarning) that a bigger single
@@ -202,13 +203,12 @@ def _blob_url_for(queue_account_url: str) -> str:
 
 
 class JobsClient:
-    """Submit jobs to the worker's queue and read their results.
+    """Submit jobs to the worker's queue and read their results (async).
 
-    ``JobsClient(queue_account_url, credential=None, *, blob_account_url=None, queue="jobs",
-    results_container="results", payloads_container="job-payloads")``: the account URLs of the queue
-    and blob services (the blob one is derived for public-cloud URLs). ``credential`` is any async
-    TokenCredential; by default an async ``DefaultAzureCredential`` owned (and closed) by this client.
-    Use ``async with`` or call ``close()``.
+    Build it with the constructor (account URLs and a credential), ``from_settings`` (the worker's
+    own app settings) or ``from_connection_string`` (Azurite). Use ``async with`` or call
+    ``close()``. Each method's docstring names the data-plane role it needs; a 403 for lack of it
+    raises ``MissingPermissionError`` naming that role and the resource.
     """
 
     def __init__(
@@ -222,6 +222,18 @@ class JobsClient:
         payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
         **client_kwargs: Any,
     ) -> None:
+        """Connect to the queue and blob services of one storage account with an Entra ID credential.
+
+        ``queue_account_url`` is ``https://<account>.queue.core.windows.net``; ``blob_account_url``
+        is derived from it for public-cloud URLs (pass it for any other endpoint). ``credential`` is
+        any async TokenCredential; by default an async ``DefaultAzureCredential`` owned (and closed)
+        by this client. ``queue``, ``results_container`` and ``payloads_container`` must match the
+        worker's ``JOBS_QUEUE``, ``RESULTS_CONTAINER`` and ``PAYLOADS_CONTAINER``; ``client_kwargs``
+        go to both storage clients. Nothing is sent yet, so no role is needed here.
+
+        Raises ConfigurationError for a name storage would refuse, ValueError when the blob URL
+        cannot be derived.
+        """
         owned = None
         if credential is None:
             from azure.identity.aio import DefaultAzureCredential
@@ -290,7 +302,12 @@ class JobsClient:
         payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
         **client_kwargs: Any,
     ) -> Self:
-        """For Azurite (``UseDevelopmentStorage=true`` or its full string). Azure accounts here allow no keys."""
+        """Connect with a storage connection string: for Azurite only (the Azure account allows no keys).
+
+        ``connection_string`` is ``UseDevelopmentStorage=true`` expanded, or Azurite's full string;
+        the keyword options are the constructor's. Raises ConfigurationError for a bad name and
+        ValueError for a malformed connection string.
+        """
         return cls._from_services(
             QueueServiceClient.from_connection_string(connection_string, **client_kwargs),
             BlobServiceClient.from_connection_string(connection_string, **{**_BLOB_OPTIONS, **client_kwargs}),
@@ -308,7 +325,8 @@ class JobsClient:
 
         ``env`` defaults to ``os.environ``; raises ConfigurationError naming a missing/bad setting.
         Without ``credential``, the worker's credential (DefaultAzureCredential, ``AZURE_CLIENT_ID``
-        for a user-assigned identity) is created and owned by the client.
+        for a user-assigned identity) is created and owned by the client. Nothing is sent yet, so
+        no role is needed here.
         """
         # Imported here: shared.connections also builds the worker's OpenAI client, which a
         # producer that passes URLs itself need not install.
@@ -338,17 +356,21 @@ class JobsClient:
 
     @property
     def queue_url(self) -> str:
+        """URL of the jobs queue this client sends to (shown in errors; no request is made)."""
         return str(self._jobs.url)
 
     async def __aenter__(self) -> Self:
+        """Return the client itself; ``close()`` runs when the block ends."""
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """Close the client (see ``close``)."""
         await self.close()
 
     async def close(self) -> None:
+        """Close the storage clients and the credential this client created (never one passed in)."""
         await self._queues.close()
         await self._blobs.close()
         if self._owned_credential is not None:
@@ -365,6 +387,11 @@ class JobsClient:
         stores the result as ``<id>.json``, so the id is how you find it (``get_result``/``wait``), and
         it makes a resubmission harmless (the worker skips a job whose result exists). A job over
         the claim-check size is stored in the payloads container and a small reference is enqueued.
+
+        Needs *Storage Queue Data Message Sender* on the jobs queue, and *Storage Blob Data
+        Contributor* on the payloads container for a claim-check job. Raises InvalidJobError,
+        QueueNotFoundError when the queue does not exist, MissingPermissionError on a 403, and the
+        storage SDK's HttpResponseError for any other storage failure.
         """
         prepared = _prepare(job)
         await self._send(prepared)
@@ -383,6 +410,8 @@ class JobsClient:
         invalid job (InvalidJobError with ``index``) means nothing is sent. ``progress`` is called
         after each job is on the queue; if a send fails, the error is raised once the sends in
         flight settle, and exactly the jobs reported to ``progress`` were sent.
+
+        Needs the roles of ``submit`` and raises its errors; ValueError for ``concurrency`` below 1.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -453,8 +482,12 @@ class JobsClient:
     # ---- results ----
 
     async def get_result(self, job_id: str) -> Result | None:
-        """The job's stored result, or None if there is none yet. Storage errors raise (a 403 as
-        MissingPermissionError naming *Storage Blob Data Reader*)."""
+        """Return the job's stored result, or None if there is none yet.
+
+        Needs *Storage Blob Data Reader* on the results container. Raises InvalidJobError for an id
+        outside the contract, MissingPermissionError on a 403, ProducerError for a blob that is not a
+        result, and the storage SDK's HttpResponseError for any other storage failure.
+        """
         name = f"{_check_id(job_id)}.json"
         try:
             data = await (await self._results.download_blob(name)).readall()
@@ -485,8 +518,10 @@ class JobsClient:
         """Poll until every job has a result; return them keyed by id, in the order given.
 
         Polls the missing ones with exponential backoff (``poll_interval`` doubling up to
-        ``max_interval``, with jitter). Raises WaitTimeoutError listing the ids still missing
-        after ``timeout`` seconds (its ``results`` holds those that arrived).
+        ``max_interval``, with jitter), at most ``concurrency`` reads at a time. Raises
+        WaitTimeoutError listing the ids still missing after ``timeout`` seconds (its ``results``
+        holds those that arrived), and whatever ``get_result`` raises, whose role it needs
+        (*Storage Blob Data Reader* on the results container).
         """
         order = [_check_id(job_id) for job_id in dict.fromkeys(ids)]
         found: dict[str, Result] = {}
@@ -527,12 +562,17 @@ class JobsClient:
         timeout: float | None = None,
         poll_interval: float = 0.5,
         max_interval: float = 5.0,
-    ) -> AsyncIterator[Notice]:
+    ) -> AsyncGenerator[Notice, None]:
         """Follow a reply queue (a job's ``reply_to``): yield each notice, deleting it once the
         caller asks for the next one (a notice the caller did not get past comes back later).
 
         Stops after ``max_notices``, when the queue is empty with ``once``, or after ``timeout``
-        seconds without reaching ``max_notices``. Needs *Storage Queue Data Message Processor*.
+        seconds without reaching ``max_notices``; an empty queue is polled with backoff from
+        ``poll_interval`` up to ``max_interval``. A message that is not a notice is logged and left.
+
+        Needs *Storage Queue Data Message Processor* on the reply queue. Raises ConfigurationError
+        for a bad queue name, QueueNotFoundError when it does not exist, MissingPermissionError on a
+        403, and the storage SDK's HttpResponseError for any other storage failure.
         """
         queue = self._queues.get_queue_client(_check_name(reply_queue, "reply queue"))
         url = str(queue.url)
