@@ -35,6 +35,10 @@ class Outcome:
     def status(self) -> dict[str, str]:
         return {name: c["status"] for name, c in self.checks.items()}
 
+    def reasons(self) -> dict[str, str]:
+        """``check id -> reason`` of the checks whose reason is not plain ``ok``."""
+        return {name: c["reason"] for name, c in self.checks.items() if c["reason"] != "ok"}
+
     def __getitem__(self, check: str) -> dict[str, Any]:
         return self.checks[check]
 

@@ -1,0 +1,235 @@
+"""Azure OpenAI: a 1-token chat completion on the configured deployment, through the same SDK path as
+the worker; each way it fails is mapped to the setting or role to fix (``--wait`` retries
+PermissionDenied while a role assignment propagates)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from urllib.parse import urlsplit
+
+import openai
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity.aio import get_bearer_token_provider
+from openai import AsyncAzureOpenAI
+
+from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE
+from shared.doctor.credential import EXPECTED_AUDIENCE, wrong_audience
+from shared.doctor.model import OPENAI, Check, Context, one_line
+from shared.settings import Settings
+
+WAIT_INTERVALS = (5.0, 7.0, 10.0)  # then 10 s each time
+OPENAI_HOST_DOMAINS = ("openai.azure.com", "cognitiveservices.azure.com", "services.ai.azure.com")
+NO_AUTH_PROBLEM = "nothing to fix for auth"
+
+
+def _service_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return one_line(body["message"])
+    return one_line(exc.message)
+
+
+def _openai_resource_scope(ctx: Context, settings: Settings) -> str:
+    """``--scope`` for ``az role assignment create``: the OpenAI resource, never the subscription."""
+    if ctx.options.openai_resource_id:
+        return ctx.options.openai_resource_id
+    host = urlsplit(settings.openai_endpoint).hostname or ""
+    name, _, domain = host.partition(".")
+    if domain in OPENAI_HOST_DOMAINS:
+        return f"$(az cognitiveservices account show --name {name} --resource-group <resource-group> --query id -o tsv)"
+    return '"<OpenAI resource id>"'
+
+
+async def _chat_once(settings: Settings, client: AsyncAzureOpenAI) -> None:
+    await client.chat.completions.create(
+        model=settings.default_deployment,
+        messages=[{"role": "user", "content": "ping"}],
+        max_tokens=1,
+    )
+
+
+def _is_permission_denied(exc: Exception) -> bool:
+    return isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError) and (
+        exc.code == "PermissionDenied"
+    )
+
+
+async def check_openai(ctx: Context) -> Check:
+    if ctx.settings is None:
+        return OPENAI.skip("settings_failed", "settings are incomplete (Settings failed)")
+    if ctx.credential is None or not ctx.has_token:
+        return OPENAI.skip("no_token", "no token (Credential failed)")
+    settings = ctx.settings
+    where = f"{settings.openai_endpoint}, deployment {settings.default_deployment}"
+    client = AsyncAzureOpenAI(
+        azure_endpoint=settings.openai_endpoint,
+        api_version=settings.api_version,
+        azure_ad_token_provider=get_bearer_token_provider(ctx.credential, ctx.options.scope),
+        max_retries=0,
+        timeout=min(settings.openai_timeout, 30.0),
+    )
+    started = time.monotonic()
+    async with client:
+        try:
+            await _chat_once(settings, client)
+        except Exception as exc:
+            if not (_is_permission_denied(exc) and ctx.options.wait > 0):
+                return _openai_failed(ctx, settings, exc, where)
+            try:
+                await _wait_for_role(ctx, settings, client, started, exc)
+            except Exception as again:
+                return _openai_failed(ctx, settings, again, where, waited=time.monotonic() - started)
+            return OPENAI.ok(
+                f"{where} answered after the role took effect ({time.monotonic() - started:.0f} s of --wait) "
+                f"for {ctx.principal}",
+                reason="ok_after_wait",
+            )
+    return OPENAI.ok(f"{where} answered a 1-token completion for {ctx.principal}")
+
+
+async def _count_down(ctx: Context, note: str, delay: float, left: float) -> None:
+    """Sleep ``delay`` seconds saying so on stderr: a live countdown on a terminal, one line in logs."""
+    if not ctx.stderr.isatty():
+        ctx.stderr.write(f"{note} {delay:.0f} s, {left:.0f} s left\n")
+        ctx.stderr.flush()
+        await asyncio.sleep(delay)
+        return
+    deadline = time.monotonic() + left
+    ticks = math.ceil(delay)
+    for remaining in range(ticks, 0, -1):
+        ctx.stderr.write(f"\r{note} {remaining:3d} s, {deadline - time.monotonic():4.0f} s left ")
+        ctx.stderr.flush()
+        await asyncio.sleep(min(1.0, delay - (ticks - remaining)))
+    ctx.stderr.write("\n")
+
+
+async def _wait_for_role(
+    ctx: Context, settings: Settings, client: AsyncAzureOpenAI, started: float, denied: Exception
+) -> None:
+    """Retry while PermissionDenied, with a countdown on stderr, until ``--wait`` runs out.
+
+    Returns once a call succeeds; raises the last error (PermissionDenied when time ran out)."""
+    deadline = started + ctx.options.wait
+    attempt = 1
+    while (left := deadline - time.monotonic()) > 0:
+        delay = min(WAIT_INTERVALS[min(attempt - 1, len(WAIT_INTERVALS) - 1)], left)
+        note = f"  PermissionDenied (attempt {attempt}): the role may still be propagating; retrying in"
+        await _count_down(ctx, note, delay, left)
+        attempt += 1
+        try:
+            await _chat_once(settings, client)
+        except Exception as exc:
+            if not _is_permission_denied(exc):
+                raise
+            denied = exc
+            continue
+        ctx.stderr.write(f"  attempt {attempt}: the role is in effect\n")
+        ctx.stderr.flush()
+        return
+    raise denied
+
+
+def _openai_failed(ctx: Context, settings: Settings, exc: Exception, where: str, waited: float | None = None) -> Check:
+    if isinstance(exc, openai.APIStatusError) and _is_permission_denied(exc):
+        return _role_missing(ctx, settings, exc, where, waited)
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return _unauthorized(ctx, exc, where)
+    if isinstance(exc, openai.NotFoundError):
+        return _not_found(settings, exc)
+    return _other_failure(settings, exc, where)
+
+
+def _role_missing(
+    ctx: Context, settings: Settings, exc: openai.APIStatusError, where: str, waited: float | None
+) -> Check:
+    still = f"; still denied after {waited:.0f} s of --wait" if waited is not None else ""
+    advice = "" if waited is not None else "; rerun with --wait to retry until it applies"
+    return OPENAI.fail(
+        "role_missing" if waited is None else "role_missing_after_wait",
+        f"{exc.status_code} PermissionDenied from {where}: {_service_message(exc)}\n"
+        f"principal {ctx.principal} lacks the '{OPENAI_USER_ROLE}' role on the Azure OpenAI resource{still}. "
+        f"A new role assignment takes up to ~10 minutes to apply{advice}",
+        f'az role assignment create --assignee {ctx.oid} --role "{OPENAI_USER_ROLE}" '
+        f"--scope {_openai_resource_scope(ctx, settings)}",
+    )
+
+
+def _unauthorized(ctx: Context, exc: openai.AuthenticationError | openai.PermissionDeniedError, where: str) -> Check:
+    """401/403 other than PermissionDenied: the request's credential itself was refused."""
+    if exc.code == "AuthenticationTypeDisabled":
+        return OPENAI.fail(
+            "api_key_sent",
+            f"{exc.status_code} {exc.code}: {_service_message(exc)}",
+            "the request carried an api-key header: remove AZURE_OPENAI_API_KEY / api_key and use Entra ID",
+        )
+    detail = f"{exc.status_code} from {where}: {_service_message(exc)}"
+    audience = wrong_audience(ctx)
+    if audience is not None:
+        return OPENAI.fail(
+            "wrong_audience",
+            f"{detail}\nthe token's audience is {audience or '?'}, not {EXPECTED_AUDIENCE} (see Scope)",
+            f"request the token with scope {COGNITIVE_SERVICES_SCOPE}",
+        )
+    return OPENAI.fail(
+        "token_rejected",
+        f"{detail}\nthe token has the right audience, so it is expired or from another tenant than the resource "
+        f"(token tid {ctx.claims.get('tid', '?')})",
+        "`az login --tenant <the OpenAI resource's tenant id>` (or check this machine's clock)",
+    )
+
+
+def _not_found(settings: Settings, exc: openai.NotFoundError) -> Check:
+    if exc.code == "DeploymentNotFound":
+        return OPENAI.fail(
+            "deployment_not_found",
+            f"404 DeploymentNotFound: no deployment named '{settings.default_deployment}' on "
+            f"{settings.openai_endpoint}: {_service_message(exc)}",
+            "set AZURE_OPENAI_DEPLOYMENT to a deployment name listed by `az cognitiveservices account "
+            "deployment list -n <resource> -g <resource-group> --query [].name`",
+        )
+    return OPENAI.fail(
+        "endpoint_not_found",
+        f"404 from {settings.openai_endpoint}/openai/deployments/...: {_service_message(exc)} "
+        f"(api-version {settings.api_version})",
+        "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path) and "
+        "AZURE_OPENAI_API_VERSION to a GA version such as 2024-10-21",
+    )
+
+
+def _other_failure(settings: Settings, exc: Exception, where: str) -> Check:
+    """Authorized but refused (warnings), unreachable, failing, or an error of the credential while calling."""
+    if isinstance(exc, openai.RateLimitError):
+        return OPENAI.warn(
+            "throttled",
+            f"authorized, but throttled (429): {_service_message(exc)}",
+            f"{NO_AUTH_PROBLEM}; raise the deployment's TPM quota if this persists",
+        )
+    if isinstance(exc, openai.BadRequestError):
+        return OPENAI.warn(
+            "probe_refused",
+            f"authorized; the deployment refused the 1-token probe (400 {exc.code}): {_service_message(exc)}",
+            f"{NO_AUTH_PROBLEM}; check the deployment's model accepts max_tokens",
+        )
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        cause = exc.__cause__ or exc
+        return OPENAI.fail(
+            "unreachable",
+            f"cannot reach {settings.openai_endpoint}: {one_line(str(cause) or type(cause).__name__)}",
+            "check AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com, the custom subdomain) and that "
+            "this network can reach it (private endpoint, firewall, DNS)",
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return OPENAI.fail(
+            "service_error",
+            f"{exc.status_code} from {where}: {_service_message(exc)}",
+            "the service is failing; retry later and check the resource's health in the portal",
+        )
+    if isinstance(exc, ClientAuthenticationError):
+        return OPENAI.fail(
+            "credential_failed",
+            f"the credential failed while calling: {one_line(exc.message)}",
+            "see Credential above",
+        )
+    return OPENAI.fail("unexpected_error", f"{type(exc).__name__}: {one_line(str(exc))}", "see the error above")
