@@ -8,9 +8,17 @@ Answers are a pure function of the request (``answer_for``), so tests can assert
 Run standalone: ``python -m emulators.aoai --port 0 --grant <oid>`` prints the endpoint to export.
 Control API (no auth; the real service has no ``/_emulator`` prefix): see ``app.create_app``.
 
-Modules: ``config`` (what can be tuned), ``answers`` (deterministic replies and token counts),
-``rates`` (sliding-window quotas), ``state`` (the live state), ``app`` (the aiohttp app,
-``start``) and ``cli`` (``main``). This package re-exports what tests, bench and ``make run`` use.
+A deployment's *model* decides its rules: reasoning families (gpt-5*, o1*, o3*, o4*; ``is_reasoning_model``)
+refuse ``max_tokens``, non-default ``temperature``/``top_p``, ``stop``, ``logit_bias``... with Azure's 400 bodies
+and spend ``REASONING_TOKENS[reasoning_effort]`` out of ``max_completion_tokens`` before answering (a small budget
+gives HTTP 200, empty content, ``finish_reason: "length"``); gpt-4.1-class models take the classic parameters.
+Admission charges prompt estimate + ``max_completion_tokens`` (or ``max_tokens``, or the configured default), and
+every data-plane answer naming a deployment carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``.
+
+Modules: ``config`` (what can be tuned), ``models`` (known models and each family's rules), ``answers``
+(deterministic replies and token counts), ``rates`` (sliding-window quotas and their headers), ``state`` (the live
+state), ``app`` (the aiohttp app, ``start``) and ``cli`` (``main``). This package re-exports what tests, bench and
+``make run`` use.
 """
 
 from emulators.aoai.answers import (
@@ -23,9 +31,12 @@ from emulators.aoai.answers import (
 from emulators.aoai.app import STATE, Running, start
 from emulators.aoai.cli import main
 from emulators.aoai.config import EmulatorConfig
+from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model
 from emulators.aoai.state import EmulatorState
 
 __all__ = [
+    "KNOWN_MODELS",
+    "REASONING_TOKENS",
     "STATE",
     "EmulatorConfig",
     "EmulatorState",
@@ -35,6 +46,7 @@ __all__ = [
     "count_text_tokens",
     "estimate_request_tokens",
     "fill_schema",
+    "is_reasoning_model",
     "main",
     "start",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -68,15 +68,33 @@ def render_content(messages: list[dict[str, Any]], deployment: str, response_for
     return text
 
 
-def reply_for(body: dict[str, Any], deployment: str) -> tuple[str, str]:
-    """(content, finish_reason) for a validated request: ``render_content`` cut before each ``stop`` it
-    contains, then to the completion budget (finish_reason ``"length"``)."""
+class Reply(NamedTuple):
+    """What the model produced: ``content``, ``finish_reason`` and the reasoning tokens it spent first."""
+
+    content: str
+    finish_reason: str
+    reasoning_tokens: int = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        """Billed output: the visible content's tokens plus the reasoning tokens (as Azure counts them)."""
+        return count_text_tokens(self.content) + self.reasoning_tokens
+
+
+def reply_for(body: dict[str, Any], deployment: str, reasoning: int = 0) -> Reply:
+    """The reply to a validated request: ``render_content`` cut before each ``stop`` it contains; then
+    ``reasoning`` tokens are spent out of the completion budget first and the text is cut to what is left
+    (finish_reason ``"length"``; a budget the reasoning used up leaves ``""``: the empty-output trap)."""
     text, finish = render_content(body["messages"], deployment, body.get("response_format")), "stop"
     stops = body.get("stop")
     for stop in [stops] if isinstance(stops, str) else stops or []:
         if isinstance(stop, str) and stop and stop in text:
             text = text[: text.index(stop)]
     budget = body.get("max_completion_tokens") or body.get("max_tokens")
-    if budget is not None and count_text_tokens(text) > budget:
-        text, finish = text[: budget * 4], "length"  # 4 chars per token: exactly `budget` tokens
-    return text, finish
+    if budget is None:
+        return Reply(text, finish, reasoning)
+    spent = min(reasoning, budget)
+    left = budget - spent
+    if count_text_tokens(text) > left:
+        text, finish = text[: left * 4], "length"  # 4 chars per token: exactly `left` tokens
+    return Reply(text, finish, spent)

@@ -15,13 +15,8 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from emulators import _server
-from emulators.aoai.answers import (
-    count_prompt_tokens,
-    count_text_tokens,
-    estimate_request_tokens,
-    message_text,
-    reply_for,
-)
+from emulators.aoai import models
+from emulators.aoai.answers import count_prompt_tokens, estimate_request_tokens, message_text, reply_for
 from emulators.aoai.config import EmulatorConfig
 from emulators.aoai.state import EmulatorState
 from emulators.tokens import TokenError, verify
@@ -170,6 +165,8 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
         return _error(404, "DeploymentNotFound", NOT_DEPLOYED)
     if invalid := _validate(body):
         return invalid
+    if refused := models.refusal(body, spec.model):  # the model's rules: reasoning families refuse some parameters
+        return web.json_response(refused, status=400)
     if fault := await _fault(request, state):
         return fault
     if throttled := state.admit(deployment, estimate_request_tokens(body, state.config.default_max_tokens)):
@@ -180,23 +177,25 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
 async def _complete(
     request: web.Request, state: EmulatorState, body: dict[str, Any], deployment: str, model: str
 ) -> web.Response:
-    """An admitted request: the content filter, the (deterministic) reply after its latency, usage counted."""
+    """An admitted request: the content filter, the (deterministic) reply after its latency, usage counted.
+    Reasoning models spend ``models.reasoning_tokens`` out of the budget first; usage reports them."""
     config, messages = state.config, body["messages"]
     prompt = "\n".join(message_text(m) for m in messages)
     if config.filter_trigger_prompt and config.filter_trigger_prompt in prompt:
         inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": FLAGGED}
         return _error(400, "content_filter", FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner)
 
-    text, finish = reply_for(body, deployment)
-    completion_tokens, filtered = count_text_tokens(text), SAFE
-    content: str | None = text
-    if config.filter_trigger_output and config.filter_trigger_output in text:
+    reply = reply_for(body, deployment, models.reasoning_tokens(body, model))
+    completion_tokens, finish, filtered = reply.completion_tokens, reply.finish_reason, SAFE
+    content: str | None = reply.content
+    if config.filter_trigger_output and config.filter_trigger_output in reply.content:
         content, finish, filtered = None, "content_filter", FLAGGED  # generated (and billed), then withheld
     if not await state.sleep((config.latency_ms + config.per_token_ms * completion_tokens) / 1000):
         return _drop(request)
     prompt_tokens = count_prompt_tokens(messages)
     state.prompt_tokens += prompt_tokens
     state.completion_tokens += completion_tokens
+    state.reasoning_tokens += reply.reasoning_tokens
     state.completions += 1
     return web.json_response(
         {
@@ -217,6 +216,13 @@ async def _complete(
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "completion_tokens_details": {
+                    "accepted_prediction_tokens": 0,
+                    "audio_tokens": 0,
+                    "reasoning_tokens": reply.reasoning_tokens,  # 0 for non-reasoning models
+                    "rejected_prediction_tokens": 0,
+                },
+                "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
             },
             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
             "system_fingerprint": config.system_fingerprint,
@@ -237,7 +243,8 @@ async def v1_chat(request: web.Request) -> web.Response:
 
 @web.middleware
 async def data_plane(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids and rate-limit headers on every data-plane answer, and the per-request counters."""
+    """Request ids and the six ``x-ratelimit-*`` headers (``rates.headers``) on every data-plane answer that names
+    a deployment (200, 4xx, 429, 5xx alike), and the per-request counters."""
     if not request.path.startswith("/openai/"):
         return await handler(request)
     try:
@@ -251,7 +258,7 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
     if isinstance(deployment, str):
         state.by_deployment[deployment] += 1
         if deployment in state.config.deployments:
-            response.headers.update(state.remaining(deployment))
+            response.headers.update(state.rate_headers(deployment))
     state.by_status["dropped" if request.get(DROPPED) else str(response.status)] += 1
     return response
 

@@ -26,14 +26,16 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME[=MODEL]",
-        help="deployment (repeatable; default gpt-4o-mini)",
+        help="deployment (repeatable; default gpt-4o-mini); its model decides the rules: gpt-5*/o1*/o3*/o4* are "
+        "reasoning models (known names such as gpt-5.4-mini get their versioned model)",
     )
     parser.add_argument("--latency-ms", type=float, default=0, help="fixed latency per completion")
     parser.add_argument(
         "--tpm",
         type=int,
         default=None,
-        help="tokens per minute per deployment (default unlimited; no max_tokens = 4096 charged)",
+        help="tokens per minute per deployment (default unlimited); a request is charged its prompt + "
+        "max_completion_tokens or max_tokens (4096 if neither)",
     )
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute per deployment (default unlimited)")
     args = parser.parse_args(argv)

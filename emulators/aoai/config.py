@@ -6,16 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Deployment name -> the versioned model name Azure reports in ``model`` for it.
-KNOWN_MODELS = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06", "gpt-4.1": "gpt-4.1-2025-04-14"}
+from emulators.aoai.models import KNOWN_MODELS
+from emulators.aoai.models import model_for as _model_for
 
-
-def _model_for(deployment: str) -> str:
-    return KNOWN_MODELS.get(deployment, deployment)
+__all__ = ["KNOWN_MODELS", "Deployment", "EmulatorConfig"]
 
 
 class Deployment(BaseModel):
-    """One model deployment; ``tpm``/``rpm`` override the emulator-wide limits for it."""
+    """One model deployment; ``model`` decides its rules (``models.is_reasoning_model``); ``tpm``/``rpm``
+    override the emulator-wide limits for it."""
 
     model_config = ConfigDict(extra="forbid")
     model: str

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
-UNLIMITED_REPORTED = 1_000_000_000  # what x-ratelimit-remaining-* count down from when no limit is set
+UNLIMITED_REPORTED = 1_000_000_000  # x-ratelimit-limit-* when no limit is set; remaining-* count down from it
 
 # (monotonic time admitted, tokens charged), oldest first.
 Window = deque[tuple[float, int]]
@@ -59,9 +60,36 @@ def _token_wait(window: Window, quota: Quota, estimate: int, now: float) -> tupl
     return None
 
 
-def remaining(window: Window, quota: Quota) -> dict[str, str]:
-    """The ``x-ratelimit-remaining-*`` headers for an expired ``window``."""
+def headers(window: Window, quota: Quota, now: float) -> dict[str, str]:
+    """The six ``x-ratelimit-*`` headers for an expired ``window``.
+
+    ``limit`` is the deployment's rpm/tpm (``UNLIMITED_REPORTED`` when it has none, counted down like a limit);
+    ``remaining`` is what the window has left; ``reset`` is the time until the window is back to its initial
+    state (its newest charge expires), in OpenAI's duration form (``duration``). Requests and tokens are charged
+    to one window, so both resets are equal.
+    """
+    requests, tokens = quota.rpm or UNLIMITED_REPORTED, quota.tpm or UNLIMITED_REPORTED
+    reset = duration(window[-1][0] + quota.span - now if window else 0)
     return {
-        "x-ratelimit-remaining-requests": str(max(0, (quota.rpm or UNLIMITED_REPORTED) - len(window))),
-        "x-ratelimit-remaining-tokens": str(max(0, (quota.tpm or UNLIMITED_REPORTED) - sum(n for _, n in window))),
+        "x-ratelimit-limit-requests": str(requests),
+        "x-ratelimit-limit-tokens": str(tokens),
+        "x-ratelimit-remaining-requests": str(max(0, requests - len(window))),
+        "x-ratelimit-remaining-tokens": str(max(0, tokens - sum(n for _, n in window))),
+        "x-ratelimit-reset-requests": reset,
+        "x-ratelimit-reset-tokens": reset,
     }
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as OpenAI's reset headers write it (Go's duration form), rounded up to the millisecond:
+    ``"0s"``, ``"250ms"``, ``"6s"``, ``"8.64s"``, ``"1m0s"``, ``"1h2m3.5s"``."""
+    millis = max(0, math.ceil(round(seconds * 1000, 6)))
+    if millis < 1000:
+        return f"{millis}ms" if millis else "0s"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, fraction = divmod(rest, 1000)
+    text = f"{whole}.{fraction:03d}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    return f"{minutes}m{text}" if minutes else text

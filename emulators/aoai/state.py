@@ -26,7 +26,7 @@ class EmulatorState:
     def reset_stats(self) -> None:
         self.by_status: Counter[str] = Counter()
         self.by_deployment: Counter[str] = Counter()
-        self.prompt_tokens = self.completion_tokens = self.completions = 0
+        self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = self.completions = 0
         self.principals: set[str] = set()
         self.tokens: set[str] = set()
 
@@ -36,7 +36,8 @@ class EmulatorState:
             "by_status": dict(self.by_status),
             "by_deployment": dict(self.by_deployment),
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
+            "completion_tokens": self.completion_tokens,  # reasoning tokens included, as Azure bills them
+            "reasoning_tokens": self.reasoning_tokens,
             "throttled": self.by_status["429"],
             "completions": self.completions,
             "principals": sorted(self.principals),
@@ -86,8 +87,10 @@ class EmulatorState:
         now = time.monotonic()
         return rates.admit(self._window(deployment, now), self.quota(deployment), estimate, now)
 
-    def remaining(self, deployment: str) -> dict[str, str]:
-        return rates.remaining(self._window(deployment, time.monotonic()), self.quota(deployment))
+    def rate_headers(self, deployment: str) -> dict[str, str]:
+        """The ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers for the deployment right now."""
+        now = time.monotonic()
+        return rates.headers(self._window(deployment, now), self.quota(deployment), now)
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep without blocking the loop; False if the server began shutting down meanwhile."""
