@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck check run bench infra-check clean
+.PHONY: setup test test-fast lint typecheck check run bench infra-check clean
 
 setup: $(STAMP) node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -24,6 +24,10 @@ examples/typescript/node_modules/.package-lock.json: examples/typescript/package
 
 test: setup
 	$(PY) -m pytest
+
+# Unit and infra tests only: no Azurite, Node.js or worker host (tests marked e2e are left out).
+test-fast: setup
+	$(PY) -m pytest -m "not e2e"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -12,10 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-# First, before anything imports aiohttp: the suite's conftest trusts the keyless Azurite's
-# certificate (aiohttp reads SSL_CERT_FILE once, at import) and installs the loopback-only
-# network guard in this process.
-import tests.conftest  # noqa: F401
+from emulators import netguard
+from emulators.stack import environment
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,15 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md and profile.txt go")
     parser.add_argument("--workdir", type=Path, default=HERE / "out", help="logs and scratch (emptied first)")
     args = parser.parse_args(argv)
+    # First, before anything imports aiohttp (it reads SSL_CERT_FILE once, at import): trust the
+    # keyless Azurite's certificate. Then this process dials nothing but loopback, like the tests.
+    cert_dir = environment.trust_local_certificate()
+    netguard.install()
     from bench.report import markdown, write_outputs
     from bench.scenarios import FULL, SMOKE, run_all
-    from bench.stack import start_local_azure
+    from emulators.stack.services import start_local_azure
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     scale = FULL if args.scale == "full" else SMOKE
     print(f"bench: scale {scale.name}; logs in {args.workdir}", flush=True)
-    with start_local_azure(args.workdir) as stack:
+    with start_local_azure(args.workdir, cert_dir) as stack:
         report = asyncio.run(run_all(stack, scale, args.out, args.workdir / "logs"))
     write_outputs(report, args.out)
     print(markdown(report))

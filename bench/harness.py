@@ -1,17 +1,16 @@
 """Processes, producers and measurements shared by the bench scenarios.
 
 Workers run as the product does: ``python -m emulators.functions_host`` (or the sync baseline)
-in its own process, behind the suite's network guard. The bench process enqueues, waits and
-reads results; it never shares a GIL with the worker it measures.
+in its own process, behind the suite's network guard, started by emulators.stack.workers as the
+tests start theirs. The bench process enqueues, waits and reads results; it never shares a GIL
+with the worker it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from bench.stack import REPO, child_env
+from emulators.stack.workers import HOST_MODULE, Jobs, WaitTimeout, WorkerHost, host_command, start_host, wait_until
 from emulators.tokens import Principal, TokenIssuer
 from shared.connections import StorageEndpoints
-from tests.worker_fixtures import Jobs, WorkerHost
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HOST_MODULES = (HOST_MODULE, "bench.profiled_host")  # the ones taking the local host's arguments
 PRODUCER = Principal(object_id="be4c0000-0000-4000-8000-0000000be4c0", name="bench-producer")
 
 
@@ -65,9 +63,10 @@ class IssuerCredential:
 
 
 def producer_jobs(settings: dict[str, str], issuer: TokenIssuer) -> Jobs:
-    """A tests.worker_fixtures.Jobs for ``settings`` (key or token, as the settings say).
+    """An emulators.stack.workers.Jobs for ``settings`` (key or token, as the settings say).
 
-    HTTPS trust comes from SSL_CERT_FILE, set by tests.conftest before aiohttp was imported.
+    HTTPS trust comes from SSL_CERT_FILE, set by bench/__main__.py (or tests/conftest.py) before
+    aiohttp was imported.
     Not ``connection_verify=<path>``: azure-core then builds a new SSLContext per request, so
     aiohttp (whose pool is keyed by the context) opens a new TLS connection for every request.
     """
@@ -83,76 +82,29 @@ def producer_jobs(settings: dict[str, str], issuer: TokenIssuer) -> Jobs:
     return Jobs(settings, queues, blobs)
 
 
-async def close_jobs(jobs: Jobs) -> None:
-    await jobs.queues.close()
-    await jobs.blobs.close()
-
-
 def job_body(i: int, *, max_tokens: int = 16) -> dict[str, Any]:
     return {"id": f"bench-{i:05d}", "prompt": f"Question number {i:05d}?", "parameters": {"max_tokens": max_tokens}}
 
 
 async def enqueue(jobs: Jobs, bodies: Sequence[dict[str, Any]], concurrency: int = 16) -> None:
-    """Send every body (plain JSON text, host.json messageEncoding none), a few at a time."""
-    with contextlib.suppress(ResourceExistsError):
-        await jobs.queue.create_queue()
-    gate = asyncio.Semaphore(concurrency)
-    queue = jobs.queue
-
-    async def send(body: dict[str, Any]) -> None:
-        async with gate:
-            await queue.send_message(json.dumps(body))
-
-    await asyncio.gather(*(send(b) for b in bodies))
-
-
-async def queue_count(jobs: Jobs) -> int:
-    """Messages on the jobs queue, visible or not (0 once every delivery finished)."""
-    try:
-        return (await jobs.queue.get_queue_properties()).approximate_message_count or 0
-    except ResourceNotFoundError:
-        return 0
+    """Create the queue if need be and send every body (plain JSON text), a few at a time."""
+    await jobs.ensure_queue()
+    await jobs.send(*bodies, concurrency=concurrency)
 
 
 async def wait_drained(jobs: Jobs, host: WorkerHost, timeout: float, poll: float = 0.5) -> bool:
-    """Wait until the queue holds nothing (every job's delivery deleted); False on timeout or exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if host.process.poll() is not None:
-            return False
-        if await queue_count(jobs) == 0:
-            return True
-        await asyncio.sleep(poll)
-    return False
-
-
-async def fetch_results(jobs: Jobs, concurrency: int = 24) -> list[dict[str, Any]]:
-    """Every stored result document (one list call, then downloads a few at a time)."""
-    container = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
+    """Wait until the queue holds nothing (every job's delivery deleted); False (and why, with the
+    worker's log, on stdout) at the deadline or if the worker exits: the run reports what it got."""
     try:
-        names = [blob.name async for blob in container.list_blobs()]
-    except ResourceNotFoundError:
-        return []
-    gate = asyncio.Semaphore(concurrency)
-
-    async def get(name: str) -> dict[str, Any]:
-        async with gate:
-            data: dict[str, Any] = json.loads(await (await container.download_blob(name)).readall())
-            return data
-
-    return list(await asyncio.gather(*(get(n) for n in names)))
+        return await jobs.queue_drained(host=host, timeout=timeout, interval=poll)
+    except WaitTimeout as failure:
+        print(f"bench: {failure}", flush=True)
+        return False
 
 
-async def wait_for_blob(jobs: Jobs, name: str, timeout: float, poll: float = 0.05) -> dict[str, Any] | None:
-    container = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data: dict[str, Any] = json.loads(await (await container.download_blob(name)).readall())
-            return data
-        except ResourceNotFoundError:
-            await asyncio.sleep(poll)
-    return None
+async def fetch_results(jobs: Jobs) -> list[dict[str, Any]]:
+    """Every stored result document."""
+    return list((await jobs.results()).values())
 
 
 # --- Worker processes ------------------------------------------------------------------------------
@@ -160,7 +112,7 @@ async def wait_for_blob(jobs: Jobs, name: str, timeout: float, poll: float = 0.0
 
 @dataclass
 class Worker:
-    """A worker subprocess (tests.worker_fixtures.WorkerHost) and when it was spawned (wall clock)."""
+    """A worker subprocess (emulators.stack.workers.WorkerHost) and when it was spawned (wall clock)."""
 
     host: WorkerHost
     spawned_at: float
@@ -184,21 +136,16 @@ def start_worker(
     settings: dict[str, str],
     log_path: Path,
     *,
-    module: str = "emulators.functions_host",
+    module: str = HOST_MODULE,
     args: Sequence[str] = (),
 ) -> Worker:
-    """Spawn a worker the way tests.worker_fixtures.start_host does (settings via the environment)."""
-    command = [sys.executable, "-m", module]
-    if module in ("emulators.functions_host", "bench.profiled_host"):
-        command += ["--app-dir", str(REPO), "--settings", str(log_path.parent / "no-local-settings.json")]
-    command += list(args)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Spawn a worker as the tests' start_host fixture does (settings via the environment)."""
+    if module in HOST_MODULES:
+        command = host_command(log_path.parent, module=module, args=args)
+    else:
+        command = [sys.executable, "-m", module, *args]
     spawned_at = time.time()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=child_env(settings), cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT
-        )
-    return Worker(WorkerHost(process, log_path), spawned_at)
+    return Worker(start_host(command, settings, log_path), spawned_at)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -243,15 +190,15 @@ class CpuMeter:
         return out
 
 
-async def wait_for_log(worker: Worker, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in worker.host.log():
-            return True
-        if worker.host.process.poll() is not None:
-            return False
-        await asyncio.sleep(0.05)
-    return False
+async def wait_for_log(worker: Worker, text: str, timeout: float, label: str) -> None:
+    """Wait for ``text`` in the worker's log; WaitTimeout (with the log) at the deadline or if it exits."""
+
+    async def logged() -> bool:
+        return text in worker.host.log()
+
+    await wait_until(
+        logged, what=f"{label}: {text!r} in the worker's log", host=worker.host, timeout=timeout, interval=0.05
+    )
 
 
 def log_time(log: str, text: str) -> float | None:

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.harness import Worker, close_jobs, enqueue, fetch_results, job_body, producer_jobs, start_worker
-from bench.stack import COGNITIVE, REPO, STORAGE, LocalAzure, child_env, unique_names
+from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from bench.sync_baseline import thread_count
 from emulators import functions_host
 from emulators.aoai import estimate_request_tokens
+from emulators.stack.environment import REPO, child_environment
+from emulators.stack.services import COGNITIVE, STORAGE, AzureCli, LocalAzure, unique_names
+from emulators.stack.workers import wait_until
 
 DEPENDENCIES = (
     "azure.functions",
@@ -144,8 +146,7 @@ async def throughput_run(
         tokens_before = b.stack.identity_issued()
         worker = start_worker(settings, b.log_path(label), module=module)
         try:
-            if not await harness.wait_for_log(worker, LISTENING, 60):
-                raise RuntimeError(f"{label}: the worker did not start:\n{worker.host.log()[-3000:]}")
+            await harness.wait_for_log(worker, LISTENING, 60, label)
             meter = harness.CpuMeter({"worker": worker.pid, "azurite": b.stack.storage.process.pid})
             meter.begin()
             drained = await harness.wait_drained(jobs, worker.host, b.scale.timeout_s, b.scale.poll_s)
@@ -155,7 +156,7 @@ async def throughput_run(
             raise
         results, poison, _ = await asyncio.gather(fetch_results(jobs), jobs.poison_count(), worker.stopped())
     finally:
-        await close_jobs(jobs)
+        await jobs.close()
     steady = harness.steady_state(results, skip=b.options.concurrency)
     ideal = slots / latency
     return {
@@ -199,7 +200,7 @@ async def cold_sync_provider(b: Bench) -> dict[str, Any]:
             raise
         results, _ = await asyncio.gather(fetch_results(jobs), worker.stopped())
     finally:
-        await close_jobs(jobs)
+        await jobs.close()
     return {
         "jobs": b.scale.cold_sync_jobs,
         "results": len(results),
@@ -252,8 +253,7 @@ async def loaded_run(
         tokens_before = b.stack.identity_issued()
         worker = start_worker(settings, b.log_path(label), module=module, args=args)
         try:
-            if not await harness.wait_for_log(worker, LISTENING, 60):
-                raise RuntimeError(f"{label}: the worker did not start:\n{worker.host.log()[-3000:]}")
+            await harness.wait_for_log(worker, LISTENING, 60, label)
             await asyncio.sleep(b.scale.poll_s)
             cpu_idle = worker.cpu_seconds()
             storage = b.stack.storage if settings.get("AzureWebJobsStorage") is None else b.stack.dev_storage
@@ -270,7 +270,7 @@ async def loaded_run(
             raise
         results, poison, _ = await asyncio.gather(fetch_results(jobs), jobs.poison_count(), worker.stopped())
     finally:
-        await close_jobs(jobs)
+        await jobs.close()
     return {
         "jobs": n,
         "results": len(results),
@@ -415,11 +415,10 @@ async def cpu_and_tokens(b: Bench) -> dict[str, Any]:
     mi, _ = await loaded_run(b, "cpu-mi", mi_settings, b.scale.cpu_jobs)
     mi_tokens = mi["token_requests"]
     # The developer's az login: token requests are az runs.
-    az_dir = b.logs / "az-config"
-    az_settings = b.stack.azure_cli_settings(unique_names("cpu-az"), az_dir)
+    cli = AzureCli.sign_in(b.logs / "az-config")
+    az_settings = b.stack.azure_cli_settings(unique_names("cpu-az"), cli)
     az, _ = await loaded_run(b, "cpu-az", az_settings, b.scale.az_jobs)
-    log = az_dir / "invocations.log"
-    az_runs = len(log.read_text().splitlines()) if log.exists() else 0
+    az_runs = cli.invocations()
     # The profile: a separate run (cProfile slows the process down).
     profile_path = b.logs / "host.prof"
     pr_settings = b.stack.managed_identity_settings(unique_names("profile"))
@@ -475,7 +474,7 @@ def _importtime(code: str, env: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 
 def import_times(b: Bench) -> dict[str, Any]:
-    env = child_env({}, guarded=False)
+    env = child_environment({}, guarded=False)
     codes = {
         "function_app": "import function_app",
         "dependencies": "import " + ", ".join(DEPENDENCIES),
@@ -519,14 +518,14 @@ async def first_result(b: Bench) -> dict[str, Any]:
         await enqueue(jobs, [body])
         worker = start_worker(settings, b.log_path("first"))
         try:
-            result = await harness.wait_for_blob(jobs, f"{body['id']}.json", 60)
+            result = await wait_until(
+                lambda: jobs.result(body["id"]), what="the first result", host=worker.host, timeout=60, interval=0.05
+            )
             seen_at = time.time()
         finally:
             worker.stop()
     finally:
-        await close_jobs(jobs)
-    if result is None:
-        raise RuntimeError("first-result run: no result within 60 s:\n" + worker.host.log()[-3000:])
+        await jobs.close()
     listening = harness.log_time(worker.host.log(), LISTENING)
     finished = harness._ts(result["timings"]["finished_at"])
     return {
@@ -578,7 +577,7 @@ async def rate_limit(b: Bench, demand_jobs_per_s: float) -> dict[str, Any]:
             raise
         results, poison, _ = await asyncio.gather(fetch_results(jobs), jobs.poison_count(), worker.stopped())
     finally:
-        await close_jobs(jobs)
+        await jobs.close()
     stats = b.stack.model_stats()
     # Each success was admitted ~latency before its result was written (the emulator sleeps after admitting).
     admitted = sorted(harness._ts(r["timings"]["finished_at"]) - latency for r in results if r["status"] == "succeeded")

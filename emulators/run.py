@@ -29,14 +29,12 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from emulators import _process
-from emulators import aoai as openai_emulator
-from emulators import azurite as azurite_launcher
 from emulators import managed_identity as identity
-from emulators._server import ServerThread
+from emulators.stack.services import DEPLOYMENTS, start_azurite, start_identity_endpoint, start_openai_emulator
+from emulators.stack.workers import host_command
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
 from shared.settings import read_local_settings
 
-DEPLOYMENTS = ["gpt-4o-mini", "gpt-4o"]
 PLACEHOLDER = "YOUR-RESOURCE"
 
 
@@ -58,8 +56,7 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         command = ["func", "start", "--python"]
         print("worker: Azure Functions Core Tools (func start)")
     else:
-        command = [sys.executable, "-m", "emulators.functions_host", "--app-dir", str(REPO_ROOT)]
-        command += ["--settings", str(log_path.parent / "none.json")]  # settings come from env below
+        command = host_command(log_path.parent)  # its settings come from env below
         print("worker: local queue host (func not found; python -m emulators.functions_host)")
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -126,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = real_endpoint(settings)
     with contextlib.ExitStack() as stack:
         print("starting Azurite (in memory, telemetry off) ...")
-        azurite = azurite_launcher.start()
-        stack.callback(azurite.stop)
+        azurite = stack.enter_context(start_azurite(keyless=False))
         env = {**os.environ, **settings, **azurite.settings()}
         env.setdefault("JOBS_QUEUE", "jobs")
         env.setdefault("RESULTS_CONTAINER", "results")
@@ -139,18 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             env["AZURE_TOKEN_CREDENTIALS"] = "dev"
         else:
             issuer = TokenIssuer(state)
-            mi = identity.IdentityState(issuer=issuer, header=os.urandom(8).hex())
-            mi_server = stack.enter_context(ServerThread(lambda: identity.start(mi), "identity"))
-            config = openai_emulator.EmulatorConfig.model_validate(
-                {"deployments": DEPLOYMENTS, "grants": [identity.SYSTEM_ASSIGNED.object_id], "latency_ms": 200}
-            )
-            aoai = stack.enter_context(
-                ServerThread(lambda: openai_emulator.start(config, public_pem=issuer.public_pem), "openai")
-            )
-            print(f"Azure OpenAI: emulator at {aoai.url} (managed identity at {mi_server.url})")
-            env.update(identity.environment(mi_server))
+            mi = stack.enter_context(start_identity_endpoint(issuer))
+            grants = [identity.SYSTEM_ASSIGNED.object_id]
+            aoai = stack.enter_context(start_openai_emulator(issuer, grants=grants, latency_ms=200))
+            print(f"Azure OpenAI: emulator at {aoai.endpoint} (managed identity at {mi.running.url})")
+            env.update(mi.env)
             env.update(
-                AZURE_OPENAI_ENDPOINT=aoai.url,
+                AZURE_OPENAI_ENDPOINT=aoai.endpoint,
                 AZURE_OPENAI_DEPLOYMENT=DEPLOYMENTS[0],
                 AZURE_OPENAI_ALLOWED_DEPLOYMENTS=",".join(DEPLOYMENTS),
                 AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",

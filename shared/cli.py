@@ -185,7 +185,8 @@ def _pairs(items: list[str], option: str) -> dict[str, Any]:
     return out
 
 
-def _print_result(result: Result, as_json: bool, out: TextIO = sys.stdout) -> int:
+# out=None prints to sys.stdout as it is at the call (a default of sys.stdout would be the one at import).
+def _print_result(result: Result, as_json: bool, out: TextIO | None = None) -> int:
     if as_json:
         print(result.model_dump_json(exclude_none=True), file=out)
     elif result.status == "succeeded":

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+from emulators.stack.environment import REPO, child_environment
+
+pytestmark = pytest.mark.e2e  # Azurite, the emulators and a worker host, as `make run` starts them
 
 
 def test_run_prints_every_sample_result(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{REPO / 'emulators' / 'guarded'}{os.pathsep}{REPO}",
-        "LOCAL_AZURE_DIR": str(tmp_path),
-    }
+    env = child_environment({"LOCAL_AZURE_DIR": str(tmp_path)})
     env.pop("AZURE_OPENAI_ENDPOINT", None)
     done = subprocess.run(
         [sys.executable, "-m", "emulators.run", "--settings", str(tmp_path / "absent.json"), "--timeout", "60"],

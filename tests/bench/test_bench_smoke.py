@@ -11,10 +11,10 @@ from pathlib import Path
 
 from bench.report import markdown, write_outputs
 from bench.scenarios import SMOKE, run_all
-from bench.stack import REPO, LocalAzure
 from emulators.azurite import Azurite
+from emulators.stack.environment import REPO
+from emulators.stack.services import IdentityEndpoint, LocalAzure, OpenAIEmulator
 from emulators.tokens import TokenIssuer
-from tests.conftest import IdentityEndpoint, OpenAIEmulator
 
 KEYS = {
     "meta": {"date", "scale", "machine", "duration_s", "section_seconds"},

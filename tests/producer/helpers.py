@@ -1,19 +1,21 @@
-"""Shared bits of the producer tests: run the CLI as a separate process, count queue messages."""
+"""Shared bits of the producer tests: run the CLI (in this process, or as its own), read queues and containers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from tests.conftest import REPO
-from tests.worker_fixtures import GUARDED, Jobs
+from emulators.stack.environment import REPO, child_environment, patched_environ
+from emulators.stack.workers import Jobs
+from shared.__main__ import main
 
 
 @dataclass
@@ -22,31 +24,40 @@ class Run:
     stdout: str
     stderr: str
 
+    def __post_init__(self) -> None:
+        # Whatever happened, no token (a JWT starts with "eyJ") reaches the terminal.
+        assert "eyJ" not in self.stdout + self.stderr, self
 
-def cli(settings: dict[str, str], *args: str, timeout: float = 120, cwd: Path | None = None) -> Run:
-    """``python -m shared ...`` in its own process with ``settings`` as its environment, behind the
-    network guard (emulators/guarded first on PYTHONPATH, as the local host runs)."""
-    env = {**os.environ, **settings, "PYTHONPATH": f"{GUARDED}{os.pathsep}{REPO}"}
+
+async def cli(settings: dict[str, str], *args: str) -> Run:
+    """``python -m shared ...`` in this process, with ``settings`` in the environment and its output captured.
+
+    ``main`` runs its own event loop, so it runs in a worker thread while the test's loop waits.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with patched_environ(settings), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = await asyncio.to_thread(main, list(args))
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(settings: dict[str, str], *args: str, timeout: float = 120) -> Run:
+    """``python -m shared ...`` as its own process (behind the network guard), for what only a process
+    shows: its exit status and the settings it loads into its own environment."""
     done = subprocess.run(
         [sys.executable, "-m", "shared", *args],
-        env=env,
-        cwd=cwd or REPO,
+        env=child_environment(settings),
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    run = Run(done.returncode, done.stdout, done.stderr)
-    # Whatever happened, no token (a JWT starts with "eyJ") reaches the terminal.
-    assert "eyJ" not in run.stdout + run.stderr, run
-    return run
+    return Run(done.returncode, done.stdout, done.stderr)
 
 
 async def message_count(jobs: Jobs) -> int:
-    try:
-        return (await jobs.queue.get_queue_properties()).approximate_message_count or 0
-    except ResourceNotFoundError:
-        return 0
+    """Messages on the jobs queue (the spelling the producer tests use for ``Jobs.message_count``)."""
+    return await jobs.message_count()
 
 
 async def peek_bodies(jobs: Jobs, limit: int = 32) -> list[Any]:

@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 
 from emulators.aoai import answer_for
-from tests.conftest import DEPLOYMENT, REPO, OpenAIEmulator
+from emulators.stack.environment import REPO
+from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import blob_names
+
+pytestmark = pytest.mark.e2e  # Node.js, and a worker host
 
 EXAMPLE = REPO / "examples" / "typescript"
 GUARD = Path(__file__).with_name("node_netguard.cjs")
@@ -74,14 +77,14 @@ async def test_typescript_producer_end_to_end_keyless(
     assert (sent.returncode, sent.stdout) == (0, "ts-1\n"), sent.stderr
     assert managed_identity.tokens_issued("https://storage.azure.com") > storage_tokens
     host = start_host(settings)
-    result = (await jobs.wait_for(1))["ts-1"]
-    assert result["status"] == "succeeded", host.log()[-2000:]
+    result = (await jobs.wait_for(1, host=host))["ts-1"]
+    assert result["status"] == "succeeded", host.tail()
     assert result["output"] == answer_for([{"role": "user", "content": "Hello from TypeScript"}], DEPLOYMENT)
 
     # Send and wait for the result; over 48 KiB, so through the same claim check as Python's.
     big = "TypeScript payload " * 4000
     done = node(env, big, "--id", "ts-big", "--timeout", "60")
-    assert done.returncode == 0, (done.stderr, host.log()[-2000:])
+    assert done.returncode == 0, (done.stderr, host.tail())
     printed = json.loads(done.stdout)
     assert (printed["id"], printed["status"]) == ("ts-big", "succeeded")
     assert printed["output"] == answer_for([{"role": "user", "content": big.strip()}], DEPLOYMENT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import shutil
@@ -11,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from emulators.aoai import answer_for
-from tests.conftest import DEPLOYMENT, REPO, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
-from tests.worker_fixtures import Jobs, WorkerHost
+from emulators.stack.environment import REPO
+from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
+from emulators.stack.workers import Jobs, WorkerHost, wait_until
 
 
 def job(i: int, **extra: Any) -> dict[str, Any]:
@@ -32,8 +32,8 @@ async def run_fifty(jobs: Jobs, start_host: Callable[..., WorkerHost], aoai: Ope
     bodies[8] = {"id": "job-008", "messages": [{"role": "user", "content": "Chat form"}], "system": "Be brief."}
     await jobs.send(*bodies)
     host = start_host(jobs.settings)
-    results = await jobs.wait_for(50)
-    assert len(results) == 50, host.log()
+    results = await jobs.wait_for(50, host=host)
+    assert len(results) == 50
     for body in bodies:
         result = results[body["id"]]
         assert result["status"] == "succeeded", result
@@ -47,7 +47,7 @@ async def run_fifty(jobs: Jobs, start_host: Callable[..., WorkerHost], aoai: Ope
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Chat form"}], DEPLOYMENT
     )
     assert aoai.stats()["completions"] == 50
-    assert await jobs.queue_drained()
+    assert await jobs.queue_drained(host=host)
     assert "Question number" not in host.log()  # prompts never reach the INFO log
 
 
@@ -68,11 +68,11 @@ async def test_redelivered_job_calls_the_model_once(
     jobs = await jobs_for(local_dev_settings)
     body = job(1)
     await jobs.send(body, body)  # two deliveries at once
-    start_host(jobs.settings)
-    await jobs.wait_for(1)
-    assert await jobs.queue_drained()
+    host = start_host(jobs.settings)
+    await jobs.wait_for(1, host=host)
+    assert await jobs.queue_drained(host=host)
     await jobs.send(body)  # and one later
-    assert await jobs.queue_drained()
+    assert await jobs.queue_drained(host=host)
     results = await jobs.results()
     assert list(results) == ["job-001"]
     assert aoai.stats()["completions"] == 1
@@ -101,8 +101,8 @@ async def test_bad_input_becomes_failed_results(
     jobs = await jobs_for(settings)
     message_ids = await jobs.send(*BAD_INPUTS.values())
     host = start_host(settings)
-    results = await jobs.wait_for(len(BAD_INPUTS))
-    assert len(results) == len(BAD_INPUTS), host.log()
+    results = await jobs.wait_for(len(BAD_INPUTS), host=host)
+    assert len(results) == len(BAD_INPUTS)
     by_key = dict(zip(BAD_INPUTS, message_ids, strict=True))
     for key, message_id in by_key.items():
         result_id = (
@@ -114,7 +114,7 @@ async def test_bad_input_becomes_failed_results(
         assert result["status"] == "failed"
         assert result["error"]["code"] == key.removesuffix("_b64"), result
         assert result["error"]["message"]
-    assert await jobs.queue_drained()
+    assert await jobs.queue_drained(host=host)
     assert await jobs.poison_count() == 0
     assert aoai.stats()["requests"] == 0
     assert "Traceback" not in host.log()
@@ -129,11 +129,11 @@ async def test_content_filter_and_unknown_deployment_fail_without_retry(
         {"id": "filtered", "prompt": "please TRIGGER_PROMPT_FILTER now"},
         {"id": "nodeploy", "prompt": "hi", "deployment": "not-deployed"},
     )
-    start_host(settings)
-    results = await jobs.wait_for(2)
+    host = start_host(settings)
+    results = await jobs.wait_for(2, host=host)
     assert results["filtered"]["error"]["code"] == "content_filter"
     assert results["nodeploy"]["error"]["code"] == "deployment_not_found"
-    assert await jobs.queue_drained()
+    assert await jobs.queue_drained(host=host)
     assert aoai.stats()["requests"] == 2  # no retries
     assert await jobs.poison_count() == 0
 
@@ -146,8 +146,8 @@ async def test_faults_lose_and_duplicate_nothing(
     bodies = [job(i) for i in range(200)]
     await jobs.send(*bodies)
     host = start_host(jobs.settings)
-    results = await jobs.wait_for(200, timeout=180)
-    assert len(results) == 200, host.log()[-3000:]
+    results = await jobs.wait_for(200, host=host, timeout=180)
+    assert len(results) == 200
     assert all(r["status"] == "succeeded" for r in results.values())
     assert all(results[b["id"]]["output"] == expected_output(b) for b in bodies)
     stats = aoai.stats()
@@ -166,8 +166,8 @@ async def test_long_throttle_requeues_and_finishes(
     jobs = await jobs_for(settings)
     await jobs.send(*(job(i) for i in range(30)))
     host = start_host(settings)
-    results = await jobs.wait_for(30, timeout=120)
-    assert len(results) == 30, host.log()[-3000:]
+    results = await jobs.wait_for(30, host=host, timeout=120)
+    assert len(results) == 30
     assert all(r["status"] == "succeeded" for r in results.values()), results
     stats = aoai.stats()
     assert stats["throttled"] > 0
@@ -182,16 +182,15 @@ async def test_killed_host_loses_nothing(
     jobs = await jobs_for(local_dev_settings)
     await jobs.send(*(job(i) for i in range(60)))
     first = start_host(jobs.settings, receive_visibility=4)
-    while len(await jobs.results()) < 5:
-        await asyncio.sleep(0.1)
+    await jobs.wait_for(5, host=first, interval=0.1)
     first.kill()
     done_before = len(await jobs.results())
     assert done_before < 60
     second = start_host(jobs.settings, receive_visibility=4)
-    results = await jobs.wait_for(60, timeout=90)
-    assert len(results) == 60, second.log()[-3000:]
+    results = await jobs.wait_for(60, host=second, timeout=90)
+    assert len(results) == 60
     assert all(r["status"] == "succeeded" for r in results.values())
-    assert await jobs.queue_drained()
+    assert await jobs.queue_drained(host=second)
 
 
 async def test_role_propagation_is_waited_out(
@@ -204,8 +203,8 @@ async def test_role_propagation_is_waited_out(
         jobs = await jobs_for(settings)
         await jobs.send(job(1))
         host = start_host(settings)
-        results = await jobs.wait_for(1, timeout=60)
-        assert results["job-001"]["status"] == "succeeded", host.log()[-2000:]
+        results = await jobs.wait_for(1, host=host)
+        assert results["job-001"]["status"] == "succeeded", host.tail()
         assert results["job-001"]["attempts"] >= 2
         assert aoai.stats()["by_status"]["401"] >= 1
     finally:
@@ -224,9 +223,9 @@ async def test_missing_role_fails_with_the_fix(
     jobs = await jobs_for(settings)
     await jobs.send(job(1))
     host = start_host(settings)
-    results = await jobs.wait_for(1, timeout=60)
+    results = await jobs.wait_for(1, host=host)
     error = results["job-001"]["error"]
-    assert error["code"] == "permission_denied", host.log()[-2000:]
+    assert error["code"] == "permission_denied", host.tail()
     assert principal.object_id in error["message"]
     assert "Cognitive Services OpenAI User" in error["message"]
     assert await jobs.poison_count() == 0
@@ -251,11 +250,9 @@ async def test_last_attempt_records_failure_then_poisons(
     jobs = await jobs_for(settings)
     await jobs.send(job(1))
     host = start_host(settings, app_dir=app)
-    results = await jobs.wait_for(1, timeout=60)
-    assert results["job-001"]["error"]["code"] == "transient_exhausted", host.log()[-2000:]
+    results = await jobs.wait_for(1, host=host)
+    assert results["job-001"]["error"]["code"] == "transient_exhausted", host.tail()
     assert results["job-001"]["attempts"] == 2
-    deadline = asyncio.get_running_loop().time() + 30
-    while await jobs.poison_count() == 0 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.2)
-    assert await jobs.poison_count() == 1
+    poisoned = await wait_until(jobs.poison_count, what="the message on the poison queue", host=host, timeout=30)
+    assert poisoned == 1
     assert aoai.stats()["by_status"]["500"] == 2
