@@ -9,18 +9,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.constants import NAME_PATTERN
 
 SCHEMA_VERSION = 1
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_METADATA_CHARS = 4096
+# Deepest nesting a message may have. A job needs a handful of levels (a json_schema response format
+# a few more); Python's parser and serialiser recurse, so deeper input could crash a delivery.
+MAX_JSON_DEPTH = 64
 _JSON_TYPES = {
     list: "an array",
     str: "a string",
@@ -30,8 +35,23 @@ _JSON_TYPES = {
     type(None): "null",
 }
 
+# C0 control characters (and DEL) other than tab, line feed and carriage return: never meaningful in a
+# prompt, often a sign of binary data pasted by mistake, and NUL is refused by some downstream stores.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control_characters(text: str) -> str:
+    if found := _CONTROL.search(text):
+        raise PydanticCustomError(
+            "invalid_text",
+            "control character U+{code:04X} at position {position}; send plain text (tab and newlines are fine)",
+            {"code": ord(found.group()), "position": found.start()},
+        )
+    return text
+
+
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
-NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_no_control_characters)]
 
 
 class _Strict(BaseModel):
@@ -57,12 +77,26 @@ class ResponseFormat(_Strict):
 
 
 class Parameters(_Strict):
-    """The model options a job may set; anything else is refused (it could change cost or safety)."""
+    """The model options a job may set; anything else is refused (it could change cost or safety).
+
+    Reasoning models (gpt-5.x, o-series) take ``max_completion_tokens`` (their reasoning is paid from
+    it), ``reasoning_effort`` and ``verbosity``, and refuse ``temperature``/``top_p`` other than 1 and
+    ``stop``; the worker reports such a refusal as ``unsupported_parameter``. ``max_tokens`` is still
+    accepted from producers and sent as ``max_completion_tokens``.
+    """
 
     temperature: Annotated[float, Field(ge=0, le=2, strict=False)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1, strict=False)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = Field(
+        default=None, description="Output budget, reasoning tokens included."
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=128_000)] | None = Field(
+        default=None, description="Older name of the output budget; sent as max_completion_tokens."
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
+        default=None, description="Reasoning models only; which values a model takes varies (see README)."
+    )
+    verbosity: Literal["low", "medium", "high"] | None = Field(default=None, description="GPT-5 family only.")
     response_format: ResponseFormat | None = None
     seed: int | None = None
     stop: NonBlank | Annotated[list[NonBlank], Field(min_length=1, max_length=4)] | None = None
@@ -75,7 +109,7 @@ class Parameters(_Strict):
 
 
 class Redelivery(_Strict):
-    """Set by the worker on the copy it re-enqueues after a long throttle; producers leave it out."""
+    """How often and since when the worker has put a job back on the queue (kept in ``RetryState``)."""
 
     attempt: Annotated[int, Field(ge=1)]
     first_seen: datetime = Field(strict=False)
@@ -99,7 +133,6 @@ class Job(_Strict):
     parameters: Parameters = Field(default_factory=Parameters)
     metadata: dict[str, Any] | None = Field(default=None, description="Small object echoed into the result.")
     reply_to: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
-    redelivery: Redelivery | None = None
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> Job:
@@ -129,8 +162,10 @@ class ErrorInfo(BaseModel):
 
 class Usage(BaseModel):
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int = Field(description="Output tokens, reasoning tokens included.")
     total_tokens: int
+    reasoning_tokens: int | None = Field(default=None, description="Of completion_tokens, spent on reasoning.")
+    cached_tokens: int | None = Field(default=None, description="Of prompt_tokens, served from the prompt cache.")
 
 
 class Timings(BaseModel):
@@ -180,27 +215,95 @@ class InvalidJob(ValueError):
         self.job_id = job_id
 
 
+# JSON texts that are not objects but are also valid base64 ("null", "true", "1234"): read as JSON, so
+# the sender hears "a job is a JSON object" rather than a confusing "not UTF-8".
+_JSON_SCALAR = re.compile(rb"(null|true|false|-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
 def decode_body(body: bytes) -> Any:
-    """Message bytes -> JSON value. Accepts plain JSON and base64-encoded JSON."""
-    text = body.strip()
-    if text[:1] not in (b"{", b"[", b'"') and text:
-        try:
-            text = base64.b64decode(text, validate=True).strip()
-        except (binascii.Error, ValueError):
-            pass  # not base64 either: report it as what it most likely is, bad JSON
-        else:
-            if not text:
-                raise InvalidJob("invalid_json", "the message is base64 of nothing")
+    """Message bytes -> JSON value. Accepts plain JSON and base64-encoded JSON (line breaks allowed).
+
+    The one boundary for untrusted bytes: whatever is wrong with them becomes ``InvalidJob`` with a
+    specific code, never another exception, and what it returns can be serialised again (so the result
+    that echoes it can always be written).
+    """
+    text = _unwrap(body)
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidJob("invalid_utf8", f"the message is not UTF-8 (byte {exc.start}); send UTF-8 JSON") from exc
+    _check_depth(decoded)
     try:
-        return json.loads(decoded)
+        value = json.loads(decoded, object_pairs_hook=_object, parse_constant=_no_constant, parse_float=_finite_float)
+    except InvalidJob:
+        raise
     except json.JSONDecodeError as exc:
         raise InvalidJob(
             "invalid_json", f"the message is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from exc
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits
+        raise InvalidJob("number_too_large", f"a number in the message is too large: {exc}") from exc
+    except RecursionError as exc:  # not reachable after _check_depth; kept so no input can crash a delivery
+        raise InvalidJob("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    if "\\u" in decoded:  # only an escape can produce a lone surrogate, which no UTF-8 writer accepts
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidJob(
+                "invalid_text", "the message contains a lone UTF-16 surrogate escape (e.g. \\ud800)"
+            ) from exc
+    return value
+
+
+def _unwrap(body: bytes) -> bytes:
+    """Plain JSON as is; base64 (with or without line breaks every 76 characters) decoded."""
+    text = body.strip().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark from some editors
+    if not text or text[:1] in (b"{", b"[", b'"') or _JSON_SCALAR.fullmatch(text):
+        return text
+    try:
+        decoded = base64.b64decode(b"".join(text.split()), validate=True).strip()
+    except (binascii.Error, ValueError):
+        return text  # not base64 either: report it as what it most likely is, bad JSON
+    if not decoded:
+        raise InvalidJob("invalid_json", "the message is base64 of nothing")
+    return decoded
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before parsing (the parser and serialiser recurse), cheaply: strings are
+    skipped and the brackets walked only when there are enough of them to be too deep."""
+    skeleton = _JSON_STRING.sub("", text)
+    if skeleton.count("[") + skeleton.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for bracket in _BRACKETS.finditer(skeleton):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidJob("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):  # the parser would keep the last silently
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidJob("duplicate_key", f"key {key!r} appears more than once in one object")
+            seen.add(key)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidJob("invalid_json", f"{name} is not a JSON number; send a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidJob("number_too_large", f"the number {text[:40]} is too large for a 64-bit float")
+    return value
 
 
 def _describe(error: ValidationError) -> tuple[str, str]:
@@ -224,6 +327,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
         ("messages",),
     ):
         return "empty_prompt", text
+    if kind == "invalid_text":
+        return "invalid_text", text
     if kind.endswith(("_type", "_parsing")) or kind == "literal_error":
         return "wrong_type", text
     if "exactly one of 'prompt' or 'messages'" in message:
@@ -236,15 +341,17 @@ def parse_job(body: bytes) -> Job:
     return _validate_job(decode_body(body))
 
 
-def parse_message(body: bytes) -> Job | JobReference:
-    """A queue message: a job, or a claim-check reference to one (decoded once)."""
+def parse_message(body: bytes) -> Job | JobReference | RequeuedRef:
+    """A queue message: a job, a claim-check reference to one, or the worker's own re-enqueued
+    reference (decoded once)."""
     value = decode_body(body)
-    if isinstance(value, dict) and "payload" in value:  # a job has no such field
-        try:
-            return JobReference.model_validate(value)
-        except ValidationError as exc:
-            _, message = _describe(exc)
-            raise InvalidJob("invalid_reference", f"claim-check reference: {message}", job_id=_valid_id(value)) from exc
+    for field, model in (("payload", JobReference), ("requeued", RequeuedRef)):
+        if isinstance(value, dict) and field in value:  # a job has no such field
+            try:
+                return model.model_validate(value)
+            except ValidationError as exc:
+                _, message = _describe(exc)
+                raise InvalidJob("invalid_reference", f"reference: {message}", job_id=_valid_id(value)) from exc
     return _validate_job(value)
 
 
@@ -292,6 +399,31 @@ class JobReference(_Strict):
     @classmethod
     def for_job(cls, job_id: str) -> JobReference:
         return cls(id=job_id, payload=PayloadRef(blob=f"{job_id}.json"))
+
+
+# Retry state. A job the worker puts back on the queue (throttled, or waiting for a role assignment)
+# waits as ``retries/<id>.json`` in the results container, where producers can read but not write, and
+# the message is only a pointer to it: nothing a producer sends can set how often a job was retried.
+RETRY_PREFIX = "retries/"
+
+
+class RequeuedRef(_Strict):
+    """The message the worker re-enqueues; the job and its retry state are in ``RetryState``."""
+
+    id: JobId
+    requeued: Literal[True]
+
+    @property
+    def blob(self) -> str:
+        return f"{RETRY_PREFIX}{self.id}.json"
+
+
+class RetryState(_Strict):
+    """Stored by the worker as ``retries/<id>.json`` in the results container; deleted with the result."""
+
+    job: Job
+    redelivery: Redelivery
+    payload: PayloadRef | None = Field(default=None, description="Claim-check blob to delete with the result.")
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

@@ -3,11 +3,16 @@
 Delivery is at-least-once, the model is slow, rate-limited and sometimes down, and senders
 make mistakes. The policy, in the order ``handle`` applies it:
 
-- The message is parsed and checked; anything invalid becomes a ``failed`` result at once and
-  the message is consumed (never retried, never poisoned).
-- A claim-check reference (a job too big for a message) is resolved from the payloads container
-  first; the payload blob is deleted once the job's result is stored.
-- A job whose result already exists is consumed without calling the model (redelivery).
+- The message is parsed and checked (``shared.jobs`` turns any bad input into ``InvalidJob``),
+  and the result that will echo it is serialised once, so it is known to be writable before any
+  model spend; anything invalid becomes a ``failed`` result at once and the message is consumed
+  (never retried, never poisoned).
+- A claim-check reference (a job too big for a message) is resolved from the payloads container,
+  a re-enqueued job from the retry store (``retries/<id>.json`` in the results container, where
+  producers cannot write: how often a job was retried is never taken from a message). Both blobs
+  are deleted once the job's result is stored.
+- A job with a succeeded result is consumed without calling the model (redelivery, or a producer
+  sending the same id again); a job with a *failed* result runs again and replaces it.
 - Model errors are classified (``classify``) into a verdict, a plain value:
   * ``GiveUp`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
   * ``RetryLater`` (429 with a wait longer than the SDK honours, PermissionDenied while a role
@@ -17,7 +22,9 @@ make mistakes. The policy, in the order ``handle`` applies it:
   * ``Transient`` (5xx, timeouts, dropped connections, storage and credential errors): the
     error is re-raised so the host retries after ``visibilityTimeout``; on the last attempt
     (``maxDequeueCount``) a failed result is written first, then the host poisons the message.
-- The result is written create-only; then the ``reply_to`` notice is sent.
+- The result is written create-only (a failed one replaced only at the version read), marked
+  with its status and, until the ``reply_to`` notice is confirmed sent, the reply queue: a
+  redelivery that finds the mark sends the notice again. Notices are at-least-once.
 """
 
 from __future__ import annotations
@@ -32,24 +39,26 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import openai
-from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob.aio import ContainerClient
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+)
 from openai.types.chat import ChatCompletion
 
+from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE, brief
 from shared.jobs import (
-    CLAIM_CHECK_BYTES,
     ErrorInfo,
     InvalidJob,
     Job,
     JobReference,
-    Notice,
+    PayloadRef,
     Redelivery,
+    RequeuedRef,
     Result,
+    RetryState,
     Timings,
     Usage,
-    parse_job,
     parse_message,
 )
 from shared.settings import Settings, max_dequeue_count
@@ -104,78 +113,130 @@ class Requeue:
     delay: float
 
 
+@dataclass
+class Delivery:
+    """One message being handled: what it carries, and what to clean up once its result is stored."""
+
+    runtime: Runtime
+    message: QueueMessage
+    started: datetime
+    job_id: str  # the job's own id, else the queue message id
+    job: Job | None = None
+    redelivery: Redelivery | None = None  # from the retry store, never from the message
+    payload: PayloadRef | None = None  # claim-check blob to delete with the result
+    requeued: bool = False  # the job waits in the retry store: delete it with the result
+
+    @property
+    def attempts(self) -> int:
+        return (self.message.dequeue_count or 1) + (self.redelivery.attempt if self.redelivery else 0)
+
+
 async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Result | None:
     """Process one queue message. Returns the stored result, or None when there was nothing to do
     (the result already existed, or the job was re-enqueued). Raises to make the host retry."""
     runtime = runtime or get_runtime()
-    settings = runtime.settings
-    started = _now()
-    message_id = message.id or "unknown"
-    dequeue_count = message.dequeue_count or 1
-    ref: JobReference | None = None  # set when the message is a claim check for a job stored as a blob
+    delivery = Delivery(runtime, message, _now(), job_id=message.id or "unknown")
     try:
-        parsed = parse_message(message.get_body())
-        if isinstance(parsed, JobReference):
-            ref = parsed
-            job = await _load_payload(runtime, ref)
-        else:
-            job = parsed
-        job_id = job.id or message_id
-        _check_allowed(job, settings)
+        await _open(delivery)
     except InvalidJob as exc:
-        # Keyed by the job's own id when it had a valid one, else by the queue message id.
-        job_id = exc.job_id or message_id
-        result = _result(runtime, job_id, message, started, error=ErrorInfo(code=exc.code, message=exc.message))
-        return await _finish(runtime, result, reply_to=None, payload=ref)
-
-    attempts = dequeue_count + (job.redelivery.attempt if job.redelivery else 0)
+        # Keyed by the job's own id when it had a valid one; nothing of a refused job is echoed or notified.
+        delivery.job, delivery.job_id = None, exc.job_id or delivery.job_id
+        return await _finish(delivery, error=ErrorInfo(code=exc.code, message=exc.message))
+    job_id = delivery.job_id
     if job_id in runtime.in_flight:
-        logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message_id)
+        logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message.id)
         return None
     runtime.in_flight.add(job_id)  # before any await, so a concurrent duplicate sees it
     try:
-        if await _result_exists(runtime, job_id):
-            logger.info("job %s already has a result; redelivered message %s consumed", job_id, message_id)
-            await _release_payload(runtime, ref)
-            return None
-        try:
-            completion, model_seconds = await _call_model(runtime, job)
-        except Exception as exc:
-            verdict = classify(exc, runtime)
-            if isinstance(verdict, RetryLater):
-                planned = plan_retry(verdict, job.redelivery, runtime.settings, now=_now())
-                if isinstance(planned, Requeue):
-                    await _requeue(runtime, job, job_id, planned)
-                    return None
-                verdict = planned
-            elif isinstance(verdict, Transient):
-                if dequeue_count < max_dequeue_count():
-                    logger.warning("job %s attempt %d failed, host will retry: %s", job_id, dequeue_count, brief(exc))
-                    raise
-                # Last attempt: record the outcome for the sender, then let the host poison the message.
-                verdict = GiveUp("transient_exhausted", f"gave up after {dequeue_count} attempts: {brief(exc)}")
-                await _finish(
-                    runtime,
-                    _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(verdict)),
-                    reply_to=job.reply_to,
-                    payload=ref,
-                )
-                raise
-            result = _result(runtime, job_id, message, started, job=job, attempts=attempts, error=_error(verdict))
-            return await _finish(runtime, result, reply_to=job.reply_to, payload=ref)
-        result = _result(
-            runtime,
-            job_id,
-            message,
-            started,
-            job=job,
-            attempts=attempts,
-            completion=completion,
-            model_seconds=model_seconds,
-        )
-        return await _finish(runtime, result, reply_to=job.reply_to, payload=ref)
+        return await _run(delivery)
     finally:
         runtime.in_flight.discard(job_id)
+
+
+async def _open(delivery: Delivery) -> None:
+    """Parse the message, fetch a job stored aside (claim check, retry store) and check it against
+    this deployment's settings; prove now that its result can be written. Raises InvalidJob."""
+    runtime = delivery.runtime
+    parsed = parse_message(delivery.message.get_body())
+    if isinstance(parsed, JobReference):
+        delivery.payload = parsed.payload
+        job = await store.load_payload(runtime, parsed)
+    elif isinstance(parsed, RequeuedRef):
+        state = await store.load_retry_state(runtime, parsed)
+        job, delivery.redelivery, delivery.payload, delivery.requeued = state.job, state.redelivery, state.payload, True
+    else:
+        job = parsed
+    delivery.job, delivery.job_id = job, job.id or delivery.job_id
+    _check_allowed(job, runtime.settings)
+    try:  # everything the result echoes, serialised before any model spend
+        _result(delivery).model_dump_json()
+    except ValueError as exc:
+        raise InvalidJob("invalid_text", f"the job cannot be stored back: {brief(exc)}", job_id=job.id) from exc
+
+
+async def _run(delivery: Delivery) -> Result | None:
+    runtime, job = delivery.runtime, delivery.job
+    assert job is not None  # set by _open
+    stored = await store.stored_result(runtime, delivery.job_id)
+    if stored is not None and stored.final:
+        logger.info("job %s already has a result; message %s consumed", delivery.job_id, delivery.message.id)
+        await store.notify_pending(runtime, delivery.job_id, stored)
+        await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
+        return None
+    try:
+        completion, model_seconds = await _call_model(runtime, job)
+    except Exception as exc:
+        verdict = classify(exc, runtime, deployment=job.deployment)
+        if isinstance(verdict, RetryLater):
+            planned = plan_retry(verdict, delivery.redelivery, runtime.settings, now=_now())
+            if isinstance(planned, Requeue):
+                await _requeue(delivery, planned)
+                return None
+            verdict = planned
+        elif isinstance(verdict, Transient):
+            count = delivery.message.dequeue_count or 1
+            if count < max_dequeue_count():
+                logger.warning("job %s attempt %d failed, host will retry: %s", delivery.job_id, count, brief(exc))
+                raise
+            # Last attempt: record the outcome for the sender, then let the host poison the message.
+            await _finish(
+                delivery, error=_error(GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}"))
+            )
+            raise
+        return await _finish(delivery, error=_error(verdict))
+    return await _finish(
+        delivery, completion=completion, model_seconds=model_seconds, error=_budget_exhausted(completion)
+    )
+
+
+def _budget_exhausted(completion: ChatCompletion) -> ErrorInfo | None:
+    """HTTP 200 with no output: a reasoning model spent the whole ``max_completion_tokens`` thinking.
+    Not a success: the sender needs to know to give it more room (or ask for less reasoning)."""
+    choice = completion.choices[0]
+    if choice.message.content or choice.finish_reason != "length":
+        return None
+    usage = _usage(completion)
+    spent = f"all {usage.completion_tokens}" if usage else "all its"
+    reasoning = f" ({usage.reasoning_tokens} on reasoning)" if usage and usage.reasoning_tokens is not None else ""
+    return ErrorInfo(
+        code="output_budget_exhausted",
+        message=f"the model used {spent} completion tokens{reasoning} before writing any output: raise "
+        "max_completion_tokens or lower reasoning_effort",
+    )
+
+
+def _usage(completion: ChatCompletion) -> Usage | None:
+    usage = completion.usage
+    if usage is None:
+        return None
+    completion_details, prompt_details = usage.completion_tokens_details, usage.prompt_tokens_details
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        reasoning_tokens=completion_details.reasoning_tokens if completion_details else None,
+        cached_tokens=prompt_details.cached_tokens if prompt_details else None,
+    )
 
 
 def _check_allowed(job: Job, settings: Settings) -> None:
@@ -198,6 +259,8 @@ def _check_allowed(job: Job, settings: Settings) -> None:
 
 async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float]:
     params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
+    if "max_tokens" in params:  # the name today's (reasoning) models accept; older ones take it too
+        params["max_completion_tokens"] = params.pop("max_tokens")
     began = time.monotonic()
     completion = await runtime.openai.chat.completions.create(
         model=job.deployment or runtime.settings.default_deployment,
@@ -207,8 +270,20 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
     return completion, time.monotonic() - began
 
 
-def classify(exc: Exception, runtime: Runtime) -> Verdict:
-    """Map a model-call error to the policy."""
+# What to do when a model refuses a parameter (reasoning models take only their defaults for these).
+_PARAMETER_ADVICE = {
+    "temperature": "reasoning models (gpt-5.x, o-series) accept only the default: leave temperature out",
+    "top_p": "reasoning models (gpt-5.x, o-series) accept only the default: leave top_p out",
+    "stop": "reasoning models do not take stop sequences: leave stop out",
+    "max_tokens": "send max_completion_tokens instead",
+    "reasoning_effort": "only reasoning models take reasoning_effort, and not every value: leave it out or pick "
+    "low, medium or high",
+    "verbosity": "only GPT-5 family models take verbosity: leave it out",
+}
+
+
+def classify(exc: Exception, runtime: Runtime, *, deployment: str | None = None) -> Verdict:
+    """Map a model-call error to the policy (``deployment``: the one the request went to, for messages)."""
     if isinstance(exc, openai.RateLimitError):
         delay = _retry_after(exc.response.headers) or 30.0
         return RetryLater("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")
@@ -234,9 +309,20 @@ def classify(exc: Exception, runtime: Runtime) -> Verdict:
     if isinstance(exc, openai.BadRequestError):
         if exc.code == "content_filter":
             return GiveUp("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+        if exc.code in ("unsupported_parameter", "unsupported_value"):
+            param = exc.param or "a parameter"
+            advice = _PARAMETER_ADVICE.get(param, f"leave {param} out for this deployment")
+            return GiveUp(
+                "unsupported_parameter",
+                f"deployment '{deployment or runtime.settings.default_deployment}' does not accept '{param}': "
+                f"{advice}. Service said: {brief(exc)}",
+            )
         return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409):
         return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
+    if isinstance(exc, ValueError | TypeError) and not isinstance(exc, openai.OpenAIError):
+        # Raised while building the request, before anything is sent (e.g. a number JSON cannot carry).
+        return GiveUp("invalid_request", f"the request could not be encoded for Azure OpenAI: {brief(exc)}")
     if isinstance(exc, ClientAuthenticationError):
         logger.error("no credential could get a token for Azure OpenAI: %s", exc.message)
     return Transient()
@@ -274,104 +360,43 @@ def plan_retry(
     return Requeue(Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason), delay)
 
 
-async def _requeue(runtime: Runtime, job: Job, job_id: str, requeue: Requeue) -> None:
-    """Send the delayed copy ``plan_retry`` asked for (as a claim check when it is too big for a message)."""
-    settings = runtime.settings
-    delay, redelivery = requeue.delay, requeue.redelivery
-    copy = job.model_copy(update={"id": job_id, "redelivery": redelivery})
-    body = copy.model_dump_json(exclude_none=True)
-    if len(body.encode()) > CLAIM_CHECK_BYTES:  # too big for a message: the copy goes as a claim check too
-        await runtime.ensure_once("payloads", _payloads(runtime).create_container)
-        await _payloads(runtime).upload_blob(f"{job_id}.json", body.encode(), overwrite=True)
-        body = JobReference.for_job(job_id).model_dump_json()
-    queue = runtime.queues.get_queue_client(settings.jobs_queue)
-    await queue.send_message(body, visibility_timeout=max(1, round(delay)))
+async def _requeue(delivery: Delivery, requeue: Requeue) -> None:
+    """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay."""
+    runtime, job = delivery.runtime, delivery.job
+    assert job is not None
+    state = RetryState(
+        job=job.model_copy(update={"id": delivery.job_id}), redelivery=requeue.redelivery, payload=delivery.payload
+    )
+    ref = await store.save_retry_state(runtime, state)
+    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
+    await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(requeue.delay)))
+    redelivery = requeue.redelivery
     logger.warning(
-        "job %s re-enqueued (%s, attempt %d) to run in %.0f s", job_id, redelivery.reason, redelivery.attempt, delay
+        "job %s re-enqueued (%s, attempt %d) to run in %.0f s",
+        delivery.job_id,
+        redelivery.reason,
+        redelivery.attempt,
+        requeue.delay,
     )
 
 
-def _payloads(runtime: Runtime) -> ContainerClient:
-    return runtime.blobs.get_container_client(runtime.settings.payloads_container)
-
-
-async def _load_payload(runtime: Runtime, ref: JobReference) -> Job:
-    """Claim check: the job's JSON from the payloads container, checked exactly as a message is."""
-    # Bounded so a huge blob cannot exhaust memory: a valid job is at most MAX_PROMPT_CHARS of text,
-    # up to 12 bytes a character once JSON-escaped, plus its other fields.
-    limit = 12 * runtime.settings.max_prompt_chars + 1024 * 1024
-    where = f"{runtime.settings.payloads_container}/{ref.payload.blob}"
-    try:
-        body = await (await _payloads(runtime).download_blob(ref.payload.blob, offset=0, length=limit + 1)).readall()
-    except ResourceNotFoundError as exc:
-        raise InvalidJob(
-            "payload_missing", f"the job's payload blob {where} does not exist: submit the job again", job_id=ref.id
-        ) from exc
-    if len(body) > limit:
-        raise InvalidJob("payload_too_large", f"payload blob {where} is over {limit} bytes", job_id=ref.id)
-    try:
-        job = parse_job(body)
-    except InvalidJob as exc:
-        raise InvalidJob(exc.code, f"payload: {exc.message}", job_id=ref.id) from exc
-    if job.id != ref.id:
-        raise InvalidJob("payload_mismatch", f"payload blob {where} holds job id {job.id!r}", job_id=ref.id)
-    return job
-
-
-async def _release_payload(runtime: Runtime, ref: JobReference | None) -> None:
-    """Delete a claim-checked job's payload once its result is stored. Best effort: the result is
-    already written, so a failure must not fail the job; the blob is left to the container's
-    lifecycle rule (blob expiry needs a hierarchical-namespace account, which this is not)."""
-    if ref is None:
-        return
-    try:
-        await _payloads(runtime).delete_blob(ref.payload.blob)
-    except ResourceNotFoundError:
-        pass  # another delivery of the same job got there first
-    except Exception as exc:
-        logger.warning("job %s: payload blob not deleted, left for the lifecycle rule: %s", ref.id, brief(exc))
-
-
-async def _result_exists(runtime: Runtime, job_id: str) -> bool:
-    # A one-byte GET rather than HEAD: a 404 to HEAD comes without Content-Length, so the HTTP
-    # client drops the connection and the next job pays a new TLS handshake (measured in bench/).
-    try:
-        await (await runtime.results().download_blob(f"{job_id}.json", offset=0, length=1)).readall()
-    except ResourceNotFoundError:
-        return False
-    return True
-
-
 async def _finish(
-    runtime: Runtime, result: Result, *, reply_to: str | None, payload: JobReference | None = None
+    delivery: Delivery,
+    *,
+    error: ErrorInfo | None = None,
+    completion: ChatCompletion | None = None,
+    model_seconds: float | None = None,
 ) -> Result | None:
-    """Write the result once (If-None-Match: *), drop the claim-checked payload, then notify; log one line."""
-    container = runtime.results()
-    await runtime.ensure_once("results", container.create_container)
-    blob_name = f"{result.id}.json"
-    try:
-        await container.upload_blob(
-            blob_name,
-            result.model_dump_json(exclude_none=True).encode(),
-            overwrite=False,
-            content_type="application/json",
-        )
-    except ResourceExistsError:
+    """Store the result, release what the job left aside, then notify; log one line."""
+    result = _result(delivery, error=error, completion=completion, model_seconds=model_seconds)
+    reply_to = delivery.job.reply_to if delivery.job else None
+    stored = await store.store_result(delivery.runtime, result, reply_to)
+    await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
+    if not stored:
         logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
-        await _release_payload(runtime, payload)
         return None
-    await _release_payload(runtime, payload)
     if reply_to:
-        notice = Notice(
-            id=result.id,
-            status=result.status,
-            result_container=container.container_name,
-            result_blob=blob_name,
-            error_code=result.error.code if result.error else None,
-        )
-        queue = runtime.queues.get_queue_client(reply_to)
-        await runtime.ensure_once(f"queue:{reply_to}", queue.create_queue)
-        await queue.send_message(notice.model_dump_json(exclude_none=True))
+        await store.notify(delivery.runtime, result, reply_to)
     usage = result.usage
     logger.info(
         "job id=%s status=%s code=%s deployment=%s attempt=%d latency_ms=%d model_ms=%d tokens=%s",
@@ -388,17 +413,13 @@ async def _finish(
 
 
 def _result(
-    runtime: Runtime,
-    job_id: str,
-    message: QueueMessage,
-    started: datetime,
+    delivery: Delivery,
     *,
-    job: Job | None = None,
-    attempts: int | None = None,
     completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
     error: ErrorInfo | None = None,
 ) -> Result:
+    job, message, started = delivery.job, delivery.message, delivery.started
     finished = _now()
     enqueued = message.insertion_time
     if enqueued is not None and enqueued.tzinfo is None:
@@ -411,21 +432,21 @@ def _result(
             "model": completion.model,
             "output": choice.message.content,
             "finish_reason": choice.finish_reason,
-            "usage": Usage.model_validate(completion.usage.model_dump()) if completion.usage else None,
+            "usage": _usage(completion),
         }
         fmt = job.parameters.response_format if job else None
         if fmt is not None and fmt.type != "text" and choice.message.content:
             try:
                 fields["output_json"] = json.loads(choice.message.content)
             except ValueError:
-                logger.warning("job %s asked for JSON but the model's output does not parse", job_id)
+                logger.warning("job %s asked for JSON but the model's output does not parse", delivery.job_id)
     return Result(
-        id=job_id,
+        id=delivery.job_id,
         status="failed" if error else "succeeded",
-        deployment=(job.deployment or runtime.settings.default_deployment) if job else None,
+        deployment=(job.deployment or delivery.runtime.settings.default_deployment) if job else None,
         error=error,
         metadata=job.metadata if job else None,
-        attempts=attempts if attempts is not None else (message.dequeue_count or 1),
+        attempts=delivery.attempts,
         message_id=message.id,
         timings=Timings(
             enqueued_at=enqueued,

@@ -15,7 +15,7 @@ import pytest_asyncio
 from emulators.aoai import answer_for
 from shared import worker
 from shared.connections import Runtime
-from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Result
+from shared.jobs import CLAIM_CHECK_BYTES, Result
 from tests.conftest import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import blob_names, peek_bodies
 from tests.worker_fixtures import Jobs
@@ -109,11 +109,12 @@ async def test_payload_is_checked_like_a_message(runtime: Runtime, jobs: Jobs, a
     assert aoai.stats()["requests"] == 0
 
 
-async def test_throttled_large_job_is_requeued_as_a_reference(
+async def test_throttled_large_job_waits_in_the_retry_store(
     local_dev_settings: dict[str, str], jobs: Jobs, aoai: OpenAIEmulator
 ) -> None:
-    # A wait longer than the SDK honours makes the worker re-enqueue a copy; a big job's copy
-    # must travel as a claim check too (the plain copy would not fit in a queue message).
+    # A wait longer than the SDK honours makes the worker re-enqueue the job: the job and its retry
+    # state go to the retry store (results container, where producers cannot write) and the message
+    # is a small pointer, whatever the job's size; the claim-checked payload goes with the result.
     runtime = Runtime.from_env({**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "1"})
     try:
         aoai.configure(tpm=1000, retry_after_override_seconds=150)
@@ -121,18 +122,21 @@ async def test_throttled_large_job_is_requeued_as_a_reference(
         await put_payload(jobs, "slow-1.json", {"id": "slow-1", "prompt": prompt})
         assert await worker.handle(reference("slow-1"), runtime) is None
         copies: list[Any] = []
-        for _ in range(50):  # the copy becomes visible after the (capped) delay
+        for _ in range(50):  # the pointer becomes visible after the (capped) delay
             if copies := await peek_bodies(jobs):
                 break
             await asyncio.sleep(0.1)
-        assert [JobReference.model_validate(c) for c in copies] == [JobReference.for_job("slow-1")]
-        container = jobs.blobs.get_container_client(jobs.settings["PAYLOADS_CONTAINER"])
-        stored_copy = json.loads(await (await container.download_blob("slow-1.json")).readall())
-        assert stored_copy["redelivery"]["attempt"] == 1 and stored_copy["prompt"] == prompt
+        assert copies == [{"id": "slow-1", "requeued": True}]
+        results = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
+        state = json.loads(await (await results.download_blob("retries/slow-1.json")).readall())
+        assert state["redelivery"]["attempt"] == 1 and state["job"]["prompt"] == prompt
+        assert state["payload"] == {"blob": "slow-1.json"}
+        assert await blob_names(jobs, jobs.settings["PAYLOADS_CONTAINER"]) == ["slow-1.json"]  # kept until the end
 
         aoai.configure(tpm=None, retry_after_override_seconds=None)
-        result = await worker.handle(reference("slow-1"), runtime)
+        result = await worker.handle(Message(json.dumps(copies[0]).encode(), id="msg-2"), runtime)
         assert result is not None and result.status == "succeeded" and result.attempts == 2
         assert await blob_names(jobs, jobs.settings["PAYLOADS_CONTAINER"]) == []
+        assert await blob_names(jobs, jobs.settings["RESULTS_CONTAINER"]) == ["slow-1.json"]
     finally:
         await runtime.close()

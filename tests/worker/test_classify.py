@@ -75,3 +75,21 @@ def test_connection_errors_are_transient() -> None:
     request = httpx2.Request("POST", "https://res.openai.azure.com/")
     assert classify(openai.APIConnectionError(request=request), RUNTIME) == Transient()
     assert classify(openai.APITimeoutError(request=request), RUNTIME) == Transient()
+
+
+@pytest.mark.parametrize(
+    ("code", "param", "advice"),
+    [
+        ("unsupported_value", "temperature", "accept only the default"),
+        ("unsupported_parameter", "stop", "leave stop out"),
+        ("unsupported_parameter", "max_tokens", "max_completion_tokens"),
+        ("unsupported_parameter", "reasoning_effort", "only reasoning models"),
+    ],
+)
+def test_unsupported_parameters_name_the_parameter_the_deployment_and_the_fix(
+    code: str, param: str, advice: str
+) -> None:
+    body = {"error": {"code": code, "param": param, "message": f"Unsupported parameter: '{param}'", "type": "x"}}
+    verdict = classify(status_error(openai.BadRequestError, 400, body), RUNTIME, deployment="gpt-5.4-mini")
+    assert isinstance(verdict, GiveUp) and verdict.code == "unsupported_parameter"
+    assert f"'{param}'" in verdict.message and "'gpt-5.4-mini'" in verdict.message and advice in verdict.message

@@ -1,0 +1,221 @@
+"""In-process stand-ins for the storage and model clients the worker holds, for fast unit and
+property tests of ``shared.worker.handle``'s policy. They keep the parts of the real services'
+behaviour the policy relies on (create-only and ETag-conditional writes, metadata, visibility
+delays, the SDK refusing what JSON cannot carry); everything else is covered end to end against
+Azurite and the emulators.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from openai.types.chat import ChatCompletion
+
+from shared.connections import Runtime
+from shared.settings import Settings
+
+_etags = itertools.count(1)
+
+
+@dataclass
+class Blob:
+    body: bytes
+    metadata: dict[str, str]
+    etag: str = field(default_factory=lambda: f'"{next(_etags)}"')
+
+
+class FakeContainer:
+    def __init__(self, name: str) -> None:
+        self.container_name = name
+        self.blobs: dict[str, Blob] = {}
+        self.before_conditional_upload: Callable[[], None] | None = None  # to interleave a rival writer
+
+    async def create_container(self) -> None:
+        raise ResourceExistsError("exists")  # infra made it; the worker tolerates this
+
+    async def download_blob(self, name: str, offset: int = 0, length: int | None = None) -> Any:
+        blob = self.blobs.get(name)
+        if blob is None:
+            raise ResourceNotFoundError(f"{name} not found")
+        data = blob.body[offset : None if length is None else offset + length]
+
+        async def readall() -> bytes:
+            return data
+
+        return SimpleNamespace(
+            readall=readall, properties=SimpleNamespace(metadata=dict(blob.metadata), etag=blob.etag)
+        )
+
+    async def upload_blob(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        overwrite: bool = False,
+        metadata: dict[str, str] | None = None,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+        **_: Any,
+    ) -> None:
+        if match_condition is not None and self.before_conditional_upload is not None:
+            rival, self.before_conditional_upload = self.before_conditional_upload, None
+            rival()
+        existing = self.blobs.get(name)
+        if existing is not None and not overwrite:
+            raise ResourceExistsError(f"{name} exists")
+        if match_condition == MatchConditions.IfNotModified and (existing is None or existing.etag != etag):
+            raise ResourceModifiedError(f"{name} changed")
+        data.decode("utf-8")  # storage keeps bytes; the worker must have produced valid UTF-8
+        self.blobs[name] = Blob(bytes(data), dict(metadata or {}))
+
+    async def delete_blob(self, name: str) -> None:
+        if self.blobs.pop(name, None) is None:
+            raise ResourceNotFoundError(f"{name} not found")
+
+    def get_blob_client(self, name: str) -> Any:
+        async def set_blob_metadata(metadata: dict[str, str]) -> None:
+            self.blobs[name].metadata = dict(metadata)
+
+        return SimpleNamespace(set_blob_metadata=set_blob_metadata)
+
+
+class FakeQueue:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: list[tuple[str, int]] = []  # (body, visibility timeout)
+        self.missing = False  # a reply queue deleted under the worker
+
+    async def create_queue(self) -> None:
+        if not self.missing:
+            raise ResourceExistsError("exists")
+
+    async def send_message(self, body: str, visibility_timeout: int = 0) -> None:
+        if self.missing:
+            raise ResourceNotFoundError(f"queue {self.name} not found")
+        self.messages.append((body, visibility_timeout))
+
+
+class FakeStorage:
+    """Both storage service clients (``get_container_client`` / ``get_queue_client``)."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, FakeContainer] = {}
+        self.queues: dict[str, FakeQueue] = {}
+
+    def get_container_client(self, name: str) -> FakeContainer:
+        return self.containers.setdefault(name, FakeContainer(name))
+
+    def get_queue_client(self, name: str) -> FakeQueue:
+        return self.queues.setdefault(name, FakeQueue(name))
+
+
+class FakeModel:
+    """``openai.AsyncOpenAI().chat.completions``: counts calls, answers ``echo: <last message>``.
+
+    ``errors`` are raised by the next calls, in order. Like the SDK, a request JSON cannot carry
+    (NaN, infinity) is refused before anything is sent.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.errors: list[Exception] = []
+        self.reasoning_tokens: int | None = None  # set: answer as a reasoning model spending this many
+        self.chat = SimpleNamespace(completions=self)
+
+    async def create(self, **request: Any) -> ChatCompletion:
+        json.dumps(request, allow_nan=False)  # ValueError, as the SDK raises
+        self.calls.append(request)
+        if self.errors:
+            raise self.errors.pop(0)
+        content, finish, completion_tokens = f"echo: {request['messages'][-1]['content']}", "stop", 2
+        if self.reasoning_tokens is not None:  # reasoning is paid from the budget first
+            budget = request.get("max_completion_tokens", 10_000)
+            completion_tokens = min(budget, self.reasoning_tokens + 2)
+            if budget <= self.reasoning_tokens:
+                content, finish = "", "length"
+        return ChatCompletion.model_validate(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": request["model"],
+                "choices": [
+                    {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
+                ],
+                "usage": {
+                    "prompt_tokens": 3,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": 3 + completion_tokens,
+                    "completion_tokens_details": {
+                        "reasoning_tokens": min(completion_tokens, self.reasoning_tokens or 0)
+                    },
+                    "prompt_tokens_details": {"cached_tokens": 0},
+                },
+            }
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+SETTINGS = {
+    "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-test",
+    "REPLY_QUEUES_ALLOWED": "replies",
+    "MAX_PROMPT_CHARS": "5000",
+}
+
+
+@dataclass
+class Message:
+    """What ``azure.functions.QueueMessage`` gives the worker (aware UTC times, as the real worker does)."""
+
+    body: bytes
+    id: str = "msg-1"
+    dequeue_count: int = 1
+    insertion_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def get_body(self) -> bytes:
+        return self.body
+
+
+@dataclass
+class FakeWorld:
+    runtime: Runtime
+    storage: FakeStorage
+    model: FakeModel
+
+    @property
+    def results(self) -> FakeContainer:
+        return self.storage.get_container_client(self.runtime.settings.results_container)
+
+    @property
+    def jobs_queue(self) -> FakeQueue:
+        return self.storage.get_queue_client(self.runtime.settings.jobs_queue)
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        return dict(json.loads(self.results.blobs[f"{job_id}.json"].body))
+
+    def result_ids(self) -> set[str]:
+        return {name.removesuffix(".json") for name in self.results.blobs if "/" not in name}
+
+
+def fake_world(**settings: str) -> FakeWorld:
+    storage, model = FakeStorage(), FakeModel()
+    runtime = Runtime(
+        settings=Settings.from_env({**SETTINGS, **settings}),
+        credential=None,  # type: ignore[arg-type]  # never used: the fakes need no token
+        openai=model,  # type: ignore[arg-type]
+        queues=storage,  # type: ignore[arg-type]
+        blobs=storage,  # type: ignore[arg-type]
+        identity={"oid": "0000-oid"},
+    )
+    return FakeWorld(runtime, storage, model)

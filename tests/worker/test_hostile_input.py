@@ -1,0 +1,115 @@
+"""Property tests: whatever bytes a producer sends, a delivery ends with exactly one result, the
+model is called only for a valid job and never twice for one, and nothing is left for poison.
+
+The real parser, validator and serialiser run against in-process storage and model fakes
+(tests/worker/fakes.py), so thousands of examples fit in the fast tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.jobs import InvalidJob, parse_job
+from shared.worker import _check_allowed, handle
+from tests.worker.fakes import Message, fake_world
+
+EXAMPLES = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+VALID_JOBS: list[dict[str, Any]] = [
+    {"id": "job-1", "prompt": "hello"},
+    {"id": "job-2", "messages": [{"role": "user", "content": "hi"}], "system": "be brief"},
+    {"prompt": "no id", "parameters": {"temperature": 0.5, "max_tokens": 10}, "metadata": {"k": [1, 2]}},
+    {"id": "job-4", "prompt": "json", "parameters": {"response_format": {"type": "json_object"}}},
+    {"id": "job-5", "prompt": "reply", "reply_to": "replies"},
+]
+FIELDS = ["id", "prompt", "messages", "system", "deployment", "parameters", "metadata", "reply_to", "payload",
+          "requeued", "redelivery", "temperature", "role", "content"]  # fmt: skip
+
+
+@st.composite
+def mutated_jobs(draw: st.DrawFn) -> dict[str, Any]:
+    job = json.loads(json.dumps(draw(st.sampled_from(VALID_JOBS))))
+    for _ in range(draw(st.integers(1, 3))):
+        target = job
+        if "parameters" in job and isinstance(job["parameters"], dict) and draw(st.booleans()):
+            target = job["parameters"]
+        key = draw(st.sampled_from([*FIELDS, *target]))
+        if draw(st.booleans()) and key in target:
+            del target[key]
+        else:
+            target[key] = draw(json_values)
+    return job
+
+
+def encodings(value: Any) -> st.SearchStrategy[bytes]:
+    text = json.dumps(value).encode()  # NaN and Infinity included, as Python writes them
+    return st.sampled_from([text, base64.b64encode(text), base64.encodebytes(text), b" " + text + b"\n"])
+
+
+# Raw JSON that Python's parser or serialiser chokes on, or that no writer can store: spliced into a
+# valid job where a value goes (the classes a crash loop or a second model call came from).
+HOSTILE = [b"[" * 3000 + b"]" * 3000, b"[" * 70 + b"]" * 70, b"9" * 5000, b"1e999", b"NaN", b"-Infinity",
+           b'"\\ud800"', b'"a\\u0000b"', b'{"a": 1, "a": 2}', b'"\\udfff\\ud800"']  # fmt: skip
+
+
+@st.composite
+def spliced_jobs(draw: st.DrawFn) -> bytes:
+    job = json.loads(json.dumps(draw(st.sampled_from(VALID_JOBS))))
+    where = draw(st.sampled_from(["metadata.k", "prompt", "system", "parameters.seed", "parameters.temperature"]))
+    parent, _, key = where.rpartition(".")
+    (job.setdefault(parent, {}) if parent else job)[key] = "@@HOSTILE@@"
+    return json.dumps(job).encode().replace(b'"@@HOSTILE@@"', draw(st.sampled_from(HOSTILE)))
+
+
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.flatmap(encodings),
+    mutated_jobs().flatmap(encodings),
+    spliced_jobs().flatmap(lambda body: st.sampled_from([body, base64.b64encode(body), base64.encodebytes(body)])),
+)
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as run:
+        yield run
+
+
+def valid_job(body: bytes, settings_of: Any) -> bool:
+    try:
+        _check_allowed(parse_job(body), settings_of)
+    except InvalidJob:
+        return False
+    return True
+
+
+@EXAMPLES
+@given(body=bodies)
+def test_every_message_ends_with_one_result_and_at_most_one_model_call(runner: asyncio.Runner, body: bytes) -> None:
+    world = fake_world()
+    first, second = Message(body, id="msg-1"), Message(body, id="msg-1", dequeue_count=2)
+    runner.run(handle(first, world.runtime))  # raising here would be a crash loop to poison
+    runner.run(handle(second, world.runtime))  # the redelivery
+    stored = world.result_ids()
+    assert len(stored) == 1, stored
+    result = world.result(stored.pop())
+    assert result["status"] in ("succeeded", "failed")
+    expected_calls = 1 if valid_job(body, world.runtime.settings) else 0
+    assert len(world.model.calls) == expected_calls
+    assert (result["status"] == "succeeded") == bool(expected_calls)
+    if result["status"] == "failed":
+        assert result["error"]["code"] and result["error"]["message"]
+    assert world.jobs_queue.messages == []  # nothing re-enqueued for a model that never throttles
