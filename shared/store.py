@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -161,7 +162,14 @@ async def notify(runtime: Runtime, result: Result, reply_to: str) -> None:
     )
     queue = runtime.queues.get_queue_client(reply_to)
     await runtime.ensure_once(f"queue:{reply_to}", queue.create_queue)
-    await queue.send_message(notice.model_dump_json(exclude_none=True))
+    body = notice.model_dump_json(exclude_none=True)
+    try:
+        await queue.send_message(body)
+    except ResourceNotFoundError:  # deleted since this process made sure of it: make it again
+        with contextlib.suppress(ResourceExistsError):
+            await queue.create_queue()
+        await queue.send_message(body)
+        logger.warning("job %s: reply queue %s was missing and has been created again", result.id, reply_to)
     await container.get_blob_client(f"{result.id}.json").set_blob_metadata({"status": result.status})
 
 

@@ -16,7 +16,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
 from openai.types.chat import ChatCompletion
 
 from shared.connections import Runtime
@@ -92,14 +97,19 @@ class FakeQueue:
         self.name = name
         self.messages: list[tuple[str, int]] = []  # (body, visibility timeout)
         self.missing = False  # a reply queue deleted under the worker
+        self.failing_sends = 0  # the next sends fail as a network error would
 
     async def create_queue(self) -> None:
         if not self.missing:
             raise ResourceExistsError("exists")
+        self.missing = False
 
     async def send_message(self, body: str, visibility_timeout: int = 0) -> None:
         if self.missing:
             raise ResourceNotFoundError(f"queue {self.name} not found")
+        if self.failing_sends:
+            self.failing_sends -= 1
+            raise ServiceRequestError("connection reset")
         self.messages.append((body, visibility_timeout))
 
 

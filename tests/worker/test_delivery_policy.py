@@ -41,17 +41,25 @@ async def test_a_job_becomes_one_result_and_one_notice(world: FakeWorld) -> None
 
 async def test_a_notice_that_failed_to_send_is_sent_by_the_redelivery(world: FakeWorld) -> None:
     replies = world.storage.get_queue_client("replies")
-    replies.missing = True  # deleted between two jobs
+    replies.failing_sends = 1
     delivery = message({"id": "j1", "prompt": "hi", "reply_to": "replies"})
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(Exception, match="connection reset"):
         await handle(delivery, world.runtime)  # the host will redeliver
     assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "notify": "replies"}
-    replies.missing = False
     delivery.dequeue_count = 2
     assert await handle(delivery, world.runtime) is None  # the result stands: no second model call
     assert len(world.model.calls) == 1
     assert [json.loads(body)["id"] for body, _ in replies.messages] == ["j1"]
     assert world.results.blobs["j1.json"].metadata == {"status": "succeeded"}
+
+
+async def test_a_reply_queue_deleted_between_two_jobs_is_made_again(world: FakeWorld) -> None:
+    replies = world.storage.get_queue_client("replies")
+    await handle(message({"id": "j1", "prompt": "one", "reply_to": "replies"}), world.runtime)
+    replies.missing = True  # someone deleted it; this process had already made sure it existed
+    await handle(message({"id": "j2", "prompt": "two", "reply_to": "replies"}, id="msg-2"), world.runtime)
+    assert [json.loads(body)["id"] for body, _ in replies.messages] == ["j1", "j2"]
+    assert world.results.blobs["j2.json"].metadata == {"status": "succeeded"}
 
 
 async def test_a_failed_result_is_replaced_by_a_corrected_resend(world: FakeWorld) -> None:

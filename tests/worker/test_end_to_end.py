@@ -175,15 +175,27 @@ async def test_long_throttle_requeues_and_finishes(
     assert await jobs.poison_count() == 0
 
 
+async def notices(jobs: Jobs, reply_queue: str) -> list[str]:
+    """Every notice on the reply queue (ids, duplicates kept), consumed."""
+    queue = jobs.queues.get_queue_client(reply_queue)
+    ids: list[str] = []
+    while batch := [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]:
+        for received in batch:
+            ids.append(json.loads(received.content)["id"])
+            await queue.delete_message(received)
+    return ids
+
+
 async def test_killed_host_loses_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     aoai.configure(latency_ms=400)
     jobs = await jobs_for(local_dev_settings)
-    await jobs.send(*(job(i) for i in range(60)))
+    replies = jobs.settings["REPLY_QUEUES_ALLOWED"]
+    await jobs.send(*(job(i, reply_to=replies) for i in range(60)))
     first = start_host(jobs.settings, receive_visibility=4)
     await jobs.wait_for(5, host=first, interval=0.1)
-    first.kill()
+    first.kill()  # mid-batch: some results stored, some notices maybe not yet sent
     done_before = len(await jobs.results())
     assert done_before < 60
     second = start_host(jobs.settings, receive_visibility=4)
@@ -191,6 +203,37 @@ async def test_killed_host_loses_nothing(
     assert len(results) == 60
     assert all(r["status"] == "succeeded" for r in results.values())
     assert await jobs.queue_drained(host=second)
+    sent = await notices(jobs, replies)
+    assert set(sent) == set(results), f"notices lost for {sorted(set(results) - set(sent))}"  # at least once each
+
+
+async def test_notices_survive_a_deleted_reply_queue_and_failed_results_can_be_resent(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    jobs = await jobs_for(local_dev_settings)
+    replies = jobs.settings["REPLY_QUEUES_ALLOWED"]
+    host = start_host(jobs.settings)
+    await jobs.send(job(1, reply_to=replies))
+    await jobs.wait_for(1, host=host)
+    assert await notices(jobs, replies) == ["job-001"]
+    await jobs.queues.get_queue_client(replies).delete_queue()  # between two jobs
+    await jobs.send(job(2, reply_to=replies), {**job(3), "prompt": ""})
+    await jobs.wait_for(3, host=host)
+    assert await notices(jobs, replies) == ["job-002"]  # the worker made the queue again
+
+    assert (await jobs.result("job-003") or {}).get("status") == "failed"  # empty_prompt
+    await jobs.send(job(3))  # corrected, same id
+    await wait_until(
+        lambda: _status(jobs, "job-003", "succeeded"), host=host, what="the corrected job-003 to replace its failure"
+    )
+    assert aoai.stats()["completions"] == 3
+    await jobs.send(job(1))  # a succeeded id sent again: consumed, no model call
+    assert await jobs.queue_drained(host=host)
+    assert aoai.stats()["completions"] == 3
+
+
+async def _status(jobs: Jobs, job_id: str, status: str) -> bool:
+    return (await jobs.result(job_id) or {}).get("status") == status
 
 
 async def test_role_propagation_is_waited_out(
