@@ -83,7 +83,10 @@ def producer_jobs(settings: dict[str, str], issuer: TokenIssuer) -> Jobs:
 
 
 def job_body(i: int, *, max_tokens: int = 16) -> dict[str, Any]:
-    return {"id": f"bench-{i:05d}", "prompt": f"Question number {i:05d}?", "parameters": {"max_tokens": max_tokens}}
+    # The default deployment is a reasoning model: no reasoning, so the budget buys the answer alone
+    # and admission charges what it did before reasoning models (prompt + budget).
+    parameters = {"max_completion_tokens": max_tokens, "reasoning_effort": "none"}
+    return {"id": f"bench-{i:05d}", "prompt": f"Question number {i:05d}?", "parameters": parameters}
 
 
 async def enqueue(jobs: Jobs, bodies: Sequence[dict[str, Any]], concurrency: int = 16) -> None:

@@ -2,7 +2,7 @@
 
 The function is ``def`` (not ``async def``), so the Python worker runs each invocation in its
 thread pool, ``ThreadPoolExecutor(max_workers=PYTHON_THREADPOOL_THREAD_COUNT)``, default
-``min(32, os.cpu_count() + 4)``. Inside it: ``openai.AzureOpenAI`` with the **sync**
+``min(32, os.cpu_count() + 4)``. Inside it: ``openai.OpenAI`` (v1 endpoint) with the **sync**
 ``azure.identity.get_bearer_token_provider(DefaultAzureCredential(), scope)`` and the sync
 blob SDK. It does the same I/O as ``shared.worker`` for a good job (result-exists check, model
 call, create-only upload) and stores the same ``shared.jobs.Result`` document, so the only
@@ -32,7 +32,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from openai import AzureOpenAI
+from openai import OpenAI
 
 from emulators import functions_host
 from emulators._server import run_until_signalled
@@ -56,10 +56,9 @@ def make_function(settings: Settings, *, warm: bool = True) -> Callable[[QueueMe
     provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
     if warm:
         provider()  # one token before any thread races for it
-    client = AzureOpenAI(
-        azure_endpoint=settings.openai_endpoint,
-        api_version=settings.api_version,
-        azure_ad_token_provider=provider,
+    client = OpenAI(
+        base_url=settings.openai_base_url,
+        api_key=provider,  # the v1 client sends the token as a Bearer, like the async worker's
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries,
     )

@@ -107,7 +107,9 @@ def describe(sample: str, result: dict[str, Any]) -> str:
     if result["status"] == "succeeded":
         detail = json.dumps(result["output_json"]) if "output_json" in result else result.get("output", "")
         usage = result.get("usage", {})
-        return f"✓ {sample} -> {result['id']}: {detail}  [{result.get('model')}, {usage.get('total_tokens')} tokens]"
+        reasoning = f", {usage['reasoning_tokens']} reasoning" if usage.get("reasoning_tokens") else ""
+        tokens = f"{usage.get('total_tokens')} tokens{reasoning}"
+        return f"✓ {sample} -> {result['id']}: {detail}  [{result.get('model')}, {tokens}]"
     error = result["error"]
     return f"✗ {sample} -> {result['id']}: {error['code']}: {error['message']}"
 

@@ -1,4 +1,4 @@
-"""One credential, one Azure OpenAI client and the storage clients, created once per process.
+"""One credential, one Azure OpenAI (v1) client and the storage clients, created once per process.
 
 Everything authenticates through a single async ``DefaultAzureCredential``: the Function
 App's managed identity in Azure, the developer's ``az login`` on a laptop. The same code
@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
-from openai import AsyncAzureOpenAI
+from openai import AsyncOpenAI
 
 from shared.constants import (
     COGNITIVE_SERVICES_SCOPE,
@@ -104,7 +104,7 @@ class Runtime:
 
     settings: Settings
     credential: DefaultAzureCredential
-    openai: AsyncAzureOpenAI
+    openai: AsyncOpenAI
     queues: QueueServiceClient
     blobs: BlobServiceClient
     identity: dict[str, Any]  # ids from the token in use (never the token), filled on first call
@@ -117,17 +117,10 @@ class Runtime:
         credential = create_credential(env)
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
-        openai = AsyncAzureOpenAI(
-            azure_endpoint=settings.openai_endpoint,
-            api_version=settings.api_version,
-            azure_ad_token_provider=_token_provider(credential, identity),
-            timeout=settings.openai_timeout,
-            max_retries=settings.openai_max_retries,
-        )
         return cls(
             settings=settings,
             credential=credential,
-            openai=openai,
+            openai=create_openai_client(settings, _token_provider(credential, identity)),
             queues=storage.queue_service(credential),
             blobs=storage.blob_service(credential),
             identity=identity,
@@ -149,6 +142,23 @@ class Runtime:
         await self.queues.close()
         await self.blobs.close()
         await self.credential.close()
+
+
+def create_openai_client(
+    settings: Settings, token_provider: Callable[[], Awaitable[str]], *, max_retries: int | None = None
+) -> AsyncOpenAI:
+    """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/``, authenticated with an Entra token.
+
+    The token provider goes in ``api_key``: the plain ``AsyncOpenAI`` awaits it on every attempt and
+    sends ``Authorization: Bearer <token>``. (The same callable given to ``AsyncAzureOpenAI`` as
+    ``api_key`` would be sent as an ``api-key`` header, which keyless Azure OpenAI refuses.)
+    """
+    return AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=token_provider,
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries if max_retries is None else max_retries,
+    )
 
 
 def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]) -> Callable[[], Awaitable[str]]:

@@ -34,7 +34,6 @@ SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__credential": "`managedidentity` in Azure only; never set it for local runs.",
     "AzureWebJobsStorage__clientId": "Client id of the user-assigned identity the host uses for storage.",
     "AZURE_OPENAI_ENDPOINT": "https://<resource>.openai.azure.com (custom subdomain, required for Entra auth).",
-    "AZURE_OPENAI_API_VERSION": "Data-plane API version sent with every call.",
     "AZURE_OPENAI_DEPLOYMENT": "Deployment used when a job names none.",
     "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": "Comma-separated deployments a job may name (default: the default deployment).",
     "AZURE_OPENAI_TIMEOUT_SECONDS": "Per-request timeout for model calls.",
@@ -50,8 +49,6 @@ SETTINGS: dict[str, str] = {
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
 }
-
-DEFAULT_API_VERSION = "2024-10-21"
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -106,7 +103,6 @@ class StorageNames:
 @dataclass(frozen=True)
 class Settings:
     openai_endpoint: str
-    api_version: str
     default_deployment: str
     allowed_deployments: tuple[str, ...]
     openai_timeout: float
@@ -119,6 +115,11 @@ class Settings:
     permission_retry_seconds: int
     throttle_max_attempts: int
     throttle_max_delay_seconds: int
+
+    @property
+    def openai_base_url(self) -> str:
+        """The v1 data-plane route: no api-version; ``model`` is the deployment name."""
+        return f"{self.openai_endpoint}/openai/v1/"
 
     @property
     def poison_queue(self) -> str:
@@ -145,7 +146,6 @@ class Settings:
         names = StorageNames.from_env(env)
         return cls(
             openai_endpoint=endpoint,
-            api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
             default_deployment=deployment,
             allowed_deployments=allowed,
             openai_timeout=float(_int(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60)),

@@ -25,6 +25,11 @@ def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     for name in samples:
         assert name in done.stdout
     assert "✗ 05-invalid.json -> sample-invalid: parameter_not_allowed" in done.stdout
+    # Today's default is a reasoning model: its sample shows the reasoning tokens, and the sample with
+    # too small a budget fails saying so instead of "succeeding" with no answer.
+    reasoning = next(line for line in done.stdout.splitlines() if "06-reasoning.json" in line)
+    assert reasoning.startswith("✓") and "[gpt-5.4-mini-2026-03-17, " in reasoning and " reasoning]" in reasoning
+    assert "✗ 07-budget-trap.json -> sample-budget-trap: output_budget_exhausted" in done.stdout
     assert f"summary: {len(samples)}/{len(samples)} done" in done.stdout
     assert "reply_to notice" in done.stdout
     assert "Traceback" not in (tmp_path / "worker.log").read_text()

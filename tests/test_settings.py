@@ -64,11 +64,17 @@ def test_missing_storage_settings_say_what_to_set() -> None:
 def test_readme_and_sample_document_every_setting() -> None:
     import json
 
+    from emulators.stack.environment import REPO
     from shared.settings import SETTINGS
-    from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
     sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
     for name in SETTINGS:
         assert f"| `{name}` |" in readme, f"README configuration table lacks {name}"
         assert name in sample, f"local.settings.sample.json lacks {name}"
+
+
+def test_the_model_is_reached_on_the_v1_route_with_no_api_version() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.openai_base_url == "https://res.openai.azure.com/openai/v1/"
+    assert not hasattr(settings, "api_version")

@@ -28,8 +28,10 @@ from emulators.stack.environment import AZ_BIN, isolated_environment, patched_en
 from emulators.tokens import Principal, TokenIssuer
 from shared.constants import azurite_connection_string
 
-DEPLOYMENT = "gpt-4o-mini"
-SECOND_DEPLOYMENT = "gpt-4o"
+# A reasoning model by default, as Azure sells today; the second is a gpt-4.1-class model with the
+# older rules (temperature, stop, no reasoning tokens).
+DEPLOYMENT = "gpt-5.4-mini"
+SECOND_DEPLOYMENT = "gpt-4.1-mini"
 DEPLOYMENTS = (DEPLOYMENT, SECOND_DEPLOYMENT)
 # The Function App's system-assigned identity and the developer's `az login` hold the role.
 GRANTED = (identity.SYSTEM_ASSIGNED.object_id, az_standin.DEFAULT_USER.object_id)

@@ -1,5 +1,6 @@
 """Issue 2's promises, through the exact client code the worker runs in Azure and on a laptop:
-``AsyncAzureOpenAI(azure_ad_token_provider=get_bearer_token_provider(DefaultAzureCredential(), scope))``."""
+``AsyncOpenAI(base_url=<endpoint>/openai/v1/, api_key=get_bearer_token_provider(DefaultAzureCredential(), scope))``
+(``shared.connections.create_openai_client``)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ MESSAGES = [{"role": "user", "content": "What is keyless auth?"}]
 async def chat(endpoint: str, *, scope: str = SCOPE, max_retries: int = 0, **credential_kwargs: object) -> str:
     """The worker's client construction, verbatim; only the environment decides the identity."""
     async with DefaultAzureCredential(**credential_kwargs) as credential:
-        client = openai.AsyncAzureOpenAI(
-            azure_endpoint=endpoint,
-            api_version="2024-10-21",
-            azure_ad_token_provider=get_bearer_token_provider(credential, scope),
+        client = openai.AsyncOpenAI(
+            base_url=f"{endpoint}/openai/v1/",
+            api_key=get_bearer_token_provider(credential, scope),
             max_retries=max_retries,
         )
         async with client:
@@ -73,10 +73,9 @@ async def test_role_granted_with_delay_fails_then_succeeds(
 
 async def _concurrent_calls(endpoint: str, n: int) -> list[str]:
     async with DefaultAzureCredential() as credential:
-        client = openai.AsyncAzureOpenAI(
-            azure_endpoint=endpoint,
-            api_version="2024-10-21",
-            azure_ad_token_provider=get_bearer_token_provider(credential, SCOPE),
+        client = openai.AsyncOpenAI(
+            base_url=f"{endpoint}/openai/v1/",
+            api_key=get_bearer_token_provider(credential, SCOPE),
             max_retries=0,
         )
         async with client:
@@ -116,10 +115,9 @@ async def test_rate_limit_429_then_sdk_retries_succeed(
     aoai.configure(rpm=1, rate_window_seconds=2)
     assert await chat(aoai.endpoint)
     async with DefaultAzureCredential() as credential:
-        client = openai.AsyncAzureOpenAI(
-            azure_endpoint=aoai.endpoint,
-            api_version="2024-10-21",
-            azure_ad_token_provider=get_bearer_token_provider(credential, SCOPE),
+        client = openai.AsyncOpenAI(
+            base_url=f"{aoai.endpoint}/openai/v1/",
+            api_key=get_bearer_token_provider(credential, SCOPE),
             max_retries=0,
         )
         async with client:
@@ -129,3 +127,21 @@ async def test_rate_limit_429_then_sdk_retries_succeed(
     assert float(headers["retry-after-ms"]) > 0 and "x-ratelimit-remaining-requests" in headers
     assert await chat(aoai.endpoint, max_retries=3) == answer_for(MESSAGES, DEPLOYMENT)
     assert aoai.stats()["throttled"] >= 2
+
+
+async def test_a_token_provider_given_to_azure_openai_as_api_key_is_refused(
+    aoai: OpenAIEmulator, managed_identity: IdentityEndpoint
+) -> None:
+    # The trap the v1 client avoids: AsyncAzureOpenAI sends a callable api_key as an `api-key`
+    # header, which Azure OpenAI with local auth disabled refuses.
+    async with DefaultAzureCredential() as credential:
+        client = openai.AsyncAzureOpenAI(
+            azure_endpoint=aoai.endpoint,
+            api_version="2024-10-21",
+            api_key=get_bearer_token_provider(credential, SCOPE),
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(openai.PermissionDeniedError) as caught:
+                await client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.code == "AuthenticationTypeDisabled"

@@ -36,7 +36,7 @@ async def test_cli_round_trip_keyless(
     assert waited.stdout == answer("Hello from the CLI") + "\n"
     assert "submitted job cli-1" in waited.stderr
 
-    sent = await cli(settings, "submit", "Second one", "--param", "temperature=0.2", "--metadata", "team=search")
+    sent = await cli(settings, "submit", "Second one", "--param", "reasoning_effort=low", "--metadata", "team=search")
     assert sent.code == 0, sent
     second = sent.stdout.strip()
     assert len(second) == 32  # the generated id is all a script needs to capture
