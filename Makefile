@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint typecheck check run bench infra-check clean
+.PHONY: setup test test-fast lint format typecheck check run bench infra-check clean
 
 setup: $(STAMP) node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -32,6 +32,10 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 typecheck: setup
 	$(PY) -m mypy
