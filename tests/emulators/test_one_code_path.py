@@ -12,20 +12,24 @@ import pytest
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 
 from emulators.aoai import answer_for
+from shared.connections import create_openai_client
+from shared.settings import Settings
 from tests.conftest import DEPLOYMENT, AzureCli, IdentityEndpoint, OpenAIEmulator, ungranted
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 MESSAGES = [{"role": "user", "content": "What is keyless auth?"}]
 
 
+def v1_client(endpoint: str, credential: DefaultAzureCredential, *, scope: str, max_retries: int) -> openai.AsyncOpenAI:
+    """The worker's own client factory (v1 endpoint, the token provider as api_key)."""
+    settings = Settings.from_env({"AZURE_OPENAI_ENDPOINT": endpoint, "AZURE_OPENAI_DEPLOYMENT": DEPLOYMENT})
+    return create_openai_client(settings, get_bearer_token_provider(credential, scope), max_retries=max_retries)
+
+
 async def chat(endpoint: str, *, scope: str = SCOPE, max_retries: int = 0, **credential_kwargs: object) -> str:
     """The worker's client construction, verbatim; only the environment decides the identity."""
     async with DefaultAzureCredential(**credential_kwargs) as credential:
-        client = openai.AsyncOpenAI(
-            base_url=f"{endpoint}/openai/v1/",
-            api_key=get_bearer_token_provider(credential, scope),
-            max_retries=max_retries,
-        )
+        client = v1_client(endpoint, credential, scope=scope, max_retries=max_retries)
         async with client:
             completion = await client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)  # type: ignore[arg-type]
     return completion.choices[0].message.content or ""
@@ -73,11 +77,7 @@ async def test_role_granted_with_delay_fails_then_succeeds(
 
 async def _concurrent_calls(endpoint: str, n: int) -> list[str]:
     async with DefaultAzureCredential() as credential:
-        client = openai.AsyncOpenAI(
-            base_url=f"{endpoint}/openai/v1/",
-            api_key=get_bearer_token_provider(credential, SCOPE),
-            max_retries=0,
-        )
+        client = v1_client(endpoint, credential, scope=SCOPE, max_retries=0)
         async with client:
             completions = await asyncio.gather(
                 *(
@@ -115,11 +115,7 @@ async def test_rate_limit_429_then_sdk_retries_succeed(
     aoai.configure(rpm=1, rate_window_seconds=2)
     assert await chat(aoai.endpoint)
     async with DefaultAzureCredential() as credential:
-        client = openai.AsyncOpenAI(
-            base_url=f"{aoai.endpoint}/openai/v1/",
-            api_key=get_bearer_token_provider(credential, SCOPE),
-            max_retries=0,
-        )
+        client = v1_client(aoai.endpoint, credential, scope=SCOPE, max_retries=0)
         async with client:
             with pytest.raises(openai.RateLimitError) as caught:
                 await client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)  # type: ignore[arg-type]

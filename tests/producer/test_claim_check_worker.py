@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,20 +16,8 @@ from shared.connections import Runtime
 from shared.jobs import CLAIM_CHECK_BYTES, Result
 from tests.conftest import DEPLOYMENT, OpenAIEmulator
 from tests.producer.helpers import blob_names, peek_bodies
+from tests.worker.fakes import Message
 from tests.worker_fixtures import Jobs
-
-
-@dataclass
-class Message:
-    """What the worker reads of a queue message."""
-
-    body: bytes
-    id: str = "msg-1"
-    dequeue_count: int = 1
-    insertion_time: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def get_body(self) -> bytes:
-        return self.body
 
 
 def reference(job_id: str, blob: str | None = None) -> Message:
