@@ -50,6 +50,8 @@ def _no_control_characters(text: str) -> str:
     return text
 
 
+# W3C Trace Context, version 00: version-trace_id-parent_id-flags, lower-case hex.
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_no_control_characters)]
 
@@ -133,6 +135,14 @@ class Job(_Strict):
     parameters: Parameters = Field(default_factory=Parameters)
     metadata: dict[str, Any] | None = Field(default=None, description="Small object echoed into the result.")
     reply_to: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
+    traceparent: Annotated[str, StringConstraints(pattern=TRACEPARENT_PATTERN)] | None = Field(
+        default=None,
+        description="W3C trace context of the producer's span: the job's trace continues from it (a queue "
+        "message carries no headers, so the context travels in the body).",
+    )
+    tracestate: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        default=None, description="W3C tracestate that goes with traceparent."
+    )
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> Job:
@@ -192,6 +202,7 @@ class Result(BaseModel):
     metadata: dict[str, Any] | None = None
     attempts: int = 1
     message_id: str | None = None
+    trace_id: str | None = Field(default=None, description="The trace this job ran in (when tracing is on).")
     timings: Timings
 
 
