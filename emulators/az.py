@@ -7,6 +7,13 @@ issuer as the managed-identity endpoint. State lives in ``$AZURE_CONFIG_DIR`` (d
 ``$LOCAL_AZURE_DIR/az``), exactly where the real CLI keeps its login, so a test or a
 developer flips it with ``az login`` / ``az logout``. Every run is counted in
 ``invocations.log`` there.
+
+It also answers the three look-ups ``infra/hooks/preflight.py`` (the azd preprovision hook) makes,
+with the real CLI's JSON shapes: ``az cognitiveservices model list --location L``, ``az
+cognitiveservices usage list --location L`` and ``az cognitiveservices account deployment show``.
+They answer from ``$AZURE_CONFIG_DIR/cognitiveservices.json`` when a test or a developer writes one
+(:func:`save_catalogue`), else from :func:`default_catalogue`: a region as the model lifecycle
+stood in late 2026.
 """
 
 from __future__ import annotations
@@ -68,6 +75,201 @@ def logout() -> None:
     save_state({"logged_in": False})
 
 
+# ---- cognitiveservices: the model catalogue, quota and deployments of a region ----
+#
+# Shapes: the CLI prints the Models - List and Usages - List REST bodies' `value` arrays as they come
+# (azure-cli cognitiveservices tests/latest/test_subscription_level_apis.py reads models[0]['kind'],
+# ['skuName'], ['model']['skus'][0]['name'] and usages[0]['currentValue'], ['limit'],
+# ['name']['value']); the fields are those of azure-rest-api-specs Microsoft.CognitiveServices
+# stable/2024-10-01 examples ListLocationModels.json (model.lifecycleStatus, deprecation{fineTune,
+# inference}, skus[{name, usageName, deprecationDate, capacity}]) and ListUsages.json (name{value,
+# localizedValue}, currentValue, limit, unit). Quota is counted in units of 1,000 tokens per minute,
+# the unit of a deployment's sku.capacity, under usageName `OpenAI.<SKU>.<model>`.
+
+CATALOGUE_FILE = "cognitiveservices.json"
+STANDIN_RESOURCE_GROUP = "rg-standin"
+
+
+def _model(
+    name: str, version: str, status: str, retires: str, skus: dict[str, int], *, chat: bool = True
+) -> dict[str, Any]:
+    """One entry of `az cognitiveservices model list` (kind OpenAI, account sku S0)."""
+    stamp = f"{retires}T00:00:00Z"
+    return {
+        "kind": "OpenAI",
+        "skuName": "S0",
+        "model": {
+            "format": "OpenAI",
+            "name": name,
+            "version": version,
+            "isDefaultVersion": True,
+            "lifecycleStatus": status,
+            "capabilities": {"chatCompletion": str(chat).lower(), "embeddings": str(not chat).lower()},
+            "deprecation": {"fineTune": None, "inference": stamp},
+            "maxCapacity": 3,
+            "skus": [
+                {
+                    "name": sku,
+                    "usageName": f"OpenAI.{sku}.{name}",
+                    "deprecationDate": stamp,
+                    "capacity": {"default": min(100, maximum), "maximum": maximum},
+                }
+                for sku, maximum in skus.items()
+            ],
+            "systemData": {"createdBy": "Microsoft", "lastModifiedBy": "Microsoft"},
+        },
+    }
+
+
+def _usage(usage_name: str, limit: int, current: int = 0) -> dict[str, Any]:
+    """One entry of `az cognitiveservices usage list`, counted in thousands of tokens per minute."""
+    _, sku, model = usage_name.split(".", 2)
+    return {
+        "name": {"value": usage_name, "localizedValue": f"Tokens Per Minute (thousands) - {model} - {sku}"},
+        "currentValue": float(current),
+        "limit": float(limit),
+        "unit": "Count",
+        "nextResetTime": None,
+        "quotaPeriod": None,
+        "status": None,
+    }
+
+
+def default_catalogue() -> dict[str, Any]:
+    """A region (any location) as facts-models-and-quota.md section 1 describes late 2026: the
+    gpt-5.4 minis GA, gpt-4.1-mini Legacy, gpt-4o-mini 2024-07-18 Deprecated; Tier-1 quota, none used.
+    Also an embeddings model and an AIServices-kind twin, which a chat deployment must not pick."""
+    models = [
+        _model("gpt-5.4-mini", "2026-03-17", "GenerallyAvailable", "2027-09-21",
+               {"GlobalStandard": 10000, "GlobalBatch": 10000}),
+        _model("gpt-5.4-nano", "2026-03-17", "GenerallyAvailable", "2027-09-21",
+               {"GlobalStandard": 10000, "DataZoneStandard": 10000}),
+        _model("gpt-5-mini", "2025-08-07", "GenerallyAvailable", "2027-02-09",
+               {"GlobalStandard": 10000, "DataZoneStandard": 10000}),
+        _model("gpt-4.1-mini", "2025-04-14", "Legacy", "2027-04-14",
+               {"GlobalStandard": 10000, "DataZoneStandard": 10000, "Standard": 6000}),
+        _model("gpt-4o-mini", "2024-07-18", "Deprecated", "2027-04-14", {"GlobalStandard": 10000, "Standard": 2000}),
+        _model("text-embedding-3-small", "1", "GenerallyAvailable", "2027-12-31", {"GlobalStandard": 10000},
+               chat=False),
+    ]  # fmt: skip
+    twin = json.loads(json.dumps(models[0]))
+    twin["kind"] = "AIServices"
+    usages = [
+        {
+            "name": {"value": "AccountCount", "localizedValue": "Cognitive Services total account limit"},
+            "currentValue": 0.0,
+            "limit": 200.0,
+            "unit": "Count",
+        },
+        _usage("OpenAI.GlobalStandard.gpt-5.4-mini", 1000),
+        _usage("OpenAI.GlobalBatch.gpt-5.4-mini", 5000),
+        _usage("OpenAI.GlobalStandard.gpt-5.4-nano", 5000),
+        _usage("OpenAI.DataZoneStandard.gpt-5.4-nano", 2000),
+        _usage("OpenAI.GlobalStandard.gpt-5-mini", 1000),
+        _usage("OpenAI.DataZoneStandard.gpt-5-mini", 300),
+        _usage("OpenAI.GlobalStandard.gpt-4.1-mini", 5000),
+        _usage("OpenAI.DataZoneStandard.gpt-4.1-mini", 2000),
+        _usage("OpenAI.Standard.gpt-4.1-mini", 6000),
+        _usage("OpenAI.GlobalStandard.gpt-4o-mini", 2000),
+        _usage("OpenAI.Standard.gpt-4o-mini", 2000),
+        _usage("OpenAI.GlobalStandard.text-embedding-3-small", 1000),
+    ]
+    return {"models": [*models, twin], "usages": usages, "deployments": []}
+
+
+def deployment(
+    *,
+    account: str,
+    name: str,
+    model: str,
+    version: str,
+    sku: str,
+    capacity: int,
+    resource_group: str = STANDIN_RESOURCE_GROUP,
+    subscription: str = DEFAULT_SUBSCRIPTION,
+) -> dict[str, Any]:
+    """A model deployment as `az cognitiveservices account deployment show` prints it."""
+    account_id = (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.CognitiveServices/accounts/{account}"
+    )
+    return {
+        "id": f"{account_id}/deployments/{name}",
+        "name": name,
+        "type": "Microsoft.CognitiveServices/accounts/deployments",
+        "resourceGroup": resource_group,
+        "sku": {"name": sku, "capacity": capacity},
+        "properties": {
+            "model": {"format": "OpenAI", "name": model, "version": version},
+            "versionUpgradeOption": "OnceNewDefaultVersionAvailable",
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
+def save_catalogue(catalogue: dict[str, Any]) -> None:
+    """What the cognitiveservices commands answer from now on. Keys: ``models``, ``usages`` and
+    ``deployments`` (the CLI's shapes, for every location), and optionally ``locations``:
+    ``{"<location>": {"models": [...], "usages": [...]}}`` for a region that differs."""
+    (config_dir() / CATALOGUE_FILE).write_text(json.dumps(catalogue, indent=2))
+
+
+def load_catalogue() -> dict[str, Any]:
+    path = config_dir() / CATALOGUE_FILE
+    if path.exists():
+        catalogue: dict[str, Any] = json.loads(path.read_text())
+        return catalogue
+    return default_catalogue()
+
+
+def _in_region(location: str) -> dict[str, Any]:
+    catalogue = load_catalogue()
+    regions = {str(k).lower(): v for k, v in (catalogue.get("locations") or {}).items()}
+    return {**catalogue, **regions.get(location.lower(), {})}
+
+
+def _cognitiveservices(args: argparse.Namespace) -> int:
+    if not load_state().get("logged_in"):
+        print(f"ERROR: {LOGGED_OUT}", file=sys.stderr)
+        return 1
+    if args.cs_group in ("model", "usage"):
+        key = "models" if args.cs_group == "model" else "usages"
+        print(json.dumps(_in_region(args.location).get(key, []), indent=2))
+        return 0
+    wanted = f"/resourceGroups/{args.resource_group}/providers/Microsoft.CognitiveServices/accounts/{args.name}"
+    wanted += f"/deployments/{args.deployment_name}"
+    for found in load_catalogue().get("deployments", []):
+        if str(found.get("id", "")).lower().endswith(wanted.lower()):
+            print(json.dumps(found, indent=2))
+            return 0
+    print(
+        f"ERROR: (DeploymentNotFound) The specified deployment '{args.deployment_name}' does not exist.",
+        file=sys.stderr,
+    )
+    return 3
+
+
+def _add_cognitiveservices(sub: Any) -> None:
+    """`az cognitiveservices model list | usage list | account deployment show` and the global
+    arguments the preflight passes."""
+    groups = sub.add_parser("cognitiveservices").add_subparsers(dest="cs_group", required=True)
+    commands = [
+        groups.add_parser("model").add_subparsers(dest="cs_command", required=True).add_parser("list"),
+        groups.add_parser("usage").add_subparsers(dest="cs_command", required=True).add_parser("list"),
+    ]
+    for listing in commands:
+        listing.add_argument("--location", "-l", required=True)
+    account = groups.add_parser("account").add_subparsers(dest="cs_command", required=True)
+    show = account.add_parser("deployment").add_subparsers(dest="cs_action", required=True).add_parser("show")
+    show.add_argument("--name", "-n", required=True)
+    show.add_argument("--resource-group", "-g", required=True)
+    show.add_argument("--deployment-name", required=True)
+    for command in [*commands, show]:
+        command.add_argument("--output", "-o", default="json")
+        command.add_argument("--subscription")
+        command.add_argument("--only-show-errors", action="store_true")
+
+
 def _get_access_token(args: argparse.Namespace) -> int:
     state = load_state()
     if not state.get("logged_in"):
@@ -111,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     account.add_parser("show")
     sub.add_parser("login").add_argument("--tenant", "-t", default=DEFAULT_TENANT)
     sub.add_parser("logout")
+    _add_cognitiveservices(sub)
     args = parser.parse_args(argv)
+    if args.group == "cognitiveservices":
+        return _cognitiveservices(args)
     if args.group == "login":
         login(tenant=args.tenant)
         print(json.dumps([{"user": {"name": DEFAULT_USER.name, "type": "user"}, "tenantId": args.tenant}], indent=2))

@@ -56,33 +56,37 @@ param producerPrincipalType string = 'ServicePrincipal'
 param producerReplyQueueName string = 'job-replies'
 
 // ---- Azure OpenAI ----
+// One model deployment, every part of it a parameter (azd: the AZURE_OPENAI_* values in
+// main.parameters.json). Before azd creates anything, its preprovision hook
+// (infra/hooks/preflight.py) checks that the region offers this model, version and SKU, that they
+// are not deprecated, and that the capacity fits the free quota. Model choice, upgrade policy and
+// retirement dates: docs/deploy.md#model-choice.
 
 @description('Region of the Azure OpenAI account when it differs from location (model and quota availability differ by region). Empty: location.')
 param openAiLocation string = ''
 
-@description('Name of the model deployment the worker calls (AZURE_OPENAI_DEPLOYMENT).')
-param openAiDeploymentName string = 'gpt-4o-mini'
+@minLength(1)
+@description('Model to deploy (azd: AZURE_OPENAI_MODEL_NAME). Default gpt-5.4-mini: GA, retirement scheduled for 2027-09-21 (Microsoft moves these dates; check with az cognitiveservices model list -l <region>).')
+param openAiModelName string = 'gpt-5.4-mini'
 
-@description('Model to deploy.')
-param openAiModelName string = 'gpt-4o-mini'
+@minLength(1)
+@description('Model version (azd: AZURE_OPENAI_MODEL_VERSION), always explicit: without one the service picks the current default version, which changes over time and can fail with DeploymentModelNotSupported.')
+param openAiModelVersion string = '2026-03-17'
 
-@description('Model version to deploy.')
-param openAiModelVersion string = '2024-07-18'
+@description('Name of the model deployment the worker calls (AZURE_OPENAI_DEPLOYMENT and AZURE_OPENAI_ALLOWED_DEPLOYMENTS; azd: AZURE_OPENAI_DEPLOYMENT_NAME). Empty: the model name.')
+param openAiDeploymentName string = ''
 
 @allowed([
   'GlobalStandard'
   'DataZoneStandard'
   'Standard'
 ])
-@description('Deployment SKU. GlobalStandard has the most quota; DataZoneStandard/Standard keep processing in a data zone/region.')
+@description('Deployment SKU (azd: AZURE_OPENAI_DEPLOYMENT_SKU). GlobalStandard has the most quota; DataZoneStandard/Standard keep processing in a data zone/region. Not every model offers every SKU in every region.')
 param openAiDeploymentSkuName string = 'GlobalStandard'
 
 @minValue(1)
-@description('Deployment capacity in units of 1,000 tokens per minute: 30 = 30,000 TPM. It must fit the subscription quota of the model in the region.')
-param openAiDeploymentCapacity int = 30
-
-@description('Azure OpenAI data-plane API version the worker sends (AZURE_OPENAI_API_VERSION).')
-param openAiApiVersion string = '2024-10-21'
+@description('Deployment capacity in units of 1,000 tokens per minute (azd: AZURE_OPENAI_DEPLOYMENT_CAPACITY): 50 = 50,000 TPM and, for gpt-5.4-mini, 50 requests per minute. A twentieth of the 1,000 units a Tier-1 subscription gets for the model per region, so several environments fit; it must fit the free quota of the model and SKU in the region.')
+param openAiDeploymentCapacity int = 50
 
 @minValue(1)
 @description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
@@ -101,7 +105,7 @@ Each instance runs up to 24 jobs at once (host.json queues batchSize 4 + newBatc
 so up to maximumInstanceCount x 24 concurrent model calls. Every call is charged prompt tokens +
 max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute).
 Jobs of ~1,000 tokens that take ~5 s each make 12 calls/min per slot: ONE instance can use
-24 x 12 x 1,000 = 288,000 TPM, far above the default 30,000 TPM. Past the quota extra instances
+24 x 12 x 1,000 = 288,000 TPM, far above the default 50,000 TPM. Past the quota extra instances
 only collect 429s (the worker backs off and re-enqueues). Size it as
 TPM / (24 x tokens per job x calls per minute per slot), rounded up; default 10 caps a backlog
 burst at 240 concurrent calls.''')
@@ -114,6 +118,14 @@ param maximumInstanceCount int = 10
 ])
 @description('Memory of each Flex Consumption instance in MB. The worker is I/O bound; 2048 is the platform default.')
 param instanceMemoryMB int = 2048
+
+// ---- Private networking ----
+// Off by default. On (azd: VNET_ENABLED=true): a VNet the Function App is integrated with
+// (app/network.bicep), private endpoints for storage blob, queue and table and for Azure OpenAI
+// (app/private-endpoints.bicep), and public network access off on both. docs/deploy.md#private-networking
+
+@description('Private networking (azd: VNET_ENABLED). true: storage (blob, queue, table) and Azure OpenAI only behind private endpoints, public network access off, the Function App integrated with a new VNet. Producers and people then reach the queue from inside (or peered with) that VNet, through a private endpoint of their own, or with a temporary IP rule.')
+param vnetEnabled bool = false
 
 // ---- Worker settings: queue and container names (match local.settings.sample.json) ----
 
@@ -176,11 +188,11 @@ module resources 'resources.bicep' = {
     openAiModelVersion: openAiModelVersion
     openAiDeploymentSkuName: openAiDeploymentSkuName
     openAiDeploymentCapacity: openAiDeploymentCapacity
-    openAiApiVersion: openAiApiVersion
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    vnetEnabled: vnetEnabled
     jobsQueueName: jobsQueueName
     resultsContainerName: resultsContainerName
     payloadsContainerName: payloadsContainerName
@@ -204,9 +216,13 @@ output AZURE_OPENAI_DEPLOYMENT string = resources.outputs.AZURE_OPENAI_DEPLOYMEN
 output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.AZURE_STORAGE_ACCOUNT_NAME
 output AZURE_STORAGE_QUEUE_ENDPOINT string = resources.outputs.AZURE_STORAGE_QUEUE_ENDPOINT
 output AZURE_STORAGE_BLOB_ENDPOINT string = resources.outputs.AZURE_STORAGE_BLOB_ENDPOINT
+output AZURE_STORAGE_ACCOUNT_ID string = resources.outputs.AZURE_STORAGE_ACCOUNT_ID
 output JOBS_QUEUE string = resources.outputs.JOBS_QUEUE
 output RESULTS_CONTAINER string = resources.outputs.RESULTS_CONTAINER
 output PAYLOADS_CONTAINER string = resources.outputs.PAYLOADS_CONTAINER
 output FUNCTION_APP_NAME string = resources.outputs.FUNCTION_APP_NAME
 // The worker identity's client id says which identity to use; it grants nothing by itself.
 output AZURE_CLIENT_ID string = resources.outputs.AZURE_CLIENT_ID
+// Private networking: the VNet to peer with (empty when vnetEnabled is false).
+output AZURE_VNET_NAME string = resources.outputs.AZURE_VNET_NAME
+output AZURE_VNET_ID string = resources.outputs.AZURE_VNET_ID

@@ -50,33 +50,37 @@ param producerPrincipalType string = 'ServicePrincipal'
 param producerReplyQueueName string = 'job-replies'
 
 // ---- Azure OpenAI ----
+// One model deployment, every part of it a parameter (azd: the AZURE_OPENAI_* values in
+// main.parameters.json). Before azd creates anything, its preprovision hook
+// (infra/hooks/preflight.py) checks that the region offers this model, version and SKU, that they
+// are not deprecated, and that the capacity fits the free quota. Model choice, upgrade policy and
+// retirement dates: docs/deploy.md#model-choice.
 
 @description('Region of the Azure OpenAI account when it differs from location (model and quota availability differ by region). Empty: location.')
 param openAiLocation string = ''
 
-@description('Name of the model deployment the worker calls (AZURE_OPENAI_DEPLOYMENT).')
-param openAiDeploymentName string = 'gpt-4o-mini'
+@minLength(1)
+@description('Model to deploy (azd: AZURE_OPENAI_MODEL_NAME). Default gpt-5.4-mini: GA, retirement scheduled for 2027-09-21 (Microsoft moves these dates; check with az cognitiveservices model list -l <region>).')
+param openAiModelName string = 'gpt-5.4-mini'
 
-@description('Model to deploy.')
-param openAiModelName string = 'gpt-4o-mini'
+@minLength(1)
+@description('Model version (azd: AZURE_OPENAI_MODEL_VERSION), always explicit: without one the service picks the current default version, which changes over time and can fail with DeploymentModelNotSupported.')
+param openAiModelVersion string = '2026-03-17'
 
-@description('Model version to deploy.')
-param openAiModelVersion string = '2024-07-18'
+@description('Name of the model deployment the worker calls (AZURE_OPENAI_DEPLOYMENT and AZURE_OPENAI_ALLOWED_DEPLOYMENTS; azd: AZURE_OPENAI_DEPLOYMENT_NAME). Empty: the model name.')
+param openAiDeploymentName string = ''
 
 @allowed([
   'GlobalStandard'
   'DataZoneStandard'
   'Standard'
 ])
-@description('Deployment SKU. GlobalStandard has the most quota; DataZoneStandard/Standard keep processing in a data zone/region.')
+@description('Deployment SKU (azd: AZURE_OPENAI_DEPLOYMENT_SKU). GlobalStandard has the most quota; DataZoneStandard/Standard keep processing in a data zone/region. Not every model offers every SKU in every region.')
 param openAiDeploymentSkuName string = 'GlobalStandard'
 
 @minValue(1)
-@description('Deployment capacity in units of 1,000 tokens per minute: 30 = 30,000 TPM. It must fit the subscription quota of the model in the region.')
-param openAiDeploymentCapacity int = 30
-
-@description('Azure OpenAI data-plane API version the worker sends (AZURE_OPENAI_API_VERSION).')
-param openAiApiVersion string = '2024-10-21'
+@description('Deployment capacity in units of 1,000 tokens per minute (azd: AZURE_OPENAI_DEPLOYMENT_CAPACITY): 50 = 50,000 TPM and, for gpt-5.4-mini, 50 requests per minute. A twentieth of the 1,000 units a Tier-1 subscription gets for the model per region, so several environments fit; it must fit the free quota of the model and SKU in the region.')
+param openAiDeploymentCapacity int = 50
 
 @minValue(1)
 @description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
@@ -95,7 +99,7 @@ Each instance runs up to 24 jobs at once (host.json queues batchSize 4 + newBatc
 so up to maximumInstanceCount x 24 concurrent model calls. Every call is charged prompt tokens +
 max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute).
 Jobs of ~1,000 tokens that take ~5 s each make 12 calls/min per slot: ONE instance can use
-24 x 12 x 1,000 = 288,000 TPM, far above the default 30,000 TPM. Past the quota extra instances
+24 x 12 x 1,000 = 288,000 TPM, far above the default 50,000 TPM. Past the quota extra instances
 only collect 429s (the worker backs off and re-enqueues). Size it as
 TPM / (24 x tokens per job x calls per minute per slot), rounded up; default 10 caps a backlog
 burst at 240 concurrent calls.''')
@@ -108,6 +112,14 @@ param maximumInstanceCount int = 10
 ])
 @description('Memory of each Flex Consumption instance in MB. The worker is I/O bound; 2048 is the platform default.')
 param instanceMemoryMB int = 2048
+
+// ---- Private networking ----
+// Off by default. On (azd: VNET_ENABLED=true): a VNet the Function App is integrated with
+// (app/network.bicep), private endpoints for storage blob, queue and table and for Azure OpenAI
+// (app/private-endpoints.bicep), and public network access off on both. docs/deploy.md#private-networking
+
+@description('Private networking (azd: VNET_ENABLED). true: storage (blob, queue, table) and Azure OpenAI only behind private endpoints, public network access off, the Function App integrated with a new VNet. Producers and people then reach the queue from inside (or peered with) that VNet, through a private endpoint of their own, or with a temporary IP rule.')
+param vnetEnabled bool = false
 
 // ---- Worker settings: queue and container names (match local.settings.sample.json) ----
 
@@ -155,6 +167,7 @@ var functionAppName = 'func-${resourceToken}'
 // Flex Consumption deploys from a blob container of its own.
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 var openAiAccountName = 'oai-${resourceToken}'
+var vnetName = 'vnet-${resourceToken}'
 
 module identity 'app/identity.bicep' = {
   name: 'identity'
@@ -186,6 +199,7 @@ module storage 'app/storage.bicep' = {
     resultsContainerName: resultsContainerName
     payloadsContainerName: payloadsContainerName
     deploymentContainerName: deploymentContainerName
+    vnetEnabled: vnetEnabled
   }
 }
 
@@ -196,11 +210,41 @@ module openAi 'app/openai.bicep' = {
     customSubDomainName: openAiAccountName
     location: empty(openAiLocation) ? location : openAiLocation
     tags: tags
-    deploymentName: openAiDeploymentName
+    // Named after the model unless openAiDeploymentName says otherwise: the worker calls it by
+    // this name (AZURE_OPENAI_DEPLOYMENT). Another model is then another deployment beside this one.
+    deploymentName: empty(openAiDeploymentName) ? openAiModelName : openAiDeploymentName
     modelName: openAiModelName
     modelVersion: openAiModelVersion
     skuName: openAiDeploymentSkuName
     capacity: openAiDeploymentCapacity
+    vnetEnabled: vnetEnabled
+  }
+}
+
+// ---- Private networking (vnetEnabled only): docs/deploy.md#private-networking ----
+
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    name: vnetName
+    location: location
+    tags: tags
+  }
+}
+
+module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    openAiAccountName: openAi.outputs.name
+    subnetId: network.outputs.privateEndpointSubnetId
+    blobZoneId: network.outputs.blobZoneId
+    queueZoneId: network.outputs.queueZoneId
+    tableZoneId: network.outputs.tableZoneId
+    openAiZoneId: network.outputs.openAiZoneId
+    cognitiveServicesZoneId: network.outputs.cognitiveServicesZoneId
   }
 }
 
@@ -238,10 +282,11 @@ module functionApp 'app/function.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    vnetEnabled: vnetEnabled
+    appSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     openAiEndpoint: openAi.outputs.endpoint
     openAiDeploymentName: openAi.outputs.deploymentName
     openAiAllowedDeployments: openAi.outputs.deploymentName
-    openAiApiVersion: openAiApiVersion
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
     jobsQueueName: storage.outputs.jobsQueueName
@@ -254,9 +299,11 @@ module functionApp 'app/function.bicep' = {
     throttleMaxDelaySeconds: throttleMaxDelaySeconds
   }
   // Roles first: the app's first start (and azd deploy's upload) already has its rights
-  // applied or propagating, instead of failing and backing off.
+  // applied or propagating, instead of failing and backing off. With vnetEnabled, the private
+  // endpoints first too: the app can reach storage and Azure OpenAI only through them.
   dependsOn: [
     rbac
+    privateEndpoints
   ]
 }
 
@@ -272,9 +319,14 @@ output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+// For a producer's own private endpoint (az network private-endpoint create --private-connection-resource-id).
+output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
 output JOBS_QUEUE string = storage.outputs.jobsQueueName
 output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
 output PAYLOADS_CONTAINER string = storage.outputs.payloadsContainerName
 output FUNCTION_APP_NAME string = functionApp.outputs.name
 // The identity's client id says which identity to use; it grants nothing by itself.
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+// Private networking: the VNet to peer with (empty when vnetEnabled is false).
+output AZURE_VNET_NAME string = vnetEnabled ? network.outputs.vnetName : ''
+output AZURE_VNET_ID string = vnetEnabled ? network.outputs.vnetId : ''

@@ -51,9 +51,15 @@ param maximumInstanceCount int
 @description('Memory of each instance in MB.')
 param instanceMemoryMB int
 
+@description('Private networking: integrate the app with the VNet (outbound) through appSubnetId.')
+param vnetEnabled bool = false
+
+@description('Subnet of the VNet integration, delegated to Microsoft.App/environments (network.bicep). Used only when vnetEnabled.')
+param appSubnetId string = ''
+
 // ---- Worker settings (shared/settings.py) ----
 
-@description('https://<subdomain>.openai.azure.com/')
+@description('https://<subdomain>.openai.azure.com/: the worker calls its v1 API, <endpoint>/openai/v1/, which takes no api-version.')
 param openAiEndpoint string
 
 @description('Default deployment.')
@@ -61,9 +67,6 @@ param openAiDeploymentName string
 
 @description('Deployments a job may name, comma-separated.')
 param openAiAllowedDeployments string
-
-@description('Azure OpenAI data-plane API version.')
-param openAiApiVersion string
 
 @description('Per-request timeout of model calls, seconds.')
 param openAiTimeoutSeconds int
@@ -120,7 +123,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: azd deploy publishes over the app's scm endpoint (Entra token, basic auth off below); the worker has no HTTP triggers. Disable public access together with VNet integration + a private endpoint.
+  // checkov:skip=CKV_AZURE_222: azd deploy publishes over the app's scm endpoint (Entra token, basic auth off below); the worker has no HTTP triggers. vnetEnabled is outbound only: an inbound private endpoint is reported to hang Flex deploys (Azure/Azure-Functions#2635).
   // checkov:skip=CKV_AZURE_17: no HTTP triggers, so no HTTP clients to authenticate with certificates; the only callers are the platform and azd deploy (Entra).
   // checkov:skip=CKV_AZURE_212: numberOfWorkers does not apply to Flex Consumption: it scales per queue length from zero, and jobs wait durably in the queue.
   // checkov:skip=CKV_AZURE_213: health check pings an HTTP path; a queue-triggered app has none, and Flex Consumption replaces unhealthy instances itself.
@@ -138,6 +141,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // VNet integration (outbound): storage and Azure OpenAI through their private endpoints.
+    virtualNetworkSubnetId: vnetEnabled ? appSubnetId : null
     siteConfig: {
       ftpsState: 'Disabled'
       minTlsVersion: '1.2'
@@ -179,10 +184,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_OPENAI_ALLOWED_DEPLOYMENTS'
           value: openAiAllowedDeployments
-        }
-        {
-          name: 'AZURE_OPENAI_API_VERSION'
-          value: openAiApiVersion
         }
         {
           name: 'AZURE_OPENAI_TIMEOUT_SECONDS'
@@ -250,7 +251,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     functionAppConfig: {
       deployment: {
         storage: {
-          // azd deploy uploads the zip here; the platform reads it with the app identity.
+          // azd deploy uploads the zip here; the platform reads it with the app identity (with
+          // vnetEnabled: over the blob private endpoint, docs/deploy.md#private-networking).
           type: 'blobContainer'
           value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
           authentication: {

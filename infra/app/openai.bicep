@@ -20,18 +20,22 @@ param deploymentName string
 @description('Model to deploy.')
 param modelName string
 
-@description('Model version to deploy.')
+@minLength(1)
+@description('Model version to deploy: always explicit (an omitted version means whatever the service default is that day).')
 param modelVersion string
 
 @description('Deployment SKU: GlobalStandard, DataZoneStandard or Standard.')
 param skuName string
 
 @minValue(1)
-@description('Deployment capacity in units of 1,000 tokens per minute (TPM): 30 = 30,000 TPM.')
+@description('Deployment capacity in units of 1,000 tokens per minute (TPM): 50 = 50,000 TPM.')
 param capacity int
 
+@description('Private networking: public network access off and network ACLs denying by default; the app comes through the private endpoint (group account).')
+param vnetEnabled bool = false
+
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
-  // checkov:skip=CKV_AZURE_134: the Flex Consumption app has no VNet in this template, so it reaches Azure OpenAI over the public endpoint; key auth is off, so only Entra tokens with the OpenAI User role get in.
+  // checkov:skip=CKV_AZURE_134: publicNetworkAccess is Disabled when vnetEnabled (private endpoint); by default the app calls the public endpoint, where key auth is off, so only Entra tokens with the OpenAI User role get in. tests/infra checks both values.
   // checkov:skip=CKV_AZURE_238: the account calls nothing on its own behalf (no customer-managed key, no data sources), so an identity of its own would be an unused principal.
   name: name
   location: location
@@ -44,10 +48,10 @@ resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
     customSubDomainName: customSubDomainName
     // No API keys: a leaked key can't be used, a token from the worker's identity is needed.
     disableLocalAuth: true
-    // The Flex Consumption app has no VNet here, so it calls the public endpoint (Entra-only).
-    publicNetworkAccess: 'Enabled'
+    // Public endpoint (Entra-only) by default; with vnetEnabled only the private endpoint answers.
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }
 }
@@ -65,8 +69,11 @@ resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01
       name: modelName
       version: modelVersion
     }
-    // Stay on the pinned version until it is retired, so answers don't change under a release.
-    versionUpgradeOption: 'OnceCurrentVersionExpired'
+    // Deployed at the version above, then moved by the service to each new default version of
+    // the model within ~2 weeks of its release, not at retirement (OnceCurrentVersionExpired) or
+    // never (NoAutoUpgrade: stops working when the version retires). Answers can change with the
+    // version; provisioned SKUs are never upgraded. docs/deploy.md#model-choice
+    versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
   }
 }
 

@@ -12,11 +12,13 @@ that failed is skipped, saying why. docs/troubleshooting.md lists every reason.
                   (``credential``).
 - scope:          the token's ``aud`` is Azure OpenAI's audience (``credential``).
 - openai:         a 1-token chat completion on the configured deployment; 401/403/404 and
-                  connection errors are mapped to the setting or role to fix (``--wait``
-                  retries PermissionDenied while a role assignment propagates) (``openai_probe``).
+                  connection errors are mapped to the setting, role or network (public access
+                  off: private endpoints only) to fix (``--wait`` retries PermissionDenied while a
+                  role assignment propagates) (``openai_probe``).
 - storage:        which connection form is in use; keys, SAS, dev storage in Azure,
                   ``__credential`` set locally (``storage``).
-- storage-access: send+delete a queue message, upload+read+delete a ``_doctor/<uuid>`` blob (``storage``).
+- storage-access: send+delete a queue message, upload+read+delete a ``_doctor/<uuid>`` blob; a 403 names
+                  the missing role, or the network when the account refuses it (``storage``).
 - environment:    a container with no way to get a token, and what to do about it (``environment``).
 - keys:           key or secret settings that the worker ignores and should not exist (``environment``).
 

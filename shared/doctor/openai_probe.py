@@ -5,6 +5,7 @@ PermissionDenied while a role assignment propagates)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from urllib.parse import urlsplit
@@ -12,8 +13,9 @@ from urllib.parse import urlsplit
 import openai
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import get_bearer_token_provider
-from openai import AsyncAzureOpenAI
+from openai import AsyncOpenAI
 
+from shared.connections import create_openai_client
 from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE
 from shared.doctor.credential import EXPECTED_AUDIENCE, wrong_audience
 from shared.doctor.model import OPENAI, Check, Context, one_line
@@ -42,12 +44,26 @@ def _openai_resource_scope(ctx: Context, settings: Settings) -> str:
     return '"<OpenAI resource id>"'
 
 
-async def _chat_once(settings: Settings, client: AsyncAzureOpenAI) -> None:
-    await client.chat.completions.create(
+# Enough for a reasoning model to show its reasoning tokens; at most this many are billed.
+PROBE_TOKENS = 16
+REASONING_FAMILIES = ("gpt-5", "o1", "o3", "o4")
+
+
+async def _chat_once(settings: Settings, client: AsyncOpenAI) -> str:
+    """Call the deployment once; describe the model that answered (name, version, reasoning or not)."""
+    completion = await client.chat.completions.create(
         model=settings.default_deployment,
         messages=[{"role": "user", "content": "ping"}],
-        max_tokens=1,
+        max_completion_tokens=PROBE_TOKENS,  # reasoning models refuse max_tokens
     )
+    details = completion.usage.completion_tokens_details if completion.usage else None
+    reasoning_tokens = (details.reasoning_tokens if details else None) or 0
+    if reasoning_tokens or completion.model.startswith(REASONING_FAMILIES):
+        return (
+            f"model {completion.model}, a reasoning model ({reasoning_tokens} reasoning tokens in the probe): jobs "
+            "must use max_completion_tokens (max_tokens is sent as that) and may not set temperature, top_p or stop"
+        )
+    return f"model {completion.model}"
 
 
 def _is_permission_denied(exc: Exception) -> bool:
@@ -63,30 +79,28 @@ async def check_openai(ctx: Context) -> Check:
         return OPENAI.skip("no_token", "no token (Credential failed)")
     settings = ctx.settings
     where = f"{settings.openai_endpoint}, deployment {settings.default_deployment}"
-    client = AsyncAzureOpenAI(
-        azure_endpoint=settings.openai_endpoint,
-        api_version=settings.api_version,
-        azure_ad_token_provider=get_bearer_token_provider(ctx.credential, ctx.options.scope),
+    client = create_openai_client(
+        dataclasses.replace(settings, openai_timeout=min(settings.openai_timeout, 30.0)),
+        get_bearer_token_provider(ctx.credential, ctx.options.scope),
         max_retries=0,
-        timeout=min(settings.openai_timeout, 30.0),
     )
     started = time.monotonic()
     async with client:
         try:
-            await _chat_once(settings, client)
+            served = await _chat_once(settings, client)
         except Exception as exc:
             if not (_is_permission_denied(exc) and ctx.options.wait > 0):
                 return _openai_failed(ctx, settings, exc, where)
             try:
-                await _wait_for_role(ctx, settings, client, started, exc)
+                served = await _wait_for_role(ctx, settings, client, started, exc)
             except Exception as again:
                 return _openai_failed(ctx, settings, again, where, waited=time.monotonic() - started)
             return OPENAI.ok(
                 f"{where} answered after the role took effect ({time.monotonic() - started:.0f} s of --wait) "
-                f"for {ctx.principal}",
+                f"for {ctx.principal}; {served}",
                 reason="ok_after_wait",
             )
-    return OPENAI.ok(f"{where} answered a 1-token completion for {ctx.principal}")
+    return OPENAI.ok(f"{where} answered for {ctx.principal}; {served}")
 
 
 async def _count_down(ctx: Context, note: str, delay: float, left: float) -> None:
@@ -106,8 +120,8 @@ async def _count_down(ctx: Context, note: str, delay: float, left: float) -> Non
 
 
 async def _wait_for_role(
-    ctx: Context, settings: Settings, client: AsyncAzureOpenAI, started: float, denied: Exception
-) -> None:
+    ctx: Context, settings: Settings, client: AsyncOpenAI, started: float, denied: Exception
+) -> str:
     """Retry while PermissionDenied, with a countdown on stderr, until ``--wait`` runs out.
 
     Returns once a call succeeds; raises the last error (PermissionDenied when time ran out)."""
@@ -119,7 +133,7 @@ async def _wait_for_role(
         await _count_down(ctx, note, delay, left)
         attempt += 1
         try:
-            await _chat_once(settings, client)
+            served = await _chat_once(settings, client)
         except Exception as exc:
             if not _is_permission_denied(exc):
                 raise
@@ -127,13 +141,15 @@ async def _wait_for_role(
             continue
         ctx.stderr.write(f"  attempt {attempt}: the role is in effect\n")
         ctx.stderr.flush()
-        return
+        return served
     raise denied
 
 
 def _openai_failed(ctx: Context, settings: Settings, exc: Exception, where: str, waited: float | None = None) -> Check:
     if isinstance(exc, openai.APIStatusError) and _is_permission_denied(exc):
         return _role_missing(ctx, settings, exc, where, waited)
+    if isinstance(exc, openai.PermissionDeniedError) and _network_refused(exc):
+        return _public_access_disabled(ctx, settings, exc, where)
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return _unauthorized(ctx, exc, where)
     if isinstance(exc, openai.NotFoundError):
@@ -191,10 +207,8 @@ def _not_found(settings: Settings, exc: openai.NotFoundError) -> Check:
         )
     return OPENAI.fail(
         "endpoint_not_found",
-        f"404 from {settings.openai_endpoint}/openai/deployments/...: {_service_message(exc)} "
-        f"(api-version {settings.api_version})",
-        "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path) and "
-        "AZURE_OPENAI_API_VERSION to a GA version such as 2024-10-21",
+        f"404 from {settings.openai_base_url}chat/completions: {_service_message(exc)}",
+        "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path: the worker adds /openai/v1/)",
     )
 
 
@@ -209,8 +223,8 @@ def _other_failure(settings: Settings, exc: Exception, where: str) -> Check:
     if isinstance(exc, openai.BadRequestError):
         return OPENAI.warn(
             "probe_refused",
-            f"authorized; the deployment refused the 1-token probe (400 {exc.code}): {_service_message(exc)}",
-            f"{NO_AUTH_PROBLEM}; check the deployment's model accepts max_tokens",
+            f"authorized; the deployment refused the probe (400 {exc.code}): {_service_message(exc)}",
+            f"{NO_AUTH_PROBLEM}; check the deployment's model accepts max_completion_tokens",
         )
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         cause = exc.__cause__ or exc
@@ -233,3 +247,49 @@ def _other_failure(settings: Settings, exc: Exception, where: str) -> Check:
             "see Credential above",
         )
     return OPENAI.fail("unexpected_error", f"{type(exc).__name__}: {one_line(str(exc))}", "see the error above")
+
+
+# What Azure OpenAI says (403) to a request from a network it does not admit: public network access
+# disabled (infra's vnetEnabled: private endpoint only) or an IP outside its network rules. Matched
+# on the message, lower case: the wording is as publicly reported, not confirmed against documentation.
+NETWORK_REFUSALS = (
+    "public access is disabled",
+    "virtual network/firewall rules",
+    "not from an approved private",
+)
+
+
+def _network_refused(exc: openai.PermissionDeniedError) -> bool:
+    said = f"{_service_message(exc)} {exc.message}".lower()
+    return any(marker in said for marker in NETWORK_REFUSALS)
+
+
+def _public_access_disabled(ctx: Context, settings: Settings, exc: openai.PermissionDeniedError, where: str) -> Check:
+    detail = (
+        f"{exc.status_code} from {where}: {_service_message(exc)}\n"
+        "the account refuses this network (which says nothing about the token or role yet): public network "
+        "access is disabled (private endpoint only: infra's vnetEnabled) or its firewall does not admit this "
+        "address. Inside the VNet the endpoint must resolve to the private endpoint (privatelink.openai.azure.com "
+        "linked to the VNet)"
+    )
+    if ctx.looks_like_azure:
+        return OPENAI.fail(
+            "public_access_disabled",
+            detail,
+            "the app reaches Azure OpenAI only through its private endpoint: check the Function App's VNet "
+            "integration (virtualNetworkSubnetId) and that privatelink.openai.azure.com and "
+            "privatelink.cognitiveservices.azure.com are linked to that VNet (docs/deploy.md#private-networking)",
+        )
+    host = urlsplit(settings.openai_endpoint).hostname or ""
+    name = host.partition(".")[0] if host.partition(".")[2] in OPENAI_HOST_DOMAINS else "<resource>"
+    resource = _openai_resource_scope(ctx, settings)
+    rule = f"-g <resource-group> -n {name} --ip-address <your public IP>"
+    return OPENAI.fail(
+        "public_access_disabled",
+        detail,
+        "run it from inside the VNet (or a VNet peered with it), or let your IP in for a while: "
+        f"az resource update --ids {resource} --set properties.publicNetworkAccess=Enabled && "
+        f"az cognitiveservices account network-rule add {rule}; and afterwards: "
+        f"az cognitiveservices account network-rule remove {rule} && "
+        f"az resource update --ids {resource} --set properties.publicNetworkAccess=Disabled",
+    )

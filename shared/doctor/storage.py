@@ -34,6 +34,11 @@ UNKNOWN_ACCOUNT = "<storage account>"
 FIX_FIRST = "the storage settings must be fixed first"
 IDENTITY_ROLES = f"'{BLOB_OWNER_ROLE}' and '{QUEUE_CONTRIBUTOR_ROLE}'"
 _FAST: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 30}
+# The x-ms-error-code storage answers a request from a network its firewall does not admit: public
+# network access disabled (infra's vnetEnabled) or an IP not in the rules. A missing data role is
+# AuthorizationPermissionMismatch instead.
+NETWORK_REFUSED_CODE = "AuthorizationFailure"
+YOUR_IP = "<your public IP>"
 
 
 def _parse_connection_string(value: str) -> dict[str, str]:
@@ -247,6 +252,8 @@ def _storage_failed(ctx: Context, exc: Exception, step: str) -> Check:
 
 
 def _forbidden(ctx: Context, exc: HttpResponseError, code: str | None, target: str, account: str, role: str) -> Check:
+    if code == NETWORK_REFUSED_CODE:
+        return _network_refused(ctx, target, account, role)
     if code in STORAGE_PERMISSION_CODES:
         return STORAGE_ACCESS.fail(
             "storage_role_missing",
@@ -267,3 +274,31 @@ def _conn_endpoint(connection_string: str, step: str) -> str:
     if endpoint := parts.get("queueendpoint" if step == "queue" else "blobendpoint"):
         return endpoint
     return f"https://{parts.get('accountname', UNKNOWN_ACCOUNT)}.core.windows.net"
+
+
+def _network_refused(ctx: Context, target: str, account: str, role: str) -> Check:
+    """403 AuthorizationFailure: the account does not take requests from this network."""
+    detail = (
+        f"403 {NETWORK_REFUSED_CODE} on {target}: account {account} refuses this network (which says nothing about "
+        f"the role yet): its public network access is disabled (private endpoints only: infra's vnetEnabled) or its "
+        f"firewall does not admit this address. Inside the VNet the name must resolve to the private endpoint "
+        f"(privatelink DNS zone linked to the VNet); once the network is let in, a missing '{role}' shows as "
+        "AuthorizationPermissionMismatch"
+    )
+    if ctx.looks_like_azure:
+        return STORAGE_ACCESS.fail(
+            "public_access_disabled",
+            detail,
+            "the app reaches storage only through its private endpoints: check the Function App's VNet integration "
+            "(virtualNetworkSubnetId) and that the privatelink.blob/queue/table zones are linked to that VNet "
+            "(docs/deploy.md#private-networking)",
+        )
+    return STORAGE_ACCESS.fail(
+        "public_access_disabled",
+        detail,
+        f"run it from inside the VNet (or a VNet peered with it), or let your IP in for a while: "
+        f"az storage account update -n {account} --public-network-access Enabled --default-action Deny && "
+        f"az storage account network-rule add --account-name {account} --ip-address {YOUR_IP}; and afterwards: "
+        f"az storage account network-rule remove --account-name {account} --ip-address {YOUR_IP} && "
+        f"az storage account update -n {account} --public-network-access Disabled",
+    )

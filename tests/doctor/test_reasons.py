@@ -193,9 +193,14 @@ SETTINGS = Settings.from_env(
         (answer(openai.PermissionDeniedError, 403, "AuthenticationTypeDisabled"), "fail", "api_key_sent", "api_key"),
         (answer(openai.AuthenticationError, 401), "fail", "token_rejected", "az login --tenant"),
         (answer(openai.NotFoundError, 404, "DeploymentNotFound"), "fail", "deployment_not_found", "deployment list"),
-        (answer(openai.NotFoundError, 404), "fail", "endpoint_not_found", "AZURE_OPENAI_API_VERSION"),
+        (answer(openai.NotFoundError, 404), "fail", "endpoint_not_found", "no path"),
         (answer(openai.RateLimitError, 429), "warn", "throttled", "quota"),
-        (answer(openai.BadRequestError, 400, "unsupported_parameter"), "warn", "probe_refused", "max_tokens"),
+        (
+            answer(openai.BadRequestError, 400, "unsupported_parameter"),
+            "warn",
+            "probe_refused",
+            "max_completion_tokens",
+        ),
         (answer(openai.InternalServerError, 500), "fail", "service_error", "retry later"),
     ],
 )

@@ -15,6 +15,12 @@ two expressions that resolve to the same text name the same thing, whichever mod
 There are two entry points: ``Infra.load(root)`` reads main.bicep (subscription scope, azd),
 ``Infra.load(root, GROUP_ENTRY)`` reads resources.bicep (``az deployment group create``). The
 resource checks hold for both; :func:`check_layers` checks main.bicep is only a thin wrapper.
+
+Switches (bool parameters such as ``vnetEnabled``) are evaluated: ``Infra.load(root, entry,
+{"vnetEnabled": True})`` reads the deployment as it is with that value (a bool parameter not given
+takes its default). A ``c ? a : b`` whose condition is a switch resolves to the branch taken, and a
+resource or module under ``if (<switch>)`` that is off is not deployed (not in ``created``,
+``all_resources``), so every check judges what that value deploys.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ OPENAI_DEPLOYMENT = "Microsoft.CognitiveServices/accounts/deployments"
 APP_INSIGHTS = "Microsoft.Insights/components"
 IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities"
 SITE = "Microsoft.Web/sites"
+VNET = "Microsoft.Network/virtualNetworks"
+SUBNET = "Microsoft.Network/virtualNetworks/subnets"
+PRIVATE_ENDPOINT = "Microsoft.Network/privateEndpoints"
+ZONE_GROUP = "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"
+DNS_ZONE = "Microsoft.Network/privateDnsZones"
+DNS_ZONE_LINK = "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
 PLAN = "Microsoft.Web/serverfarms"
 PUBLISHING_POLICY = "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
 RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
@@ -206,12 +218,47 @@ class Infra:
     main: BicepFile
     module_files: dict[str, BicepFile] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    values: dict[str, bool] = field(default_factory=dict)  # switches of the entry point, by name
 
     @classmethod
-    def load(cls, root: Path, entry: str = MAIN_ENTRY) -> Infra:
-        infra = cls(root, parse(root / entry))
+    def load(cls, root: Path, entry: str = MAIN_ENTRY, values: Mapping[str, bool] | None = None) -> Infra:
+        infra = cls(root, parse(root / entry), values=dict(values or {}))
         infra._load_modules(None)
         return infra
+
+    def switch(self, name: str) -> bool | None:
+        """The value of a bool parameter of the entry point: as given to load(), else its default."""
+        if name in self.values:
+            return self.values[name]
+        param = self.main.params.get(name) or {}
+        default = param.get("default")
+        return default if param.get("type") == "bool" and isinstance(default, bool) else None
+
+    def truth(self, scope: str | None, expr: Any) -> bool | None:
+        """A condition's value when it is a switch (or `!` of one), else None (not decided here)."""
+        if isinstance(expr, bool):
+            return expr
+        operator = expr.get("operator") if isinstance(expr, dict) else None
+        if operator and operator["type"] == "not":
+            inner = self.truth(scope, operator["operands"].get("bool_value"))
+            return None if inner is None else not inner
+        origin = self.resolve(scope, expr)
+        if origin in ("true", "false"):
+            return origin == "true"
+        match = re.fullmatch(r"param:(\w+)", origin)
+        return self.switch(match.group(1)) if match else None
+
+    def deployed(self, scope: str | None, resource: Mapping[str, Any] | None = None) -> bool:
+        """False when the module `scope` (or a module above it), or `resource` in it, is under an
+        `if (...)` that is off with these switches."""
+        if resource is not None and self.truth(scope, condition(resource)) is False:
+            return False
+        while scope is not None:
+            parent = self.parent(scope)
+            if self.truth(parent, condition(self.module_declaration(scope))) is False:
+                return False
+            scope = parent
+        return True
 
     def _load_modules(self, scope: str | None) -> None:
         file = self.file(scope)
@@ -243,9 +290,13 @@ class Infra:
         return [None, *self.module_files]
 
     def all_resources(self) -> Iterable[tuple[str | None, str, dict[str, Any]]]:
+        """The resources declared in every file, less those the switches leave out."""
         for scope in self.scopes:
+            if not self.deployed(scope):
+                continue
             for symbol, resource in self.file(scope).resources.items():
-                yield scope, symbol, resource
+                if self.deployed(scope, resource):
+                    yield scope, symbol, resource
 
     # ------------------------------------------------------------ resolution
 
@@ -269,6 +320,15 @@ class Infra:
             function = expr["function"]
             args = ",".join(self.resolve(scope, value) for value in (function.get("parameters") or {}).values())
             return f"{function['type']}({args})"
+        if isinstance(expr, dict) and (expr.get("operator") or {}).get("type") == "conditional":
+            # `c ? a : b`: the branch taken when c is a switch, else if(c,a,b) (e.g. the deployment
+            # named after the model unless named).
+            operands = expr["operator"]["operands"]
+            taken = self.truth(scope, operands["condition"])
+            if taken is not None:
+                return self.resolve(scope, operands["true_value" if taken else "false_value"])
+            branches = (operands["condition"], operands["true_value"], operands["false_value"])
+            return "if(" + ",".join(self.resolve(scope, branch) for branch in branches) + ")"
         if isinstance(expr, dict) and "operator" not in expr:
             return "{" + ",".join(f"{unquote(k)}: {self.resolve(scope, v)}" for k, v in expr.items()) + "}"
         return json.dumps(expr, sort_keys=True)
@@ -649,7 +709,6 @@ def check_security(infra: Infra) -> list[str]:
     openai = infra.only(OPENAI_ACCOUNT, problems)
     expect(openai, "kind", "OpenAI")
     expect(openai, "properties.disableLocalAuth", True)
-    expect(openai, "properties.publicNetworkAccess", "Enabled")
     if openai:
         subdomain = body(openai[3]).get("properties", {}).get("customSubDomainName")
         if not subdomain or infra.resolve(openai[1], subdomain) in ("", '""'):
@@ -680,6 +739,298 @@ def check_security(infra: Infra) -> list[str]:
 def _code(text: str) -> str:
     """Bicep text without // comments (a comment may say 'no listKeys()')."""
     return "\n".join(re.sub(r"(^|\s)//.*$", "", line) for line in text.splitlines())
+
+
+# ---------------------------------------------------------------- private networking
+
+SWITCH = "vnetEnabled"
+# Storage and Azure OpenAI: property -> (its value with the switch off, with it on).
+LOCKDOWN = {
+    STORAGE_ACCOUNT: {
+        "properties.publicNetworkAccess": ("Enabled", "Disabled"),
+        "properties.networkAcls.defaultAction": ("Allow", "Deny"),
+        "properties.networkAcls.bypass": ("AzureServices", "None"),
+    },
+    OPENAI_ACCOUNT: {
+        "properties.publicNetworkAccess": ("Enabled", "Disabled"),
+        "properties.networkAcls.defaultAction": ("Allow", "Deny"),
+    },
+}
+# Flex Consumption integrates with a subnet delegated to this service.
+APP_DELEGATION = "Microsoft.App/environments"
+# 'privatelink.blob.${environment().suffixes.storage}', as the resolver writes it.
+STORAGE_SUFFIX = "{environment().suffixes.storage}"
+# With the switch on: one private endpoint per (target, group id), registered in these zones.
+PRIVATE_ENDPOINTS = {
+    ("storage account", "blob"): {f"privatelink.blob.{STORAGE_SUFFIX}"},
+    ("storage account", "queue"): {f"privatelink.queue.{STORAGE_SUFFIX}"},
+    ("storage account", "table"): {f"privatelink.table.{STORAGE_SUFFIX}"},
+    ("openai account", "account"): {"privatelink.openai.azure.com", "privatelink.cognitiveservices.azure.com"},
+}
+NETWORK_TYPES = (VNET, PRIVATE_ENDPOINT, DNS_ZONE)
+
+
+def check_network(infra: Infra) -> list[str]:
+    """Private networking as the switch (vnetEnabled, as loaded) has it. On: storage and Azure OpenAI
+    refuse public traffic; one VNet; the app integrated with its subnet delegated to
+    Microsoft.App/environments; every private endpoint in the other subnet, with a zone group naming
+    its zones, each zone linked to the VNet; the VNet in the outputs. Off: public access, and none
+    of those resources."""
+    problems = list(infra.problems)
+    on = infra.switch(SWITCH)
+    if on is None:
+        return [*problems, f"the entry point needs a bool parameter {SWITCH} with a default"]
+    problems += _check_lockdown(infra, on)
+    if not on:
+        return [*problems, *_check_no_network(infra)]
+    vnet = infra.only(VNET, problems)
+    if vnet is None:
+        return problems
+    subnets = _subnets(infra, vnet)
+    app_subnet = _check_app_subnet(infra, vnet[0], subnets, problems)
+    problems += _check_private_endpoints(infra, vnet[0], subnets, app_subnet)
+    problems += _check_zone_links(infra, vnet[0])
+    problems += _check_network_outputs(infra, {"AZURE_VNET_ID": f"{vnet[0]}.id", "AZURE_VNET_NAME": _name(infra, vnet)})
+    return problems
+
+
+def _name(infra: Infra, found: tuple[str, str | None, str, dict[str, Any]]) -> str:
+    return infra.resource_name(found[1], found[2])
+
+
+def _check_lockdown(infra: Infra, on: bool) -> list[str]:
+    """publicNetworkAccess and the firewall of storage and Azure OpenAI follow the switch."""
+    problems: list[str] = []
+    for type_, paths in LOCKDOWN.items():
+        found = infra.only(type_, problems)
+        if not found:
+            continue
+        _, scope, symbol, resource = found
+        for path, values in paths.items():
+            value = _at(body(resource), path)
+            shown = "missing" if value is MISSING else infra.resolve(scope, value)
+            if shown != values[int(on)]:
+                problems.append(
+                    f"{type_} {symbol}: {path} is {shown} with {SWITCH}={json.dumps(on)}, must be {values[int(on)]}"
+                )
+    return problems
+
+
+def _site_subnet(infra: Infra, problems: list[str]) -> str:
+    """The Function App's virtualNetworkSubnetId, resolved ("missing" when it sets none)."""
+    site = infra.site(problems)
+    if site is None:
+        return "missing"
+    value = (site[1].get("properties") or {}).get("virtualNetworkSubnetId", MISSING)
+    return "missing" if value is MISSING else infra.resolve(site[0], value)
+
+
+def _check_no_network(infra: Infra) -> list[str]:
+    """Switch off: no VNet, endpoint or zone; the app not integrated; the VNet outputs empty."""
+    problems = [
+        f"{SWITCH}=false still creates {type_} {sorted(key for key, *_ in infra.created_of_type(type_))}"
+        for type_ in NETWORK_TYPES
+        if infra.created_of_type(type_)
+    ]
+    subnet = _site_subnet(infra, problems)
+    if subnet not in ("missing", "null", ""):
+        problems.append(
+            f"{SWITCH}=false: the Function App must not be VNet-integrated, has virtualNetworkSubnetId {subnet}"
+        )
+    return [*problems, *_check_network_outputs(infra, {"AZURE_VNET_ID": "", "AZURE_VNET_NAME": ""})]
+
+
+def _check_network_outputs(infra: Infra, wanted: Mapping[str, str]) -> list[str]:
+    """The VNet outputs (for peering) and the storage account id (for a producer's own endpoint)."""
+    problems: list[str] = []
+    storage = infra.only(STORAGE_ACCOUNT, problems)
+    expected = {**wanted, "AZURE_STORAGE_ACCOUNT_ID": f"{storage[0]}.id" if storage else "<storage>"}
+    for name, value in expected.items():
+        output = infra.main.outputs.get(name)
+        origin = infra.resolve(None, output.get("value")) if output else "missing"
+        if origin != value:
+            problems.append(
+                f"output {name} is {origin or 'empty'} with {SWITCH}={infra.switch(SWITCH)}, must be {value or 'empty'}"
+            )
+    return problems
+
+
+def _subnets(infra: Infra, vnet: tuple[str, str | None, str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The VNet's subnets (declared inline), by resolved name."""
+    _, scope, _, resource = vnet
+    subnets = _at(body(resource), "properties.subnets")
+    if not isinstance(subnets, list):
+        return {}
+    return {infra.resolve(scope, subnet.get("name")): subnet.get("properties") or {} for subnet in subnets}
+
+
+def _subnet_name(vnet_key: str, origin: str) -> str | None:
+    """The subnet a resolved id names, when it is `<subnet of this VNet>.id`."""
+    match = re.fullmatch(re.escape(f"<{vnet_key}/{SUBNET} ") + r"(.+)>\.id", origin)
+    return match.group(1) if match else None
+
+
+def _delegations(subnet: Mapping[str, Any]) -> list[Any]:
+    return [_at(d, "properties.serviceName") for d in subnet.get("delegations") or []]
+
+
+def _check_app_subnet(
+    infra: Infra, vnet_key: str, subnets: Mapping[str, Mapping[str, Any]], problems: list[str]
+) -> str | None:
+    """The app is integrated with a subnet of the VNet delegated to Microsoft.App/environments only."""
+    origin = _site_subnet(infra, problems)
+    name = _subnet_name(vnet_key, origin)
+    if name is None or name not in subnets:
+        problems.append(f"the Function App's virtualNetworkSubnetId is {origin}, must be a subnet of the VNet")
+        return None
+    if _delegations(subnets[name]) != [APP_DELEGATION]:
+        problems.append(
+            f"subnet {name} of the Function App must be delegated to {APP_DELEGATION} (Flex Consumption) only, "
+            f"is delegated to {_delegations(subnets[name])}"
+        )
+    return name
+
+
+def _check_private_endpoints(
+    infra: Infra, vnet_key: str, subnets: Mapping[str, Mapping[str, Any]], app_subnet: str | None
+) -> list[str]:
+    """One endpoint per PRIVATE_ENDPOINTS item, in a subnet of the VNet that is not the app's, each
+    with a zone group naming exactly its zones."""
+    problems: list[str] = []
+    targets = {
+        name: found[0]
+        for name, type_ in (("storage account", STORAGE_ACCOUNT), ("openai account", OPENAI_ACCOUNT))
+        if (found := infra.only(type_, problems))
+    }
+    seen: set[tuple[str, str]] = set()
+    for key, scope, symbol, resource in infra.created_of_type(PRIVATE_ENDPOINT):
+        where = f"{infra.file(scope).path.name}:{symbol}"
+        properties = body(resource).get("properties") or {}
+        subnet = _subnet_name(vnet_key, infra.resolve(scope, _at(properties, "subnet.id")))
+        if subnet is None or subnet not in subnets or subnet == app_subnet or _delegations(subnets[subnet]):
+            problems.append(f"{where} must be in the VNet's private-endpoint subnet (not delegated), is in {subnet}")
+        item = _endpoint_target(infra, scope, where, properties, targets, problems)
+        if item is None:
+            continue
+        if item in seen:
+            problems.append(f"{where}: a second private endpoint for {item[1]} on the {item[0]}")
+        seen.add(item)
+        zones = _zone_group_zones(infra, key)
+        if zones != PRIVATE_ENDPOINTS.get(item, set()):
+            problems.append(
+                f"{where} ({item[1]} on the {item[0]}) registers in zones {sorted(zones) or 'none (no zone group)'}, "
+                f"must be {sorted(PRIVATE_ENDPOINTS.get(item, set()))}"
+            )
+    for item in sorted(set(PRIVATE_ENDPOINTS) - seen):
+        problems.append(f"missing private endpoint: {item[1]} on the {item[0]}")
+    return problems
+
+
+def _endpoint_target(
+    infra: Infra,
+    scope: str | None,
+    where: str,
+    properties: Mapping[str, Any],
+    targets: Mapping[str, str],
+    problems: list[str],
+) -> tuple[str, str] | None:
+    """(target name, group id) of an endpoint's one connection, or None (a problem says why)."""
+    connections = properties.get("privateLinkServiceConnections") or []
+    if len(connections) != 1:
+        problems.append(f"{where} needs exactly one privateLinkServiceConnection, has {len(connections)}")
+        return None
+    connection = connections[0].get("properties") or {}
+    origin = infra.resolve(scope, connection.get("privateLinkServiceId"))
+    target = next((name for name, key in targets.items() if origin == f"{key}.id"), None)
+    groups = [infra.resolve(scope, group) for group in connection.get("groupIds") or []]
+    if target is None or len(groups) != 1:
+        problems.append(f"{where} connects to {origin} with groups {groups}: not one group on storage or Azure OpenAI")
+        return None
+    return target, groups[0]
+
+
+def _zone_group_zones(infra: Infra, endpoint_key: str) -> set[str]:
+    """Names of the private DNS zones the endpoint's zone groups register in (a privateDnsZoneId
+    that is no zone this deployment creates is kept as it resolves)."""
+    zones = {
+        f"{key}.id": _name(infra, (key, scope, symbol, r)) for key, scope, symbol, r in infra.created_of_type(DNS_ZONE)
+    }
+    names: set[str] = set()
+    for key, scope, _, resource in infra.created_of_type(ZONE_GROUP):
+        if not key.startswith(f"<{endpoint_key}/"):
+            continue
+        for config in _at(body(resource), "properties.privateDnsZoneConfigs") or []:
+            origin = infra.resolve(scope, _at(config, "properties.privateDnsZoneId"))
+            names.add(zones.get(origin, origin))
+    return names
+
+
+def _check_zone_links(infra: Infra, vnet_key: str) -> list[str]:
+    """Every private DNS zone is linked to the VNet (without it, the app resolves public addresses)."""
+    problems = []
+    links = [(key, infra.resolve(scope, _at(body(r), "properties.virtualNetwork.id")))
+             for key, scope, _, r in infra.created_of_type(DNS_ZONE_LINK)]  # fmt: skip
+    for key, scope, symbol, resource in infra.created_of_type(DNS_ZONE):
+        if not any(link.startswith(f"<{key}/") and target == f"{vnet_key}.id" for link, target in links):
+            problems.append(
+                f"private DNS zone {_name(infra, (key, scope, symbol, resource))} is not linked to the VNet"
+            )
+    return problems
+
+
+# The model deployment: each part of it -> the main.bicep parameter it must come from.
+MODEL_PARAMETERS = {
+    "properties.model.name": "openAiModelName",
+    "properties.model.version": "openAiModelVersion",
+    "sku.name": "openAiDeploymentSkuName",
+    "sku.capacity": "openAiDeploymentCapacity",
+}
+# Follow the model's new default version within ~2 weeks, instead of at retirement or never.
+UPGRADE_POLICY = "OnceNewDefaultVersionAvailable"
+# The deployment is named openAiDeploymentName, or after the model when that is empty.
+DEPLOYMENT_NAMES = {
+    "param:openAiDeploymentName",
+    "if(empty(param:openAiDeploymentName),param:openAiModelName,param:openAiDeploymentName)",
+}
+
+
+def _at(config: Mapping[str, Any], path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = value.get(part, MISSING) if isinstance(value, dict) else MISSING
+    return value
+
+
+def check_model_deployment(infra: Infra) -> list[str]:
+    """One model deployment: model, explicit version, SKU and capacity from parameters (the version
+    with a non-empty default), named by parameter, following new default versions."""
+    problems = list(infra.problems)
+    found = infra.only(OPENAI_DEPLOYMENT, problems)
+    if not found:
+        return problems
+    _, scope, symbol, resource = found
+    config = body(resource)
+    where = f"{infra.file(scope).path.name}:{symbol}"
+    for path, param in MODEL_PARAMETERS.items():
+        value = _at(config, path)
+        if value is MISSING:
+            problems.append(f"{where} sets no {path}: it must be explicit, from the main.bicep parameter {param}")
+        elif infra.resolve(scope, value) != f"param:{param}":
+            problems.append(
+                f"{where}: {path} is {infra.resolve(scope, value)}, must be the main.bicep parameter {param}"
+            )
+    if infra.resolve(scope, _at(config, "properties.model.format")) != "OpenAI":
+        problems.append(f"{where}: properties.model.format must be OpenAI")
+    upgrade = _at(config, "properties.versionUpgradeOption")
+    if upgrade is MISSING or infra.resolve(scope, upgrade) != UPGRADE_POLICY:
+        shown = "missing" if upgrade is MISSING else infra.resolve(scope, upgrade)
+        problems.append(f"{where}: versionUpgradeOption is {shown}, must be {UPGRADE_POLICY}")
+    if infra.resolve(scope, config.get("name")) not in DEPLOYMENT_NAMES:
+        problems.append(f"{where}: the name must come from openAiDeploymentName (empty: openAiModelName)")
+    for param in ("openAiModelName", "openAiModelVersion"):
+        if not infra.main.params.get(param, {}).get("default"):
+            problems.append(f"main.bicep parameter {param} needs a non-empty default: never leave the model implicit")
+    return problems
 
 
 def check_flex_consumption(infra: Infra) -> list[str]:
@@ -869,11 +1220,9 @@ def _check_sample_defaults(
     """Defaults of the main.bicep parameters behind each setting = the sample's values."""
     problems = []
     for name in sorted(names & set(sample_values) - LOCAL_ONLY_VALUES):
-        origin = value(name) or ""
-        match = re.fullmatch(r"(?:string|join)?\(?param:(\w+)(?:,,)?\)?", origin)
-        if not match or match.group(1) not in infra.main.params:
+        default = _default_behind(infra, value(name) or "")
+        if default is MISSING:
             continue
-        default = infra.main.params[match.group(1)].get("default")
         shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
         if shown != sample_values[name]:
             problems.append(
@@ -882,10 +1231,25 @@ def _check_sample_defaults(
     return problems
 
 
+def _default_behind(infra: Infra, origin: str) -> Any:
+    """The main.bicep default a resolved setting takes: of `param:X` (also inside string() or join()),
+    or of `if(empty(param:X),param:Y,param:X)` (X, else Y when X defaults to empty); MISSING when the
+    setting does not come from parameters alone."""
+    params = infra.main.params
+    fallback = re.fullmatch(r"if\(empty\(param:(\w+)\),param:(\w+),param:\1\)", origin)
+    if fallback and {fallback.group(1), fallback.group(2)} <= set(params):
+        return params[fallback.group(1)].get("default") or params[fallback.group(2)].get("default")
+    match = re.fullmatch(r"(?:string|join)?\(?param:(\w+)(?:,,)?\)?", origin)
+    if not match or match.group(1) not in params:
+        return MISSING
+    return params[match.group(1)].get("default")
+
+
 REQUIRED_OUTPUTS = {
     "AZURE_LOCATION", "AZURE_TENANT_ID", "RESOURCE_GROUP", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
     "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_BLOB_ENDPOINT", "JOBS_QUEUE",
     "RESULTS_CONTAINER", "PAYLOADS_CONTAINER", "FUNCTION_APP_NAME", "AZURE_CLIENT_ID",
+    "AZURE_STORAGE_ACCOUNT_ID", "AZURE_VNET_NAME", "AZURE_VNET_ID",
 }  # fmt: skip
 
 
@@ -936,6 +1300,11 @@ def _check_parameters_file(main: BicepFile, parameters: Mapping[str, Any]) -> li
         )
         if match and allowed is not None and match.group(1) not in allowed:
             problems.append(f"main.parameters.json default {match.group(1)!r} for {name} is not in its @allowed list")
+        default = main.params.get(name, {}).get("default")
+        if match and isinstance(default, bool) and match.group(1) != json.dumps(default):
+            problems.append(
+                f"main.parameters.json default {match.group(1)!r} for {name} is not main.bicep's {json.dumps(default)}"
+            )
     return problems
 
 

@@ -3,8 +3,9 @@
 The Bicep CLI cannot be installed here, so the files are parsed with pycep and the checks in
 infra_checks.py follow names across modules. There are two entry points, main.bicep (azd, the
 subscription) and resources.bicep (`az deployment group create`), and the resource checks hold for
-both. The last tests break copies of infra/ to show each check really fails when its subject is
-missing.
+both, and with private networking off and on (``vnetEnabled``: the checks evaluate the switch, so
+each judges what that value deploys). The last tests break copies of infra/ to show each check
+really fails when its subject is missing.
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ INFRA = REPO / "infra"
 
 
 ENTRIES = [checks.MAIN_ENTRY, checks.GROUP_ENTRY]
+# Every resource check runs on both entry points with private networking off and on.
+VNET = [False, True]
+VARIANTS = [
+    pytest.param(entry, vnet, id=f"{entry}-vnet{'On' if vnet else 'Off'}") for entry in ENTRIES for vnet in VNET
+]
 
 
 @cache
-def infra(entry: str = checks.MAIN_ENTRY) -> checks.Infra:
-    return checks.Infra.load(INFRA, entry)
+def infra(entry: str = checks.MAIN_ENTRY, vnet: bool = False) -> checks.Infra:
+    return checks.Infra.load(INFRA, entry, {checks.SWITCH: vnet})
 
 
 def sample_values() -> dict[str, str]:
@@ -41,13 +47,16 @@ def sample_values() -> dict[str, str]:
 def run_all(root: Path) -> list[str]:
     problems = []
     for entry in ENTRIES:
-        loaded = checks.Infra.load(root, entry)
-        problems += [
-            *checks.check_roles(loaded),
-            *checks.check_security(loaded),
-            *checks.check_flex_consumption(loaded),
-            *checks.check_app_settings(loaded, SETTINGS, sample_values()),
-        ]
+        for vnet in VNET:
+            loaded = checks.Infra.load(root, entry, {checks.SWITCH: vnet})
+            problems += [
+                *checks.check_roles(loaded),
+                *checks.check_security(loaded),
+                *checks.check_flex_consumption(loaded),
+                *checks.check_app_settings(loaded, SETTINGS, sample_values()),
+                *checks.check_model_deployment(loaded),
+                *checks.check_network(loaded),
+            ]
     loaded = checks.Infra.load(root)
     return [
         *problems,
@@ -58,7 +67,7 @@ def run_all(root: Path) -> list[str]:
     ]
 
 
-APP_MODULES = {"identity", "monitoring", "storage", "openAi", "rbac", "functionApp"}
+APP_MODULES = {"identity", "monitoring", "storage", "openAi", "rbac", "functionApp", "network", "privateEndpoints"}
 
 
 def test_every_module_is_local_and_parses() -> None:
@@ -75,9 +84,9 @@ def test_main_bicep_only_creates_the_group_and_passes_everything_through_resourc
     assert checks.check_layers(infra()) == []
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
-def test_role_assignments_are_exactly_the_expected_ones_each_on_one_resource(entry: str) -> None:
-    assert checks.check_roles(infra(entry)) == []
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_role_assignments_are_exactly_the_expected_ones_each_on_one_resource(entry: str, vnet: bool) -> None:
+    assert checks.check_roles(infra(entry, vnet)) == []
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -105,19 +114,85 @@ def test_producer_gets_only_its_four_roles_each_on_one_queue_or_container(entry:
     )
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
-def test_storage_openai_app_insights_and_app_are_keyless_and_locked_down(entry: str) -> None:
-    assert checks.check_security(infra(entry)) == []
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_storage_openai_app_insights_and_app_are_keyless_and_locked_down(entry: str, vnet: bool) -> None:
+    assert checks.check_security(infra(entry, vnet)) == []
+
+
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_function_app_is_flex_consumption_python_311_with_identity_based_deployment(entry: str, vnet: bool) -> None:
+    assert checks.check_flex_consumption(infra(entry, vnet)) == []
+
+
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_app_settings_match_shared_settings_and_the_local_sample(entry: str, vnet: bool) -> None:
+    assert checks.check_app_settings(infra(entry, vnet), SETTINGS, sample_values()) == []
+
+
+# ------------------------------------------------------------ private networking (vnetEnabled)
+
+
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_private_networking_follows_the_switch(entry: str, vnet: bool) -> None:
+    # On: public access off on storage and Azure OpenAI, the app in a delegated subnet, every
+    # endpoint with its zone group and linked zones. Off: public access on, no network resources.
+    assert checks.check_network(infra(entry, vnet)) == []
+
+
+def test_private_networking_is_off_by_default_and_an_azd_value() -> None:
+    assert infra().main.params[checks.SWITCH]["default"] is False
+    assert checks.check_network(checks.Infra.load(INFRA)) == []  # loaded without a value: the default
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters[checks.SWITCH] == {"value": "${VNET_ENABLED=false}"}
+
+
+def created(loaded: checks.Infra, type_: str) -> list[str]:
+    return sorted(loaded.resource_name(scope, symbol) for _, scope, symbol, _ in loaded.created_of_type(type_))
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_function_app_is_flex_consumption_python_311_with_identity_based_deployment(entry: str) -> None:
-    assert checks.check_flex_consumption(infra(entry)) == []
+def test_private_networking_adds_the_vnet_four_endpoints_and_five_zones_and_nothing_else(entry: str) -> None:
+    off, on = infra(entry, False), infra(entry, True)
+    added = sorted({r["type"] for key, (_, _, r) in on.created.items() if key not in off.created})
+    assert added == sorted(
+        [checks.PRIVATE_ENDPOINT, checks.ZONE_GROUP, checks.DNS_ZONE, checks.DNS_ZONE_LINK, checks.VNET]
+    )
+    assert set(off.created) < set(on.created)
+    assert sorted(name.rsplit("-", 1)[1] for name in created(on, checks.PRIVATE_ENDPOINT)) == [
+        "account", "blob", "queue", "table"
+    ]  # fmt: skip
+    assert created(on, checks.DNS_ZONE) == sorted(zone for zones in checks.PRIVATE_ENDPOINTS.values() for zone in zones)
+    assert len(created(on, checks.DNS_ZONE_LINK)) == 5
+    assert created(off, checks.VNET) == created(off, checks.PRIVATE_ENDPOINT) == created(off, checks.DNS_ZONE) == []
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_app_settings_match_shared_settings_and_the_local_sample(entry: str) -> None:
-    assert checks.check_app_settings(infra(entry), SETTINGS, sample_values()) == []
+def test_private_networking_leaves_the_roles_as_they_are(entry: str) -> None:
+    def roles(loaded: checks.Infra) -> list[str]:
+        return sorted(key for key, (_, _, r) in loaded.created.items() if r["type"] == checks.ROLE_ASSIGNMENT)
+
+    assert roles(infra(entry, True)) == roles(infra(entry, False))
+    assert len(roles(infra(entry, True))) == len(checks.EXPECTED_ROLES)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_model_deployment_is_explicit_parameterised_and_follows_new_default_versions(entry: str) -> None:
+    assert checks.check_model_deployment(infra(entry)) == []
+
+
+def test_default_model_is_gpt_5_4_mini_and_nothing_in_infra_names_gpt_4o_mini() -> None:
+    defaults = {name: infra().main.params[name].get("default") for name in checks.MODEL_PARAMETERS.values()}
+    assert defaults == {
+        "openAiModelName": "gpt-5.4-mini",
+        "openAiModelVersion": "2026-03-17",
+        "openAiDeploymentSkuName": "GlobalStandard",
+        "openAiDeploymentCapacity": 50,
+    }
+    # gpt-4o-mini 2024-07-18 is Deprecated: a new subscription can no longer deploy it.
+    offenders = [
+        str(path.relative_to(REPO)) for path in INFRA.rglob("*") if path.is_file() and "gpt-4o-mini" in path.read_text()
+    ]
+    assert offenders == []
 
 
 def test_azure_yaml_parameters_and_outputs_agree_with_main_bicep() -> None:
@@ -147,6 +222,7 @@ NOT_DEPLOYED = [
     "package.json", "package-lock.json", "Makefile", "local.settings.json", "local.settings.sample.json",
     "requirements-dev.txt", "requirements-infra.txt", "requirements-infra-test.txt", "pyproject.toml",
     "azure.yaml", ".azure/dev/.env", ".git/config", "shared/__pycache__/settings.cpython-311.pyc",
+    "infra/hooks/preflight.py",
 ]  # fmt: skip
 
 
@@ -416,6 +492,129 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         "resources.bicep",
         replace("param jobsQueueName string = 'jobs'", "param jobsQueueName string = 'work'"),
         "JOBS_QUEUE: main.bicep default 'work' != local.settings.sample.json 'jobs'",
+    ),
+    "model version left to the service": (
+        "app/openai.bicep",
+        replace("      version: modelVersion\n", ""),
+        "openai.bicep:deployment sets no properties.model.version",
+    ),
+    "deployment pinned until its version expires": (
+        "app/openai.bicep",
+        replace(
+            "versionUpgradeOption: 'OnceNewDefaultVersionAvailable'",
+            "versionUpgradeOption: 'OnceCurrentVersionExpired'",
+        ),
+        "versionUpgradeOption is OnceCurrentVersionExpired, must be OnceNewDefaultVersionAvailable",
+    ),
+    "capacity hard-coded": (
+        "app/openai.bicep",
+        replace("    capacity: capacity\n", "    capacity: 30\n"),
+        "sku.capacity is 30, must be the main.bicep parameter openAiDeploymentCapacity",
+    ),
+    "model default drifts from the sample deployment": (
+        "resources.bicep",
+        replace("param openAiModelName string = 'gpt-5.4-mini'", "param openAiModelName string = 'gpt-5.4-nano'"),
+        "AZURE_OPENAI_DEPLOYMENT: main.bicep default 'gpt-5.4-nano' != local.settings.sample.json 'gpt-5.4-mini'",
+    ),
+    "storage public access left on with vnetEnabled": (
+        "app/storage.bicep",
+        replace("publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'", "publicNetworkAccess: 'Enabled'"),
+        "properties.publicNetworkAccess is Enabled with vnetEnabled=true, must be Disabled",
+    ),
+    "storage public access off even without a VNet": (
+        "app/storage.bicep",
+        replace("publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'", "publicNetworkAccess: 'Disabled'"),
+        "properties.publicNetworkAccess is Disabled with vnetEnabled=false, must be Enabled",
+    ),
+    "storage firewall lets trusted services in with vnetEnabled": (
+        "app/storage.bicep",
+        replace("bypass: vnetEnabled ? 'None' : 'AzureServices'", "bypass: 'AzureServices'"),
+        "properties.networkAcls.bypass is AzureServices with vnetEnabled=true, must be None",
+    ),
+    "OpenAI public access left on with vnetEnabled": (
+        "app/openai.bicep",
+        replace("publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'", "publicNetworkAccess: 'Enabled'"),
+        "Microsoft.CognitiveServices/accounts account: properties.publicNetworkAccess is Enabled with vnetEnabled=true",
+    ),
+    "OpenAI firewall allowing all with vnetEnabled": (
+        "app/openai.bicep",
+        replace("defaultAction: vnetEnabled ? 'Deny' : 'Allow'", "defaultAction: 'Allow'"),
+        "properties.networkAcls.defaultAction is Allow with vnetEnabled=true, must be Deny",
+    ),
+    "vnetEnabled not passed to openai.bicep": (
+        "resources.bicep",
+        replace(
+            "    capacity: openAiDeploymentCapacity\n    vnetEnabled: vnetEnabled\n",
+            "    capacity: openAiDeploymentCapacity\n",
+        ),
+        "properties.publicNetworkAccess is Enabled with vnetEnabled=true, must be Disabled",
+    ),
+    "queue endpoint removed": (
+        "app/private-endpoints.bicep",
+        lambda text: remove_block(remove_block(text, "resource queueZoneGroup "), "resource queueEndpoint "),
+        "missing private endpoint: queue on the storage account",
+    ),
+    "blob endpoint without its zone group": (
+        "app/private-endpoints.bicep",
+        lambda text: remove_block(text, "resource blobZoneGroup "),
+        "registers in zones none (no zone group), must be ['privatelink.blob.{environment().suffixes.storage}']",
+    ),
+    "OpenAI endpoint without the cognitiveservices zone": (
+        "app/private-endpoints.bicep",
+        replace(
+            "      {\n        name: 'cognitiveservices'\n        properties: {\n"
+            "          privateDnsZoneId: cognitiveServicesZoneId\n        }\n      }\n",
+            "",
+        ),
+        "(account on the openai account) registers in zones ['privatelink.openai.azure.com'], must be",
+    ),
+    "table endpoint registered in the blob zone": (
+        "app/private-endpoints.bicep",
+        replace("privateDnsZoneId: tableZoneId", "privateDnsZoneId: blobZoneId"),
+        "(table on the storage account) registers in zones ['privatelink.blob.",
+    ),
+    "storage zone name hard-coded for one cloud": (
+        "app/network.bicep",
+        replace("name: 'privatelink.queue.${storageSuffix}'", "name: 'privatelink.queue.core.windows.net'"),
+        "registers in zones ['privatelink.queue.core.windows.net'], must be ['privatelink.queue.{environment()",
+    ),
+    "zone not linked to the VNet": (
+        "app/network.bicep",
+        lambda text: remove_block(text, "resource tableZoneLink "),
+        "private DNS zone privatelink.table.{environment().suffixes.storage} is not linked to the VNet",
+    ),
+    "app subnet delegated to serverFarms": (
+        "app/network.bicep",
+        replace("serviceName: 'Microsoft.App/environments'", "serviceName: 'Microsoft.Web/serverFarms'"),
+        "subnet snet-app of the Function App must be delegated to Microsoft.App/environments",
+    ),
+    "endpoints in the app subnet": (
+        "resources.bicep",
+        replace("subnetId: network.outputs.privateEndpointSubnetId", "subnetId: network.outputs.appSubnetId"),
+        "must be in the VNet's private-endpoint subnet (not delegated), is in snet-app",
+    ),
+    "app not integrated with the VNet": (
+        "app/function.bicep",
+        replace("virtualNetworkSubnetId: vnetEnabled ? appSubnetId : null", "virtualNetworkSubnetId: null"),
+        "the Function App's virtualNetworkSubnetId is null, must be a subnet of the VNet",
+    ),
+    "network deployed without the switch": (
+        "resources.bicep",
+        replace("module network 'app/network.bicep' = if (vnetEnabled) {", "module network 'app/network.bicep' = {"),
+        "vnetEnabled=false still creates Microsoft.Network/virtualNetworks",
+    ),
+    "VNet output not emptied without the switch": (
+        "resources.bicep",
+        replace(
+            "output AZURE_VNET_NAME string = vnetEnabled ? network.outputs.vnetName : ''",
+            "output AZURE_VNET_NAME string = network.outputs.vnetName",
+        ),
+        "output AZURE_VNET_NAME is vnet-",
+    ),
+    "vnetEnabled azd default drifts": (
+        "main.parameters.json",
+        replace('"${VNET_ENABLED=false}"', '"${VNET_ENABLED=true}"'),
+        "main.parameters.json default 'true' for vnetEnabled is not main.bicep's false",
     ),
     "required parameter not in main.parameters.json": (
         "main.bicep",

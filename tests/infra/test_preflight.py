@@ -1,0 +1,439 @@
+"""infra/hooks/preflight.py, the azd preprovision hook, run as azd runs it against the `az` stand-in.
+
+The stand-in (emulators/az.py) answers `az cognitiveservices model list / usage list / account
+deployment show` with the real CLI's JSON shapes, from a catalogue each test can write; its default
+is a region as the model lifecycle stood in late 2026. Dates are judged as of 2026-11-30 (--today),
+so the default catalogue keeps meaning the same thing after its dates have passed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from emulators import az as az_standin
+from tests.conftest import AzureCli
+from tests.infra import infra_checks as checks
+
+REPO = Path(__file__).resolve().parents[2]
+PREFLIGHT = REPO / "infra" / "hooks" / "preflight.py"
+TODAY = "2026-11-30"
+ACCOUNT = "oai-abc123"
+
+
+def load_preflight() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("preflight", PREFLIGHT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["preflight"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+preflight = load_preflight()
+
+
+class Hook:
+    """Runs the hook with an azd environment: the az stand-in on PATH, logged in, nothing else."""
+
+    def __init__(self, cli: AzureCli) -> None:
+        self.cli = cli
+
+    def env(self, **azd: str) -> dict[str, str]:
+        base = {name: self.cli.env[name] for name in ("PATH", "AZURE_CONFIG_DIR", "AZ_STANDIN_PYTHON")}
+        return {**base, "AZURE_LOCATION": "eastus", "AZURE_SUBSCRIPTION_ID": az_standin.DEFAULT_SUBSCRIPTION, **azd}
+
+    def run(self, *, env: dict[str, str] | None = None, today: str = TODAY, **azd: str) -> tuple[int, str]:
+        """(exit status, the one line printed): anything else on stdout or stderr fails the test."""
+        done = subprocess.run(
+            [sys.executable, str(PREFLIGHT), "--today", today],
+            env=env if env is not None else self.env(**azd),
+            capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+        )  # fmt: skip
+        lines = (done.stdout + done.stderr).splitlines()
+        assert len(lines) == 1, f"one line expected, got {lines}"
+        assert lines[0].startswith("preflight: ")
+        assert (done.stderr if done.returncode else done.stdout).strip() == lines[0]
+        return done.returncode, lines[0]
+
+    def catalogue(self, catalogue: dict[str, Any]) -> None:
+        (self.cli.config_dir / az_standin.CATALOGUE_FILE).write_text(json.dumps(catalogue))
+
+    def invocations(self) -> list[str]:
+        log = self.cli.config_dir / "invocations.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def hook(azure_cli: AzureCli) -> Hook:
+    return Hook(azure_cli)
+
+
+def catalogue_with(usage_name: str, **changes: float) -> dict[str, Any]:
+    catalogue = az_standin.default_catalogue()
+    for usage in catalogue["usages"]:
+        if usage["name"]["value"] == usage_name:
+            usage.update(changes)
+    return catalogue
+
+
+# ------------------------------------------------------------ pass
+
+
+def test_the_defaults_pass_in_a_region_that_offers_them(hook: Hook) -> None:
+    status, line = hook.run()
+    assert status == 0
+    assert line == (
+        "preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus, capacity 50 of 1000 units free "
+        "(GenerallyAvailable, retires 2027-09-21)"
+    )
+    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+
+
+def test_the_openai_location_is_the_region_checked(hook: Hook) -> None:
+    catalogue = az_standin.default_catalogue()
+    catalogue["locations"] = {"swedencentral": {"models": [], "usages": []}}
+    hook.catalogue(catalogue)
+    assert hook.run(AZURE_LOCATION="swedencentral")[0] == 1
+    status, line = hook.run(AZURE_LOCATION="swedencentral", AZURE_OPENAI_LOCATION="eastus")
+    assert status == 0 and "in eastus" in line
+
+
+def test_a_legacy_model_still_deploys_with_a_note(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_MODEL_NAME="gpt-4.1-mini", AZURE_OPENAI_MODEL_VERSION="2025-04-14")
+    assert status == 0
+    assert "Legacy, retires 2027-04-14" in line and "plan a move" in line
+
+
+def test_skip_switch_skips_without_running_az(hook: Hook) -> None:
+    status, line = hook.run(PREFLIGHT_SKIP="1", AZURE_OPENAI_MODEL_NAME="no-such-model")
+    assert status == 0 and "skipped (PREFLIGHT_SKIP is set)" in line
+    assert hook.invocations() == []
+
+
+def test_a_reprovision_counts_the_capacity_its_deployment_already_holds(hook: Hook) -> None:
+    # The environment's own deployment holds 900 of the 1,000 units: asking for 900 again is no new quota.
+    catalogue = catalogue_with("OpenAI.GlobalStandard.gpt-5.4-mini", currentValue=900.0)
+    catalogue["deployments"] = [
+        az_standin.deployment(
+            account=ACCOUNT, name="gpt-5.4-mini", model="gpt-5.4-mini", version="2026-03-17",
+            sku="GlobalStandard", capacity=900,
+        )
+    ]  # fmt: skip
+    hook.catalogue(catalogue)
+    provisioned = {
+        "AZURE_OPENAI_ENDPOINT": f"https://{ACCOUNT}.openai.azure.com/",
+        "AZURE_RESOURCE_GROUP": az_standin.STANDIN_RESOURCE_GROUP,
+    }
+    status, line = hook.run(env=hook.env(AZURE_OPENAI_DEPLOYMENT_CAPACITY="900", **provisioned))
+    assert status == 0, line
+    assert "capacity 900 of 1000 units free" in line and "the 900 units this environment's deployment" in line
+    # Without the earlier deployment (a first provision), 900 does not fit in the 100 left.
+    status, line = hook.run(AZURE_OPENAI_DEPLOYMENT_CAPACITY="900")
+    assert status == 1 and "100 of 1000 units" in line
+
+
+def test_a_deployment_auto_upgraded_to_another_version_is_named(hook: Hook) -> None:
+    catalogue = az_standin.default_catalogue()
+    catalogue["deployments"] = [
+        az_standin.deployment(
+            account=ACCOUNT, name="gpt-5.4-mini", model="gpt-5.4-mini", version="2026-09-01",
+            sku="GlobalStandard", capacity=50,
+        )
+    ]  # fmt: skip
+    hook.catalogue(catalogue)
+    status, line = hook.run(
+        AZURE_OPENAI_ENDPOINT=f"https://{ACCOUNT}.openai.azure.com/",
+        AZURE_RESOURCE_GROUP=az_standin.STANDIN_RESOURCE_GROUP,
+    )
+    assert status == 0
+    assert "the deployment runs 2026-09-01 (auto-upgraded)" in line
+    assert "azd env set AZURE_OPENAI_MODEL_VERSION 2026-09-01" in line
+
+
+# ------------------------------------------------------------ refusal 1: model or version not offered
+
+
+def test_a_model_the_region_does_not_offer_is_refused_naming_alternatives(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_MODEL_NAME="gpt-9", AZURE_OPENAI_MODEL_VERSION="2027-01-01")
+    assert status == 1
+    assert line.startswith("preflight: gpt-9 2027-01-01 is not offered in eastus. Fix: ")
+    assert (
+        "azd env set AZURE_OPENAI_MODEL_NAME gpt-5.4-mini && azd env set AZURE_OPENAI_MODEL_VERSION 2026-03-17" in line
+    )
+    listed = re.search(r"units free: (.*)\)$", line)
+    assert listed is not None
+    # GA first, longest-lived first; never the deprecated one, the embeddings model or a GlobalBatch-only one.
+    assert listed.group(1).split(", ")[:3] == [
+        "gpt-5.4-mini 2026-03-17",
+        "gpt-5.4-nano 2026-03-17",
+        "gpt-5-mini 2025-08-07",
+    ]
+    assert "gpt-4o-mini" not in line and "embedding" not in line
+
+
+def test_a_version_the_region_does_not_offer_is_refused_naming_the_versions_it_does(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_MODEL_VERSION="2025-01-01")
+    assert status == 1
+    assert line == (
+        "preflight: gpt-5.4-mini 2025-01-01 is not offered in eastus (versions open for GlobalStandard here: "
+        "2026-03-17). Fix: azd env set AZURE_OPENAI_MODEL_VERSION 2026-03-17"
+    )
+
+
+def test_a_sku_the_model_lacks_is_refused_naming_the_ones_it_has(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_DEPLOYMENT_SKU="DataZoneStandard")
+    assert status == 1
+    assert "DataZoneStandard is not offered for gpt-5.4-mini 2026-03-17 in eastus" in line
+    assert "Fix: azd env set AZURE_OPENAI_DEPLOYMENT_SKU GlobalStandard" in line
+
+
+# ------------------------------------------------------------ refusal 2: deprecated or retired
+
+
+def test_a_deprecated_model_is_refused_naming_its_retirement_and_alternatives(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_MODEL_NAME="gpt-4o-mini", AZURE_OPENAI_MODEL_VERSION="2024-07-18")
+    assert status == 1
+    assert line.startswith(
+        "preflight: gpt-4o-mini 2024-07-18 is Deprecated in eastus (closed to new deployments, retires 2027-04-14). "
+        "Fix: azd env set AZURE_OPENAI_MODEL_NAME gpt-5.4-mini && azd env set AZURE_OPENAI_MODEL_VERSION 2026-03-17"
+    )
+    assert "gpt-5.4-nano 2026-03-17" in line
+    assert line.endswith("may still deploy it: azd env set PREFLIGHT_SKIP 1")
+
+
+def test_a_deprecating_model_is_refused_too(hook: Hook) -> None:
+    catalogue = az_standin.default_catalogue()
+    catalogue["models"][0]["model"]["lifecycleStatus"] = "Deprecating"
+    hook.catalogue(catalogue)
+    status, line = hook.run()
+    assert status == 1
+    assert "gpt-5.4-mini 2026-03-17 is Deprecating in eastus (closed to new deployments, retires 2027-09-21)" in line
+    assert "azd env set AZURE_OPENAI_MODEL_NAME gpt-5.4-nano" in line
+
+
+def test_a_model_past_its_inference_deprecation_date_is_refused(hook: Hook) -> None:
+    # The same default catalogue, judged after 2027-09-21: every chat model in it has retired.
+    status, line = hook.run(today="2027-10-01")
+    assert status == 1
+    assert line.startswith("preflight: gpt-5.4-mini 2026-03-17 was retired on 2027-09-21. Fix: another region")
+
+
+def test_a_sku_past_its_deprecation_date_is_refused(hook: Hook) -> None:
+    catalogue = az_standin.default_catalogue()
+    nano = catalogue["models"][1]["model"]
+    assert nano["name"] == "gpt-5.4-nano"
+    nano["skus"][1]["deprecationDate"] = "2026-06-30T00:00:00Z"  # DataZoneStandard
+    hook.catalogue(catalogue)
+    status, line = hook.run(AZURE_OPENAI_MODEL_NAME="gpt-5.4-nano", AZURE_OPENAI_DEPLOYMENT_SKU="DataZoneStandard")
+    assert status == 1
+    assert "DataZoneStandard was retired on 2026-06-30 for gpt-5.4-nano 2026-03-17 in eastus" in line
+    assert "azd env set AZURE_OPENAI_DEPLOYMENT_SKU GlobalStandard" in line
+
+
+# ------------------------------------------------------------ refusal 3: capacity over the free quota
+
+
+def test_capacity_over_the_quota_limit_is_refused_naming_what_fits(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_DEPLOYMENT_CAPACITY="1500")
+    assert status == 1
+    assert line.startswith(
+        "preflight: capacity 1500 is over the free OpenAI.GlobalStandard.gpt-5.4-mini quota in eastus: "
+        "1000 of 1000 units (thousands of tokens per minute) free. Fix, any one of: "
+        "azd env set AZURE_OPENAI_DEPLOYMENT_CAPACITY 1000; ask for more quota (https://aka.ms/oai/quotaincrease); "
+        "or azd env set AZURE_OPENAI_MODEL_NAME gpt-5.4-nano"
+    )
+
+
+def test_capacity_over_what_other_deployments_left_is_refused(hook: Hook) -> None:
+    hook.catalogue(catalogue_with("OpenAI.GlobalStandard.gpt-5.4-mini", currentValue=980.0))
+    status, line = hook.run()
+    assert status == 1
+    assert "capacity 50 is over the free OpenAI.GlobalStandard.gpt-5.4-mini quota in eastus: 20 of 1000" in line
+    assert "azd env set AZURE_OPENAI_DEPLOYMENT_CAPACITY 20" in line
+
+
+def test_no_quota_entry_at_all_means_no_quota(hook: Hook) -> None:
+    catalogue = az_standin.default_catalogue()
+    catalogue["usages"] = [u for u in catalogue["usages"] if "gpt-5.4-mini" not in u["name"]["value"]]
+    hook.catalogue(catalogue)
+    status, line = hook.run()
+    assert status == 1
+    assert "0 of 0 units" in line and "CAPACITY 0" not in line
+
+
+def test_capacity_over_the_sku_maximum_is_refused(hook: Hook) -> None:
+    hook.catalogue(catalogue_with("OpenAI.GlobalStandard.gpt-5.4-mini", limit=50000.0))
+    status, line = hook.run(AZURE_OPENAI_DEPLOYMENT_CAPACITY="20000")
+    assert status == 1
+    assert "capacity 20000 is over the 10000 a GlobalStandard deployment of gpt-5.4-mini 2026-03-17 can have" in line
+
+
+# ------------------------------------------------------------ no answer from az, bad input
+
+
+def test_az_logged_out_is_one_line_naming_az_login(hook: Hook) -> None:
+    hook.cli.logout()
+    status, line = hook.run()
+    assert status == 1
+    assert line.startswith("preflight: the Azure CLI is not logged in (az cognitiveservices model list: Please run")
+    assert "Fix: az login" in line and "azd env set PREFLIGHT_SKIP 1" in line
+
+
+def test_az_missing_is_one_line_naming_the_install(hook: Hook, tmp_path: Path) -> None:
+    env = {**hook.env(), "PATH": str(tmp_path)}
+    status, line = hook.run(env=env)
+    assert status == 1
+    assert "the Azure CLI (az) is not on PATH" in line and "azd env set PREFLIGHT_SKIP 1" in line
+
+
+def test_az_failing_otherwise_is_one_line_with_its_error(hook: Hook, tmp_path: Path) -> None:
+    fake = tmp_path / "az"
+    fake.write_text(
+        "#!/bin/sh\necho 'ERROR: (AuthorizationFailed) The client does not have authorization' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    status, line = hook.run(env={**hook.env(), "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
+    assert status == 1
+    assert line.startswith("preflight: az cognitiveservices model list failed: (AuthorizationFailed)")
+
+
+@pytest.mark.parametrize(
+    ("azd", "expected"),
+    [
+        ({"AZURE_LOCATION": ""}, "no region: AZURE_LOCATION is not set"),
+        ({"AZURE_OPENAI_DEPLOYMENT_CAPACITY": "lots"}, "AZURE_OPENAI_DEPLOYMENT_CAPACITY=lots is not a whole number"),
+        ({"AZURE_OPENAI_DEPLOYMENT_CAPACITY": "0"}, "AZURE_OPENAI_DEPLOYMENT_CAPACITY=0 is not a whole number"),
+        ({"AZURE_OPENAI_DEPLOYMENT_SKU": "GlobalBatch"}, "AZURE_OPENAI_DEPLOYMENT_SKU=GlobalBatch is not a SKU"),
+    ],
+)
+def test_bad_azd_values_are_refused_before_asking_az(hook: Hook, azd: dict[str, str], expected: str) -> None:
+    status, line = hook.run(env=hook.env(**azd))
+    assert status == 1 and expected in line
+    assert hook.invocations() == []
+
+
+def test_the_subscription_azd_deploys_to_is_the_one_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="[]", stderr="")
+
+    monkeypatch.setattr(preflight.subprocess, "run", fake_run)
+    preflight.Az("az", "sub-1").json("cognitiveservices", "model", "list", "--location", "eastus")
+    assert calls == [
+        ["az", "cognitiveservices", "model", "list", "--location", "eastus", "--output", "json", "--only-show-errors",
+         "--subscription", "sub-1"],
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------ the stand-in speaks the CLI's shapes
+
+
+def test_the_standin_answers_with_the_cli_shapes(hook: Hook) -> None:
+    def az(*args: str) -> Any:
+        done = subprocess.run(["az", *args], env=hook.env(), capture_output=True, text=True, check=True, timeout=60)
+        return json.loads(done.stdout)
+
+    models = az("cognitiveservices", "model", "list", "--location", "eastus", "-o", "json")
+    first = models[0]
+    assert {"kind", "skuName", "model"} <= set(first)
+    assert {"format", "name", "version", "lifecycleStatus", "deprecation", "skus"} <= set(first["model"])
+    assert {"name", "usageName", "deprecationDate", "capacity"} <= set(first["model"]["skus"][0])
+    usages = az("cognitiveservices", "usage", "list", "-l", "eastus")
+    assert all({"name", "currentValue", "limit", "unit"} <= set(u) and "value" in u["name"] for u in usages)
+    kinds = {(m["kind"], m["model"]["name"], m["model"]["version"], m["model"]["lifecycleStatus"]) for m in models}
+    assert ("OpenAI", "gpt-4o-mini", "2024-07-18", "Deprecated") in kinds
+    assert ("OpenAI", "gpt-4.1-mini", "2025-04-14", "Legacy") in kinds
+    assert ("AIServices", "gpt-5.4-mini", "2026-03-17", "GenerallyAvailable") in kinds
+
+
+def test_the_standin_keeps_account_commands_and_counts_every_run(hook: Hook) -> None:
+    hook.run()
+    done = subprocess.run(
+        ["az", "account", "get-access-token", "--resource", "https://cognitiveservices.azure.com"],
+        env=hook.env(), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["tokenType"] == "Bearer"
+    assert hook.cli.invocations() == 3
+
+
+# ------------------------------------------------------------ the hook agrees with azure.yaml and the Bicep
+
+
+def test_azure_yaml_runs_the_preflight_before_provisioning_on_every_os() -> None:
+    hooks = checks.parse_simple_yaml((REPO / "azure.yaml").read_text())["hooks"]["preprovision"]
+    assert hooks["posix"] == {"shell": "sh", "run": "python3 infra/hooks/preflight.py", "interactive": "true"}
+    assert hooks["windows"]["shell"] == "pwsh"
+    assert hooks["windows"]["run"] == "python infra/hooks/preflight.py; exit $LASTEXITCODE"
+
+
+def test_preflight_inputs_and_defaults_are_main_bicep_and_main_parameters_json() -> None:
+    main = checks.Infra.load(REPO / "infra").main
+    parameters = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
+    for variable, (param, default) in preflight.PARAMETERS.items():
+        assert str(main.params[param].get("default")) == default, param
+        wanted = {f"${{{variable}={default}}}"} if default else {f"${{{variable}}}"}
+        assert parameters[param]["value"] in wanted, param
+    allowed = next(
+        d["argument"] for d in main.params["openAiDeploymentSkuName"]["decorators"] if d["type"] == "allowed"
+    )
+    assert tuple(allowed) == preflight.ALLOWED_SKUS
+    assert parameters["openAiLocation"]["value"] == "${AZURE_OPENAI_LOCATION}"
+
+
+def test_the_default_catalogue_offers_the_bicep_default() -> None:
+    catalogue = copy.deepcopy(az_standin.default_catalogue())
+    region = preflight.Region.parse("eastus", catalogue["models"], catalogue["usages"], preflight._date(TODAY))
+    request = preflight.Request.from_env({"AZURE_LOCATION": "eastus"})
+    assert (request.model, request.version, request.sku, request.capacity) == (
+        "gpt-5.4-mini", "2026-03-17", "GlobalStandard", 50,
+    )  # fmt: skip
+    assert request.deployment == "gpt-5.4-mini"
+    assert preflight.check(region, request).startswith("ok: ")
+
+
+# ------------------------------------------------------------ private networking (VNET_ENABLED)
+
+
+def test_private_networking_is_named_in_the_pass_line_and_asks_az_nothing_more(hook: Hook) -> None:
+    status, line = hook.run(VNET_ENABLED="true")
+    assert status == 0
+    assert line.startswith("preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus")
+    assert "private networking on (VNET_ENABLED=true)" in line
+    assert "az provider register -n Microsoft.App" in line
+    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+
+
+def test_private_networking_off_leaves_the_pass_line_as_it_was(hook: Hook) -> None:
+    _, default = hook.run()
+    for value in ("false", "False", ""):
+        status, line = hook.run(VNET_ENABLED=value)
+        assert (status, line) == (0, default)
+    assert "private networking" not in default
+
+
+def test_a_vnet_value_that_is_not_a_bool_is_named_not_refused(hook: Hook) -> None:
+    status, line = hook.run(VNET_ENABLED="yes")
+    assert status == 0
+    assert "VNET_ENABLED=yes is neither true nor false" in line and "azd env set VNET_ENABLED true" in line
+
+
+def test_preflight_switches_are_main_bicep_bools_mapped_by_main_parameters_json() -> None:
+    main = checks.Infra.load(REPO / "infra").main
+    parameters = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
+    for variable, (param, default) in preflight.SWITCHES.items():
+        assert main.params[param]["type"] == "bool", param
+        assert json.dumps(main.params[param]["default"]) == default, param
+        assert parameters[param]["value"] == f"${{{variable}={default}}}", param
