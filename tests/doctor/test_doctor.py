@@ -16,6 +16,7 @@ import pytest
 from emulators import az as az_standin
 from emulators import managed_identity as identity
 from emulators.azurite import Azurite
+from emulators.stack.services import SECOND_DEPLOYMENT
 from shared.constants import (
     BLOB_OWNER_ROLE,
     COGNITIVE_SERVICES_SCOPE,
@@ -47,6 +48,10 @@ def test_healthy_through_managed_identity(doctor: Doctor, mi_settings: dict[str,
     assert "EnvironmentCredential authentication unavailable" in credential
     assert "WorkloadIdentityCredential:" in credential
     assert "https://cognitiveservices.azure.com" in result["scope"]["detail"]
+    # the model that answered, and what a reasoning model means for jobs
+    served = result["openai"]["detail"]
+    assert "model gpt-5.4-mini-2026-03-17, a reasoning model (16 reasoning tokens in the probe)" in served
+    assert "max_completion_tokens" in served and "temperature" in served
     assert f"{STORAGE_CONNECTION}__queueServiceUri=https://" in result["storage"]["detail"]
     assert "_doctor/<uuid>" in result["storage-access"]["detail"]
     assert all(c["fix"] is None for c in result.checks.values())
@@ -67,6 +72,13 @@ def test_healthy_through_azure_cli(doctor: Doctor, dev_settings: dict[str, str],
 
 
 # --- Pitfalls -----------------------------------------------------------------------------------------
+
+
+def test_an_older_model_is_named_without_the_reasoning_rules(doctor: Doctor, mi_settings: dict[str, str]) -> None:
+    result = doctor({**mi_settings, "AZURE_OPENAI_DEPLOYMENT": SECOND_DEPLOYMENT}, "--json")
+    assert result.code == 0, result.out
+    served = result["openai"]["detail"]
+    assert served.endswith("; model gpt-4.1-mini-2025-04-14") and "reasoning" not in served
 
 
 def test_wrong_scope(doctor: Doctor, mi_settings: dict[str, str]) -> None:
