@@ -1,4 +1,5 @@
-"""``python -m shared submit|result|wait|watch``: enqueue jobs and read results from a shell, keyless.
+"""``python -m shared submit|result|wait|watch|status|replay``: enqueue jobs, read results and operate
+the queues from a shell, keyless.
 
 Settings are the worker's own app settings, read from the environment or from a
 ``local.settings.json`` given with ``--settings`` (its ``Values``; variables already set win, as
@@ -16,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -24,6 +26,7 @@ from shared.settings import apply_local_settings
 
 if TYPE_CHECKING:
     from shared.jobs import Job, Result
+    from shared.operations import Operations, ReplayReport, Status
     from shared.producer import SubmitProgress
     from shared.producer.aio import JobsClient
 
@@ -48,11 +51,25 @@ class UsageError(Exception):
     """Bad command-line input (exit 2)."""
 
 
-Command = Callable[[argparse.Namespace, "JobsClient"], Awaitable[int]]
+Command = Callable[[argparse.Namespace, Any], Awaitable[int]]  # given the client its ``connect`` opened
+Connect = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def _jobs_client() -> JobsClient:
+    # Imported after the settings are in the environment: aiohttp reads SSL_CERT_FILE on import.
+    from shared.producer.aio import JobsClient
+
+    return JobsClient.from_settings()
+
+
+def _operations() -> Operations:
+    from shared.operations import Operations
+
+    return Operations.from_settings()
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add submit, result, wait and watch to ``python -m shared``."""
+    """Add submit, result, wait, watch, status and replay to ``python -m shared``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--settings",
@@ -62,7 +79,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     def add(
-        name: str, help_text: str, command: Command, check: Callable[[argparse.Namespace], None] | None = None
+        name: str,
+        help_text: str,
+        command: Command,
+        check: Callable[[argparse.Namespace], None] | None = None,
+        connect: Connect = _jobs_client,
     ) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(
             name,
@@ -72,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.set_defaults(func=lambda args: _main(args, command, check))
+        parser.set_defaults(func=lambda args: _main(args, command, check, connect))
         return parser
 
     submit = add("submit", "Send a job (or every job in a JSONL file) to the jobs queue.", _submit, _check_submit)
@@ -90,6 +111,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="echoed into the result")
     submit.add_argument("--id", help="job id (default: a new uuid; with --file: each line's id or a hash of it)")
     submit.add_argument("--reply-to", metavar="QUEUE", help="queue to receive a notice when the result is stored")
+    submit.add_argument(
+        "--traceparent",
+        metavar="W3C",
+        help='W3C trace context for the job to continue, e.g. --traceparent "$TRACEPARENT" (default: none)',
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the result(s) and print them")
     submit.add_argument("--timeout", type=float, default=300.0, help="seconds to --wait (default 300)")
     submit.add_argument("--json", action="store_true", help="with --wait: print whole results as JSON lines")
@@ -116,20 +142,66 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     watch.add_argument("--timeout", type=float, help="stop after this many seconds (exit 4 if --max not reached)")
     watch.add_argument("--json", action="store_true", help="print notices as JSON lines")
 
+    status = add(
+        "status",
+        "Show the jobs queue and its poison queue (depth, age of the message at the head) and the results "
+        "of the last minutes by status and error code.",
+        _status,
+        _check_status,
+        _operations,
+    )
+    status.add_argument("--minutes", type=int, default=60, help="results stored in the last N minutes (default 60)")
+    status.add_argument(
+        "--limit", type=int, default=1000, help="failed results whose body is read for its code (default 1000)"
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.epilog = (
+        "'messages' is the queue's approximate count (invisible messages included); 'oldest' is the age\n"
+        "of the message at the head of the queue (the first visible one). A result's status is read from\n"
+        "its blob metadata; only failed results are downloaded, for their error code.\n\n" + EXIT_CODES
+    )
+
+    replay = add(
+        "replay",
+        "Move poisoned jobs from <queue>-poison back to the jobs queue (never one that already succeeded).",
+        _replay,
+        _check_replay,
+        _operations,
+    )
+    replay.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    replay.add_argument("--code", help="only jobs whose failed result has this error code (e.g. transient_exhausted)")
+    replay.add_argument("--limit", type=int, metavar="N", help="replay at most N messages")
+    replay.add_argument(
+        "--include-invalid", action="store_true", help="also replay messages that are not valid jobs (default: left)"
+    )
+    replay.add_argument(
+        "--drop-succeeded", action="store_true", help="delete poison messages whose job already succeeded"
+    )
+    replay.add_argument("--json", action="store_true", help="print one JSON document")
+    replay.epilog = (
+        "Each message is sent to the jobs queue, then deleted from the poison queue (a crash in between\n"
+        "duplicates it, which the worker's idempotency by job id absorbs); the job's new result replaces\n"
+        "its failed one. Messages skipped stay in the poison queue, so running it again is safe. A dry run\n"
+        "peeks, which shows at most the first 32 messages.\n\n" + EXIT_CODES
+    )
+
 
 # ---- plumbing ----
 
 
-def _main(args: argparse.Namespace, command: Command, check: Callable[[argparse.Namespace], None] | None) -> int:
+def _main(
+    args: argparse.Namespace,
+    command: Command,
+    check: Callable[[argparse.Namespace], None] | None,
+    connect: Connect = _jobs_client,
+) -> int:
     try:
         _load_settings(args.settings)
         if check is not None:
             check(args)  # input errors first: exit 2 whatever the settings, and before connecting
-        # Imported after the settings are in the environment: aiohttp reads SSL_CERT_FILE on import.
-        from shared.producer.aio import JobsClient
 
         async def run() -> int:
-            async with JobsClient.from_settings() as client:
+            async with connect() as client:
                 return await command(args, client)
 
         return asyncio.run(run())
@@ -223,7 +295,8 @@ def _check_submit(args: argparse.Namespace) -> None:
     from shared.producer import prepare_job
 
     if args.file is not None:
-        if args.prompt is not None or args.id or args.system or args.deployment or args.param or args.metadata:
+        job_options = (args.id, args.system, args.deployment, args.param, args.metadata, args.traceparent)
+        if args.prompt is not None or any(job_options):
             raise UsageError("--file takes its jobs from the file: give no prompt, --id, --system or job options")
         args.jobs = read_jobs_file(args.file)
         return
@@ -242,6 +315,8 @@ def _check_submit(args: argparse.Namespace) -> None:
         job["metadata"] = _pairs(args.metadata, "--metadata")
     if args.reply_to:
         job["reply_to"] = args.reply_to
+    if args.traceparent:
+        job["traceparent"] = args.traceparent
     args.jobs = [prepare_job(job)]
 
 
@@ -386,6 +461,95 @@ async def _watch(args: argparse.Namespace, client: JobsClient) -> int:
         print(f"timed out after {args.timeout:g} s with {seen} of {args.max} notice(s)", file=sys.stderr)
         return EXIT_TIMEOUT
     return EXIT_OK
+
+
+def _check_status(args: argparse.Namespace) -> None:
+    if args.minutes < 1:
+        raise UsageError("--minutes must be at least 1")
+    if args.limit < 0:
+        raise UsageError("--limit must not be negative")
+
+
+async def _status(args: argparse.Namespace, operations: Operations) -> int:
+    status = await operations.status(minutes=args.minutes, limit=args.limit)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(render_status(status))
+    return EXIT_OK
+
+
+def age(seconds: float | None) -> str:
+    """``45s``, ``3m 05s``, ``2h 04m``, ``3d 02h``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if whole >= size:
+            return f"{whole // size}{unit} {whole % size // small_size:02d}{smaller}"
+    return f"{whole}s"
+
+
+def render_status(status: Status) -> str:
+    width = max(len("queue"), len(status.poison.name))
+    lines = [f"{'queue':<{width}}  {'messages':>8}  oldest (head)"]
+    for queue in (status.queue, status.poison):
+        count = str(queue.messages) if queue.exists else "missing"
+        lines.append(f"{queue.name:<{width}}  {count:>8}  {age(queue.oldest_seconds)}")
+    results = status.results
+    lines += ["", f"results in the last {results.minutes} min: {results.total}"]
+    rows = [(name, "-", count) for name, count in results.by_status.items() if name != "failed"]
+    rows += [("failed", code, count) for code, count in results.failed_by_code.items()]
+    if results.unread:
+        rows.append(("failed", "(not read: --limit)", results.unread))
+    if rows:
+        code_width = max(len("code"), *(len(code) for _, code, _ in rows))
+        lines.append(f"{'status':<9}  {'code':<{code_width}}  {'count':>6}")
+        lines += [f"{name:<9}  {code:<{code_width}}  {count:>6}" for name, code, count in rows]
+    return "\n".join(lines)
+
+
+def _check_replay(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+
+async def _replay(args: argparse.Namespace, operations: Operations) -> int:
+    report = await operations.replay(
+        dry_run=args.dry_run,
+        code=args.code,
+        limit=args.limit,
+        include_invalid=args.include_invalid,
+        drop_succeeded=args.drop_succeeded,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in render_replay(report):
+            print(line)
+    print(replay_summary(report), file=sys.stderr)
+    return EXIT_OK
+
+
+def render_replay(report: ReplayReport) -> list[str]:
+    """One line per poison message looked at: action, job id, why."""
+    verbs = {"replayed": "would-replay", "dropped": "would-drop", "skipped": "skip"} if report.dry_run else {}
+    width = max((len(item.job_id or "-") for item in report.items), default=1)
+    return [
+        f"{verbs.get(item.action, item.action):<12}  {item.job_id or '-':<{width}}  {item.reason}"
+        for item in report.items
+    ]
+
+
+def replay_summary(report: ReplayReport) -> str:
+    replayed, dropped, skipped = (report.count(action) for action in ("replayed", "dropped", "skipped"))
+    if report.dry_run:
+        more = f"; {report.not_shown} more not shown (a peek shows 32)" if report.not_shown else ""
+        return (
+            f"dry run, nothing changed: would replay {replayed} to {report.queue}, drop {dropped}, "
+            f"leave {skipped} in {report.poison}{more}"
+        )
+    return f"replayed {replayed} to {report.queue}, dropped {dropped}, left {skipped} in {report.poison}"
 
 
 class ProgressBar:

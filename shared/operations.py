@@ -1,0 +1,409 @@
+"""Operating the worker from a shell, keyless and storage only: what ``status`` and ``replay`` do.
+
+Both use the worker's own settings (``AzureWebJobsStorage`` or its identity-based ``__`` settings,
+``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``) and sign in as producers do
+(``DefaultAzureCredential``). Roles, on the storage account or narrower: *Storage Queue Data
+Contributor* on the jobs queue and ``<queue>-poison``, *Storage Blob Data Reader* on the results and
+payloads containers (what ``azd up`` grants the person running it).
+
+- ``status``: each queue's approximate depth and the age of the message at its head; the results
+  stored in the last N minutes by status, and the failed ones by error code.
+- ``replay``: moves poisoned messages back to the jobs queue, never one whose job already succeeded.
+  A message is sent to the jobs queue before it is deleted from the poison queue, so a crash in
+  between duplicates it rather than loses it (the worker's idempotency by job id makes the
+  duplicate harmless); the worker replaces a failed result when the job runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueMessage
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from pydantic import ValidationError
+
+from shared.connections import StorageEndpoints, create_credential
+from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE, STORAGE_PERMISSION_CODES
+from shared.errors import MissingPermissionError, QueueNotFoundError
+from shared.jobs import InvalidJob, JobReference, RequeuedRef, Result, parse_message
+from shared.settings import StorageNames
+
+PEEK_MAX = 32  # the most messages one peek (or receive) returns
+REPLAY_VISIBILITY = 300  # seconds a poison message being looked at stays invisible to others
+READ_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One queue: its approximate depth (visible or not) and how long its head message has waited."""
+
+    name: str
+    exists: bool
+    messages: int
+    oldest_seconds: float | None  # the first visible message's age; None when none is visible
+
+
+@dataclass(frozen=True)
+class ResultCounts:
+    """Results stored (or replaced) in the last ``minutes``, by status and, for failed ones, error code."""
+
+    minutes: int
+    total: int
+    by_status: dict[str, int]
+    failed_by_code: dict[str, int]
+    unread: int  # failed results whose body --limit left unread (their code is not counted)
+
+
+@dataclass(frozen=True)
+class Status:
+    queue: QueueState
+    poison: QueueState
+    results: ResultCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Action = Literal["replayed", "dropped", "skipped"]
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    """What replay did (or, in a dry run, would do) with one poison message, and why."""
+
+    message_id: str
+    job_id: str | None
+    action: Action
+    reason: str
+    status: str | None = None  # the job's stored result: succeeded, failed, or None when there is none
+    code: str | None = None  # its error code when failed
+
+
+@dataclass
+class ReplayReport:
+    queue: str
+    poison: str
+    dry_run: bool
+    items: list[ReplayItem] = field(default_factory=list)
+    not_shown: int = 0  # dry run: poison messages past the first PEEK_MAX (a peek shows no more)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for item in self.items if item.action == action)
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {action: self.count(action) for action in ("replayed", "dropped", "skipped")}
+        return {**asdict(self), **counts}
+
+
+@contextlib.contextmanager
+def _refused(action: str, role: str, resource: str) -> Iterator[None]:
+    """A 403 for lack of a data role becomes MissingPermissionError naming the role; the rest passes."""
+    try:
+        yield
+    except HttpResponseError as exc:
+        code = getattr(exc, "error_code", None)
+        if exc.status_code == 403 and code in STORAGE_PERMISSION_CODES:
+            raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
+        raise
+
+
+class Operations:
+    """The jobs queue, its poison queue and the results and payloads containers, for an operator."""
+
+    def __init__(
+        self,
+        queues: QueueServiceClient,
+        blobs: BlobServiceClient,
+        names: StorageNames,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        self._queues, self._blobs, self._credential = queues, blobs, credential
+        self.queue: QueueClient = queues.get_queue_client(names.jobs_queue)
+        self.poison: QueueClient = queues.get_queue_client(f"{names.jobs_queue}-poison")
+        self.results: ContainerClient = blobs.get_container_client(names.results_container)
+        self.payloads: ContainerClient = blobs.get_container_client(names.payloads_container)
+
+    @classmethod
+    def from_settings(cls, env: Mapping[str, str] | None = None) -> Self:
+        """The worker's storage settings (``env`` defaults to ``os.environ``); ConfigurationError names a bad one."""
+        env = os.environ if env is None else env
+        names = StorageNames.from_env(env)
+        endpoints = StorageEndpoints.from_settings(env=env)
+        credential = create_credential(env)  # no request until a token is needed (never with a connection string)
+        return cls(endpoints.queue_service(credential), endpoints.blob_service(credential), names, credential)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._queues.close()
+        await self._blobs.close()
+        if self._credential is not None:
+            await self._credential.close()
+
+    # ---- status ----
+
+    async def status(self, *, minutes: int = 60, limit: int = 1000, now: datetime | None = None) -> Status:
+        """Queue depths and head ages; results of the last ``minutes``, reading at most ``limit`` bodies.
+
+        A result's status comes from its blob metadata (one listing); the error code of a failed one
+        from its body, so only failed results are downloaded, at most ``limit`` of them.
+        """
+        now = now or datetime.now(UTC)
+        queue, poison, results = await asyncio.gather(
+            self._queue_state(self.queue, now), self._queue_state(self.poison, now), self._results(minutes, limit, now)
+        )
+        return Status(queue, poison, results)
+
+    async def _queue_state(self, queue: QueueClient, now: datetime) -> QueueState:
+        with _refused(f"reading queue {queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, queue.url):
+            try:
+                properties = await queue.get_queue_properties()
+            except ResourceNotFoundError:
+                return QueueState(queue.queue_name, exists=False, messages=0, oldest_seconds=None)
+            head = await queue.peek_messages(max_messages=1)
+        inserted = head[0].inserted_on if head else None
+        oldest = round(max(0.0, (now - inserted).total_seconds()), 1) if inserted else None
+        return QueueState(queue.queue_name, True, properties.approximate_message_count or 0, oldest)
+
+    async def _results(self, minutes: int, limit: int, now: datetime) -> ResultCounts:
+        since = now - timedelta(minutes=minutes)
+        statuses: Counter[str] = Counter()
+        to_read: list[tuple[str, str | None]] = []  # (blob, status in its metadata)
+        listing = _refused("listing results", BLOB_READER_ROLE, self.results.url)
+        with listing, contextlib.suppress(ResourceNotFoundError):  # no container yet: no results
+            async for blob in self.results.list_blobs(include=["metadata"]):
+                # Results are the top-level <id>.json blobs; the retry store lives under retries/.
+                if "/" in blob.name or not blob.name.endswith(".json") or blob.last_modified < since:
+                    continue
+                status = (blob.metadata or {}).get("status")
+                if status == "succeeded":
+                    statuses[status] += 1
+                else:  # failed, or written before results carried their status: the body says
+                    to_read.append((blob.name, status))
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def read(name: str) -> tuple[str, str | None] | None:
+            async with gate:
+                return await self._outcome(name)
+
+        outcomes = await asyncio.gather(*(read(name) for name, _ in to_read[:limit]))
+        codes: Counter[str] = Counter()
+        for outcome in outcomes:
+            if outcome is not None:  # None: deleted since it was listed
+                statuses[outcome[0]] += 1
+                if outcome[0] == "failed":
+                    codes[outcome[1] or "?"] += 1
+        unread = to_read[limit:]
+        for _, status in unread:
+            statuses[status or "unknown"] += 1
+        return ResultCounts(
+            minutes=minutes,
+            total=sum(statuses.values()),
+            by_status=dict(statuses.most_common()),
+            failed_by_code=dict(codes.most_common()),
+            unread=sum(1 for _, status in unread if status != "succeeded"),
+        )
+
+    async def _outcome(self, name: str) -> tuple[str, str | None] | None:
+        """A stored result's (status, error code) from its body; None when there is no such blob."""
+        with _refused("reading results", BLOB_READER_ROLE, self.results.url):
+            try:
+                body = await (await self.results.download_blob(name)).readall()
+            except ResourceNotFoundError:
+                return None
+        try:
+            result = Result.model_validate_json(body)
+        except ValidationError:
+            return "unknown", None
+        return result.status, result.error.code if result.error else None
+
+    async def _stored(self, job_id: str) -> tuple[str, str | None] | None:
+        """The job's result (status from the blob metadata, the code from the body only when failed)."""
+        name = f"{job_id}.json"
+        with _refused("reading results", BLOB_READER_ROLE, self.results.url):
+            try:
+                properties = await self.results.get_blob_client(name).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        if (properties.metadata or {}).get("status") == "succeeded":
+            return "succeeded", None
+        return await self._outcome(name)
+
+    # ---- replay ----
+
+    async def replay(
+        self,
+        *,
+        dry_run: bool = False,
+        code: str | None = None,
+        limit: int | None = None,
+        include_invalid: bool = False,
+        drop_succeeded: bool = False,
+    ) -> ReplayReport:
+        """Move poisoned jobs back to the jobs queue: those with a failed result (with ``code`` only, if
+        given) or none, at most ``limit``. A job whose result succeeded stays in the poison queue
+        (deleted there with ``drop_succeeded``), and so does a message that is not a job unless
+        ``include_invalid``. ``dry_run`` peeks (the first PEEK_MAX messages) and changes nothing.
+        Safe to run again: what was replayed has left the poison queue, what was skipped is skipped again.
+        """
+        report = ReplayReport(self.queue.queue_name, self.poison.queue_name, dry_run)
+        rules = _Rules(code, include_invalid, drop_succeeded)
+        if dry_run:
+            await self._plan(report, rules, limit)
+        else:
+            await self._move(report, rules, limit)
+        return report
+
+    async def _plan(self, report: ReplayReport, rules: _Rules, limit: int | None) -> None:
+        with _refused(f"peeking at {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
+            try:
+                messages = await self.poison.peek_messages(max_messages=PEEK_MAX)
+                depth = (await self.poison.get_queue_properties()).approximate_message_count or 0
+            except ResourceNotFoundError:
+                return  # no poison queue: nothing was ever poisoned
+        for message in messages:
+            if limit is not None and report.count("replayed") >= limit:
+                break
+            report.items.append(await self._decide(message, rules))
+        report.not_shown = max(0, depth - len(messages))
+
+    async def _move(self, report: ReplayReport, rules: _Rules, limit: int | None) -> None:
+        """Receive the poison queue in batches; each message is replayed, dropped or left. Whatever was
+        received and not deleted (skipped, past the limit, or when an error stops the run) is made
+        visible again at the end, so the next run sees it at once."""
+        received: list[QueueMessage] = []
+        deleted: set[str] = set()
+        seen: set[str] = set()
+        try:
+            while limit is None or report.count("replayed") < limit:
+                batch = await self._receive()
+                received += batch
+                fresh = [message for message in batch if message.id not in seen]
+                if not fresh:
+                    break  # empty, or back at messages already looked at in this run
+                for message in fresh:
+                    if limit is not None and report.count("replayed") >= limit:
+                        break
+                    seen.add(message.id)
+                    item = await self._decide(message, rules)
+                    report.items.append(item)
+                    if item.action != "skipped":
+                        await self._apply(item, message)
+                        deleted.add(message.id)
+        finally:
+            await self._release([message for message in received if message.id not in deleted])
+
+    async def _receive(self) -> list[QueueMessage]:
+        with _refused(f"receiving from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
+            try:
+                pager = self.poison.receive_messages(
+                    messages_per_page=PEEK_MAX, max_messages=PEEK_MAX, visibility_timeout=REPLAY_VISIBILITY
+                )
+                return [message async for message in pager]
+            except ResourceNotFoundError:
+                return []
+
+    async def _apply(self, item: ReplayItem, message: QueueMessage) -> None:
+        if item.action == "replayed":  # send first: a crash before the delete duplicates, never loses
+            with _refused(f"sending to {self.queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.queue.url):
+                try:
+                    await self.queue.send_message(message.content)
+                except ResourceNotFoundError as exc:
+                    raise QueueNotFoundError(self.queue.queue_name, self.queue.url) from exc
+        deleting = _refused(f"deleting from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url)
+        with deleting, contextlib.suppress(ResourceNotFoundError):  # gone already: someone else moved it
+            await self.poison.delete_message(message.id, message.pop_receipt)
+
+    async def _release(self, messages: list[QueueMessage]) -> None:
+        """Make messages left in place visible again (best effort: otherwise they return in minutes)."""
+        for message in messages:
+            with contextlib.suppress(HttpResponseError):
+                await self.poison.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+
+    async def _decide(self, message: QueueMessage, rules: _Rules) -> ReplayItem:
+        text = message.content if isinstance(message.content, str) else str(message.content)
+        try:
+            parsed = parse_message(text.encode())
+        except InvalidJob as exc:
+            return await self._decide_invalid(message.id, exc, rules)
+        if parsed.id is None:
+            reason = "no job id: its result, if any, is under the original message's id, which poisoning does not keep"
+            if rules.code is not None:
+                return ReplayItem(message.id, None, "skipped", f"{reason}; not replayed with --code")
+            return ReplayItem(message.id, None, "replayed", reason)
+        stored = await self._stored(parsed.id)
+        if skip := rules.skip(message.id, parsed.id, stored):
+            return skip
+        status, code = stored or (None, None)
+        if gone := await self._missing_blob(parsed):
+            return ReplayItem(message.id, parsed.id, "skipped", f"{gone} is gone: submit the job again", status, code)
+        return ReplayItem(message.id, parsed.id, "replayed", _describe_outcome(stored), status, code)
+
+    async def _decide_invalid(self, message_id: str, exc: InvalidJob, rules: _Rules) -> ReplayItem:
+        stored = await self._stored(exc.job_id) if exc.job_id else None
+        if exc.job_id and (skip := rules.skip(message_id, exc.job_id, stored)):
+            return skip
+        status, code = stored or (None, None)
+        what = f"not a valid job ({exc.code})"
+        if not rules.include_invalid:
+            return ReplayItem(message_id, exc.job_id, "skipped", f"{what}: --include-invalid replays it", status, code)
+        if rules.code is not None and exc.job_id is None:
+            return ReplayItem(message_id, None, "skipped", f"{what}, no job id: not replayed with --code")
+        return ReplayItem(message_id, exc.job_id, "replayed", f"{what}: the worker will record it as failed", status)
+
+    async def _missing_blob(self, parsed: object) -> str | None:
+        """The blob a reference points at, when it no longer exists (the worker deletes it with the result)."""
+        if isinstance(parsed, JobReference):
+            container, name = self.payloads, parsed.payload.blob
+        elif isinstance(parsed, RequeuedRef):
+            container, name = self.results, parsed.blob
+        else:
+            return None
+        with _refused(f"reading {container.container_name}", BLOB_READER_ROLE, container.url):
+            if await container.get_blob_client(name).exists():
+                return None
+        kind = "payload" if isinstance(parsed, JobReference) else "retry state"
+        return f"its {kind} blob {container.container_name}/{name}"
+
+
+@dataclass(frozen=True)
+class _Rules:
+    code: str | None
+    include_invalid: bool
+    drop_succeeded: bool
+
+    def skip(self, message_id: str, job_id: str, stored: tuple[str, str | None] | None) -> ReplayItem | None:
+        """Skipped (or dropped) for its stored result; None when the result does not stop a replay."""
+        status, code = stored or (None, None)
+        if status == "succeeded":
+            if self.drop_succeeded:
+                return ReplayItem(message_id, job_id, "dropped", "already succeeded", status)
+            return ReplayItem(message_id, job_id, "skipped", "already succeeded (--drop-succeeded deletes it)", status)
+        if self.code is not None and code != self.code:
+            reason = f"{_describe_outcome(stored)}, not {self.code}"
+            return ReplayItem(message_id, job_id, "skipped", reason, status, code)
+        return None
+
+
+def _describe_outcome(stored: tuple[str, str | None] | None) -> str:
+    if stored is None:
+        return "no result"
+    status, code = stored
+    return f"{status}: {code}" if code else status
