@@ -1,10 +1,12 @@
 """`make run`: the whole product on this machine, then the samples through it.
 
-Starts Azurite and, unless AZURE_OPENAI_ENDPOINT (environment or local.settings.json) names a
-real resource, the Azure OpenAI emulator and the managed-identity endpoint. Starts the worker
-with `func start` when Azure Functions Core Tools is installed, else with the local queue host.
-Enqueues every job in samples/, prints each result as it lands and a summary, and exits 0 once
-all are done (1 if any is still missing at the timeout).
+Starts Azurite, an OTLP receiver for traces and, unless AZURE_OPENAI_ENDPOINT (environment or
+local.settings.json) names a real resource, the Azure OpenAI emulator and the managed-identity
+endpoint. Starts the worker with `func start` when Azure Functions Core Tools is installed, else
+with the local queue host, exporting to the receiver (OTEL_EXPORTER_OTLP_ENDPOINT). Sends every job
+in samples/ with the Python producer client (each in a `send` span whose trace context the job
+carries), prints each result as it lands, a summary and each sample's trace, and exits 0 once all
+are done (1 if any is still missing at the timeout).
 
 With a real endpoint, the worker authenticates with your `az login` (AZURE_TOKEN_CREDENTIALS=dev),
 exactly the code path it uses with a managed identity in Azure.
@@ -21,21 +23,38 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob.aio import BlobServiceClient
-from azure.storage.queue.aio import QueueServiceClient
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from emulators import _process
+from emulators import _process, otlp
 from emulators import managed_identity as identity
-from emulators.stack.services import DEPLOYMENTS, start_azurite, start_identity_endpoint, start_openai_emulator
+from emulators.stack.services import (
+    DEPLOYMENTS,
+    OtlpReceiver,
+    start_azurite,
+    start_identity_endpoint,
+    start_openai_emulator,
+    start_otlp_receiver,
+)
 from emulators.stack.workers import host_command
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
+from shared.constants import DEFAULT_PAYLOADS_CONTAINER
+from shared.errors import InvalidJobError, QueueNotFoundError
+from shared.jobs import Result
+from shared.producer.aio import JobsClient
 from shared.settings import read_local_settings
 
 PLACEHOLDER = "YOUR-RESOURCE"
+PRODUCER_SERVICE = "make-run"  # service.name of this process's spans
 
 
 def configured_settings(path: Path) -> dict[str, str]:
@@ -62,56 +81,180 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def run_samples(env: dict[str, str], samples: list[Path], timeout: float) -> int:
+@dataclass
+class Sample:
+    """One file in samples/, and what became of it."""
+
+    name: str
+    body: dict[str, Any]
+    raw: bool = False  # sent without the producer client, which refused it
+    result: Result | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.body["id"])
+
+
+async def run_samples(
+    env: dict[str, str], samples: list[Path], timeout: float, receiver: OtlpReceiver | None = None
+) -> int:
+    """Send the samples through the Python producer client, print each result as it lands, then a
+    summary and (with ``receiver``) each sample's trace."""
     connection = env["AzureWebJobsStorage"]
-    jobs = {path.name: json.loads(path.read_text()) for path in samples}
+    jobs = [Sample(path.name, json.loads(path.read_text())) for path in samples]
     async with (
+        JobsClient.from_connection_string(
+            connection,
+            queue=env["JOBS_QUEUE"],
+            results_container=env["RESULTS_CONTAINER"],
+            payloads_container=env.get("PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER),
+        ) as client,
         QueueServiceClient.from_connection_string(connection) as queues,
-        BlobServiceClient.from_connection_string(connection) as blobs,
     ):
-        queue = queues.get_queue_client(env["JOBS_QUEUE"])
-        with contextlib.suppress(ResourceExistsError):
-            await queue.create_queue()
-        for body in jobs.values():
-            await queue.send_message(json.dumps(body))
-        print(f"enqueued {len(jobs)} sample jobs on '{env['JOBS_QUEUE']}'\n")
-        container = blobs.get_container_client(env["RESULTS_CONTAINER"])
-        pending = {body["id"]: name for name, body in jobs.items()}
-        outcomes: dict[str, str] = {}
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for job_id in list(pending):
-                try:
-                    data = await (await container.download_blob(f"{job_id}.json")).readall()
-                except ResourceNotFoundError:
-                    continue
-                result = json.loads(data)
-                outcomes[job_id] = result["status"]
-                print(describe(pending.pop(job_id), result))
-            await asyncio.sleep(0.5)
-        replies = queues.get_queue_client(env.get("REPLY_QUEUES_ALLOWED", "job-replies").split(",")[0])
-        with contextlib.suppress(ResourceNotFoundError):
-            async for notice in replies.receive_messages():
-                print(f"reply_to notice: {notice.content}")
-    succeeded = sum(1 for s in outcomes.values() if s == "succeeded")
+        await send_samples(client, queues.get_queue_client(env["JOBS_QUEUE"]), jobs)
+        await collect_results(client, jobs, timeout)
+        await print_notices(client, env["REPLY_QUEUES_ALLOWED"].split(",")[0])
+    done = [job for job in jobs if job.result is not None]
+    succeeded = sum(1 for job in done if job.result is not None and job.result.status == "succeeded")
+    missing = sorted(job.id for job in jobs if job.result is None)
     print(
-        f"\nsummary: {len(outcomes)}/{len(jobs)} done, {succeeded} succeeded, "
-        f"{len(outcomes) - succeeded} failed, {len(pending)} missing"
+        f"\nsummary: {len(done)}/{len(jobs)} done, {succeeded} succeeded, "
+        f"{len(done) - succeeded} failed, {len(missing)} missing"
     )
-    if pending:
-        print(f"still waiting for: {', '.join(sorted(pending))}")
-    return 0 if not pending else 1
+    if missing:
+        print(f"still waiting for: {', '.join(missing)}")
+    if receiver is not None:
+        await print_traces(receiver, jobs, env["JOBS_QUEUE"])
+    return 0 if not missing else 1
 
 
-def describe(sample: str, result: dict[str, Any]) -> str:
-    if result["status"] == "succeeded":
-        detail = json.dumps(result["output_json"]) if "output_json" in result else result.get("output", "")
-        usage = result.get("usage", {})
-        reasoning = f", {usage['reasoning_tokens']} reasoning" if usage.get("reasoning_tokens") else ""
-        tokens = f"{usage.get('total_tokens')} tokens{reasoning}"
-        return f"✓ {sample} -> {result['id']}: {detail}  [{result.get('model')}, {tokens}]"
-    error = result["error"]
-    return f"✗ {sample} -> {result['id']}: {error['code']}: {error['message']}"
+async def send_samples(client: JobsClient, queue: QueueClient, jobs: list[Sample]) -> None:
+    """Each sample through the producer client, which validates it, sends it in a ``send`` span and
+    puts that span's trace context in the job; one it refuses goes as it is, to show the worker's answer."""
+    with contextlib.suppress(ResourceExistsError):
+        await queue.create_queue()  # infra creates it in Azure
+    for job in jobs:
+        try:
+            await client.submit(job.body)
+        except InvalidJobError as exc:
+            print(
+                f"{job.name}: the producer client refuses it ({exc.code}); sent as is, as a producer "
+                "without the client could, to show the worker's answer"
+            )
+            await queue.send_message(json.dumps(job.body))
+            job.raw = True
+    print(f"enqueued {len(jobs)} sample jobs on '{client.queue_name}'\n")
+
+
+async def collect_results(client: JobsClient, jobs: list[Sample], timeout: float) -> None:
+    pending = {job.id: job for job in jobs}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for job_id, job in list(pending.items()):
+            result = await client.get_result(job_id)
+            if result is not None:
+                del pending[job_id]
+                job.result = result
+                print(describe(job.name, result))
+        if pending:
+            await asyncio.sleep(0.5)
+
+
+async def print_notices(client: JobsClient, reply_queue: str) -> None:
+    with contextlib.suppress(QueueNotFoundError):
+        async for notice in client.notices(reply_queue, once=True):
+            print(f"reply_to notice: {notice.model_dump_json(exclude_none=True)}")
+
+
+def describe(sample: str, result: Result) -> str:
+    if result.status == "succeeded":
+        detail = json.dumps(result.output_json) if result.output_json is not None else (result.output or "")
+        usage = result.usage
+        reasoning = f", {usage.reasoning_tokens} reasoning" if usage and usage.reasoning_tokens else ""
+        tokens = f"{usage.total_tokens if usage else '?'} tokens{reasoning}"
+        return f"✓ {sample} -> {result.id}: {detail}  [{result.model}, {tokens}]"
+    error = result.error
+    return f"✗ {sample} -> {result.id}: {error.code if error else '?'}: {error.message if error else ''}"
+
+
+# ---- traces ----
+
+
+def start_tracing(endpoint: str) -> TracerProvider:
+    """This process's OpenTelemetry SDK, exporting to the local receiver, so the producer client's
+    ``send`` spans are recorded and their context goes into the sample jobs."""
+    provider = TracerProvider(resource=Resource.create({"service.name": PRODUCER_SERVICE}))
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def trace_id_of(receiver: OtlpReceiver, job: Sample, queue: str) -> str | None:
+    """The trace a sample ran in: its result's ``trace_id`` (the worker's), else the trace of the
+    ``send`` span whose message the worker took (the result's ``message_id``)."""
+    result = job.result
+    if result is None:
+        return None
+    if result.trace_id:
+        return result.trace_id
+    for span in receiver.spans(name=f"send {queue}"):
+        if result.message_id and span.attributes.get("messaging.message.id") == result.message_id:
+            return span.trace_id
+    return None
+
+
+def trace_lines(receiver: OtlpReceiver, jobs: list[Sample], queue: str) -> tuple[list[str], bool]:
+    """One line per sample, and whether every trace has its worker side (a CONSUMER span) yet."""
+    lines, complete = [], True
+    for job in jobs:
+        trace_id = trace_id_of(receiver, job, queue)
+        if trace_id is None:
+            why = "sent without the producer client" if job.raw else "no result" if job.result is None else "none"
+            lines.append(f"  {job.id}: no trace ({why})")
+            continue
+        spans = receiver.spans(trace_id=trace_id)
+        complete = complete and any(span.kind == "CONSUMER" for span in spans)
+        lines.append(f"  {job.id} trace {trace_id[:8]}…: {otlp.summarize(spans)}")
+    return lines, complete
+
+
+def worker_services(stats: dict[str, Any]) -> list[str]:
+    return [service for service in stats["services"] if service != PRODUCER_SERVICE]
+
+
+async def print_traces(receiver: OtlpReceiver, jobs: list[Sample], queue: str, wait: float = 3.0) -> None:
+    """Each sample's trace as the receiver got it, once the worker's spans (and, if it exports, its
+    first metrics: every OTEL_METRIC_EXPORT_INTERVAL) are in, or ``wait`` seconds have passed."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush()  # this process's send spans
+    deadline = time.monotonic() + wait
+    while True:
+        lines, complete = trace_lines(receiver, jobs, queue)
+        stats = receiver.stats()
+        settled = complete and (bool(stats["metric_names"]) or not worker_services(stats))
+        if settled or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    print(f"\ntraces (OTLP receiver at {receiver.endpoint}):")
+    if not stats["spans"]:
+        print("  no traces received (is telemetry on?)")
+        return
+    print("\n".join(lines))
+    if not worker_services(stats):
+        print("  no traces received from the worker (is telemetry on? it exports to OTEL_EXPORTER_OTLP_ENDPOINT)")
+    if stats["metric_names"]:
+        print(f"  metrics: {', '.join(stats['metric_names'])}")
+
+
+def start_traces(stack: contextlib.ExitStack, env: dict[str, str]) -> OtlpReceiver:
+    """The OTLP receiver, the worker's settings to export to it, and this process's SDK exporting there."""
+    receiver = stack.enter_context(start_otlp_receiver())
+    env.update(receiver.env())  # OTEL_EXPORTER_OTLP_ENDPOINT and short export intervals, for the worker
+    stack.callback(start_tracing(receiver.endpoint).shutdown)  # flushed before the receiver stops
+    print(f"traces: OTLP receiver at {receiver.endpoint} (the worker's OTEL_EXPORTER_OTLP_ENDPOINT)")
+    return receiver
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
                 AZURE_OPENAI_ALLOWED_DEPLOYMENTS=",".join(DEPLOYMENTS),
                 AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",
             )
+        receiver = start_traces(stack, env)
         log_path = state / "worker.log"
         worker = start_worker(env, log_path)
         stack.callback(_process.stop, worker)
         print(f"worker log: {log_path}")
-        code = asyncio.run(run_samples(env, sorted(args.samples.glob("*.json")), args.timeout))
+        code = asyncio.run(run_samples(env, sorted(args.samples.glob("*.json")), args.timeout, receiver))
         if worker.poll() is not None:
             print(f"the worker exited early (code {worker.returncode}); see {log_path}")
             return 1

@@ -4,8 +4,9 @@
   Azurite's certificate, isolate its environment, build a child's environment. It imports
   nothing that imports aiohttp, so it can (and must) run first.
 - ``services``: the stand-ins (identity endpoint, Azure OpenAI emulator, Azurite, the ``az``
-  stand-in, a storage account that refuses everything), each a context manager, the settings a
-  worker gets from them, and ``start_local_azure`` for all of them at once.
+  stand-in, a storage account that refuses everything, the OTLP receiver for traces), each a
+  context manager, the settings a worker gets from them, and ``start_local_azure`` for all of
+  them at once.
 - ``workers``: a worker host process, a producer's view of its queue and results, and polls
   that give up at a deadline with the host's log.
 

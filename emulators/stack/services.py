@@ -2,7 +2,8 @@
 
 The suite starts each stand-in once per session (only those a test asks for, so the unit tests
 start none); ``make bench`` starts them all with ``start_local_azure``; ``make run`` starts
-Azurite and, without a real endpoint, the identity endpoint and the Azure OpenAI emulator.
+Azurite, the OTLP receiver (for traces) and, without a real endpoint, the identity endpoint and
+the Azure OpenAI emulator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import aoai
+from emulators import aoai, otlp
 from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
 from emulators import managed_identity as identity
@@ -133,6 +134,49 @@ def start_openai_emulator(
     server = ServerThread(lambda: aoai.start(settings, public_pem=issuer.public_pem), "openai-emulator")
     with server as running:
         yield OpenAIEmulator(server, running)
+
+
+@dataclass
+class OtlpReceiver:
+    """The OTLP/HTTP receiver (emulators/otlp.py), read from outside its event loop."""
+
+    server: ServerThread
+    running: Running
+
+    @property
+    def endpoint(self) -> str:
+        """The ``OTEL_EXPORTER_OTLP_ENDPOINT`` to export to (the SDK appends ``/v1/traces`` etc.)."""
+        return self.running.url
+
+    def env(self, **intervals: int) -> dict[str, str]:
+        """The ``OTEL_*`` settings that make a process export here, soon after each span ends."""
+        return otlp.environment(self.endpoint, **intervals)
+
+    def spans(
+        self, *, trace_id: str | None = None, name: str | None = None, service: str | None = None
+    ) -> list[otlp.SpanRecord]:
+        return self.server.call(lambda app: app[otlp.STATE].find_spans(trace_id=trace_id, name=name, service=service))
+
+    def metrics(self, name: str | None = None) -> list[otlp.MetricRecord]:
+        return self.server.call(lambda app: app[otlp.STATE].find_metrics(name))
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.call(lambda app: app[otlp.STATE].stats())
+
+    def reset(self) -> None:
+        self.server.call(lambda app: app[otlp.STATE].reset())
+
+    def summary(self, trace_id: str) -> str:
+        """The trace in one line: ``send jobs > process jobs > chat gpt-5.4-mini (+3 storage)``."""
+        return otlp.summarize(self.spans(trace_id=trace_id))
+
+
+@contextlib.contextmanager
+def start_otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP receiver on a free loopback port, keeping what it receives in memory."""
+    server = ServerThread(lambda: otlp.start(), "otlp-receiver")
+    with server as running:
+        yield OtlpReceiver(server, running)
 
 
 @contextlib.contextmanager

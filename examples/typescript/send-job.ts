@@ -13,6 +13,8 @@
  *   AzureWebJobsStorage__queueServiceUri / AzureWebJobsStorage__blobServiceUri, or
  *   AzureWebJobsStorage__accountName (public cloud); JOBS_QUEUE (default jobs),
  *   RESULTS_CONTAINER (default results), PAYLOADS_CONTAINER (default job-payloads).
+ *   TRACEPARENT / TRACESTATE (optional): W3C trace context, as OpenTelemetry passes it to a child
+ *   process through the environment; copied into the job so the worker's trace continues it.
  *
  * Roles: Storage Queue Data Message Sender on the queue, Storage Blob Data Reader on the results
  * container (and Storage Blob Data Contributor on the payloads container for jobs over 48 KiB).
@@ -34,6 +36,8 @@ interface Job {
   system?: string;
   deployment?: string;
   reply_to?: string;
+  traceparent?: string;
+  tracestate?: string;
 }
 
 interface Result {
@@ -44,6 +48,9 @@ interface Result {
 }
 
 const JOB_ID = /^[A-Za-z0-9_-]{1,128}$/;
+// W3C Trace Context version 00, as the contract takes it; all-zero ids and version ff are invalid.
+const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+const TRACESTATE_MAX = 512;
 // A queue message holds 64 KiB; a bigger job goes to the payloads container and the message
 // carries a reference (the claim check the worker resolves). Same threshold as shared/jobs.py.
 const CLAIM_CHECK_BYTES = 48 * 1024;
@@ -63,6 +70,19 @@ class ExitError extends Error {
 function env(name: string): string | undefined {
   const value = process.env[name]?.trim();
   return value ? value : undefined;
+}
+
+// The caller's trace context from the environment (no OpenTelemetry dependency needed): a malformed
+// one is left out with a warning rather than failing the job at the worker.
+function traceContext(): Pick<Job, "traceparent" | "tracestate"> {
+  const traceparent = env("TRACEPARENT");
+  if (!traceparent) return {};
+  if (!TRACEPARENT.test(traceparent)) {
+    console.error("warning: TRACEPARENT is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>); not sent");
+    return {};
+  }
+  const tracestate = env("TRACESTATE");
+  return tracestate && tracestate.length <= TRACESTATE_MAX ? { traceparent, tracestate } : { traceparent };
 }
 
 function serviceUrl(kind: "queue" | "blob"): string {
@@ -130,6 +150,7 @@ async function main(argv: string[]): Promise<number> {
   if (values.system) job.system = values.system;
   if (values.deployment) job.deployment = values.deployment;
   if (values["reply-to"]) job.reply_to = values["reply-to"];
+  Object.assign(job, traceContext());
   const timeoutSeconds = Number(values.timeout);
   if (!(timeoutSeconds >= 0)) throw new ExitError("--timeout must be a number of seconds", 2);
 

@@ -7,7 +7,10 @@ anything is sent, give it an id, store jobs too big for a queue message as a pay
 check) and read ``<results container>/<id>.json``. They authenticate with Entra ID only.
 
 The package imports neither ``azure.functions`` nor ``openai``: a producer service needs only the
-storage and identity SDKs and pydantic.
+storage and identity SDKs, pydantic and ``opentelemetry-api``. With an OpenTelemetry SDK configured,
+each job is sent in a PRODUCER span ``send {queue}`` whose W3C context goes into the job's
+``traceparent``/``tracestate`` (unless the job already has one), so the worker's trace continues it;
+without one, nothing is added.
 
 Roles the identity needs (data plane, on the storage account or narrower):
 
@@ -20,6 +23,7 @@ Roles the identity needs (data plane, on the storage account or narrower):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -148,7 +152,9 @@ class JobsClient:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return self._runner.run(coroutine)
+            # In a copy of the caller's context, not the one the runner took at construction: the
+            # current span (and any other context variable) is the one at this call.
+            return self._runner.run(coroutine, context=contextvars.copy_context())
         coroutine.close()  # never started: close it rather than leave a "never awaited" warning
         raise RuntimeError(
             "the blocking shared.producer.JobsClient cannot run inside an event loop: "

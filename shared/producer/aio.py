@@ -7,7 +7,14 @@ same models the worker uses before anything is sent, gives it an id, sends it as
 ``DefaultAzureCredential`` unless you pass a credential (or, for Azurite, a connection string).
 
 It does not import ``azure.functions`` or ``openai``: a producer service needs only the storage
-and identity SDKs and pydantic. Its blocking twin, with the same methods, is ``shared.producer.JobsClient``.
+and identity SDKs, pydantic and ``opentelemetry-api``. Its blocking twin, with the same methods, is
+``shared.producer.JobsClient``.
+
+Tracing (OpenTelemetry API only): each job is sent in its own PRODUCER span ``send {queue}``
+(messaging conventions, ``messaging.system`` ``azure.storage.queue``), and the span's W3C context
+goes into the job's ``traceparent``/``tracestate``, where the worker continues the trace. A job
+that already carries a ``traceparent`` keeps it. With no SDK configured the span is a no-op with
+an invalid context, and the job is sent exactly as validated.
 
 Roles the identity needs (data plane, on the storage account or narrower):
 
@@ -70,6 +77,7 @@ from shared.jobs import (
     Result,
     parse_job,
 )
+from shared.producer import _tracing
 
 __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
 
@@ -112,7 +120,8 @@ class SubmitProgress:
 @dataclass(frozen=True)
 class _Prepared:
     job: Job
-    text: str  # exactly the JSON that was validated
+    data: dict[str, Any]
+    text: str  # exactly the JSON of data, as validated
 
     @property
     def id(self) -> str:
@@ -163,7 +172,7 @@ def _prepare(job: JobInput, *, index: int | None = None) -> _Prepared:
         ) from exc
     try:
         # The worker's own parser on the exact bytes that will be sent: same models, same verdicts.
-        return _Prepared(parse_job(body), text)
+        return _Prepared(parse_job(body), data, text)
     except InvalidJob as exc:
         cause = exc.__cause__
         field = None
@@ -387,6 +396,9 @@ class JobsClient:
         stores the result as ``<id>.json``, so the id is how you find it (``get_result``/``wait``), and
         it makes a resubmission harmless (the worker skips a job whose result exists). A job over
         the claim-check size is stored in the payloads container and a small reference is enqueued.
+        With an OpenTelemetry SDK configured, the send is a PRODUCER span ``send {queue}`` (a child
+        of the current span, or of the job's own ``traceparent`` if it has one) whose context goes
+        into the job's ``traceparent``/``tracestate`` unless the job already has a ``traceparent``.
 
         Needs *Storage Queue Data Message Sender* on the jobs queue, and *Storage Blob Data
         Contributor* on the payloads container for a claim-check job. Raises InvalidJobError,
@@ -409,7 +421,8 @@ class JobsClient:
         Returns the ids in input order. All jobs are validated before the first is sent, so one
         invalid job (InvalidJobError with ``index``) means nothing is sent. ``progress`` is called
         after each job is on the queue; if a send fails, the error is raised once the sends in
-        flight settle, and exactly the jobs reported to ``progress`` were sent.
+        flight settle, and exactly the jobs reported to ``progress`` were sent. Each job is its
+        own queue message and gets its own ``send {queue}`` span, as with ``submit``.
 
         Needs the roles of ``submit`` and raises its errors; ValueError for ``concurrency`` below 1.
         """
@@ -444,18 +457,21 @@ class JobsClient:
         return [item.id for item in prepared]
 
     async def _send(self, prepared: _Prepared) -> None:
-        text = prepared.text
-        if len(text.encode()) > CLAIM_CHECK_BYTES:
-            # Claim check: store the job first, then enqueue a reference the worker resolves.
-            # A crash in between leaves only an orphan blob (the lifecycle rule removes it).
-            await self._upload_payload(f"{prepared.id}.json", text.encode())
-            text = JobReference.for_job(prepared.id).model_dump_json()
-        try:
-            await self._jobs.send_message(text)
-        except HttpResponseError as exc:
-            if getattr(exc, "error_code", None) == "QueueNotFound":
-                raise QueueNotFoundError(self.queue_name, self.queue_url) from exc
-            _raise_storage_error(exc, f"sending to queue {self.queue_name}", QUEUE_SENDER_ROLE, self.queue_url)
+        # One PRODUCER span per job, its W3C context in the job unless the caller set one (see _tracing).
+        with _tracing.send_span(self.queue_name, self.queue_url, prepared.data) as sending:
+            text = sending.stamp(prepared.data, prepared.text)
+            if len(text.encode()) > CLAIM_CHECK_BYTES:
+                # Claim check: store the job first, then enqueue a reference the worker resolves.
+                # A crash in between leaves only an orphan blob (the lifecycle rule removes it).
+                await self._upload_payload(f"{prepared.id}.json", text.encode())
+                text = JobReference.for_job(prepared.id).model_dump_json()
+            try:
+                sent = await self._jobs.send_message(text)
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) == "QueueNotFound":
+                    raise QueueNotFoundError(self.queue_name, self.queue_url) from exc
+                _raise_storage_error(exc, f"sending to queue {self.queue_name}", QUEUE_SENDER_ROLE, self.queue_url)
+            sending.sent(sent.id)
 
     async def _upload_payload(self, name: str, data: bytes) -> None:
         settings = ContentSettings(content_type="application/json")

@@ -20,7 +20,7 @@ import pytest
 from emulators.aoai import answer_for
 from emulators.stack.environment import REPO
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
-from tests.producer.helpers import blob_names
+from tests.producer.helpers import blob_names, peek_bodies
 
 pytestmark = pytest.mark.e2e  # Node.js, and a worker host
 
@@ -102,3 +102,19 @@ def test_typescript_producer_type_checks() -> None:
         [str(tsc), "--noEmit", "-p", str(EXAMPLE)], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_typescript_producer_copies_the_trace_context_from_the_environment(
+    keyless_settings: dict[str, str], jobs_for: Any
+) -> None:
+    jobs = await jobs_for(keyless_settings)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    env = {**os.environ, **keyless_settings, "TRACEPARENT": traceparent, "TRACESTATE": "congo=t61rcWkgMzE"}
+    sent = node(env, "Traced from Node", "--id", "ts-traced", "--no-wait")
+    assert sent.returncode == 0, sent.stderr
+    env["TRACEPARENT"] = "00-00000000000000000000000000000000-00f067aa0ba902b7-01"  # all-zero trace id: invalid
+    untraced = node(env, "Badly traced", "--id", "ts-bad-trace", "--no-wait")
+    assert untraced.returncode == 0 and "TRACEPARENT is not a W3C traceparent" in untraced.stderr, untraced.stderr
+    bodies = {body["id"]: body for body in await peek_bodies(jobs)}
+    assert (bodies["ts-traced"]["traceparent"], bodies["ts-traced"]["tracestate"]) == (traceparent, "congo=t61rcWkgMzE")
+    assert "traceparent" not in bodies["ts-bad-trace"] and "tracestate" not in bodies["ts-bad-trace"]
