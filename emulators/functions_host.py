@@ -1,4 +1,4 @@
-"""A local queue-trigger host for machines without Azure Functions Core Tools.
+"""A local queue- and timer-trigger host for machines without Azure Functions Core Tools.
 
 It runs the app, not a copy of its logic: it indexes ``function_app.py`` with
 ``azure.functions`` (``get_functions()`` and the raw binding JSON, as the Python worker
@@ -14,6 +14,11 @@ extension's semantics read from ``host.json``:
 - ``messageEncoding`` base64 (a message that does not decode goes straight to poison) or none;
 - polling backs off exponentially up to ``maxPollingInterval`` while a queue is empty;
 - the function gets an ``azure.functions.queue.QueueMessage`` with ``dequeue_count`` and times.
+
+Timer triggers run on their six-field NCRONTAB schedule (``Schedule``: the subset an app of this
+size needs), in UTC, one invocation at a time, and with ``runOnStartup`` once at start; a failed
+invocation is logged and the schedule goes on (the real host does not retry timers either). One
+local process is the whole app, so the timer's singleton lock across instances has nothing to do.
 
 Run: ``python -m emulators.functions_host [--app-dir .]``; stop with SIGINT/SIGTERM (it lets
 running invocations finish).
@@ -35,13 +40,14 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
@@ -123,6 +129,106 @@ class QueueFunction:
     call: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A six-field NCRONTAB expression, ``{second} {minute} {hour} {day} {month} {day-of-week}``.
+
+    Each field takes ``*``, a number, a range ``a-b``, a step ``*/n``, ``a/n`` or ``a-b/n``, and
+    comma-separated lists of those; months also JAN-DEC, days of the week 0-6 (0 and 7 are Sunday)
+    or SUN-SAT. Not supported (refused with a clear error): restricting both the day of the month
+    and the day of the week, and the TimeSpan form (``00:05:00``) of App Service plans.
+    """
+
+    expression: str
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
+
+    @classmethod
+    def parse(cls, expression: str) -> Schedule:
+        fields = expression.split()
+        if len(fields) != 6:
+            raise ValueError(
+                f"timer schedule {expression!r}: expected six NCRONTAB fields "
+                "({second} {minute} {hour} {day} {month} {day-of-week})"
+            )
+        second, minute, hour, day, month, weekday = fields
+        if day not in ("*", "?") and weekday not in ("*", "?"):
+            raise ValueError(f"timer schedule {expression!r}: restrict the day of the month or of the week, not both")
+        return cls(
+            expression=expression,
+            seconds=tuple(sorted(_cron_field(second, 0, 59))),
+            minutes=tuple(sorted(_cron_field(minute, 0, 59))),
+            hours=tuple(sorted(_cron_field(hour, 0, 23))),
+            days=frozenset(_cron_field(day, 1, 31)),
+            months=frozenset(_cron_field(month, 1, 12, _MONTHS)),
+            weekdays=frozenset(value % 7 for value in _cron_field(weekday, 0, 7, _WEEKDAYS)),
+        )
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first occurrence strictly after ``moment`` (whole seconds, in ``moment``'s time zone)."""
+        start = moment.replace(microsecond=0) + timedelta(seconds=1)
+        day = start.date()
+        for _ in range(366 * 8):  # leap days recur within 8 years
+            if self._runs_on(day):
+                after = (start.hour, start.minute, start.second) if day == start.date() else (0, 0, 0)
+                if (found := self._first_time(after)) is not None:
+                    return datetime(day.year, day.month, day.day, *found, tzinfo=moment.tzinfo)
+            day += timedelta(days=1)
+        raise ValueError("the schedule never fires (a day that does not exist in its months?)")
+
+    def _runs_on(self, day: date) -> bool:
+        return day.month in self.months and day.day in self.days and (day.weekday() + 1) % 7 in self.weekdays
+
+    def _first_time(self, after: tuple[int, int, int]) -> tuple[int, int, int] | None:
+        for hour in self.hours:
+            if hour < after[0]:
+                continue
+            for minute in self.minutes:
+                if (hour, minute) < after[:2]:
+                    continue
+                for second in self.seconds:
+                    if (hour, minute, second) >= after:
+                        return hour, minute, second
+        return None
+
+
+_MONTHS = {
+    name: i + 1
+    for i, name in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"))
+}
+_WEEKDAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+
+
+def _cron_field(text: str, low: int, high: int, names: Mapping[str, int] | None = None) -> set[int]:
+    def number(token: str) -> int:
+        value = (names or {}).get(token.upper())
+        if value is None and not token.isdigit():
+            raise ValueError(f"timer schedule field {text!r}: {token!r} is not a number")
+        return int(token) if value is None else value
+
+    values: set[int] = set()
+    for part in text.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() else 0
+        if step_text and step < 1:
+            raise ValueError(f"timer schedule field {text!r}: the step must be a whole number from 1")
+        if base in ("*", "?"):
+            first, last = low, high
+        elif "-" in base:
+            first, last = (number(token) for token in base.split("-", 1))
+        else:
+            first = number(base)
+            last = high if step_text else first
+        if not low <= first <= last <= high:
+            raise ValueError(f"timer schedule field {text!r}: values must be {low}-{high}, ranges low to high")
+        values.update(range(first, last + 1, step or 1))
+    return values
+
+
 def load_local_settings(path: Path) -> None:
     """Export ``local.settings.json`` Values as Core Tools does; variables already set win."""
     if path.exists():
@@ -141,7 +247,21 @@ def resolve(expression: str, env: Mapping[str, str]) -> str:
     return re.sub(r"%([^%]+)%", lookup, expression)
 
 
+@dataclass
+class TimerFunction:
+    name: str
+    schedule: Schedule
+    run_on_startup: bool
+    arg_name: str
+    call: Callable[..., Any]
+
+
 def index_app(app_dir: Path, module: str = "function_app") -> list[QueueFunction]:
+    """The app's queue-triggered functions (see ``index_functions``)."""
+    return index_functions(app_dir, module)[0]
+
+
+def index_functions(app_dir: Path, module: str = "function_app") -> tuple[list[QueueFunction], list[TimerFunction]]:
     """Index the v2 app the way the Python worker does: get_functions() and raw bindings."""
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
@@ -149,21 +269,32 @@ def index_app(app_dir: Path, module: str = "function_app") -> list[QueueFunction
     apps = [v for v in vars(app_module).values() if isinstance(v, func.FunctionApp)]
     if len(apps) != 1:
         raise LookupError(f"{module}.py must define exactly one azure.functions.FunctionApp")
-    found = []
+    queues, timers = [], []
     for function in apps[0].get_functions():
+        name = function.get_function_name()
         for raw in function.get_raw_bindings():
             binding = json.loads(raw)
             if binding["type"] == "queueTrigger":
-                found.append(
+                queues.append(
                     QueueFunction(
-                        name=function.get_function_name() or binding["name"],
+                        name=name or binding["name"],
                         queue_name=resolve(binding["queueName"], os.environ),
                         connection=binding.get("connection") or "AzureWebJobsStorage",
                         arg_name=binding["name"],
                         call=function.get_user_function(),
                     )
                 )
-    return found
+            elif binding["type"] == "timerTrigger":
+                timers.append(
+                    TimerFunction(
+                        name=name or binding["name"],
+                        schedule=Schedule.parse(resolve(binding["schedule"], os.environ)),
+                        run_on_startup=bool(binding.get("runOnStartup", False)),
+                        arg_name=binding["name"],
+                        call=function.get_user_function(),
+                    )
+                )
+    return queues, timers
 
 
 class QueueListener:
@@ -284,6 +415,54 @@ class QueueListener:
             await self.queue.delete_message(stored.id, stored.pop_receipt)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TimerListener:
+    """Drives one timer-triggered function: one invocation at a time, on its schedule."""
+
+    def __init__(self, function: TimerFunction, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.function = function
+        self.clock = clock
+        self.stopping = asyncio.Event()
+        self.invocations = 0
+        self.last: datetime | None = None
+
+    async def run(self) -> None:
+        if self.function.run_on_startup and not self.stopping.is_set():
+            await self._invoke(self.clock(), past_due=False)
+        while not self.stopping.is_set():
+            due = self.function.schedule.next_after(self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max((due - self.clock()).total_seconds(), 0.0))
+            if self.stopping.is_set():
+                break
+            await self._invoke(due, past_due=(self.clock() - due).total_seconds() > 1.0)
+
+    async def _invoke(self, due: datetime, *, past_due: bool) -> None:
+        upcoming = self.function.schedule.next_after(due)
+        request = TimerRequest(
+            past_due=past_due,
+            schedule_status={
+                "Last": (self.last or due).isoformat(),
+                "Next": upcoming.isoformat(),
+                "LastUpdated": due.isoformat(),
+            },
+            schedule={"AdjustForDST": True},
+        )
+        self.invocations += 1
+        self.last = due
+        try:
+            result = self.function.call(**{self.function.arg_name: request})
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the host logs a failed timer invocation and waits for the next occurrence
+            logger.error(
+                "%s failed (timer, due %s): %s: %s", self.function.name, due.isoformat(), type(exc).__name__, exc
+            )
+
+
 async def _first_page(pager: Any, count: int) -> list[StoredMessage]:
     """One receive call's worth of messages (the pager would otherwise keep dequeuing)."""
     messages: list[StoredMessage] = []
@@ -301,17 +480,20 @@ async def serve(
     stop: asyncio.Event | None = None,
     receive_visibility: float = 600.0,
 ) -> None:
-    """Index the app and run every queue trigger until ``stop`` is set."""
+    """Index the app and run every queue and timer trigger until ``stop`` is set."""
     load_local_settings(settings_file or app_dir / "local.settings.json")
     os.environ["AzureWebJobsScriptRoot"] = str(app_dir)  # noqa: SIM112  # the host's own name for the app folder
     options = QueueOptions.from_host_json(app_dir / "host.json", receive_visibility=receive_visibility)
-    functions = index_app(app_dir)
-    if not functions:
-        raise LookupError("function_app.py has no queue-triggered functions")
+    functions, timer_functions = index_functions(app_dir)
+    if not functions and not timer_functions:
+        raise LookupError("function_app.py has no queue- or timer-triggered functions")
     # The host's own identity for its queues (the app makes its own, as in Azure).
     credential = create_credential()
     services = {f.connection: StorageEndpoints.from_settings(f.connection).queue_service(credential) for f in functions}
     listeners = [QueueListener(f, services[f.connection], options) for f in functions]
+    timers = [TimerListener(f) for f in timer_functions]
+    for timer in timers:
+        logger.info("%s: timer on schedule %r (UTC)", timer.function.name, timer.function.schedule.expression)
     for listener in listeners:
         logger.info(
             "%s: listening on queue %s (concurrency %d, encoding %s)",
@@ -323,10 +505,12 @@ async def serve(
         await stop.wait()
         for listener in listeners:
             listener.stopping.set()
+        for timer in timers:
+            timer.stopping.set()
 
     relay = asyncio.create_task(relay_stop())
     try:
-        await asyncio.gather(*(listener.run() for listener in listeners))
+        await asyncio.gather(*(listener.run() for listener in listeners), *(timer.run() for timer in timers))
     finally:
         relay.cancel()
         for service in services.values():
@@ -346,9 +530,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    # Every logger at this level, as Microsoft's worker forwards them: the app sets its SDKs' levels itself.
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
     run_until_signalled(
         lambda stop: serve(

@@ -1,1 +1,20 @@
-"""The keyless Azure OpenAI queue worker: everything the Function App runs lives here."""
+"""The keyless Azure OpenAI queue worker: everything the Function App runs lives here.
+
+A map, by audience:
+
+- **The contract** (everyone): ``jobs`` (the job, result and notice models, the one decoder of
+  untrusted message bytes, the published JSON Schemas), ``constants`` (role names and ids, default
+  names, the naming rule, the Azurite account), ``errors`` (typed errors that say what to do),
+  ``settings`` (every app setting, read and checked in one place).
+- **The worker runtime** (what ``function_app.py`` calls): ``worker`` (how a queued job becomes a
+  stored result, and the failure policy), ``store`` (where a job's pieces live in storage: claim
+  checks, the retry store, results with their status, at-least-once notices), ``connections``
+  (the process's one credential, Azure OpenAI v1 client and storage clients), ``telemetry``
+  (opt-in OpenTelemetry: the job's trace, GenAI spans and metrics, queue sampling) and ``logs``
+  (third-party loggers kept at WARNING).
+- **The producer client** (other services): ``producer`` (blocking ``JobsClient``) and
+  ``producer.aio`` (its async twin); it imports neither ``azure.functions`` nor ``openai``.
+- **The command line** (people and scripts): ``python -m shared`` (``__main__``) with ``cli``
+  (submit, result, wait, watch, status, replay; the last two in ``operations``) and ``doctor``
+  (diagnoses a keyless setup).
+"""

@@ -21,8 +21,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+from shared import telemetry
 from shared.constants import (
     COGNITIVE_SERVICES_SCOPE,
     DEVELOPMENT_STORAGE,
@@ -114,6 +115,7 @@ class Runtime:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
         settings = Settings.from_env(env)
+        telemetry.configure(env)  # first use: decided once per process, before the clients exist
         credential = create_credential(env)
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
@@ -158,7 +160,22 @@ def create_openai_client(
         api_key=token_provider,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries if max_retries is None else max_retries,
+        # With telemetry on, every 429 is counted, the SDK's own retries included (they raise nothing).
+        http_client=DefaultAsyncHttpxClient(event_hooks={"response": [_count_throttled]})
+        if telemetry.current().enabled
+        else None,
     )
+
+
+async def _count_throttled(response: Any) -> None:
+    """httpx response hook: count a 429 by the deployment it was for (the ``model`` of the v1 request body)."""
+    if response.status_code != 429:
+        return
+    try:
+        deployment = str(json.loads(response.request.content).get("model") or "unknown")
+    except (ValueError, AttributeError, TypeError):
+        deployment = "unknown"
+    telemetry.current().throttled(deployment)
 
 
 def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]) -> Callable[[], Awaitable[str]]:

@@ -48,6 +48,17 @@ SETTINGS: dict[str, str] = {
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
+    # Telemetry (shared/telemetry.py): off unless the first of these or an OTLP endpoint is set.
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "`true` in Azure: Microsoft's Python worker sends traces and "
+    "metrics to Application Insights (keyless); the app then configures nothing itself.",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "Outside Azure: OTLP/HTTP collector base URL (traces to /v1/traces, metrics to "
+    "/v1/metrics); the app sets up the OpenTelemetry SDK once.",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Full OTLP/HTTP URL for traces only (overrides the base URL for traces).",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "Full OTLP/HTTP URL for metrics only (overrides the base URL for metrics).",
+    "OTEL_SERVICE_NAME": "service.name of the worker's telemetry when the app sets up the SDK (default "
+    "keyless-openai-worker).",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "`true` puts prompts and answers on the chat spans "
+    "(gen_ai.input.messages / gen_ai.output.messages); off by default, never in metrics or logs.",
 }
 
 

@@ -34,17 +34,17 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import openai
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-)
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.storage.queue.aio import QueueClient
 from openai.types.chat import ChatCompletion
 
-from shared import store
+from shared import store, telemetry
 from shared.connections import Runtime, get_runtime
 from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE, brief
 from shared.jobs import (
@@ -61,9 +61,11 @@ from shared.jobs import (
     Usage,
     parse_message,
 )
+from shared.logs import quiet_third_party_loggers
 from shared.settings import Settings, max_dequeue_count
 
 logger = logging.getLogger(__name__)
+quiet_third_party_loggers()  # the app's own log levels for the SDKs, set once on import (see shared/logs.py)
 
 PERMISSION_BACKOFF = (5.0, 15.0, 30.0, 60.0)  # role assignments usually land within 1-10 minutes
 
@@ -125,6 +127,7 @@ class Delivery:
     redelivery: Redelivery | None = None  # from the retry store, never from the message
     payload: PayloadRef | None = None  # claim-check blob to delete with the result
     requeued: bool = False  # the job waits in the retry store: delete it with the result
+    span: telemetry.JobSpan = field(default_factory=telemetry.JobSpan)  # this delivery's trace (no-op when off)
 
     @property
     def attempts(self) -> int:
@@ -136,21 +139,43 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     (the result already existed, or the job was re-enqueued). Raises to make the host retry."""
     runtime = runtime or get_runtime()
     delivery = Delivery(runtime, message, _now(), job_id=message.id or "unknown")
+    refused: ErrorInfo | None = None
     try:
         await _open(delivery)
     except InvalidJob as exc:
         # Keyed by the job's own id when it had a valid one; nothing of a refused job is echoed or notified.
         delivery.job, delivery.job_id = None, exc.job_id or delivery.job_id
-        return await _finish(delivery, error=ErrorInfo(code=exc.code, message=exc.message))
-    job_id = delivery.job_id
-    if job_id in runtime.in_flight:
-        logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message.id)
-        return None
-    runtime.in_flight.add(job_id)  # before any await, so a concurrent duplicate sees it
-    try:
-        return await _run(delivery)
-    finally:
-        runtime.in_flight.discard(job_id)
+        refused = ErrorInfo(code=exc.code, message=exc.message)
+    # The span starts once the job (and the producer's trace context it carries) is known, dated from
+    # the delivery's start; a stored job's fetch above runs in the host's context, which it links to.
+    with _process_span(delivery) as delivery.span:
+        if refused is not None:
+            return await _finish(delivery, error=refused)
+        job_id = delivery.job_id
+        if job_id in runtime.in_flight:
+            logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message.id)
+            return None
+        runtime.in_flight.add(job_id)  # before any await, so a concurrent duplicate sees it
+        try:
+            return await _run(delivery)
+        finally:
+            runtime.in_flight.discard(job_id)
+
+
+def _process_span(delivery: Delivery) -> AbstractContextManager[telemetry.JobSpan]:
+    job, message, started = delivery.job, delivery.message, delivery.started
+    enqueued = _aware(message.insertion_time)
+    return telemetry.current().process(
+        queue=delivery.runtime.settings.jobs_queue,
+        message_id=message.id,
+        job_id=delivery.job_id,
+        attempt=delivery.attempts,
+        started=started,
+        traceparent=job.traceparent if job else None,
+        tracestate=job.tracestate if job else None,
+        queue_seconds=(started - enqueued).total_seconds() if enqueued else None,
+        requeued=delivery.requeued,
+    )
 
 
 async def _open(delivery: Delivery) -> None:
@@ -199,9 +224,9 @@ async def _run(delivery: Delivery) -> Result | None:
                 logger.warning("job %s attempt %d failed, host will retry: %s", delivery.job_id, count, brief(exc))
                 raise
             # Last attempt: record the outcome for the sender, then let the host poison the message.
-            await _finish(
-                delivery, error=_error(GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}"))
-            )
+            # What the job left aside stays, so `python -m shared replay` can run it again from poison.
+            gave_up = GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}")
+            await _finish(delivery, error=_error(gave_up), keep_leftovers=True)
             raise
         return await _finish(delivery, error=_error(verdict))
     return await _finish(
@@ -261,13 +286,20 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
     params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
     if "max_tokens" in params:  # the name today's (reasoning) models accept; older ones take it too
         params["max_completion_tokens"] = params.pop("max_tokens")
-    began = time.monotonic()
-    completion = await runtime.openai.chat.completions.create(
-        model=job.deployment or runtime.settings.default_deployment,
-        messages=job.chat_messages(),  # type: ignore[arg-type]  # plain dicts of role/content
-        **params,
-    )
-    return completion, time.monotonic() - began
+    deployment = job.deployment or runtime.settings.default_deployment
+    messages = job.chat_messages()
+    with telemetry.current().chat(
+        deployment=deployment, endpoint=runtime.settings.openai_endpoint, parameters=params, messages=messages
+    ) as call:
+        began = time.monotonic()
+        completion = await runtime.openai.chat.completions.create(
+            model=deployment,
+            messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
+            **params,
+        )
+        elapsed = time.monotonic() - began
+        call.response(completion)
+    return completion, elapsed
 
 
 # What to do when a model refuses a parameter (reasoning models take only their defaults for these).
@@ -364,13 +396,14 @@ async def _requeue(delivery: Delivery, requeue: Requeue) -> None:
     """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay."""
     runtime, job = delivery.runtime, delivery.job
     assert job is not None
-    state = RetryState(
-        job=job.model_copy(update={"id": delivery.job_id}), redelivery=requeue.redelivery, payload=delivery.payload
-    )
+    # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
+    update = {"id": delivery.job_id, **delivery.span.carrier()}
+    state = RetryState(job=job.model_copy(update=update), redelivery=requeue.redelivery, payload=delivery.payload)
     ref = await store.save_retry_state(runtime, state)
     queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
     await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(requeue.delay)))
     redelivery = requeue.redelivery
+    telemetry.current().requeued(redelivery.reason)
     logger.warning(
         "job %s re-enqueued (%s, attempt %d) to run in %.0f s",
         delivery.job_id,
@@ -386,15 +419,22 @@ async def _finish(
     error: ErrorInfo | None = None,
     completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
+    keep_leftovers: bool = False,
 ) -> Result | None:
-    """Store the result, release what the job left aside, then notify; log one line."""
+    """Store the result, release what the job left aside (unless the message goes to poison and
+    may be replayed), then notify; log one line."""
     result = _result(delivery, error=error, completion=completion, model_seconds=model_seconds)
     reply_to = delivery.job.reply_to if delivery.job else None
-    stored = await store.store_result(delivery.runtime, result, reply_to)
-    await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
+    tracing = telemetry.current()
+    delivery.span.outcome(result)
+    with tracing.step("store result"):
+        stored = await store.store_result(delivery.runtime, result, reply_to)
+    if not keep_leftovers:
+        await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
     if not stored:
         logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
         return None
+    tracing.finished(result)
     if reply_to:
         await store.notify(delivery.runtime, result, reply_to)
     usage = result.usage
@@ -421,10 +461,7 @@ def _result(
 ) -> Result:
     job, message, started = delivery.job, delivery.message, delivery.started
     finished = _now()
-    enqueued = message.insertion_time
-    if enqueued is not None and enqueued.tzinfo is None:
-        # Microsoft's Python worker hands out aware UTC times; a naive one (another host) is UTC too.
-        enqueued = enqueued.replace(tzinfo=UTC)
+    enqueued = _aware(message.insertion_time)
     fields: dict[str, Any] = {}
     if completion is not None:
         choice = completion.choices[0]
@@ -448,6 +485,7 @@ def _result(
         metadata=job.metadata if job else None,
         attempts=delivery.attempts,
         message_id=message.id,
+        trace_id=delivery.span.trace_id,
         timings=Timings(
             enqueued_at=enqueued,
             started_at=started,
@@ -457,6 +495,37 @@ def _result(
         ),
         **fields,
     )
+
+
+async def sample_queues(runtime: Runtime | None = None) -> None:
+    """Record the depth of the jobs queue and of its poison queue, and the age of each one's head
+    message. Called by the timer trigger (one sample per schedule for the whole app, whatever the
+    number of instances); with telemetry off it returns at once, without a storage call."""
+    telemetry.configure()
+    recorder = telemetry.current()
+    if not recorder.enabled:
+        return
+    runtime = runtime or get_runtime()
+    for name in (runtime.settings.jobs_queue, runtime.settings.poison_queue):
+        depth, head = await _queue_sample(runtime.queues.get_queue_client(name))
+        recorder.queue_sampled(name, depth, max((_now() - head).total_seconds(), 0.0) if head else 0.0)
+
+
+async def _queue_sample(queue: QueueClient) -> tuple[int, datetime | None]:
+    """Approximate message count (invisible ones included) and the insertion time of the head message
+    (the first visible one), or (0, None) for a queue that does not exist (a poison queue before its
+    first message)."""
+    try:
+        properties = await queue.get_queue_properties()
+        head = await queue.peek_messages(max_messages=1)
+    except ResourceNotFoundError:
+        return 0, None
+    return properties.approximate_message_count or 0, _aware(head[0].inserted_on) if head else None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Microsoft's Python worker hands out aware UTC times; a naive one (another host) is UTC too."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _error(failure: GiveUp) -> ErrorInfo:

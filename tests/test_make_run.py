@@ -30,6 +30,13 @@ def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     reasoning = next(line for line in done.stdout.splitlines() if "06-reasoning.json" in line)
     assert reasoning.startswith("✓") and "[gpt-5.4-mini-2026-03-17, " in reasoning and " reasoning]" in reasoning
     assert "✗ 07-budget-trap.json -> sample-budget-trap: output_budget_exhausted" in done.stdout
+    # One trace per sample, from the producer's send through the worker to the model, at the local receiver.
+    assert "traces (OTLP receiver at http://127.0.0.1:" in done.stdout and "no traces received" not in done.stdout
+    for job_id in ("sample-prompt", "sample-reasoning", "sample-budget-trap"):
+        assert f"{job_id} trace " in done.stdout
+        line = next(line for line in done.stdout.splitlines() if f"{job_id} trace " in line)
+        assert ": send jobs > process jobs > [chat gpt-5.4-mini" in line, line
+    assert "gen_ai.client.token.usage" in done.stdout
     assert f"summary: {len(samples)}/{len(samples)} done" in done.stdout
     assert "reply_to notice" in done.stdout
     assert "Traceback" not in (tmp_path / "worker.log").read_text()

@@ -176,3 +176,17 @@ async def test_an_empty_answer_out_of_budget_is_a_failure_that_says_what_to_rais
     assert "all 300 completion tokens (300 on reasoning)" in result.error.message
     assert "max_completion_tokens" in result.error.message and "reasoning_effort" in result.error.message
     assert result.usage is not None and result.usage.reasoning_tokens == 300 and result.finish_reason == "length"
+
+
+async def test_the_last_transient_attempt_keeps_the_job_for_a_replay(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    assert await handle(message({"id": "j1", "prompt": "hi"}), world.runtime) is None  # now in the retry store
+    pointer, _ = world.jobs_queue.messages[0]
+    world.model.errors = [openai.InternalServerError("down", response=_response(500), body=None)]
+    with pytest.raises(openai.InternalServerError):  # the host poisons the pointer
+        await handle(Message(pointer.encode(), id="msg-2", dequeue_count=5), world.runtime)
+    assert world.result("j1")["error"]["code"] == "transient_exhausted"
+    assert "retries/j1.json" in world.results.blobs  # what the poisoned pointer needs, kept
+    replayed = await handle(Message(pointer.encode(), id="msg-3"), world.runtime)
+    assert replayed is not None and replayed.status == "succeeded"  # the failed result replaced
+    assert "retries/j1.json" not in world.results.blobs
