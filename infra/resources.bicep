@@ -121,6 +121,29 @@ param instanceMemoryMB int = 2048
 @description('Private networking (azd: VNET_ENABLED). true: storage (blob, queue, table) and Azure OpenAI only behind private endpoints, public network access off, the Function App integrated with a new VNet. Producers and people then reach the queue from inside (or peered with) that VNet, through a private endpoint of their own, or with a temporary IP rule.')
 param vnetEnabled bool = false
 
+// ---- Monitoring: alerts, diagnostic settings, workbook (app/alerts.bicep) ----
+// Alerts go to one action group; the thresholds below are where they fire. What each alert reads,
+// and what is estimated or unconfirmed: docs/deploy.md#monitoring.
+
+@description('E-mail address the alerts are sent to (azd: ALERT_EMAIL). Empty: the action group has no receiver; the alerts still fire and show in the portal.')
+param alertEmail string = ''
+
+@minValue(0)
+@description('Jobs failing alert: more than this many jobs end with status=failed in 15 minutes.')
+param alertFailedJobsThreshold int = 5
+
+@minValue(1)
+@description('Queue wait alert: the 95th percentile of the time jobs waited in the queue, over 15 minutes, above this many seconds.')
+param alertQueueWaitP95Seconds int = 300
+
+@minValue(1)
+@description('Throttling alert: Azure OpenAI answers more than this many requests with 429 in 5 minutes.')
+param alertThrottledRequestsThreshold int = 50
+
+@minValue(0)
+@description('Function errors alert: more than this many function invocations fail in 15 minutes.')
+param alertFunctionErrorsThreshold int = 5
+
 // ---- Worker settings: queue and container names (match local.settings.sample.json) ----
 
 @description('Queue the worker listens on (JOBS_QUEUE). <name>-poison is created beside it.')
@@ -305,6 +328,26 @@ module functionApp 'app/function.bicep' = {
     rbac
     privateEndpoints
   ]
+}
+
+// ---- Monitoring: alerts on the worker's telemetry and Azure OpenAI throttling, resource logs of
+// Azure OpenAI and the queues, a workbook (docs/deploy.md#monitoring) ----
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    nameSuffix: resourceToken
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    openAiAccountName: openAi.outputs.name
+    storageAccountName: storage.outputs.name
+    alertEmail: alertEmail
+    failedJobsThreshold: alertFailedJobsThreshold
+    queueWaitP95Seconds: alertQueueWaitP95Seconds
+    throttledRequestsThreshold: alertThrottledRequestsThreshold
+    functionErrorsThreshold: alertFunctionErrorsThreshold
+  }
 }
 
 // ---- Outputs: names and endpoints only, no secrets. main.bicep re-exports every one of them

@@ -246,6 +246,29 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
+        // Microsoft's Python worker calls configure_azure_monitor itself (keyless: the exporter
+        // reads the authentication string above). The app configures nothing, so telemetry is
+        // set up once; PYTHON_ENABLE_OPENTELEMETRY (code-side setup) stays unset.
+        {
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+          value: 'true'
+        }
+        // host.json's telemetryMode, set only here (an app setting overrides host.json): in Azure the
+        // host exports through the same OpenTelemetry pipeline; local runs keep the default.
+        {
+          name: 'AzureFunctionsJobHost__telemetryMode'
+          value: 'OpenTelemetry'
+        }
+        // The sample's values: service.name as the platform sets it (empty is ignored), and no
+        // prompts or answers on spans. OTEL_EXPORTER_OTLP_* (collectors outside Azure) stay unset.
+        {
+          name: 'OTEL_SERVICE_NAME'
+          value: ''
+        }
+        {
+          name: 'OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT'
+          value: 'false'
+        }
       ]
     }
     functionAppConfig: {

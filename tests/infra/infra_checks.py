@@ -86,14 +86,29 @@ LOOP_MEMBERS = {"reply queues": "reply queue"}
 OPTIONAL_PRINCIPALS = {"user": "param:principalId", "producer": "param:producerPrincipalId"}
 PRINCIPAL_TYPES = {"app": "ServicePrincipal", "user": "param:principalType", "producer": "param:producerPrincipalType"}
 
-# Settings the Functions host (not our code) reads, which Bicep sets.
-HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+# Settings the Functions host and Microsoft's Python worker (not our code) read, which Bicep must set:
+# telemetry through Application Insights with Entra auth, configured by the Python worker itself.
+HOST_SETTINGS = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+    "AzureFunctionsJobHost__telemetryMode",
+}
+# The other way to set up telemetry (the app calls configure_azure_monitor itself). With the Python
+# worker's own setup on as well, everything would be exported twice: telemetry is configured once.
+DOUBLE_TELEMETRY = {"PYTHON_ENABLE_OPENTELEMETRY"}
 # Settings the code reads that are deliberately NOT set in Azure:
 OPTIONAL_IN_AZURE = {
     # The connection string is the local (Azurite) path only; Azure uses the __ settings, keyless.
     "AzureWebJobsStorage",
     # An alternative to the three __*ServiceUri settings, which Bicep sets instead.
     "AzureWebJobsStorage__accountName",
+    # OTLP collectors: telemetry outside Azure only (in Azure the Python worker sends to Application
+    # Insights and the app sets up nothing). Not even empty: the Functions host, in OpenTelemetry
+    # mode, also looks at OTEL_EXPORTER_OTLP_ENDPOINT (whether it takes "" as unset is unconfirmed).
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
 }
 # Settings that must never appear in the Function App: keys / connection strings, or settings
 # Flex Consumption rejects (its runtime comes from functionAppConfig).
@@ -1148,6 +1163,8 @@ def _check_setting_names(reads: set[str], names: set[str], sample: set[str]) -> 
     problems = []
     for wrong, message in (
         (reads - OPTIONAL_IN_AZURE - names, "app setting {} is read by shared/settings.py but not set in infra/"),
+        (HOST_SETTINGS - names, "app setting {} is read by the Functions host / Python worker but not set in infra/"),
+        (names & DOUBLE_TELEMETRY, "app setting {} must not be set: the Python worker already sets up telemetry"),
         (names - reads - HOST_SETTINGS, "app setting {} is set in infra/ but not in shared/settings.py SETTINGS"),
         (forbidden, "app setting {} must not be set: no keys or connection strings"),
         (reads - sample, "{} is read by the code but missing from local.settings.sample.json"),
@@ -1171,6 +1188,9 @@ def _wired_settings(infra: Infra, problems: list[str]) -> dict[str, str]:
         "AZURE_CLIENT_ID": client_id,
         "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": f"ClientId={{{client_id}}};Authorization=AAD",
+        "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
+        # Prompts and answers stay out of telemetry unless someone decides otherwise.
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "false",
         "AzureWebJobsStorage__blobServiceUri": f"{storage_key}.properties.primaryEndpoints.blob",
         "AzureWebJobsStorage__queueServiceUri": f"{storage_key}.properties.primaryEndpoints.queue",
         "AzureWebJobsStorage__tableServiceUri": f"{storage_key}.properties.primaryEndpoints.table",
@@ -1457,6 +1477,346 @@ def _check_layer_outputs(infra: Infra, layer: str) -> list[str]:
             problems.append(f"{MAIN_ENTRY} output {name} should be {layer}.outputs.{name}")
         elif name in group.outputs and output.get("type") != group.outputs[name].get("type"):
             problems.append(f"{MAIN_ENTRY} output {name} has another type than in {GROUP_ENTRY}")
+    return problems
+
+
+# ---------------------------------------------------------------- monitoring (app/alerts.bicep)
+
+WORKSPACE = "Microsoft.OperationalInsights/workspaces"
+ACTION_GROUP = "Microsoft.Insights/actionGroups"
+LOG_ALERT = "Microsoft.Insights/scheduledQueryRules"
+METRIC_ALERT = "Microsoft.Insights/metricAlerts"
+DIAGNOSTIC_SETTING = "Microsoft.Insights/diagnosticSettings"
+WORKBOOK = "Microsoft.Insights/workbooks"
+QUEUE_SERVICE = "Microsoft.Storage/storageAccounts/queueServices"
+
+# The variable of the alerts module naming the worker's metrics (one place; the workbook's
+# __PLACEHOLDERS__ are filled from it). Its keys, which the alerts and panels below use:
+METRICS_VARIABLE = "metrics"
+METRIC_KEYS = {"jobsFinished", "queueWait", "requeued", "throttled", "queueDepth", "queueAge", "tokenUsage"}
+# The per-job log line of shared/worker.py, which the failed-jobs alert and the error-code panel parse.
+JOB_LINE_PREFIX = 'startswith "job id="'
+# Log alerts: what each one's query must contain ({key} = the metric of that key, quoted as in KQL),
+# and where its threshold comes from (a main.bicep parameter, or a fixed value).
+LOG_ALERTS = {
+    "jobs failing": (
+        ("AppTraces", JOB_LINE_PREFIX, 'status == "failed"', "dcount(id)"),
+        "param:alertFailedJobsThreshold",
+    ),
+    "poison queue not empty": (
+        ("AppMetrics", 'Name == "{queueDepth}"', '"messaging.destination.name"', "-poison"),
+        "0",
+    ),
+    "queue wait p95": (
+        ("AppMetrics", 'Name == "{queueWait}"', '"job.requeued"', "95)"),
+        "param:alertQueueWaitP95Seconds",
+    ),
+    "function errors": (("AppRequests", "Success == false", "AppExceptions"), "param:alertFunctionErrorsThreshold"),
+}
+# The throttling alert: Azure OpenAI's platform metric, only the requests answered 429.
+THROTTLING_CRITERION = {
+    "criterionType": "StaticThresholdCriterion",
+    "metricNamespace": "Microsoft.CognitiveServices/accounts",
+    "metricName": "AzureOpenAIRequests",
+    "timeAggregation": "Total",
+    "threshold": "param:alertThrottledRequestsThreshold",
+}
+THROTTLING_DIMENSION = {"name": "StatusCode", "operator": "Include", "values": "[429]"}
+# Diagnostic settings: target -> (log categories, metric categories), all to the workspace.
+DIAGNOSTICS = {
+    "openai account": ({"Audit", "RequestResponse", "Trace", "AzureOpenAIRequestUsage"}, {"AllMetrics"}),
+    "queue service": ({"StorageRead", "StorageWrite", "StorageDelete"}, set()),
+}
+# Workbook panels (query items, by name): what each query must mention.
+WORKBOOK_PANELS = {
+    "jobs-per-minute": ('Name == "{jobsFinished}"', '"status"', "1m"),
+    "tokens-by-deployment": ('Name == "{tokenUsage}"', "gen_ai.request.model", "gen_ai.token.type"),
+    "queue-wait": ('Name == "{queueWait}"', '"job.requeued"', ", 50)", ", 95)"),
+    "throttled": ('"{throttled}"', "gen_ai.request.model", '"{requeued}"', '"reason"'),
+    "queue-depth": ('"{queueDepth}"', '"{queueAge}"', '"messaging.destination.name"'),
+    "top-error-codes": (JOB_LINE_PREFIX, 'status == "failed"', "by code"),
+}
+_DURATION = re.compile(r"PT\d+[MH]")
+_PLACEHOLDER = re.compile(r"__[A-Z_]+__")
+
+Found = tuple[str, str | None, str, dict[str, Any]]
+
+
+def check_monitoring(infra: Infra) -> list[str]:
+    """One action group (e-mail only when alertEmail is set) that every alert notifies; the log
+    alerts query the workspace for what LOG_ALERTS says; the throttling alert watches 429s of the
+    OpenAI account; Azure OpenAI and the queue service log to the workspace; the workbook's panels
+    read the worker's metrics."""
+    problems = list(infra.problems)
+    group = _check_action_group(infra, problems)
+    workspace = infra.only(WORKSPACE, problems)
+    alerts = infra.created_of_type(LOG_ALERT)
+    metrics = _metric_names(infra, alerts[0][1] if alerts else None, problems)
+    if not (group and workspace and metrics is not None):
+        return problems
+    group_id, workspace_id = f"{group[0]}.id", f"{workspace[0]}.id"
+    problems += _check_log_alerts(infra, alerts, workspace_id, group_id, metrics)
+    problems += _check_throttling_alert(infra, group_id)
+    problems += _check_diagnostics(infra, workspace_id)
+    problems += _check_workbook(infra, workspace_id, metrics)
+    return problems
+
+
+def _where(infra: Infra, found: Found) -> str:
+    return f"{infra.file(found[1]).path.name}:{found[2]}"
+
+
+def _check_action_group(infra: Infra, problems: list[str]) -> Found | None:
+    group = infra.only(ACTION_GROUP, problems)
+    if group is None:
+        return None
+    config, where = body(group[3]), _where(infra, group)
+    short = infra.resolve(group[1], _at(config, "properties.groupShortName"))
+    if not 1 <= len(short) <= 12 or "{" in short:
+        problems.append(f"{where}: groupShortName must be a literal of 1-12 characters, is {short}")
+    if infra.resolve(group[1], config.get("location")) != "global":
+        problems.append(f"{where}: an action group's location is global")
+    receivers = infra.resolve(group[1], _at(config, "properties.emailReceivers"))
+    if not receivers.startswith("if(empty(param:alertEmail),[],[") or "emailAddress: param:alertEmail" not in receivers:
+        problems.append(f"{where}: emailReceivers must be [] when alertEmail is empty, else e-mail it; is {receivers}")
+    return group
+
+
+def evaluate(infra: Infra, scope: str | None, expr: Any) -> Any:
+    """The value of a string expression built from literals, variables, format(), replace() and
+    string(loadJsonContent()); anything else as `Infra.resolve` has it."""
+    file = infra.file(scope)
+    if expr is None:
+        return None
+    if isinstance(expr, str) and "${" not in expr:
+        if expr in file.vars:
+            return evaluate(infra, scope, file.vars[expr]["value"])
+        if expr in file.params or expr in file.resources:
+            return infra.resolve(scope, expr)
+        return expr
+    parts = dotted(expr)
+    if parts is not None and len(parts) == 2 and parts[0] in file.vars:
+        value = evaluate(infra, scope, parts[0])
+        return value.get(parts[1], MISSING) if isinstance(value, dict) else MISSING
+    if isinstance(expr, dict) and "function" not in expr and "operator" not in expr:
+        return {unquote(key): evaluate(infra, scope, value) for key, value in expr.items()}
+    function = expr.get("function") if isinstance(expr, dict) else None
+    if function and function["type"] in _FUNCTIONS:
+        args = [evaluate(infra, scope, value) for value in (function.get("parameters") or {}).values()]
+        if all(isinstance(arg, str) or arg is None for arg in args):
+            return _FUNCTIONS[function["type"]](file, *args)
+    return infra.resolve(scope, expr)
+
+
+def _format(_: BicepFile, text: str, *args: str) -> str:
+    for index, arg in enumerate(args):
+        text = text.replace(f"{{{index}}}", arg)
+    return text
+
+
+def _replace(_: BicepFile, text: str, old: str, new: str) -> str:
+    return text.replace(old, new)
+
+
+def _load_json(file: BicepFile, path: str, json_path: str | None = None, encoding: str | None = None) -> str:
+    """loadJsonContent(path) (the whole file), already as string() writes it: compact JSON text."""
+    loaded = json.loads((file.path.parent / path).read_text(encoding=encoding or "utf-8"))
+    return json.dumps(loaded, separators=(",", ":"))
+
+
+def _string(_: BicepFile, value: str) -> str:
+    return value
+
+
+_FUNCTIONS: dict[str, Callable[..., str]] = {
+    "format": _format,
+    "replace": _replace,
+    "load_json_content": _load_json,
+    "string": _string,
+}
+
+
+def _metric_names(infra: Infra, scope: str | None, problems: list[str]) -> dict[str, str] | None:
+    """The alerts module's `metrics` variable: metric key -> the name the worker emits."""
+    file = infra.file(scope)
+    value = evaluate(infra, scope, METRICS_VARIABLE) if METRICS_VARIABLE in file.vars else None
+    if not isinstance(value, dict) or set(value) != METRIC_KEYS or not all(isinstance(v, str) for v in value.values()):
+        problems.append(f"{file.path.name} needs var {METRICS_VARIABLE} naming the metrics {sorted(METRIC_KEYS)}")
+        return None
+    return cast(dict[str, str], value)
+
+
+def _missing(text: str, tokens: Iterable[str], metrics: Mapping[str, str]) -> list[str]:
+    """The tokens (with {key} as the metric of that key) that `text` lacks."""
+    return [token.format(**metrics) for token in tokens if token.format(**metrics) not in text]
+
+
+def _check_log_alerts(
+    infra: Infra, alerts: list[Found], workspace_id: str, group_id: str, metrics: Mapping[str, str]
+) -> list[str]:
+    """Each LOG_ALERTS item is exactly one rule: on the workspace, with windows, a query, a threshold
+    and the action group."""
+    problems: list[str] = []
+    matched: dict[str, list[str]] = {name: [] for name in LOG_ALERTS}
+    for found in alerts:
+        where, config = _where(infra, found), body(found[3])
+        properties = config.get("properties") or {}
+        problems += _check_rule_basics(infra, found, workspace_id, group_id)
+        criteria = _at(properties, "criteria.allOf")
+        if not isinstance(criteria, list) or len(criteria) != 1:
+            problems.append(f"{where}: criteria.allOf must hold exactly one query")
+            continue
+        criterion = criteria[0]
+        query = evaluate(infra, found[1], criterion.get("query"))
+        names = [name for name, (tokens, _) in LOG_ALERTS.items() if not _missing(str(query), tokens, metrics)]
+        for name in names:
+            matched[name].append(where)
+            threshold = infra.resolve(found[1], criterion.get("threshold"))
+            if threshold != LOG_ALERTS[name][1]:
+                problems.append(f"{where} ({name}): threshold is {threshold}, must be {LOG_ALERTS[name][1]}")
+        if not names:
+            problems.append(f"{where}: its query is none of the expected alerts {sorted(LOG_ALERTS)}: {query!r}")
+        for key in ("operator", "timeAggregation"):
+            if key not in criterion:
+                problems.append(f"{where}: the criterion sets no {key}")
+    for name, wheres in matched.items():
+        if len(wheres) != 1:
+            problems.append(f"log alert '{name}' must be exactly one scheduled query rule, is {wheres or 'none'}")
+    return problems
+
+
+def _check_rule_basics(infra: Infra, found: Found, workspace_id: str, group_id: str) -> list[str]:
+    """A log alert: kind LogAlert, on the workspace, evaluated regularly over a window, notifying the group."""
+    problems = []
+    where, config = _where(infra, found), body(found[3])
+    properties = config.get("properties") or {}
+    if infra.resolve(found[1], config.get("kind")) != "LogAlert":
+        problems.append(f"{where}: kind must be LogAlert")
+    scopes = infra.resolve(found[1], properties.get("scopes"))
+    if scopes != f"[{workspace_id}]":
+        problems.append(f"{where}: scopes must be the Log Analytics workspace only, is {scopes}")
+    for key in ("evaluationFrequency", "windowSize"):
+        value = infra.resolve(found[1], properties.get(key))
+        if not _DURATION.fullmatch(value):
+            problems.append(f"{where}: {key} must be an ISO 8601 duration (PT5M), is {value}")
+    if infra.resolve(found[1], properties.get("severity")) not in ("0", "1", "2", "3", "4"):
+        problems.append(f"{where}: severity must be 0-4")
+    groups = infra.resolve(found[1], _at(properties, "actions.actionGroups"))
+    if groups != f"[{group_id}]":
+        problems.append(f"{where} does not notify the action group: actions.actionGroups is {groups}")
+    return problems
+
+
+def _check_throttling_alert(infra: Infra, group_id: str) -> list[str]:
+    """One metric alert: AzureOpenAIRequests of the OpenAI account, StatusCode 429 only, to the group."""
+    problems: list[str] = []
+    alert, account = infra.only(METRIC_ALERT, problems), infra.only(OPENAI_ACCOUNT, problems)
+    if not (alert and account):
+        return problems
+    where, scope, config = _where(infra, alert), alert[1], body(alert[3])
+    properties = config.get("properties") or {}
+    expected = {
+        "location": (config.get("location"), "global"),
+        "scopes": (properties.get("scopes"), f"[{account[0]}.id]"),
+        "criteria.odata.type": (
+            _find_key(properties.get("criteria"), "odata.type"),
+            "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria",
+        ),
+        "actions": (properties.get("actions"), f"[{{actionGroupId: {group_id}}}]"),
+        "windowSize": (properties.get("windowSize"), "PT5M"),
+    }
+    for key, (value, wanted) in expected.items():
+        if infra.resolve(scope, value) != wanted:
+            problems.append(f"{where}: {key} is {infra.resolve(scope, value)}, must be {wanted}")
+    criteria = _at(properties, "criteria.allOf")
+    if not isinstance(criteria, list) or len(criteria) != 1:
+        return [*problems, f"{where}: criteria.allOf must hold exactly one criterion"]
+    for key, wanted in THROTTLING_CRITERION.items():
+        if infra.resolve(scope, criteria[0].get(key)) != wanted:
+            problems.append(f"{where}: {key} is {infra.resolve(scope, criteria[0].get(key))}, must be {wanted}")
+    dimensions = [{k: infra.resolve(scope, v) for k, v in d.items()} for d in criteria[0].get("dimensions") or []]
+    if dimensions != [THROTTLING_DIMENSION]:
+        problems.append(f"{where}: dimensions must be exactly {THROTTLING_DIMENSION}, are {dimensions}")
+    return problems
+
+
+def _check_diagnostics(infra: Infra, workspace_id: str) -> list[str]:
+    """DIAGNOSTICS: one setting per target, exactly those categories, to the workspace."""
+    problems: list[str] = []
+    targets = {
+        name: found[0]
+        for name, type_ in (("openai account", OPENAI_ACCOUNT), ("queue service", QUEUE_SERVICE))
+        if (found := infra.only(type_, problems))
+    }
+    seen = []
+    for found in infra.created_of_type(DIAGNOSTIC_SETTING):
+        where, scope, config = _where(infra, found), found[1], body(found[3])
+        target_symbol = config.get("scope")
+        target = infra.resource_key(scope, target_symbol) if target_symbol in infra.file(scope).resources else None
+        name = next((n for n, key in targets.items() if key == target), None)
+        if name is None:
+            problems.append(f"{where} is scoped to {target}, not one of {sorted(DIAGNOSTICS)}")
+            continue
+        seen.append(name)
+        properties = config.get("properties") or {}
+        if infra.resolve(scope, properties.get("workspaceId")) != workspace_id:
+            problems.append(f"{where} must send to the Log Analytics workspace")
+        for kind, wanted in zip(("logs", "metrics"), DIAGNOSTICS[name], strict=True):
+            entries = properties.get(kind) or []
+            got = {infra.resolve(scope, e.get("category")) for e in entries if e.get("enabled") is True}
+            if got != wanted or len(entries) != len(wanted):
+                problems.append(f"{where}: {kind} categories are {sorted(got)}, must be {sorted(wanted)}, enabled")
+    for name in DIAGNOSTICS:
+        if seen.count(name) != 1:
+            problems.append(f"the {name} needs exactly one diagnostic setting, has {seen.count(name)}")
+    return problems
+
+
+def _check_workbook(infra: Infra, workspace_id: str, metrics: Mapping[str, str]) -> list[str]:
+    """A shared workbook on the workspace whose JSON (from loadJsonContent, placeholders filled in)
+    parses and has every WORKBOOK_PANELS query, each mentioning its metric."""
+    problems: list[str] = []
+    found = infra.only(WORKBOOK, problems)
+    if found is None:
+        return problems
+    where, scope, config = _where(infra, found), found[1], body(found[3])
+    properties = config.get("properties") or {}
+    for key, value, wanted in (
+        ("kind", config.get("kind"), "shared"),
+        ("properties.sourceId", properties.get("sourceId"), workspace_id),
+        ("properties.category", properties.get("category"), "workbook"),
+    ):
+        if infra.resolve(scope, value) != wanted:
+            problems.append(f"{where}: {key} is {infra.resolve(scope, value)}, must be {wanted}")
+    if "load_json_content" not in json.dumps(properties.get("serializedData")):
+        return [*problems, f"{where}: serializedData must come from loadJsonContent(<file>.json)"]
+    try:
+        document = json.loads(str(evaluate(infra, scope, properties.get("serializedData"))))
+    except (OSError, ValueError) as exc:
+        return [*problems, f"{where}: serializedData does not load as JSON: {exc}"]
+    return [*problems, *check_workbook_document(document, workspace_id, metrics, where)]
+
+
+def check_workbook_document(document: Any, workspace_id: str, metrics: Mapping[str, str], where: str) -> list[str]:
+    """The deployed workbook JSON: Notebook/1.0, no placeholder left, every panel with its metric."""
+    problems = []
+    if not isinstance(document, dict) or document.get("version") != "Notebook/1.0":
+        return [f"{where}: the workbook JSON must be an object with version Notebook/1.0"]
+    text = json.dumps(document)
+    if _PLACEHOLDER.search(text):
+        problems.append(f"{where}: placeholders left unfilled: {sorted(set(_PLACEHOLDER.findall(text)))}")
+    if document.get("fallbackResourceIds") != [workspace_id]:
+        problems.append(f"{where}: fallbackResourceIds must be the workspace, is {document.get('fallbackResourceIds')}")
+    queries = {
+        item.get("name"): str(_at(item, "content.query"))
+        for item in document.get("items") or []
+        if isinstance(item, dict) and item.get("type") == 3
+    }
+    for panel, tokens in WORKBOOK_PANELS.items():
+        if panel not in queries:
+            problems.append(f"{where}: the workbook has no query panel {panel}")
+        elif missing := _missing(queries[panel], tokens, metrics):
+            problems.append(f"{where}: workbook panel {panel} does not mention {missing}")
     return problems
 
 

@@ -56,6 +56,7 @@ def run_all(root: Path) -> list[str]:
                 *checks.check_app_settings(loaded, SETTINGS, sample_values()),
                 *checks.check_model_deployment(loaded),
                 *checks.check_network(loaded),
+                *checks.check_monitoring(loaded),
             ]
     loaded = checks.Infra.load(root)
     return [
@@ -67,7 +68,9 @@ def run_all(root: Path) -> list[str]:
     ]
 
 
-APP_MODULES = {"identity", "monitoring", "storage", "openAi", "rbac", "functionApp", "network", "privateEndpoints"}
+APP_MODULES = {
+    "identity", "monitoring", "storage", "openAi", "rbac", "functionApp", "network", "privateEndpoints", "alerts"
+}  # fmt: skip
 
 
 def test_every_module_is_local_and_parses() -> None:
@@ -211,6 +214,125 @@ def test_maximum_instance_count_description_matches_host_json_concurrency() -> N
     assert checks.described_concurrency(infra()) == batch + threshold, (
         "main.bicep maximumInstanceCount's quota math must use host.json's batchSize + newBatchThreshold"
     )
+
+
+# ------------------------------------------------------------ monitoring (app/alerts.bicep)
+
+
+@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+def test_alerts_diagnostics_and_workbook_are_wired_to_the_workspace_and_the_action_group(
+    entry: str, vnet: bool
+) -> None:
+    # Every alert notifies the one action group; the log alerts query the workspace (query, threshold,
+    # windows); the metric alert counts 429s of the OpenAI account; Azure OpenAI and the queue service
+    # log to the workspace; the workbook's JSON loads and each panel names its metric.
+    assert checks.check_monitoring(infra(entry, vnet)) == []
+
+
+def alerts_module(loaded: checks.Infra) -> str:
+    return next(scope for scope, file in loaded.module_files.items() if file.path.name == "alerts.bicep")
+
+
+def metric_names() -> dict[str, str]:
+    loaded = infra()
+    names = checks.evaluate(loaded, alerts_module(loaded), checks.METRICS_VARIABLE)
+    assert isinstance(names, dict)
+    return names
+
+
+def test_the_action_group_emails_only_when_an_address_is_given() -> None:
+    loaded = infra()
+    ((_, scope, _, group),) = loaded.created_of_type(checks.ACTION_GROUP)
+    receivers = loaded.resolve(scope, checks.body(group)["properties"]["emailReceivers"])
+    assert receivers.startswith("if(empty(param:alertEmail),[],[{name: email,emailAddress: param:alertEmail,")
+    assert loaded.main.params["alertEmail"]["default"] == ""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["alertEmail"] == {"value": "${ALERT_EMAIL}"}
+
+
+def test_alert_thresholds_default_to_the_documented_values() -> None:
+    defaults = {name: infra().main.params[name]["default"] for name in infra().main.params if name.startswith("alert")}
+    assert defaults == {
+        "alertEmail": "",
+        "alertFailedJobsThreshold": 5,
+        "alertQueueWaitP95Seconds": 300,
+        "alertThrottledRequestsThreshold": 50,
+        "alertFunctionErrorsThreshold": 5,
+    }
+
+
+# The workbook's placeholders, filled in by alerts.bicep: from the metrics variable, and the workspace.
+WORKBOOK_PLACEHOLDERS = {
+    "__JOBS_FINISHED__": "jobsFinished", "__QUEUE_WAIT__": "queueWait", "__REQUEUED__": "requeued",
+    "__THROTTLED__": "throttled", "__QUEUE_DEPTH__": "queueDepth", "__QUEUE_AGE__": "queueAge",
+    "__TOKEN_USAGE__": "tokenUsage",
+}  # fmt: skip
+
+
+def test_the_workbook_json_parses_and_every_panel_names_its_metric() -> None:
+    # The file as stored (placeholders in), then as deployed (filled in).
+    text = (INFRA / "app" / "workbook.json").read_text()
+    assert set(re.findall(r"__[A-Z_]+__", json.dumps(json.loads(text)))) == {"__WORKSPACE_ID__", *WORKBOOK_PLACEHOLDERS}
+    names = metric_names()
+    for placeholder, key in WORKBOOK_PLACEHOLDERS.items():
+        text = text.replace(placeholder, names[key])
+    workspace = "/subscriptions/x/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/log"
+    document = json.loads(text.replace("__WORKSPACE_ID__", workspace))
+    assert checks.check_workbook_document(document, workspace, names, "workbook.json") == []
+    alerts = (INFRA / "app" / "alerts.bicep").read_text()
+    assert all(f"'{placeholder}', metrics.{key})" in alerts for placeholder, key in WORKBOOK_PLACEHOLDERS.items())
+
+
+def test_metric_names_match_what_the_worker_emits() -> None:
+    # The names live in ONE place (alerts.bicep var metrics); the worker's telemetry must use them.
+    names = metric_names()
+    assert names == {
+        "jobsFinished": "worker.jobs.finished",
+        "queueWait": "worker.jobs.queue_wait",
+        "requeued": "worker.jobs.requeued",
+        "throttled": "worker.model.throttled",
+        "queueDepth": "worker.queue.depth",
+        "queueAge": "worker.queue.oldest_message.age",
+        "tokenUsage": "gen_ai.client.token.usage",
+    }
+    if not (REPO / "shared" / "telemetry.py").exists():
+        pytest.skip("shared/telemetry.py (the worker's metrics) is not in the tree yet")
+    code = "\n".join(path.read_text() for path in (REPO / "shared").rglob("*.py"))
+    assert [name for name in names.values() if f'"{name}"' not in code] == []
+
+
+def test_the_job_line_the_alerts_parse_is_the_one_the_worker_writes() -> None:
+    worker = (REPO / "shared" / "worker.py").read_text()
+    assert '"job id=%s status=%s code=%s deployment=%s ' in worker
+
+
+def test_telemetry_is_configured_once_by_the_python_worker_keylessly() -> None:
+    loaded = infra()
+    settings = loaded.app_settings([])
+    resolved = {name: loaded.resolve(*settings[name]) for name in checks.HOST_SETTINGS}
+    ((identity_key, *_),) = loaded.created_of_type(checks.IDENTITY)
+    ((insights_key, *_),) = loaded.created_of_type(checks.APP_INSIGHTS)
+    client_id = f"{identity_key}.properties.clientId"
+    assert resolved == {
+        "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": f"ClientId={{{client_id}}};Authorization=AAD",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"{insights_key}.properties.ConnectionString",
+        "AzureFunctionsJobHost__telemetryMode": "OpenTelemetry",
+    }
+    assert not set(settings) & checks.DOUBLE_TELEMETRY
+    # The Metrics Publisher role, which Entra ingestion needs, is the app's, on App Insights only.
+    assert {(who, where) for who, role, where in checks.EXPECTED_ROLES if role == "Monitoring Metrics Publisher"} == {
+        ("app", "app insights")
+    }
+
+
+def test_opentelemetry_mode_is_the_deployed_hosts_only() -> None:
+    # PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY goes with the host's telemetryMode OpenTelemetry, set
+    # by the app setting that overrides host.json (checked above), so that in Azure the host and the
+    # worker export through one pipeline; host.json itself keeps the default, so `func start` without
+    # Application Insights behaves as before (portal log stream etc. are not in play locally).
+    host = json.loads((REPO / "host.json").read_text())
+    assert "telemetryMode" not in host
 
 
 DEPLOYED = ["function_app.py", "host.json", "requirements.txt", "shared/settings.py", "shared/jobs.py",
@@ -615,6 +737,98 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         "main.parameters.json",
         replace('"${VNET_ENABLED=false}"', '"${VNET_ENABLED=true}"'),
         "main.parameters.json default 'true' for vnetEnabled is not main.bicep's false",
+    ),
+    "telemetry switch removed": (
+        "app/function.bicep",
+        remove_setting("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
+        "app setting PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY is read by the Functions host / Python worker but "
+        "not set in infra/",
+    ),
+    "telemetry auth string without the client id": (
+        "app/function.bicep",
+        replace("value: 'ClientId=${identityClientId};Authorization=AAD'", "value: 'Authorization=AAD'"),
+        "app setting APPLICATIONINSIGHTS_AUTHENTICATION_STRING resolves to Authorization=AAD, expected ClientId=",
+    ),
+    "telemetry configured by the code as well": (
+        "app/function.bicep",
+        replace(
+            "      appSettings: [\n",
+            "      appSettings: [\n        {\n          name: 'PYTHON_ENABLE_OPENTELEMETRY'\n"
+            "          value: 'true'\n        }\n",
+        ),
+        "app setting PYTHON_ENABLE_OPENTELEMETRY must not be set: the Python worker already sets up telemetry",
+    ),
+    "metrics publisher role on the storage account": (
+        "app/rbac.bicep",
+        replace(
+            "  name: guid(appInsights.id, appPrincipalId, monitoringMetricsPublisher)\n  scope: appInsights\n",
+            "  name: guid(storage.id, appPrincipalId, monitoringMetricsPublisher)\n  scope: storage\n",
+        ),
+        "unexpected role assignment rbac.bicep:appMetricsPublisher: app gets Monitoring Metrics Publisher on storage "
+        "account",
+    ),
+    "log alert without the action group": (
+        "app/alerts.bicep",
+        replace("      actionGroups: [\n        actionGroup.id\n      ]\n", "      actionGroups: []\n"),
+        "alerts.bicep:failedJobsAlert does not notify the action group",
+    ),
+    "log alert without a window": (
+        "app/alerts.bicep",
+        replace("    windowSize: 'PT15M'\n", ""),
+        "alerts.bicep:failedJobsAlert: windowSize must be an ISO 8601 duration",
+    ),
+    "queue wait threshold hard-coded": (
+        "app/alerts.bicep",
+        replace("threshold: queueWaitP95Seconds", "threshold: 600"),
+        "alerts.bicep:queueWaitAlert (queue wait p95): threshold is 600, must be param:alertQueueWaitP95Seconds",
+    ),
+    "poison alert removed": (
+        "app/alerts.bicep",
+        lambda text: remove_block(text, "resource poisonQueueAlert "),
+        "log alert 'poison queue not empty' must be exactly one scheduled query rule, is none",
+    ),
+    "throttling alert counting every status code": (
+        "app/alerts.bicep",
+        replace("values: [\n                '429'\n", "values: [\n                '*'\n"),
+        "alerts.bicep:throttlingAlert: dimensions must be exactly",
+    ),
+    "throttling alert on the storage account": (
+        "app/alerts.bicep",
+        replace("    scopes: [\n      openAi.id\n    ]\n", "    scopes: [\n      storage.id\n    ]\n"),
+        "alerts.bicep:throttlingAlert: scopes is [<Microsoft.Storage/storageAccounts",
+    ),
+    "action group e-mails an empty address": (
+        "app/alerts.bicep",
+        replace("emailReceivers: empty(alertEmail) ? [] : [", "emailReceivers: ["),
+        "alerts.bicep:actionGroup: emailReceivers must be [] when alertEmail is empty",
+    ),
+    "OpenAI usage logs not collected": (
+        "app/alerts.bicep",
+        replace("      {\n        category: 'AzureOpenAIRequestUsage'\n        enabled: true\n      }\n", ""),
+        "alerts.bicep:openAiDiagnostics: logs categories are ['Audit', 'RequestResponse', 'Trace'], must be",
+    ),
+    "queue logs sent nowhere": (
+        "app/alerts.bicep",
+        replace(
+            "  scope: queueService\n  properties: {\n    workspaceId: workspace.id\n",
+            "  scope: queueService\n  properties: {\n",
+        ),
+        "alerts.bicep:queueDiagnostics must send to the Log Analytics workspace",
+    ),
+    "workbook panel loses its metric": (
+        "app/workbook.json",
+        replace('Name == \\"__TOKEN_USAGE__\\"', 'Name == \\"tokens\\"'),
+        "workbook panel tokens-by-deployment does not mention ['Name == \"gen_ai.client.token.usage\"']",
+    ),
+    "workbook placeholder not filled in": (
+        "app/alerts.bicep",
+        replace(", '__QUEUE_AGE__', metrics.queueAge)", ", '__QUEUE_AGES__', metrics.queueAge)"),
+        "placeholders left unfilled: ['__QUEUE_AGE__']",
+    ),
+    "metric renamed in one place only": (
+        "app/alerts.bicep",
+        replace("  queueDepth: 'worker.queue.depth'\n", "  depth: 'worker.queue.depth'\n"),
+        "alerts.bicep needs var metrics naming the metrics",
     ),
     "required parameter not in main.parameters.json": (
         "main.bicep",
