@@ -6,6 +6,8 @@ process (behind the same network guard), reading its settings from the environme
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -73,3 +75,15 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., WorkerHost]]:
     yield start
     for host in hosts:
         host.stop()
+
+
+def app_that_gives_up_fast(tmp_path: Path) -> Path:
+    """The repo's function_app.py beside a host.json that poisons after 2 attempts with no visibility
+    delay, so a last-attempt path runs in seconds (the app dir for ``start_host(..., app_dir=)``)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    shutil.copy(REPO / "function_app.py", app)
+    host_json = json.loads((REPO / "host.json").read_text())
+    host_json["extensions"]["queues"].update(maxDequeueCount=2, visibilityTimeout="00:00:00")
+    (app / "host.json").write_text(json.dumps(host_json))
+    return app

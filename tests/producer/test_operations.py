@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,13 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContentSettings
 
-from emulators.stack.environment import REPO
 from emulators.stack.services import OpenAIEmulator
 from emulators.stack.workers import Jobs, wait_until
 from shared.__main__ import main
 from shared.jobs import ErrorInfo, Result, Timings
 from shared.operations import Operations
 from tests.producer.helpers import cli
+from tests.worker_fixtures import app_that_gives_up_fast
 
 
 async def put_result(jobs: Jobs, job_id: str, status: str, code: str | None = None) -> None:
@@ -230,13 +229,7 @@ def test_help_documents_the_commands(capsys: pytest.CaptureFixture[str]) -> None
 async def test_a_poisoned_job_is_replayed_and_succeeds(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, tmp_path: Path
 ) -> None:
-    # The app with a host.json that gives up fast (2 attempts, no visibility delay), the model down.
-    app = tmp_path / "app"
-    app.mkdir()
-    shutil.copy(REPO / "function_app.py", app)
-    host_json = json.loads((REPO / "host.json").read_text())
-    host_json["extensions"]["queues"].update(maxDequeueCount=2, visibilityTimeout="00:00:00")
-    (app / "host.json").write_text(json.dumps(host_json))
+    app = app_that_gives_up_fast(tmp_path)
     aoai.configure(fault_500=1.0)
     settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0"}
     jobs = await jobs_for(settings)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from emulators.aoai import answer_for
-from emulators.stack.environment import REPO
 from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from emulators.stack.workers import Jobs, WorkerHost, wait_until
+from tests.worker_fixtures import app_that_gives_up_fast
 
 
 def job(i: int, **extra: Any) -> dict[str, Any]:
@@ -281,13 +280,7 @@ async def test_last_attempt_records_failure_then_poisons(
     aoai: OpenAIEmulator,
     tmp_path: Path,
 ) -> None:
-    # The same app with a host.json that gives up fast (2 attempts, no visibility delay).
-    app = tmp_path / "app"
-    app.mkdir()
-    shutil.copy(REPO / "function_app.py", app)
-    host_json = json.loads((REPO / "host.json").read_text())
-    host_json["extensions"]["queues"].update(maxDequeueCount=2, visibilityTimeout="00:00:00")
-    (app / "host.json").write_text(json.dumps(host_json))
+    app = app_that_gives_up_fast(tmp_path)
     aoai.configure(fault_500=1.0)
     settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0"}
     jobs = await jobs_for(settings)
