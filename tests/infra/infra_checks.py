@@ -25,12 +25,13 @@ resource or module under ``if (<switch>)`` that is off is not deployed (not in `
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -183,8 +184,14 @@ def _parser() -> BicepParser:
 
 def parse(path: Path) -> BicepFile:
     text = path.read_text(encoding="utf-8")
-    doc: dict[str, Any] = dict(_parser().parse(text=text))
-    return BicepFile(path, text, doc)
+    return BicepFile(path, text, copy.deepcopy(_parsed(text)))  # a copy: checks may not share a tree
+
+
+@lru_cache(maxsize=128)
+def _parsed(text: str) -> dict[str, Any]:
+    # The broken-copy tests re-load the whole tree with one file changed: the parser (lark) is the
+    # slow part, so each distinct file text is parsed once per process.
+    return dict(_parser().parse(text=text))
 
 
 def body(resource: Mapping[str, Any]) -> dict[str, Any]:
