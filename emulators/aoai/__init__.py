@@ -14,6 +14,9 @@ and spend ``REASONING_TOKENS[reasoning_effort]`` out of ``max_completion_tokens`
 gives HTTP 200, empty content, ``finish_reason: "length"``); gpt-4.1-class models take the classic parameters.
 Admission charges prompt estimate + ``max_completion_tokens`` (or ``max_tokens``, or the configured default), and
 every data-plane answer naming a deployment carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``.
+Each deployment has its own limits and window; each emulator instance is one resource (start several for regions).
+A deployment can be taken down for a while (``Deployment.outage``: 503, stall or dropped connection) and can show
+two reported quirks: ``-1``/``0`` rate-limit headers and 429s without ``retry-after`` (see ``config.Deployment``).
 
 Modules: ``config`` (what can be tuned), ``models`` (known models and each family's rules), ``answers``
 (deterministic replies and token counts), ``rates`` (sliding-window quotas and their headers), ``state`` (the live
@@ -30,16 +33,20 @@ from emulators.aoai.answers import (
 )
 from emulators.aoai.app import STATE, Running, start
 from emulators.aoai.cli import main
-from emulators.aoai.config import EmulatorConfig
+from emulators.aoai.config import OUTAGE_MODES, Deployment, EmulatorConfig, Outage, OutageMode
 from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model
 from emulators.aoai.state import EmulatorState
 
 __all__ = [
     "KNOWN_MODELS",
+    "OUTAGE_MODES",
     "REASONING_TOKENS",
     "STATE",
+    "Deployment",
     "EmulatorConfig",
     "EmulatorState",
+    "Outage",
+    "OutageMode",
     "Running",
     "answer_for",
     "count_prompt_tokens",

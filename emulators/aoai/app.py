@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from emulators import _server
 from emulators.aoai import models
 from emulators.aoai.answers import count_prompt_tokens, estimate_request_tokens, message_text, reply_for
-from emulators.aoai.config import EmulatorConfig
+from emulators.aoai.config import Deployment, EmulatorConfig
 from emulators.aoai.state import EmulatorState
 from emulators.tokens import TokenError, verify
 
@@ -108,7 +108,7 @@ def _validate(body: Any) -> web.Response | None:
     return None
 
 
-def _throttled(state: EmulatorState, wait: float, kind: str, api_version: str) -> web.Response:
+def _throttled(spec: Deployment, state: EmulatorState, wait: float, kind: str, api_version: str) -> web.Response:
     wait = state.config.retry_after_override_seconds or wait
     seconds = max(1, math.ceil(wait))
     message = (
@@ -117,9 +117,23 @@ def _throttled(state: EmulatorState, wait: float, kind: str, api_version: str) -
         "go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
     )
     response = _error(429, "429", message)
+    if spec.omit_retry_after:  # the reported quirk: a 429 telling the client nothing about when to come back
+        return response
     # The SDK prefers retry-after-ms, so both must carry an override (else it would wait the short one).
     response.headers.update({"retry-after": str(seconds), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
     return response
+
+
+async def _outage(request: web.Request, state: EmulatorState, deployment: str) -> web.Response | None:
+    """The deployment's outage (``config.Outage``), if one is in effect: 503, a stall until it ends, or a drop."""
+    outage = state.outage(deployment)
+    if outage is None:
+        return None
+    if outage.mode == "503":
+        return _error(*SERVER_FAULTS["fault_503"])
+    if outage.mode == "timeout":
+        await state.sleep(outage.until - time.time())  # then close: a request caught in an outage never succeeds
+    return _drop(request)
 
 
 async def _fault(request: web.Request, state: EmulatorState) -> web.Response | None:
@@ -163,6 +177,8 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
     spec = state.config.deployments.get(deployment)
     if spec is None:
         return _error(404, "DeploymentNotFound", NOT_DEPLOYED)
+    if down := await _outage(request, state, deployment):
+        return down
     if invalid := _validate(body):
         return invalid
     if refused := models.refusal(body, spec.model):  # the model's rules: reasoning families refuse some parameters
@@ -170,7 +186,7 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
     if fault := await _fault(request, state):
         return fault
     if throttled := state.admit(deployment, estimate_request_tokens(body, state.config.default_max_tokens)):
-        return _throttled(state, *throttled, api_version)
+        return _throttled(spec, state, *throttled, api_version)
     return await _complete(request, state, body, deployment, spec.model)
 
 
@@ -293,6 +309,23 @@ async def patch_config(request: web.Request) -> web.Response:
     return web.json_response(state.config.model_dump(mode="json"))
 
 
+async def patch_deployment(request: web.Request) -> web.Response:
+    """Partial update of one deployment, e.g. ``{"outage": {"mode": "timeout", "until": <epoch s>}}``."""
+    state, name = request.app[STATE], request.match_info["deployment"]
+    if name not in state.config.deployments:
+        return web.json_response({"error": f"no deployment {name!r}"}, status=404)
+    try:
+        changes = await request.json()
+        if not isinstance(changes, dict):
+            raise TypeError("body must be a JSON object")
+        spec = state.update_deployment(name, **changes)
+    except ValidationError as exc:
+        return web.json_response({"error": json.loads(exc.json(include_url=False))}, status=400)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(spec.model_dump(mode="json"))
+
+
 async def add_role(request: web.Request) -> web.Response:
     try:
         body = await request.json()
@@ -312,7 +345,8 @@ async def delete_role(request: web.Request) -> web.Response:
 
 def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     """The emulator as an aiohttp app. Control API: ``GET /_emulator/stats``, ``POST /_emulator/stats/reset``,
-    ``GET|PATCH /_emulator/config``, ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``."""
+    ``GET|PATCH /_emulator/config``, ``PATCH /_emulator/deployments/{deployment}`` (one deployment's fields, e.g. its
+    ``outage``), ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``."""
     # Real deployments take prompts of many MiB (context windows, not the HTTP layer, bound them).
     app = web.Application(middlewares=[data_plane], client_max_size=64 * 1024 * 1024)
     app[STATE] = EmulatorState(config.model_copy(deep=True), public_pem)
@@ -327,6 +361,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     app.router.add_post("/_emulator/stats/reset", reset_stats)
     app.router.add_get("/_emulator/config", get_config)
     app.router.add_patch("/_emulator/config", patch_config)
+    app.router.add_patch("/_emulator/deployments/{deployment}", patch_deployment)
     app.router.add_post("/_emulator/roles", add_role)
     app.router.add_delete("/_emulator/roles/{oid}", delete_role)
     return app

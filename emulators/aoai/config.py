@@ -9,17 +9,44 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from emulators.aoai.models import KNOWN_MODELS
 from emulators.aoai.models import model_for as _model_for
 
-__all__ = ["KNOWN_MODELS", "Deployment", "EmulatorConfig"]
+__all__ = ["KNOWN_MODELS", "OUTAGE_MODES", "Deployment", "EmulatorConfig", "Outage", "OutageMode"]
+
+OutageMode = Literal["503", "timeout", "connection_drop"]
+OUTAGE_MODES: tuple[OutageMode, ...] = ("503", "timeout", "connection_drop")
+
+
+class Outage(BaseModel):
+    """A deployment down until ``until`` (epoch seconds), then answering normally again (the field may stay).
+
+    ``"503"``: ``{"error": {"code": "ServiceUnavailable", "message": "The service is temporarily unable to process
+    your request. Try again later."}}`` (the ``fault_503`` body; assumed, not taken from a captured Azure 503);
+    ``"timeout"``: the request stalls until the outage ends (or the
+    server stops), then the connection closes without an answer; ``"connection_drop"``: closed at once.
+    Requests it fails are checked after auth and the deployment lookup, never reach admission (no quota spent)
+    and are counted in ``by_status`` (``"503"`` or ``"dropped"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: OutageMode = "503"
+    until: float
 
 
 class Deployment(BaseModel):
     """One model deployment; ``model`` decides its rules (``models.is_reasoning_model``); ``tpm``/``rpm``
-    override the emulator-wide limits for it."""
+    override the emulator-wide limits for it. Each deployment has its own rate window and headers.
+
+    ``outage`` takes it down for a while (``Outage``). Two quirks reported against Azure, per deployment because
+    they were seen on one model/API (gpt-4.1, Responses API, 2025-11; openai/openai-dotnet#838):
+    ``unreported_rate_headers`` sends the ``x-ratelimit-*`` headers as ``-1`` (limit, remaining) and ``0``
+    (reset) while still enforcing the real limits; ``omit_retry_after`` drops ``retry-after`` and
+    ``retry-after-ms`` from its 429s (the SDK then falls back to its own backoff)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str
     tpm: int | None = Field(default=None, ge=1)
     rpm: int | None = Field(default=None, ge=1)
+    outage: Outage | None = None
+    unreported_rate_headers: bool = False
+    omit_retry_after: bool = False
 
 
 class EmulatorConfig(BaseModel):

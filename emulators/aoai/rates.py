@@ -80,6 +80,12 @@ def headers(window: Window, quota: Quota, now: float) -> dict[str, str]:
     }
 
 
+def unreported(accurate: dict[str, str]) -> dict[str, str]:
+    """The same headers as Azure sometimes sends them (openai/openai-dotnet#838): limit and remaining ``-1``,
+    reset ``0``, carrying no information. The report shows the token trio; the request trio is assumed to match."""
+    return {name: "0" if "-reset-" in name else "-1" for name in accurate}
+
+
 def duration(seconds: float) -> str:
     """``seconds`` as OpenAI's reset headers write it (Go's duration form), rounded up to the millisecond:
     ``"0s"``, ``"250ms"``, ``"6s"``, ``"8.64s"``, ``"1m0s"``, ``"1h2m3.5s"``."""

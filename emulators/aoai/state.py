@@ -9,7 +9,7 @@ from collections import Counter, deque
 from typing import Any
 
 from emulators.aoai import rates
-from emulators.aoai.config import EmulatorConfig
+from emulators.aoai.config import Deployment, EmulatorConfig, Outage, OutageMode
 
 
 class EmulatorState:
@@ -55,6 +55,26 @@ class EmulatorState:
         self.config = config.model_copy(deep=True)
         self.rng = random.Random(config.fault_seed)
 
+    def update_deployment(self, name: str, **changes: Any) -> Deployment:
+        """Partial update of one deployment (its other fields and the other deployments stay); raises KeyError
+        for an unknown deployment, ValidationError for bad values."""
+        deployments = self.config.model_dump()["deployments"]
+        deployments[name] = {**deployments[name], **changes}
+        self.update_config(deployments=deployments)
+        return self.config.deployments[name]
+
+    def fail_deployment(self, name: str, seconds: float, mode: OutageMode = "503") -> float:
+        """Take ``name`` down for ``seconds`` from now (``Outage``); returns when it ends (epoch seconds)."""
+        until = time.time() + seconds
+        self.update_deployment(name, outage={"mode": mode, "until": until})
+        return until
+
+    def outage(self, deployment: str) -> Outage | None:
+        """The deployment's outage if it is in effect right now."""
+        spec = self.config.deployments.get(deployment)
+        outage = spec.outage if spec is not None else None
+        return outage if outage is not None and time.time() < outage.until else None
+
     def grant(self, principal_id: str, delay_seconds: float = 0) -> float:
         """Assign the role; like Azure RBAC it only takes effect after ``delay_seconds`` (propagation)."""
         effective_at = time.time() + delay_seconds
@@ -90,7 +110,9 @@ class EmulatorState:
     def rate_headers(self, deployment: str) -> dict[str, str]:
         """The ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers for the deployment right now."""
         now = time.monotonic()
-        return rates.headers(self._window(deployment, now), self.quota(deployment), now)
+        accurate = rates.headers(self._window(deployment, now), self.quota(deployment), now)
+        spec = self.config.deployments.get(deployment)
+        return rates.unreported(accurate) if spec is not None and spec.unreported_rate_headers else accurate
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep without blocking the loop; False if the server began shutting down meanwhile."""

@@ -104,6 +104,19 @@ class OpenAIEmulator:
     def grant(self, principal_id: str, delay_seconds: float = 0) -> None:
         self.server.call(lambda app: app[aoai.STATE].grant(principal_id, delay_seconds))
 
+    def update_deployment(self, name: str, **changes: Any) -> None:
+        """Change some of one deployment's fields (``tpm``, ``rpm``, ``outage``, the quirk flags), keep the rest."""
+        self.server.call(lambda app: app[aoai.STATE].update_deployment(name, **changes))
+
+    def fail_deployment(self, name: str, seconds: float, mode: aoai.OutageMode = "503") -> float:
+        """Take deployment ``name`` down for ``seconds``: ``mode`` ``"503"`` (ServiceUnavailable), ``"timeout"``
+        (stalls until the outage ends, then closes) or ``"connection_drop"``; returns its end (epoch seconds).
+        ``restore_deployment`` ends it early."""
+        return self.server.call(lambda app: app[aoai.STATE].fail_deployment(name, seconds, mode))
+
+    def restore_deployment(self, name: str) -> None:
+        self.update_deployment(name, outage=None)
+
     def revoke(self, principal_id: str) -> None:
         self.server.call(lambda app: app[aoai.STATE].revoke(principal_id))
 

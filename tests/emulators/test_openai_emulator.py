@@ -36,6 +36,8 @@ GRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000a1", name="gran
 UNGRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000b2", name="ungranted-app")
 COGNITIVE = "https://cognitiveservices.azure.com/.default"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+# A deployment's other fields (test_deployments_and_outages.py exercises them).
+NO_OUTAGE_NO_QUIRKS = {"outage": None, "unreported_rate_headers": False, "omit_retry_after": False}
 
 
 @pytest.fixture(scope="module")
@@ -456,13 +458,20 @@ async def test_control_api_round_trip(emulator: Emulator) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/config") as response:
             config = await response.json()
-        assert config["deployments"][DEPLOYMENT] == {"model": "gpt-4o-mini-2024-07-18", "tpm": None, "rpm": None}
+        assert config["deployments"][DEPLOYMENT] == {
+            "model": "gpt-4o-mini-2024-07-18",
+            "tpm": None,
+            "rpm": None,
+            **NO_OUTAGE_NO_QUIRKS,
+        }
         assert config["grants"] == {GRANTED.object_id: 0.0}
 
         changes = {"latency_ms": 5, "deployments": {"custom": {"model": "my-model", "rpm": 10}}}
         async with session.patch(f"{base}/config", json=changes) as response:
             assert response.status == 200
-            assert (await response.json())["deployments"] == {"custom": {"model": "my-model", "tpm": None, "rpm": 10}}
+            assert (await response.json())["deployments"] == {
+                "custom": {"model": "my-model", "tpm": None, "rpm": 10, **NO_OUTAGE_NO_QUIRKS}
+            }
         async with session.patch(f"{base}/config", json={"fault_500": 2}) as response:
             assert response.status == 400
         async with session.patch(f"{base}/config", json={"no_such_option": 1}) as response:
