@@ -31,6 +31,7 @@ from shared.constants import (
     is_development_shorthand,
 )
 from shared.errors import ConfigurationError
+from shared.pacing import Pacer
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Runtime:
     blobs: BlobServiceClient
     identity: dict[str, Any]  # ids from the token in use (never the token), filled on first call
     in_flight: set[str] = field(default_factory=set)
+    pacer: Pacer = field(default_factory=Pacer)  # the admission gates of this process (shared/pacing.py)
     _ready: set[str] = field(default_factory=set)
 
     @classmethod
@@ -119,13 +121,15 @@ class Runtime:
         credential = create_credential(env)
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
+        pacer = Pacer(max_hold=settings.throttle_max_delay_seconds)
         return cls(
             settings=settings,
             credential=credential,
-            openai=create_openai_client(settings, _token_provider(credential, identity)),
+            openai=create_openai_client(settings, _token_provider(credential, identity), pacer=pacer),
             queues=storage.queue_service(credential),
             blobs=storage.blob_service(credential),
             identity=identity,
+            pacer=pacer,
         )
 
     def results(self) -> ContainerClient:
@@ -147,23 +151,29 @@ class Runtime:
 
 
 def create_openai_client(
-    settings: Settings, token_provider: Callable[[], Awaitable[str]], *, max_retries: int | None = None
+    settings: Settings,
+    token_provider: Callable[[], Awaitable[str]],
+    *,
+    max_retries: int | None = None,
+    pacer: Pacer | None = None,
 ) -> AsyncOpenAI:
     """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/``, authenticated with an Entra token.
 
     The token provider goes in ``api_key``: the plain ``AsyncOpenAI`` awaits it on every attempt and
     sends ``Authorization: Bearer <token>``. (The same callable given to ``AsyncAzureOpenAI`` as
     ``api_key`` would be sent as an ``api-key`` header, which keyless Azure OpenAI refuses.)
+
+    With a ``pacer``, every response (the SDK's own retries included) feeds its admission gates.
     """
+    hooks: list[Callable[[Any], Awaitable[None]]] = [pacer.on_response] if pacer is not None else []
+    if telemetry.current().enabled:  # every 429 counted, the SDK's own retries included (they raise nothing)
+        hooks.append(_count_throttled)
     return AsyncOpenAI(
         base_url=settings.openai_base_url,
         api_key=token_provider,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries if max_retries is None else max_retries,
-        # With telemetry on, every 429 is counted, the SDK's own retries included (they raise nothing).
-        http_client=DefaultAsyncHttpxClient(event_hooks={"response": [_count_throttled]})
-        if telemetry.current().enabled
-        else None,
+        http_client=DefaultAsyncHttpxClient(event_hooks={"response": hooks}) if hooks else None,
     )
 
 

@@ -46,6 +46,7 @@ SETTINGS: dict[str, str] = {
     "PERMISSION_RETRY_SECONDS": "How long PermissionDenied is retried (role assignments take up to ~10 min).",
     "THROTTLE_MAX_ATTEMPTS": "How many times a long-throttled job is re-enqueued before it fails.",
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
+    "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call (0, the default: pacing off).",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
     # Telemetry (shared/telemetry.py): off unless the first of these or an OTLP endpoint is set.
@@ -126,6 +127,7 @@ class Settings:
     permission_retry_seconds: int
     throttle_max_attempts: int
     throttle_max_delay_seconds: int
+    model_admission_wait_seconds: int = 0
 
     @property
     def openai_base_url(self) -> str:
@@ -169,6 +171,7 @@ class Settings:
             permission_retry_seconds=_int(env, "PERMISSION_RETRY_SECONDS", 900),
             throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
             throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
+            model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 0),
         )
 
 

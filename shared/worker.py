@@ -15,8 +15,9 @@ make mistakes. The policy, in the order ``handle`` applies it:
   sending the same id again); a job with a *failed* result runs again and replaces it.
 - Model errors are classified (``classify``) into a verdict, a plain value:
   * ``GiveUp`` (400 incl. content filter, 404 deployment, wrong token audience): failed result.
-  * ``RetryLater`` (429 with a wait longer than the SDK honours, PermissionDenied while a role
-    assignment propagates): ``plan_retry`` bounds it by attempts (throttling) or age
+  * ``RetryLater`` (429 with a wait longer than the SDK honours, the instance's pacing gate not
+    admitting the call within ``MODEL_ADMISSION_WAIT_SECONDS`` (``shared.pacing``), PermissionDenied
+    while a role assignment propagates): ``plan_retry`` bounds it by attempts (throttling) or age
     (permissions); within the bound a delayed copy goes back on the queue and this delivery
     ends, past it the job gets a failed result.
   * ``Transient`` (5xx, timeouts, dropped connections, storage and credential errors): the
@@ -34,7 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -44,7 +45,7 @@ from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundErr
 from azure.storage.queue.aio import QueueClient
 from openai.types.chat import ChatCompletion
 
-from shared import store, telemetry
+from shared import pacing, store, telemetry
 from shared.connections import Runtime, get_runtime
 from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE, brief
 from shared.jobs import (
@@ -286,20 +287,30 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
     params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
     if "max_tokens" in params:  # the name today's (reasoning) models accept; older ones take it too
         params["max_completion_tokens"] = params.pop("max_tokens")
-    deployment = job.deployment or runtime.settings.default_deployment
+    settings = runtime.settings
+    deployment = job.deployment or settings.default_deployment
     messages = job.chat_messages()
-    with telemetry.current().chat(
-        deployment=deployment, endpoint=runtime.settings.openai_endpoint, parameters=params, messages=messages
-    ) as call:
-        began = time.monotonic()
-        completion = await runtime.openai.chat.completions.create(
-            model=deployment,
-            messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
-            **params,
-        )
-        elapsed = time.monotonic() - began
-        call.response(completion)
+    async with _admitted(runtime, deployment, pacing.estimate_tokens(messages, params.get("max_completion_tokens"))):
+        with telemetry.current().chat(
+            deployment=deployment, endpoint=settings.openai_endpoint, parameters=params, messages=messages
+        ) as call:
+            began = time.monotonic()
+            completion = await runtime.openai.chat.completions.create(
+                model=deployment,
+                messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
+                **params,
+            )
+            elapsed = time.monotonic() - began
+            call.response(completion)
     return completion, elapsed
+
+
+def _admitted(runtime: Runtime, deployment: str, tokens: int) -> AbstractAsyncContextManager[object]:
+    """Through the deployment's pacing gate (raises ``pacing.AdmissionTimeout``); straight on with pacing off."""
+    wait = runtime.settings.model_admission_wait_seconds
+    if wait == 0:
+        return nullcontext()
+    return runtime.pacer.gate(runtime.settings.openai_endpoint, deployment).admit(tokens, wait=wait)
 
 
 # What to do when a model refuses a parameter (reasoning models take only their defaults for these).
@@ -316,6 +327,8 @@ _PARAMETER_ADVICE = {
 
 def classify(exc: Exception, runtime: Runtime, *, deployment: str | None = None) -> Verdict:
     """Map a model-call error to the policy (``deployment``: the one the request went to, for messages)."""
+    if isinstance(exc, pacing.AdmissionTimeout):  # never sent: the instance's own gate said wait longer
+        return RetryLater("throttled", exc.delay, f"not admitted by this instance's pacing gate: {exc}")
     if isinstance(exc, openai.RateLimitError):
         delay = _retry_after(exc.response.headers) or 30.0
         return RetryLater("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")

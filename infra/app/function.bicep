@@ -98,6 +98,9 @@ param throttleMaxAttempts int
 @description('Longest wait before a re-enqueued throttled job runs again, seconds.')
 param throttleMaxDelaySeconds int
 
+@description('Longest wait in the instance pacing gate before a model call, seconds (0: pacing off).')
+param modelAdmissionWaitSeconds int = 0
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -226,6 +229,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'THROTTLE_MAX_DELAY_SECONDS'
           value: string(throttleMaxDelaySeconds)
+        }
+        {
+          name: 'MODEL_ADMISSION_WAIT_SECONDS'
+          value: string(modelAdmissionWaitSeconds)
         }
         // azure-identity: use the managed identity, this one, and skip every other credential.
         {

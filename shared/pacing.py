@@ -1,0 +1,267 @@
+"""Pacing on the service's own numbers: one admission gate per deployment, shared by every invocation
+in the process, in front of every model call.
+
+Azure OpenAI charges a request at admission (prompt estimate + output budget) and says, on every
+response, what the deployment has left (``x-ratelimit-remaining-tokens`` / ``-requests``) and when
+that resets (``x-ratelimit-reset-*``). Those numbers describe the deployment's *global* quota, so
+instances that each follow them converge without talking to each other.
+
+How a ``Gate`` decides (``Gate.admit``):
+
+- **Hold.** A 429 holds the whole gate (every waiter, not just the call that got it) until its
+  ``retry-after-ms`` / ``retry-after``, capped by ``max_hold`` (``THROTTLE_MAX_DELAY_SECONDS``). A 429
+  without a usable retry-after (missing, ``0``, negative, not a number, over a day) holds for the
+  longer of its reset headers, else ``DEFAULT_BACKOFF`` seconds.
+- **Budget.** The last response's remaining tokens/requests, minus the local charges admitted since and
+  not yet answered (in flight), must cover the request's estimate; else the caller waits for the
+  reset time of the exhausted budget, re-checking every ``POLL`` seconds (a newer response may say
+  more is left). A request larger than the deployment's whole limit is let through: only the service
+  can refuse it, and waiting would not help.
+- **Probe.** Until a gate has heard a single response it knows nothing, and a burst of invocations
+  starting together would all be sent blind. So the first call goes alone and the others wait for its
+  answer (at most ``PROBE`` seconds, or until it fails without one); from then on only the headers
+  decide. This costs one model latency per deployment per process, once.
+- **Unknown is not zero.** A header that is missing, ``-1``, unparsable, or ``0`` without a positive
+  reset time of its own (the quirk of answers that carry ``0`` and no retry-after) leaves that budget
+  unknown, and an unknown budget admits. What the headers said expires at their reset time, or
+  ``STALE`` seconds after they arrived when they gave none, so a gate never stalls on old news.
+  With no headers at all (an unlimited emulator deployment, PTU) the gate, past its probe, only ever
+  charges and releases: it admits at once, and only a 429 makes it wait.
+- **Bound.** A caller waits at most ``wait`` seconds (``MODEL_ADMISSION_WAIT_SECONDS``; the host keeps
+  renewing the message's visibility meanwhile). When a hold ends after that bound it gives up at once
+  rather than sleeping for nothing (a budget may free up before its reset, so that wait runs to the
+  bound); either way it raises
+  ``AdmissionTimeout`` carrying the time still to wait, which the worker turns into a throttled
+  re-enqueue. The worker skips the gate entirely when the bound is 0 (pacing off: today's behaviour).
+
+Responses reach the gate through an httpx response hook (``Pacer.on_response``), which sees every
+response, the 429s the SDK retries by itself included (a raw-response wrapper sees only the last).
+The call's own ticket travels in a context variable, so the hook knows which in-flight charge its
+headers now include and stops counting it twice. Admission is not FIFO: waiters re-check in turn and
+the first to find room takes it; no await separates a check from its charge.
+
+Estimates (``estimate_tokens``) follow Azure's admission count: per message 3 tokens of framing +
+characters/4, 3 more priming the reply, plus ``max_completion_tokens``, or ``DEFAULT_OUTPUT_BUDGET``
+(4096) when the job sets none: Azure then charges a default of its own that it does not publish per
+model, and 4096 is what the local emulator charges; erring high only makes the gate more careful.
+The 1 s / 10 s RPM sub-windows are not modelled: the remaining-requests header is honoured as given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_OUTPUT_BUDGET = 4096  # output tokens charged for a request that sets no max_completion_tokens
+DEFAULT_BACKOFF = 2.0  # seconds a 429 without a usable retry-after (or reset header) holds the gate
+POLL = 0.25  # seconds between a waiter's re-checks
+PROBE = 5.0  # seconds the first call of a gate waits alone for the service's numbers, at most
+STALE = 1.0  # seconds a remaining-* value with no reset time of its own is believed
+ABSURD = 86_400.0  # a retry-after or reset beyond a day is treated as missing
+HELD = "held after a 429"
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+class AdmissionTimeout(Exception):
+    """The gate would not admit the call within the wait bound; ``delay`` is the time still to wait."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(f"admission gate: {reason}; about {delay:.0f} s still to wait")
+        self.delay = delay
+        self.reason = reason
+
+
+def estimate_tokens(messages: list[dict[str, Any]], max_completion_tokens: int | None) -> int:
+    """What Azure charges at admission: the prompt estimate plus the output budget."""
+    prompt = sum(3 + math.ceil(len(str(m.get("content") or "")) / 4) for m in messages) + 3
+    return prompt + (max_completion_tokens or DEFAULT_OUTPUT_BUDGET)
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds from a reset header: Go-style (``6s``, ``1m0s``, ``250ms``, ``1h2m3.5s``) or plain seconds.
+    None when missing, negative or unparsable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            return None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    return seconds if 0 <= seconds <= ABSURD and math.isfinite(seconds) else None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """A 429's ``retry-after-ms`` (preferred, as the SDK does) or ``retry-after`` in seconds, if usable."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers.get(name) or "") / scale
+        except ValueError:
+            continue
+        if 0 < seconds <= ABSURD:
+            return seconds
+    return None
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]``, lower-cased: the endpoint part of a gate's key."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass
+class Ticket:
+    """One admitted call's charge; counted in flight until a response's headers include it."""
+
+    gate: Gate
+    tokens: int
+    settled: bool = False
+
+
+@dataclass
+class _Budget:
+    """What the last response said is left of one limit, and until when to believe it."""
+
+    remaining: int | None = None
+    limit: int | None = None
+    until: float = 0.0  # absolute (gate clock) time the value expires: its reset time
+
+
+@dataclass
+class Gate:
+    """The admission gate of one deployment (see the module docstring)."""
+
+    clock: Clock = time.monotonic
+    sleep: Sleep = asyncio.sleep
+    max_hold: float = 300.0
+    hold_until: float = 0.0
+    tokens: _Budget = field(default_factory=_Budget)
+    requests: _Budget = field(default_factory=_Budget)
+    in_flight: list[Ticket] = field(default_factory=list)
+    heard: bool = False  # a response has been observed: until then one call at a time probes the service
+    probe_sent: float = 0.0
+
+    async def acquire(self, tokens: int, *, wait: float) -> Ticket:
+        """Admit a call estimated at ``tokens``, waiting up to ``wait`` seconds; raises AdmissionTimeout."""
+        deadline = self.clock() + wait
+        while True:
+            now = self.clock()
+            needed, reason = self._needed(tokens, now)
+            if needed <= 0:
+                ticket = Ticket(self, tokens)
+                if not self.heard and not self.in_flight:
+                    self.probe_sent = now
+                self.in_flight.append(ticket)
+                return ticket
+            # A hold only ever grows: one that outlasts the bound is not worth waiting for. A budget may free
+            # up before its reset time (a newer response says so), so that wait runs to the bound.
+            if now >= deadline or (reason == HELD and now + needed > deadline):
+                raise AdmissionTimeout(max(needed, POLL), reason)
+            await self.sleep(min(needed, POLL, deadline - now))
+
+    def release(self, ticket: Ticket) -> None:
+        """The call is over (answered or failed): its charge stops counting locally."""
+        if ticket in self.in_flight:
+            self.in_flight.remove(ticket)
+
+    @asynccontextmanager
+    async def admit(self, tokens: int, *, wait: float) -> AsyncIterator[Ticket]:
+        """``acquire`` for the body of the block; the ticket is current (for the response hook) inside it."""
+        ticket = await self.acquire(tokens, wait=wait)
+        token = _CURRENT.set(ticket)
+        try:
+            yield ticket
+        finally:
+            _CURRENT.reset(token)
+            self.release(ticket)
+
+    def observe(self, status: int, headers: Mapping[str, str], ticket: Ticket | None = None) -> None:
+        """Take in one response: its rate-limit headers and, for a 429, the hold."""
+        now = self.clock()
+        self.heard = True
+        if ticket is not None and ticket.gate is self:
+            ticket.settled = True  # these headers include its charge
+        for budget, kind in ((self.tokens, "tokens"), (self.requests, "requests")):
+            _read(budget, headers, kind, now)
+        if status == 429:
+            wait = retry_after(headers)
+            if wait is None:
+                resets = [parse_duration(headers.get(f"x-ratelimit-reset-{k}")) for k in ("tokens", "requests")]
+                wait = max((r for r in resets if r), default=DEFAULT_BACKOFF)
+            self.hold_until = max(self.hold_until, now + min(wait, self.max_hold))
+
+    def _needed(self, tokens: int, now: float) -> tuple[float, str]:
+        """Seconds to wait before ``tokens`` may be admitted (0: now), and why."""
+        if self.hold_until > now:
+            return self.hold_until - now, HELD
+        charged = [t for t in self.in_flight if not t.settled]
+        if not self.heard and charged and now < self.probe_sent + PROBE:
+            return self.probe_sent + PROBE - now, "waiting for the deployment's first answer"
+        for budget, cost, what in ((self.tokens, tokens, "tokens"), (self.requests, 1, "requests")):
+            if budget.remaining is None or budget.until <= now:
+                continue
+            if budget.limit is not None and cost > budget.limit:
+                continue  # can never fit: let the service answer
+            if budget.remaining - sum(t.tokens if what == "tokens" else 1 for t in charged) < cost:
+                return budget.until - now, f"deployment's remaining {what} exhausted until reset"
+        return 0.0, ""
+
+
+def _read(budget: _Budget, headers: Mapping[str, str], kind: str, now: float) -> None:
+    remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
+    reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+    if remaining is None or (remaining == 0 and not reset):
+        return  # unknown (missing, -1, or the quirk's bare 0): keep what is known, which expires on its own
+    budget.remaining, budget.limit = remaining, _count(headers.get(f"x-ratelimit-limit-{kind}")) or None
+    budget.until = now + (reset if reset else STALE)
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        number = int(float(value or ""))
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+_CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("pacing_ticket", default=None)
+
+
+class Pacer:
+    """The process's gates, one per (endpoint, deployment), and the httpx hook that feeds them."""
+
+    def __init__(self, *, max_hold: float = 300.0, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self.max_hold, self.clock, self.sleep = max_hold, clock, sleep
+        self.gates: dict[tuple[str, str], Gate] = {}
+
+    def gate(self, endpoint: str, deployment: str) -> Gate:
+        key = (origin(endpoint), deployment)
+        if key not in self.gates:
+            self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold)
+        return self.gates[key]
+
+    async def on_response(self, response: Any) -> None:
+        """httpx response hook: feed the gate of the deployment the request named (v1 body ``model``)."""
+        request = response.request
+        try:
+            deployment = json.loads(request.content).get("model")
+        except (ValueError, AttributeError, TypeError):
+            return
+        if isinstance(deployment, str):
+            self.gate(str(request.url), deployment).observe(response.status_code, response.headers, _CURRENT.get())
