@@ -283,11 +283,12 @@ def _unwrap(body: bytes) -> bytes:
 
 
 def _check_depth(text: str) -> None:
-    """Refuse deep nesting before parsing (the parser and serialiser recurse), cheaply: strings are
-    skipped and the brackets walked only when there are enough of them to be too deep."""
-    skeleton = _JSON_STRING.sub("", text)
-    if skeleton.count("[") + skeleton.count("{") <= MAX_JSON_DEPTH:
+    """Refuse deep nesting before parsing (the parser and serialiser recurse), cheaply: the usual job
+    has too few brackets to be too deep, counted over the raw text (an upper bound, since brackets
+    inside strings count too); only otherwise are strings skipped and the brackets walked."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return
+    skeleton = _JSON_STRING.sub("", text)
     depth = 0
     for bracket in _BRACKETS.finditer(skeleton):
         depth += 1 if bracket.group() in "[{" else -1
