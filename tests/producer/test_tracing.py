@@ -126,25 +126,23 @@ async def test_without_an_sdk_the_job_is_sent_exactly_as_validated(
     assert message.content == '{"id": "plain", "prompt": "No tracing here", "tracestate": "orphan=1"}'
 
 
-def test_without_an_sdk_a_send_span_costs_microseconds() -> None:
-    """In a fresh process with no SDK (no provider set), nothing is added and the span is almost free."""
+def test_without_an_sdk_a_send_span_records_nothing_and_adds_nothing() -> None:
+    """In a fresh process with no SDK (no provider set): the span is the API's no-op, nothing is added
+    to the job. (What it costs is a benchmark question, not a test's: a few µs per job measured.)"""
     code = (
-        "import time\n"
+        "from opentelemetry import trace\n"
         "from shared.producer import _tracing\n"
         "job = {'id': 'x', 'prompt': 'p'}\n"
         'text = \'{"id": "x", "prompt": "p"}\'\n'
-        "n = 20000\n"
-        "began = time.perf_counter()\n"
-        "for _ in range(n):\n"
-        "    with _tracing.send_span('jobs', 'https://acct.queue.core.windows.net/jobs', job) as sending:\n"
-        "        assert sending.stamp(job, text) is text\n"
-        "        sending.sent('message-id')\n"
-        "print((time.perf_counter() - began) / n * 1e6)\n"
+        "with _tracing.send_span('jobs', 'https://acct.queue.core.windows.net/jobs', job) as sending:\n"
+        "    assert sending.stamp(job, text) is text\n"
+        "    assert not trace.get_current_span().is_recording()\n"
+        "    sending.sent('message-id')\n"
+        "print(type(trace.get_tracer_provider()).__name__)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    microseconds = float(done.stdout)
-    assert microseconds < 100, f"{microseconds:.1f} µs per job without an SDK"
+    assert done.stdout.strip() == "ProxyTracerProvider"  # no SDK was set up along the way
 
 
 def test_blocking_client_sends_in_the_callers_current_span(
