@@ -32,6 +32,7 @@ from shared.constants import (
 )
 from shared.errors import ConfigurationError
 from shared.pacing import Pacer
+from shared.routing import Router
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,14 @@ class Runtime:
     identity: dict[str, Any]  # ids from the token in use (never the token), filled on first call
     in_flight: set[str] = field(default_factory=set)
     pacer: Pacer = field(default_factory=Pacer)  # the admission gates of this process (shared/pacing.py)
+    # The clients of the pool's other endpoints, by endpoint (``openai`` serves AZURE_OPENAI_ENDPOINT).
+    other_clients: dict[str, AsyncOpenAI] = field(default_factory=dict)
+    router: Router = field(init=False)  # the pool's circuits and failover (shared/routing.py)
     _ready: set[str] = field(default_factory=set)
+    _no_retries: dict[int, AsyncOpenAI] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.pacer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -122,15 +130,28 @@ class Runtime:
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
         pacer = Pacer(max_hold=settings.throttle_max_delay_seconds)
+        provider = _token_provider(credential, identity)  # one token serves every resource of the pool
+        others = {e.endpoint for e in settings.pool} - {settings.openai_endpoint}
         return cls(
             settings=settings,
             credential=credential,
-            openai=create_openai_client(settings, _token_provider(credential, identity), pacer=pacer),
+            openai=create_openai_client(settings, provider, pacer=pacer),
             queues=storage.queue_service(credential),
             blobs=storage.blob_service(credential),
             identity=identity,
             pacer=pacer,
+            other_clients={o: create_openai_client(settings, provider, pacer=pacer, endpoint=o) for o in others},
         )
+
+    def client(self, endpoint: str, *, sdk_retries: bool = True) -> AsyncOpenAI:
+        """The v1 client for a pool entry's endpoint; without ``sdk_retries`` a copy (same connections)
+        that makes no retries of its own, for a call that can fail over to another deployment instead."""
+        client = self.other_clients.get(endpoint, self.openai)
+        if sdk_retries:
+            return client
+        if id(client) not in self._no_retries:
+            self._no_retries[id(client)] = client.with_options(max_retries=0)
+        return self._no_retries[id(client)]
 
     def results(self) -> ContainerClient:
         return self.blobs.get_container_client(self.settings.results_container)
@@ -145,6 +166,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.openai.close()
+        for client in self.other_clients.values():
+            await client.close()
         await self.queues.close()
         await self.blobs.close()
         await self.credential.close()
@@ -156,8 +179,10 @@ def create_openai_client(
     *,
     max_retries: int | None = None,
     pacer: Pacer | None = None,
+    endpoint: str | None = None,
 ) -> AsyncOpenAI:
-    """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/``, authenticated with an Entra token.
+    """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/`` (default AZURE_OPENAI_ENDPOINT), authenticated
+    with an Entra token.
 
     The token provider goes in ``api_key``: the plain ``AsyncOpenAI`` awaits it on every attempt and
     sends ``Authorization: Bearer <token>``. (The same callable given to ``AsyncAzureOpenAI`` as
@@ -169,7 +194,7 @@ def create_openai_client(
     if telemetry.current().enabled:  # every 429 counted, the SDK's own retries included (they raise nothing)
         hooks.append(_count_throttled)
     return AsyncOpenAI(
-        base_url=settings.openai_base_url,
+        base_url=f"{endpoint.rstrip('/')}/openai/v1/" if endpoint else settings.openai_base_url,
         api_key=token_provider,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries if max_retries is None else max_retries,

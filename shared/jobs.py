@@ -115,7 +115,7 @@ class Redelivery(_Strict):
 
     attempt: Annotated[int, Field(ge=1)]
     first_seen: datetime = Field(strict=False)
-    reason: Literal["throttled", "permission_denied"]
+    reason: Literal["throttled", "permission_denied", "outage"]
 
 
 class Job(_Strict):
@@ -193,6 +193,7 @@ class Result(BaseModel):
     id: str
     status: Literal["succeeded", "failed"]
     deployment: str | None = None
+    endpoint: str | None = Field(default=None, description="The Azure OpenAI resource that answered.")
     model: str | None = None
     output: str | None = None
     output_json: Any = Field(default=None, description="Parsed output when a JSON response_format was asked for.")

@@ -12,11 +12,15 @@ How a ``Gate`` decides (``Gate.admit``):
   ``retry-after-ms`` / ``retry-after``, capped by ``max_hold`` (``THROTTLE_MAX_DELAY_SECONDS``). A 429
   without a usable retry-after (missing, ``0``, negative, not a number, over a day) holds for the
   longer of its reset headers, else ``DEFAULT_BACKOFF`` seconds.
-- **Budget.** The last response's remaining tokens/requests, minus the local charges admitted since and
-  not yet answered (in flight), must cover the request's estimate; else the caller waits for the
-  reset time of the exhausted budget, re-checking every ``POLL`` seconds (a newer response may say
-  more is left). A request larger than the deployment's whole limit is let through: only the service
-  can refuse it, and waiting would not help.
+- **Budget.** What the last response said is left of the deployment's tokens/requests, plus what has
+  refilled since (the window frees up as it slides: linearly from the value seen to the full limit at
+  its reset time), is shared with the other instances in proportion to this instance's part of what the
+  window holds (``share``: its own charges over the deployment's, at least ``MIN_SHARE``; 1 alone), and
+  must cover the request's estimate after the local charges admitted and not yet answered (in flight).
+  Else the caller waits until it would, re-checking every ``POLL`` seconds (a newer response may say
+  more). Because the shares of all instances add up to one, together they admit about what the
+  deployment frees, without talking to each other. A request larger than the deployment's whole limit
+  is let through: only the service can refuse it, and waiting would not help.
 - **Probe.** Until a gate has heard a single response it knows nothing, and a burst of invocations
   starting together would all be sent blind. So the first call goes alone and the others wait for its
   answer (at most ``PROBE`` seconds, or until it fails without one); from then on only the headers
@@ -55,6 +59,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -66,6 +71,8 @@ DEFAULT_BACKOFF = 2.0  # seconds a 429 without a usable retry-after (or reset he
 POLL = 0.25  # seconds between a waiter's re-checks
 PROBE = 5.0  # seconds the first call of a gate waits alone for the service's numbers, at most
 STALE = 1.0  # seconds a remaining-* value with no reset time of its own is believed
+MIN_SHARE = 0.05  # least part of the deployment's refill a busy gate counts on (a newcomer among ~20 others)
+SPAN = 60.0  # seconds of the rate window until reset headers show a longer one (Azure's TPM/RPM: per minute)
 ABSURD = 86_400.0  # a retry-after or reset beyond a day is treated as missing
 HELD = "held after a 429"
 
@@ -140,7 +147,27 @@ class _Budget:
 
     remaining: int | None = None
     limit: int | None = None
-    until: float = 0.0  # absolute (gate clock) time the value expires: its reset time
+    seen: float = 0.0  # (gate clock) when it was said
+    until: float = 0.0  # when it expires: its reset time (the window is whole again), or seen + STALE
+    refills: bool = False  # a reset time came with it: the budget grows back to the limit by then
+
+    def known(self, now: float) -> bool:
+        return self.remaining is not None and now < self.until
+
+    def left(self, now: float) -> float:
+        """What the whole deployment has left now, by the last response and the refill since."""
+        remaining = float(self.remaining or 0)
+        if not self.refills or self.limit is None or self.limit <= remaining:
+            return remaining
+        return remaining + (self.limit - remaining) * min(1.0, (now - self.seen) / (self.until - self.seen))
+
+    def wait(self, needed: float, now: float) -> float:
+        """Seconds until ``left`` reaches ``needed`` (at the latest: the reset time, when the value expires)."""
+        remaining = float(self.remaining or 0)
+        if not self.refills or self.limit is None or needed > self.limit or self.limit <= remaining:
+            return self.until - now
+        at = self.seen + (needed - remaining) / (self.limit - remaining) * (self.until - self.seen)
+        return max(min(at, self.until) - now, 0.0)
 
 
 @dataclass
@@ -156,27 +183,30 @@ class Gate:
     in_flight: list[Ticket] = field(default_factory=list)
     heard: bool = False  # a response has been observed: until then one call at a time probes the service
     probe_sent: float = 0.0
+    longest_reset: float = 0.0  # the rate window's length, as far as the reset headers have shown it
+    admitted: deque[tuple[float, int]] = field(default_factory=deque)  # (when, tokens) admitted here within span
 
     async def acquire(self, tokens: int, *, wait: float) -> Ticket:
         """Admit a call estimated at ``tokens``, waiting up to ``wait`` seconds; raises AdmissionTimeout."""
         deadline = self.clock() + wait
         while True:
             now = self.clock()
-            needed, reason = self._needed(tokens, now)
+            needed, reason = self.wait_for(tokens, now)
             if needed <= 0:
                 ticket = Ticket(self, tokens)
                 if not self.heard and not self.in_flight:
                     self.probe_sent = now
                 self.in_flight.append(ticket)
+                self.admitted.append((now, tokens))
                 return ticket
             # A hold only ever grows: one that outlasts the bound is not worth waiting for. A budget may free
-            # up before its reset time (a newer response says so), so that wait runs to the bound.
+            # up sooner than computed (a newer response says so), so that wait runs to the bound.
             if now >= deadline or (reason == HELD and now + needed > deadline):
                 raise AdmissionTimeout(max(needed, POLL), reason)
             await self.sleep(min(needed, POLL, deadline - now))
 
     def release(self, ticket: Ticket) -> None:
-        """The call is over (answered or failed): its charge stops counting locally."""
+        """The call is over (answered or failed): its charge stops counting as in flight."""
         if ticket in self.in_flight:
             self.in_flight.remove(ticket)
 
@@ -198,7 +228,8 @@ class Gate:
         if ticket is not None and ticket.gate is self:
             ticket.settled = True  # these headers include its charge
         for budget, kind in ((self.tokens, "tokens"), (self.requests, "requests")):
-            _read(budget, headers, kind, now)
+            if (reset := _read(budget, headers, kind, now)) is not None:
+                self.longest_reset = max(self.longest_reset, reset)
         if status == 429:
             wait = retry_after(headers)
             if wait is None:
@@ -206,30 +237,52 @@ class Gate:
                 wait = max((r for r in resets if r), default=DEFAULT_BACKOFF)
             self.hold_until = max(self.hold_until, now + min(wait, self.max_hold))
 
-    def _needed(self, tokens: int, now: float) -> tuple[float, str]:
+    def needed(self, tokens: int, now: float | None = None) -> float:
+        """Seconds before a call estimated at ``tokens`` would be admitted (0: now)."""
+        return self.wait_for(tokens, self.clock() if now is None else now)[0]
+
+    def wait_for(self, tokens: int, now: float) -> tuple[float, str]:
         """Seconds to wait before ``tokens`` may be admitted (0: now), and why."""
         if self.hold_until > now:
             return self.hold_until - now, HELD
         charged = [t for t in self.in_flight if not t.settled]
         if not self.heard and charged and now < self.probe_sent + PROBE:
             return self.probe_sent + PROBE - now, "waiting for the deployment's first answer"
-        for budget, cost, what in ((self.tokens, tokens, "tokens"), (self.requests, 1, "requests")):
-            if budget.remaining is None or budget.until <= now:
-                continue
-            if budget.limit is not None and cost > budget.limit:
-                continue  # can never fit: let the service answer
-            if budget.remaining - sum(t.tokens if what == "tokens" else 1 for t in charged) < cost:
-                return budget.until - now, f"deployment's remaining {what} exhausted until reset"
+        span = self.longest_reset or SPAN
+        while self.admitted and self.admitted[0][0] <= now - span:
+            self.admitted.popleft()
+        for budget, cost, kind in ((self.tokens, tokens, "tokens"), (self.requests, 1, "requests")):
+            if not budget.known(now) or (budget.limit is not None and cost > budget.limit):
+                continue  # unknown admits; a call larger than the whole limit is the service's to refuse
+            unanswered = sum(t.tokens if kind == "tokens" else 1 for t in charged)
+            mine = sum(n if kind == "tokens" else 1 for _, n in self.admitted)
+            share = _share(budget, mine, unanswered)
+            if budget.left(now) * share - unanswered < cost:
+                wait = budget.wait((cost + unanswered) / share, now)
+                return max(wait, POLL / 10), f"deployment's {kind} used up for now"
         return 0.0, ""
 
 
-def _read(budget: _Budget, headers: Mapping[str, str], kind: str, now: float) -> None:
+def _share(budget: _Budget, mine: int, unanswered: int) -> float:
+    """This instance's part of the deployment's window: its own charges within the span over all charges in
+    the window (as last reported, plus its own not yet reported). 1 when it is the only user."""
+    if budget.limit is None or budget.remaining is None:
+        return 1.0
+    used = budget.limit - budget.remaining + unanswered
+    if used <= 0 or mine >= used:
+        return 1.0
+    return max(mine / used, MIN_SHARE)
+
+
+def _read(budget: _Budget, headers: Mapping[str, str], kind: str, now: float) -> float | None:
+    """Update ``budget`` from one response's headers; returns the reset time they gave, if any."""
     remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
     reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
     if remaining is None or (remaining == 0 and not reset):
-        return  # unknown (missing, -1, or the quirk's bare 0): keep what is known, which expires on its own
+        return None  # unknown (missing, -1, or the quirk's bare 0): keep what is known, which expires on its own
     budget.remaining, budget.limit = remaining, _count(headers.get(f"x-ratelimit-limit-{kind}")) or None
-    budget.until = now + (reset if reset else STALE)
+    budget.seen, budget.until, budget.refills = now, now + (reset if reset else STALE), bool(reset)
+    return reset or None
 
 
 def _count(value: str | None) -> int | None:

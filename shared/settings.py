@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
 from shared.constants import (
     DEFAULT_JOBS_QUEUE,
     DEFAULT_PAYLOADS_CONTAINER,
@@ -47,6 +49,11 @@ SETTINGS: dict[str, str] = {
     "THROTTLE_MAX_ATTEMPTS": "How many times a long-throttled job is re-enqueued before it fails.",
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
     "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call (0, the default: pacing off).",
+    "AZURE_OPENAI_POOL": "JSON list of deployments to route over: endpoint, deployment, and optionally name (entries "
+    "sharing a name fail over to each other), priority (1 first) and weight; unset: AZURE_OPENAI_ENDPOINT with "
+    "each allowed deployment.",
+    "MODEL_OUTAGE_TOLERANCE_SECONDS": "How long a job waits out a model outage (every deployment it may use failing) "
+    "by re-enqueuing itself, before the host's own retries and the poison queue (0: at once).",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
     # Telemetry (shared/telemetry.py): off unless the first of these or an OTLP endpoint is set.
@@ -112,6 +119,61 @@ class StorageNames:
         )
 
 
+def _check_endpoint(endpoint: str, setting: str) -> str:
+    endpoint = endpoint.strip().rstrip("/")
+    if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigurationError(f"{setting} must be an https URL, got {endpoint!r}.")
+    return endpoint
+
+
+class PoolEntry(BaseModel):
+    """One deployment the worker may send a job to (``AZURE_OPENAI_POOL``). A job's ``deployment`` selects
+    the entries whose ``name`` or ``deployment`` equals it: entries sharing a name (say ``chat``: PTU, then
+    Standard, then another region) serve the same jobs and fail over to each other. ``priority`` 1 is tried
+    first; ``weight`` spreads calls among entries of the same priority."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str
+    deployment: str = Field(min_length=1)
+    name: str = ""
+    priority: int = Field(default=1, ge=1)
+    weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        try:
+            return _check_endpoint(value, "endpoint")
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @property
+    def label(self) -> str:
+        """The name a job may use for it (its deployment name unless named otherwise)."""
+        return self.name or self.deployment
+
+
+_POOL = TypeAdapter(list[PoolEntry])
+
+
+def _pool(env: Mapping[str, str]) -> tuple[PoolEntry, ...]:
+    raw = env.get("AZURE_OPENAI_POOL", "").strip()
+    if not raw:
+        return ()
+    try:
+        entries = _POOL.validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
+        raise ConfigurationError(
+            "App setting AZURE_OPENAI_POOL must be a JSON list of objects with endpoint and deployment (optional "
+            f"name, priority, weight): {problems}"
+        ) from exc
+    if not entries:
+        raise ConfigurationError("App setting AZURE_OPENAI_POOL is an empty list: list a deployment, or unset it.")
+    return tuple(sorted(entries, key=lambda e: e.priority))
+
+
 @dataclass(frozen=True)
 class Settings:
     openai_endpoint: str
@@ -128,6 +190,14 @@ class Settings:
     throttle_max_attempts: int
     throttle_max_delay_seconds: int
     model_admission_wait_seconds: int = 0
+    # Every deployment the worker may call, by priority: AZURE_OPENAI_POOL, else the endpoint's allowed ones.
+    pool: tuple[PoolEntry, ...] = ()
+    model_outage_tolerance_seconds: int = 1800
+
+    def entries_for(self, deployment: str | None) -> tuple[PoolEntry, ...]:
+        """The pool entries a job naming ``deployment`` (None: the default) may be sent to, by priority."""
+        wanted = deployment or self.default_deployment
+        return tuple(e for e in self.pool if wanted in (e.label, e.deployment))
 
     @property
     def openai_base_url(self) -> str:
@@ -142,20 +212,28 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate settings; raise ConfigurationError naming the setting to fix."""
         env = os.environ if env is None else env
-        endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/")
+        pool = _pool(env)
+        endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/") or (pool[0].endpoint if pool else "")
         if not endpoint:
             raise ConfigurationError(
                 "App setting AZURE_OPENAI_ENDPOINT is not set: use https://<resource>.openai.azure.com "
                 "(or run `make run`, which starts the local emulator)."
             )
-        if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise ConfigurationError(f"AZURE_OPENAI_ENDPOINT must be an https URL, got {endpoint!r}.")
-        deployment = env.get("AZURE_OPENAI_DEPLOYMENT", "").strip()
+        endpoint = _check_endpoint(endpoint, "AZURE_OPENAI_ENDPOINT")
+        deployment = env.get("AZURE_OPENAI_DEPLOYMENT", "").strip() or (pool[0].label if pool else "")
         if not deployment:
             raise ConfigurationError("App setting AZURE_OPENAI_DEPLOYMENT is not set: name the default deployment.")
-        allowed = _csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
-        if deployment not in allowed:
-            allowed = (deployment, *allowed)
+        if pool:  # the pool says what a job may name: its entries' names and deployment names
+            allowed = tuple(dict.fromkeys(n for e in pool for n in (e.label, e.deployment)))
+            if deployment not in allowed:
+                raise ConfigurationError(
+                    f"AZURE_OPENAI_DEPLOYMENT={deployment!r} names no entry of AZURE_OPENAI_POOL "
+                    f"(its names and deployments: {', '.join(allowed)})."
+                )
+        else:
+            allowed = _csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
+            if deployment not in allowed:
+                allowed = (deployment, *allowed)
         names = StorageNames.from_env(env)
         return cls(
             openai_endpoint=endpoint,
@@ -172,6 +250,8 @@ class Settings:
             throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
             throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
             model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 0),
+            pool=pool or tuple(PoolEntry(endpoint=endpoint, deployment=d) for d in allowed),
+            model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
         )
 
 

@@ -63,12 +63,14 @@ from shared.jobs import (
     parse_message,
 )
 from shared.logs import quiet_third_party_loggers
-from shared.settings import Settings, max_dequeue_count
+from shared.routing import ModelUnavailable, Route, failure_kind
+from shared.settings import PoolEntry, Settings, max_dequeue_count
 
 logger = logging.getLogger(__name__)
 quiet_third_party_loggers()  # the app's own log levels for the SDKs, set once on import (see shared/logs.py)
 
 PERMISSION_BACKOFF = (5.0, 15.0, 30.0, 60.0)  # role assignments usually land within 1-10 minutes
+OUTAGE_BACKOFF = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)  # regional incidents last minutes to hours
 
 
 class QueueMessage(Protocol):
@@ -95,7 +97,7 @@ class GiveUp:
 class RetryLater:
     """Verdict: run the job again after ``delay`` seconds, by re-enqueuing a delayed copy."""
 
-    reason: Literal["throttled", "permission_denied"]
+    reason: Literal["throttled", "permission_denied", "outage"]
     delay: float
     message: str
 
@@ -128,6 +130,7 @@ class Delivery:
     redelivery: Redelivery | None = None  # from the retry store, never from the message
     payload: PayloadRef | None = None  # claim-check blob to delete with the result
     requeued: bool = False  # the job waits in the retry store: delete it with the result
+    served: PoolEntry | None = None  # the deployment that answered
     span: telemetry.JobSpan = field(default_factory=telemetry.JobSpan)  # this delivery's trace (no-op when off)
 
     @property
@@ -210,29 +213,32 @@ async def _run(delivery: Delivery) -> Result | None:
         await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
         return None
     try:
-        completion, model_seconds = await _call_model(runtime, job)
+        completion, model_seconds, delivery.served = await _call_model(runtime, job)
     except Exception as exc:
-        verdict = classify(exc, runtime, deployment=job.deployment)
+        verdict: Verdict | Requeue = classify(exc, runtime, deployment=job.deployment)
         if isinstance(verdict, RetryLater):
-            planned = plan_retry(verdict, delivery.redelivery, runtime.settings, now=_now())
-            if isinstance(planned, Requeue):
-                await _requeue(delivery, planned)
-                return None
-            verdict = planned
-        elif isinstance(verdict, Transient):
-            count = delivery.message.dequeue_count or 1
-            if count < max_dequeue_count():
-                logger.warning("job %s attempt %d failed, host will retry: %s", delivery.job_id, count, brief(exc))
-                raise
-            # Last attempt: record the outcome for the sender, then let the host poison the message.
-            # What the job left aside stays, so `python -m shared replay` can run it again from poison.
-            gave_up = GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}")
-            await _finish(delivery, error=_error(gave_up), keep_leftovers=True)
+            verdict = plan_retry(verdict, delivery.redelivery, runtime.settings, now=_now())
+        if isinstance(verdict, Requeue):
+            await _requeue(delivery, verdict)
+            return None
+        if isinstance(verdict, Transient):
+            await _transient(delivery, exc)
             raise
         return await _finish(delivery, error=_error(verdict))
     return await _finish(
         delivery, completion=completion, model_seconds=model_seconds, error=_budget_exhausted(completion)
     )
+
+
+async def _transient(delivery: Delivery, exc: Exception) -> None:
+    """Before the host retries: on the last attempt (``maxDequeueCount``) record the outcome for the sender;
+    what the job left aside stays, so `python -m shared replay` can run it again from the poison queue."""
+    count = delivery.message.dequeue_count or 1
+    if count < max_dequeue_count():
+        logger.warning("job %s attempt %d failed, host will retry: %s", delivery.job_id, count, brief(exc))
+        return
+    gave_up = GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}")
+    await _finish(delivery, error=_error(gave_up), keep_leftovers=True)
 
 
 def _budget_exhausted(completion: ChatCompletion) -> ErrorInfo | None:
@@ -283,34 +289,39 @@ def _check_allowed(job: Job, settings: Settings) -> None:
         )
 
 
-async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float]:
+async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float, PoolEntry]:
+    """One chat completion through the pool (``shared.routing``): the best deployment the job may use,
+    failing over to the next; returns the answer, the seconds it took and the deployment that gave it."""
     params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
     if "max_tokens" in params:  # the name today's (reasoning) models accept; older ones take it too
         params["max_completion_tokens"] = params.pop("max_tokens")
-    settings = runtime.settings
-    deployment = job.deployment or settings.default_deployment
     messages = job.chat_messages()
-    async with _admitted(runtime, deployment, pacing.estimate_tokens(messages, params.get("max_completion_tokens"))):
-        with telemetry.current().chat(
-            deployment=deployment, endpoint=settings.openai_endpoint, parameters=params, messages=messages
-        ) as call:
-            began = time.monotonic()
-            completion = await runtime.openai.chat.completions.create(
-                model=deployment,
-                messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
-                **params,
-            )
-            elapsed = time.monotonic() - began
-            call.response(completion)
-    return completion, elapsed
+    tokens = pacing.estimate_tokens(messages, params.get("max_completion_tokens"))
+
+    async def send(route: Route, last: bool) -> tuple[ChatCompletion, float]:
+        entry = route.entry
+        async with _admitted(runtime, route.gate, tokens):
+            with telemetry.current().chat(
+                deployment=entry.deployment, endpoint=entry.endpoint, parameters=params, messages=messages
+            ) as call:
+                began = time.monotonic()
+                completion = await runtime.client(entry.endpoint, sdk_retries=last).chat.completions.create(
+                    model=entry.deployment,
+                    messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
+                    **params,
+                )
+                elapsed = time.monotonic() - began
+                call.response(completion)
+        return completion, elapsed
+
+    (completion, elapsed), entry = await runtime.router.call(runtime.settings.entries_for(job.deployment), tokens, send)
+    return completion, elapsed, entry
 
 
-def _admitted(runtime: Runtime, deployment: str, tokens: int) -> AbstractAsyncContextManager[object]:
+def _admitted(runtime: Runtime, gate: pacing.Gate, tokens: int) -> AbstractAsyncContextManager[object]:
     """Through the deployment's pacing gate (raises ``pacing.AdmissionTimeout``); straight on with pacing off."""
     wait = runtime.settings.model_admission_wait_seconds
-    if wait == 0:
-        return nullcontext()
-    return runtime.pacer.gate(runtime.settings.openai_endpoint, deployment).admit(tokens, wait=wait)
+    return nullcontext() if wait == 0 else gate.admit(tokens, wait=wait)
 
 
 # What to do when a model refuses a parameter (reasoning models take only their defaults for these).
@@ -329,40 +340,19 @@ def classify(exc: Exception, runtime: Runtime, *, deployment: str | None = None)
     """Map a model-call error to the policy (``deployment``: the one the request went to, for messages)."""
     if isinstance(exc, pacing.AdmissionTimeout):  # never sent: the instance's own gate said wait longer
         return RetryLater("throttled", exc.delay, f"not admitted by this instance's pacing gate: {exc}")
+    if isinstance(exc, ModelUnavailable):  # never sent: every deployment's circuit is open
+        return RetryLater("outage", exc.delay, str(exc))
+    if failure_kind(exc) == "failed":  # 5xx, 408, timeout, dropped connection: on every deployment tried
+        return RetryLater("outage", 0.0, f"Azure OpenAI did not answer: {brief(exc)}")
     if isinstance(exc, openai.RateLimitError):
         delay = _retry_after(exc.response.headers) or 30.0
         return RetryLater("throttled", delay, f"rate limited by Azure OpenAI; asked to retry after {delay:.0f} s")
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        if exc.code == "PermissionDenied":
-            principal = runtime.identity.get("oid", "unknown")
-            who = runtime.identity.get("upn") or runtime.identity.get("appid") or ""
-            return RetryLater(
-                "permission_denied",
-                0.0,
-                f"principal {principal}{f' ({who})' if who else ''} lacks the '{OPENAI_USER_ROLE}' role on "
-                f"{runtime.settings.openai_endpoint}. Grant it on the Azure OpenAI resource: az role assignment "
-                f"create --assignee {principal} --role '{OPENAI_USER_ROLE}' --scope <OpenAI resource id>; "
-                "a new assignment takes up to ~10 minutes to apply.",
-            )
-        return GiveUp(
-            "token_rejected",
-            f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
-            f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {brief(exc)}",
-        )
+        return _denied(exc, runtime)
     if isinstance(exc, openai.NotFoundError):
         return GiveUp("deployment_not_found", f"Azure OpenAI has no such deployment: {brief(exc)}")
     if isinstance(exc, openai.BadRequestError):
-        if exc.code == "content_filter":
-            return GiveUp("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
-        if exc.code in ("unsupported_parameter", "unsupported_value"):
-            param = exc.param or "a parameter"
-            advice = _PARAMETER_ADVICE.get(param, f"leave {param} out for this deployment")
-            return GiveUp(
-                "unsupported_parameter",
-                f"deployment '{deployment or runtime.settings.default_deployment}' does not accept '{param}': "
-                f"{advice}. Service said: {brief(exc)}",
-            )
-        return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
+        return _refused(exc, runtime, deployment)
     if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (408, 409):
         return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
     if isinstance(exc, ValueError | TypeError) and not isinstance(exc, openai.OpenAIError):
@@ -373,6 +363,41 @@ def classify(exc: Exception, runtime: Runtime, *, deployment: str | None = None)
     return Transient()
 
 
+def _denied(exc: openai.AuthenticationError | openai.PermissionDeniedError, runtime: Runtime) -> Verdict:
+    """401/403: a role still propagating (retry for a while) or a token the service cannot take (give up)."""
+    if exc.code == "PermissionDenied":
+        principal = runtime.identity.get("oid", "unknown")
+        who = runtime.identity.get("upn") or runtime.identity.get("appid") or ""
+        return RetryLater(
+            "permission_denied",
+            0.0,
+            f"principal {principal}{f' ({who})' if who else ''} lacks the '{OPENAI_USER_ROLE}' role on "
+            f"{pacing.origin(str(exc.request.url))}. Grant it on that Azure OpenAI resource: az role assignment "
+            f"create --assignee {principal} --role '{OPENAI_USER_ROLE}' --scope <OpenAI resource id>; "
+            "a new assignment takes up to ~10 minutes to apply.",
+        )
+    return GiveUp(
+        "token_rejected",
+        f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
+        f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {brief(exc)}",
+    )
+
+
+def _refused(exc: openai.BadRequestError, runtime: Runtime, deployment: str | None) -> GiveUp:
+    """400: the content filter, a parameter the model does not take, or another refusal."""
+    if exc.code == "content_filter":
+        return GiveUp("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+    if exc.code in ("unsupported_parameter", "unsupported_value"):
+        param = exc.param or "a parameter"
+        advice = _PARAMETER_ADVICE.get(param, f"leave {param} out for this deployment")
+        return GiveUp(
+            "unsupported_parameter",
+            f"deployment '{deployment or runtime.settings.default_deployment}' does not accept '{param}': "
+            f"{advice}. Service said: {brief(exc)}",
+        )
+    return GiveUp("model_rejected", f"Azure OpenAI refused the request: {brief(exc)}")
+
+
 def plan_retry(
     verdict: RetryLater,
     previous: Redelivery | None,
@@ -380,29 +405,38 @@ def plan_retry(
     *,
     now: datetime,
     jitter: Callable[[float, float], float] = random.uniform,
-) -> Requeue | GiveUp:
+) -> Requeue | GiveUp | Transient:
     """Decide whether a job asked to retry later goes back on the queue, and when.
 
     Attempts and age count per reason: a job throttled after waiting out a role assignment starts
     its throttling budget afresh. Throttling is bounded by ``THROTTLE_MAX_ATTEMPTS`` re-enqueues,
-    each waiting the advertised time capped by ``THROTTLE_MAX_DELAY_SECONDS`` plus up to 20 %
-    jitter (so instances throttled together do not return together); a missing role by
-    ``PERMISSION_RETRY_SECONDS`` since it was first seen, with backoff ``PERMISSION_BACKOFF``.
+    each waiting the advertised time capped by ``THROTTLE_MAX_DELAY_SECONDS``; a missing role by
+    ``PERMISSION_RETRY_SECONDS`` since it was first seen, with backoff ``PERMISSION_BACKOFF``; an
+    outage by ``MODEL_OUTAGE_TOLERANCE_SECONDS``, waiting the longer of ``OUTAGE_BACKOFF`` and the time
+    until a circuit half-opens. Past its bound an outage is left to the host's own retries (``Transient``:
+    then the poison queue, from which a job can be replayed), the others fail. Delays carry up to 20 %
+    jitter, so instances held up together do not return together.
     """
     same = previous is not None and previous.reason == verdict.reason
     attempt = (previous.attempt if previous and same else 0) + 1
     first_seen = previous.first_seen if previous and same else now
+    waited = (now - first_seen).total_seconds()
     if verdict.reason == "throttled":
         if attempt > settings.throttle_max_attempts:
             return GiveUp("throttled", f"{verdict.message}; gave up after {attempt - 1} re-enqueues")
-        delay = min(verdict.delay, settings.throttle_max_delay_seconds) * jitter(1.0, 1.2)
+        delay = min(verdict.delay, settings.throttle_max_delay_seconds)
+    elif verdict.reason == "outage":
+        if waited >= settings.model_outage_tolerance_seconds:
+            return Transient()
+        delay = max(verdict.delay, OUTAGE_BACKOFF[min(attempt - 1, len(OUTAGE_BACKOFF) - 1)])
+        delay = min(delay, max(1.0, settings.model_outage_tolerance_seconds - waited))
     else:
-        waited = (now - first_seen).total_seconds()
         if waited >= settings.permission_retry_seconds:
             return GiveUp("permission_denied", f"{verdict.message} Still denied after {waited:.0f} s.")
         delay = PERMISSION_BACKOFF[min(attempt - 1, len(PERMISSION_BACKOFF) - 1)]
         delay = min(delay, max(1.0, settings.permission_retry_seconds - waited))
-    return Requeue(Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason), delay)
+        return Requeue(Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason), delay)
+    return Requeue(Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason), delay * jitter(1.0, 1.2))
 
 
 async def _requeue(delivery: Delivery, requeue: Requeue) -> None:
@@ -493,7 +527,8 @@ def _result(
     return Result(
         id=delivery.job_id,
         status="failed" if error else "succeeded",
-        deployment=(job.deployment or delivery.runtime.settings.default_deployment) if job else None,
+        deployment=_deployment(delivery),
+        endpoint=delivery.served.endpoint if delivery.served else None,
         error=error,
         metadata=job.metadata if job else None,
         attempts=delivery.attempts,
@@ -508,6 +543,13 @@ def _result(
         ),
         **fields,
     )
+
+
+def _deployment(delivery: Delivery) -> str | None:
+    """The deployment that answered, else the one the job asked for."""
+    if delivery.served is not None:
+        return delivery.served.deployment
+    return (delivery.job.deployment or delivery.runtime.settings.default_deployment) if delivery.job else None
 
 
 async def sample_queues(runtime: Runtime | None = None) -> None:

@@ -172,6 +172,10 @@ class FakeModel:
             }
         )
 
+    def with_options(self, **_: Any) -> FakeModel:
+        """Like the SDK's copy with other options (the worker asks for one without retries to fail over)."""
+        return self
+
     async def close(self) -> None:
         return None
 

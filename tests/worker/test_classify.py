@@ -8,7 +8,9 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
+from shared.routing import ModelUnavailable
 from shared.settings import Settings
 from shared.worker import GiveUp, RetryLater, Transient, classify
 
@@ -66,15 +68,24 @@ def test_content_filter_and_missing_deployment_are_invalid() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 503, 408])
-def test_server_errors_are_transient(status: int) -> None:
+def test_server_errors_are_an_outage_waited_out_on_the_queue(status: int) -> None:
     exc = status_error(openai.InternalServerError if status >= 500 else openai.APIStatusError, status, {"error": {}})
-    assert classify(exc, RUNTIME) == Transient()
+    verdict = classify(exc, RUNTIME)
+    assert isinstance(verdict, RetryLater) and verdict.reason == "outage", verdict
 
 
-def test_connection_errors_are_transient() -> None:
+def test_connection_errors_are_an_outage_and_storage_errors_transient() -> None:
     request = httpx2.Request("POST", "https://res.openai.azure.com/")
-    assert classify(openai.APIConnectionError(request=request), RUNTIME) == Transient()
-    assert classify(openai.APITimeoutError(request=request), RUNTIME) == Transient()
+    for exc in (openai.APIConnectionError(request=request), openai.APITimeoutError(request=request)):
+        verdict = classify(exc, RUNTIME)
+        assert isinstance(verdict, RetryLater) and verdict.reason == "outage", verdict
+    assert classify(ServiceRequestError("storage unreachable"), RUNTIME) == Transient()
+
+
+def test_every_circuit_open_is_an_outage_with_the_time_to_the_next_probe() -> None:
+    verdict = classify(ModelUnavailable(12.0, ["primary", "secondary"]), RUNTIME)
+    assert isinstance(verdict, RetryLater) and (verdict.reason, verdict.delay) == ("outage", 12.0)
+    assert "primary, secondary" in verdict.message
 
 
 @pytest.mark.parametrize(

@@ -178,7 +178,8 @@ async def test_an_empty_answer_out_of_budget_is_a_failure_that_says_what_to_rais
     assert result.usage is not None and result.usage.reasoning_tokens == 300 and result.finish_reason == "length"
 
 
-async def test_the_last_transient_attempt_keeps_the_job_for_a_replay(world: FakeWorld) -> None:
+async def test_the_last_transient_attempt_keeps_the_job_for_a_replay() -> None:
+    world = fake_world(MODEL_OUTAGE_TOLERANCE_SECONDS="0")  # model errors go straight to the host's retries
     world.model.errors = [throttled()]
     assert await handle(message({"id": "j1", "prompt": "hi"}), world.runtime) is None  # now in the retry store
     pointer, _ = world.jobs_queue.messages[0]

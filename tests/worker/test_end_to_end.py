@@ -282,7 +282,8 @@ async def test_last_attempt_records_failure_then_poisons(
 ) -> None:
     app = app_that_gives_up_fast(tmp_path)
     aoai.configure(fault_500=1.0)
-    settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0"}
+    # No waiting out the outage on the queue: straight to the host's retries, then the poison queue.
+    settings = {**local_dev_settings, "AZURE_OPENAI_MAX_RETRIES": "0", "MODEL_OUTAGE_TOLERANCE_SECONDS": "0"}
     jobs = await jobs_for(settings)
     await jobs.send(job(1))
     host = start_host(settings, app_dir=app)

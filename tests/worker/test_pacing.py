@@ -70,35 +70,59 @@ def gate(vclock: VirtualClock) -> Gate:
     return Gate(clock=vclock.clock, sleep=vclock.sleep, max_hold=300)
 
 
+def alone(gate: Gate, vclock: VirtualClock, remaining: int, limit: int = 10_000) -> None:
+    """Make the window's use (limit - remaining) this gate's own, as for the only instance of a deployment."""
+    gate.admitted.append((vclock.now, limit - remaining))
+
+
 def admitted(tasks: list[asyncio.Task[Ticket]]) -> int:
     return sum(task.done() and task.exception() is None for task in tasks)
 
 
-async def test_admits_at_once_within_the_remaining_budget(gate: Gate) -> None:
+async def test_admits_at_once_within_the_remaining_budget(gate: Gate, vclock: VirtualClock) -> None:
+    alone(gate, vclock, remaining=5000)
     gate.observe(200, limits(tokens=5000))
     first = await gate.acquire(2000, wait=60)
     second = await gate.acquire(2000, wait=60)
     assert gate.in_flight == [first, second]
 
 
-async def test_waits_for_the_reset_when_exhausted_then_admits(gate: Gate, vclock: VirtualClock) -> None:
-    gate.observe(200, limits(tokens=500, reset="6s"))
+async def test_an_exhausted_budget_refills_as_the_window_slides(gate: Gate, vclock: VirtualClock) -> None:
+    alone(gate, vclock, remaining=500)
+    gate.observe(200, limits(tokens=500, reset="6s"))  # 9,500 come back over 6 s: 1,000 are there after 0.32 s
     task = asyncio.create_task(gate.acquire(1000, wait=60))
-    await vclock.advance(5.9)
+    await vclock.advance(0.25)
     assert not task.done()
-    await vclock.advance(0.2)
+    await vclock.advance(0.1)
     assert task.done() and task.result().tokens == 1000
 
 
+async def test_instances_share_the_refill_by_their_part_of_the_window(vclock: VirtualClock) -> None:
+    # Two instances, each with half the window's use: each counts on half of what is left and comes back.
+    one, other = (Gate(clock=vclock.clock, sleep=vclock.sleep) for _ in range(2))
+    for gate in (one, other):
+        gate.admitted.append((vclock.now, 4750))
+        gate.observe(200, limits(tokens=500, reset="6s"))
+    tasks = [asyncio.create_task(gate.acquire(1000, wait=60)) for gate in (one, other)]
+    await vclock.advance(0.5)
+    assert admitted(tasks) == 0  # alone, 0.32 s would do; sharing, each needs 2,000 of the deployment's (0.95 s)
+    await vclock.advance(0.5)
+    assert admitted(tasks) == 2
+    newcomer = Gate(clock=vclock.clock, sleep=vclock.sleep)  # nothing of its own in a busy window
+    newcomer.observe(200, limits(tokens=5000, reset="6s"))
+    assert newcomer.needed(200) == 0 and newcomer.needed(300) > 0  # MIN_SHARE (5 %) of 5,000
+
+
 async def test_in_flight_charges_count_until_their_response_arrives(gate: Gate, vclock: VirtualClock) -> None:
+    alone(gate, vclock, remaining=1000)
     gate.observe(200, limits(tokens=1000, reset="1m0s"))
     first = await gate.acquire(600, wait=60)
     second = asyncio.create_task(gate.acquire(600, wait=60))
     await vclock.advance(1)
-    assert not second.done()  # 1000 left, 600 of it already spoken for here
+    assert not second.done()  # 1000 left (and 150 refilled), 600 of it already spoken for here
     gate.observe(200, limits(tokens=400, reset="1m0s"), first)  # the first's charge is now in the headers
     await vclock.advance(1)
-    assert not second.done()  # 400 < 600: still exhausted, but no longer counted twice
+    assert not second.done()  # 400 (+160 refilled) < 600: still short, but no longer counted twice
     gate.observe(200, limits(tokens=5000, reset="1m0s"))  # the window freed up
     await vclock.advance(POLL)
     assert second.done()
@@ -135,7 +159,8 @@ async def test_the_first_call_probes_alone_until_the_service_answers(gate: Gate,
     tasks = [asyncio.create_task(gate.acquire(100, wait=60)) for _ in range(6)]
     await vclock.advance(1)
     assert admitted(tasks) == 1  # a cold burst is not sent blind
-    gate.observe(200, limits(tokens=350, reset="10s"), tasks[0].result())
+    alone(gate, vclock, remaining=350)
+    gate.observe(200, limits(tokens=350, reset="1m0s"), tasks[0].result())  # + 40 refilled by the next check
     await vclock.advance(POLL)
     assert admitted(tasks) == 4  # then as many as the numbers allow
     cold = Gate(clock=vclock.clock, sleep=vclock.sleep)
@@ -174,12 +199,13 @@ async def test_a_request_larger_than_the_whole_limit_is_not_held_back(gate: Gate
 
 
 async def test_the_wait_is_bounded_and_the_timeout_says_how_long_is_left(gate: Gate, vclock: VirtualClock) -> None:
-    gate.observe(200, limits(tokens=0, reset="45s"))
-    task = asyncio.create_task(gate.acquire(100, wait=10))
+    alone(gate, vclock, remaining=0)
+    gate.observe(200, limits(tokens=0, reset="45s"))  # 3,000 of 10,000 are back after 13.5 s
+    task = asyncio.create_task(gate.acquire(3000, wait=10))
     await vclock.advance(10.5)
     assert task.done() and isinstance(task.exception(), AdmissionTimeout)
     error = task.exception()
-    assert isinstance(error, AdmissionTimeout) and error.delay == pytest.approx(35, abs=0.5)
+    assert isinstance(error, AdmissionTimeout) and error.delay == pytest.approx(3.5, abs=0.3)
     gate.observe(429, {"retry-after": "200"})
     started = vclock.now
     with pytest.raises(AdmissionTimeout) as held:  # a hold that outlasts the bound: no point sleeping through it

@@ -1,0 +1,92 @@
+"""The deployment pool and the outage policy end to end: the local queue host running function_app.py, the
+real openai SDK with an `az login` token, Azurite, and two Azure OpenAI emulators standing in for two
+regions' resources (one token serves both)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulators.stack import services
+from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
+from emulators.stack.workers import Jobs, WorkerHost
+from emulators.tokens import TokenIssuer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def west(issuer: TokenIssuer) -> Iterator[OpenAIEmulator]:
+    """A second region's resource with the same deployment name."""
+    with services.start_openai_emulator(issuer) as emulator:
+        yield emulator
+
+
+def pool(*regions: OpenAIEmulator) -> str:
+    return json.dumps(
+        [
+            {"name": "chat", "endpoint": r.endpoint, "deployment": DEPLOYMENT, "priority": i + 1}
+            for i, r in enumerate(regions)
+        ]
+    )
+
+
+def job(i: int) -> dict[str, Any]:
+    return {"id": f"pool-{i:03d}", "prompt": f"Question {i}?", "parameters": {"max_completion_tokens": 2000}}
+
+
+async def served_by(jobs: Jobs, ids: list[str], host: WorkerHost, *, stored: int) -> dict[str, int]:
+    """Which endpoints answered ``ids``, once ``stored`` results in all are there."""
+    results = await jobs.wait_for(stored, host=host, timeout=120)
+    picked = [results[i] for i in ids]
+    assert all(r["status"] == "succeeded" for r in picked), [r.get("error") for r in picked]
+    counts: dict[str, int] = {}
+    for r in picked:
+        counts[r["endpoint"]] = counts.get(r["endpoint"], 0) + 1
+    return counts
+
+
+async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, west: OpenAIEmulator
+) -> None:
+    west.reset()
+    settings = {**local_dev_settings, "AZURE_OPENAI_POOL": pool(aoai, west), "AZURE_OPENAI_DEPLOYMENT": "chat"}
+    ends = aoai.fail_deployment(DEPLOYMENT, 8)
+    jobs = await jobs_for(settings)
+    first = [job(i) for i in range(20)]
+    await jobs.send(*first)
+    host = start_host(settings)
+    during = await served_by(jobs, [b["id"] for b in first], host, stored=20)
+    assert during.get(west.endpoint, 0) >= 10, during  # the primary was down: the second region answered
+    assert west.stats()["completions"] == during[west.endpoint]
+    await asyncio.sleep(max(0.0, ends - time.time()) + 6)  # the outage over and the circuit's first open time past
+    probe = job(20)
+    await jobs.send(probe)
+    assert await served_by(jobs, [probe["id"]], host, stored=21) == {aoai.endpoint: 1}  # the half-open probe
+    rest = [job(i) for i in range(21, 31)]
+    await jobs.send(*rest)
+    after = await served_by(jobs, [b["id"] for b in rest], host, stored=31)
+    assert after == {aoai.endpoint: 10}, after  # back on the primary: its circuit closed
+    assert await jobs.poison_count() == 0
+
+
+async def test_a_60_s_outage_of_the_only_deployment_ends_with_every_job_succeeded(
+    local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
+) -> None:
+    aoai.fail_deployment(DEPLOYMENT, 60)
+    jobs = await jobs_for(local_dev_settings)
+    bodies = [job(i) for i in range(24)]
+    await jobs.send(*bodies)
+    host = start_host(local_dev_settings)
+    results = await jobs.wait_for(len(bodies), host=host, timeout=240)
+    assert all(r["status"] == "succeeded" for r in results.values()), [r.get("error") for r in results.values()]
+    stats = aoai.stats()
+    assert stats["completions"] == len(bodies) and stats["by_status"].get("503", 0) > 0
+    assert stats["requests"] < 10 * len(bodies)  # the open circuit kept jobs from calling during the outage
+    assert await jobs.poison_count() == 0
+    assert "re-enqueued (outage" in host.log()
