@@ -73,11 +73,32 @@ def _is_permission_denied(exc: Exception) -> bool:
 
 
 async def check_openai(ctx: Context) -> Check:
+    """Probe the default deployment, or with ``AZURE_OPENAI_POOL`` every entry of the pool: the identity
+    needs the role on each resource, and a failover target that refuses is found now, not in an outage."""
     if ctx.settings is None:
         return OPENAI.skip("settings_failed", "settings are incomplete (Settings failed)")
     if ctx.credential is None or not ctx.has_token:
         return OPENAI.skip("no_token", "no token (Credential failed)")
     settings = ctx.settings
+    if not ctx.env.get("AZURE_OPENAI_POOL", "").strip():
+        return await _check_deployment(ctx, settings)
+    entries = list(dict.fromkeys((e.endpoint, e.deployment) for e in settings.pool))
+    checks = []
+    for endpoint, deployment in entries:
+        one = dataclasses.replace(settings, openai_endpoint=endpoint, default_deployment=deployment)
+        checks.append(await _check_deployment(ctx, one))
+    worst = next((c for c in checks if c.status == "fail"), None) or next((c for c in checks if c.status != "ok"), None)
+    if worst is None:
+        return OPENAI.ok(
+            f"every deployment of AZURE_OPENAI_POOL ({len(checks)}):\n" + "\n".join(c.detail for c in checks)
+        )
+    index = checks.index(worst)
+    return dataclasses.replace(worst, detail=f"AZURE_OPENAI_POOL entry {index + 1} of {len(checks)}: {worst.detail}")
+
+
+async def _check_deployment(ctx: Context, settings: Settings) -> Check:
+    """The probe of one deployment: ``settings.openai_endpoint`` / ``default_deployment``."""
+    assert ctx.credential is not None
     where = f"{settings.openai_endpoint}, deployment {settings.default_deployment}"
     client = create_openai_client(
         dataclasses.replace(settings, openai_timeout=min(settings.openai_timeout, 30.0)),

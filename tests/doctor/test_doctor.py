@@ -16,7 +16,9 @@ import pytest
 from emulators import az as az_standin
 from emulators import managed_identity as identity
 from emulators.azurite import Azurite
-from emulators.stack.services import SECOND_DEPLOYMENT
+from emulators.stack import services
+from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT
+from emulators.tokens import TokenIssuer
 from shared.constants import (
     BLOB_OWNER_ROLE,
     COGNITIVE_SERVICES_SCOPE,
@@ -417,3 +419,23 @@ def test_storage_role_missing_names_the_role(
     assert fix.startswith("az role assignment create")
     for fact in (f"--assignee {az_standin.DEFAULT_USER.object_id}", QUEUE_CONTRIBUTOR_ROLE, "az storage account show"):
         assert fact in fix
+
+
+def test_every_pool_entry_is_probed_and_the_one_lacking_the_role_is_named(
+    doctor: Doctor, mi_settings: dict[str, str], aoai: OpenAIEmulator, issuer: TokenIssuer
+) -> None:
+    with services.start_openai_emulator(issuer, grants=[]) as west:  # a second region, no role granted there
+        pool = [
+            {"name": "chat", "endpoint": aoai.endpoint, "deployment": DEPLOYMENT, "priority": 1},
+            {"name": "chat", "endpoint": west.endpoint, "deployment": DEPLOYMENT, "priority": 2},
+        ]
+        settings = {**mi_settings, "AZURE_OPENAI_POOL": json.dumps(pool), "AZURE_OPENAI_DEPLOYMENT": "chat"}
+        refused = doctor(settings, "--json")
+        assert refused.code != 0 and refused.reasons()["openai"] == "role_missing", refused.out
+        detail = refused["openai"]["detail"]
+        assert detail.startswith("AZURE_OPENAI_POOL entry 2 of 2:") and west.endpoint in detail
+        assert OPENAI_USER_ROLE in detail
+        west.grant(identity.SYSTEM_ASSIGNED.object_id)
+        healthy = doctor(settings, "--json")
+        assert healthy.status()["openai"] == "ok", healthy.out
+        assert aoai.endpoint in healthy["openai"]["detail"] and west.endpoint in healthy["openai"]["detail"]
