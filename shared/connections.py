@@ -198,7 +198,11 @@ def create_openai_client(
         api_key=token_provider,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries if max_retries is None else max_retries,
-        http_client=DefaultAsyncHttpxClient(event_hooks={"response": hooks}) if hooks else None,
+        http_client=DefaultAsyncHttpxClient(
+            event_hooks={"request": [pacer.on_request] if pacer is not None else [], "response": hooks}
+        )
+        if hooks
+        else None,
     )
 
 

@@ -12,15 +12,18 @@ How a ``Gate`` decides (``Gate.admit``):
   ``retry-after-ms`` / ``retry-after``, capped by ``max_hold`` (``THROTTLE_MAX_DELAY_SECONDS``). A 429
   without a usable retry-after (missing, ``0``, negative, not a number, over a day) holds for the
   longer of its reset headers, else ``DEFAULT_BACKOFF`` seconds.
-- **Budget.** What the last response said is left of the deployment's tokens/requests, plus what has
-  refilled since (the window frees up as it slides: linearly from the value seen to the full limit at
-  its reset time), is shared with the other instances in proportion to this instance's part of what the
-  window holds (``share``: its own charges over the deployment's, at least ``MIN_SHARE``; 1 alone), and
-  must cover the request's estimate after the local charges admitted and not yet answered (in flight).
-  Else the caller waits until it would, re-checking every ``POLL`` seconds (a newer response may say
-  more). Because the shares of all instances add up to one, together they admit about what the
-  deployment frees, without talking to each other. A request larger than the deployment's whole limit
-  is let through: only the service can refuse it, and waiting would not help.
+- **Budget.** The last response said how much of the deployment's window is used (limit - remaining).
+  That use frees up as it leaves the window; the gate assumes it leaves as its *own* calls of then do
+  (each ``span`` = the longest reset seen, + ``EDGE``, after it went out on the wire): exact for one
+  instance, and for many alike their calls bunch where its own do. (With no calls of its own in the
+  window, linearly until the reset time.) Of what is free below ``HEADROOM`` (97 %) of the limit, the
+  gate counts on its share: its own calls over all the window held (at least ``MIN_SHARE``; 1 alone),
+  less what it admitted since the response. The shares of all instances add up to one, so together they
+  admit about what the deployment frees, without talking to each other. A gate also takes at most
+  ``GROWTH`` times what it had in the window (slow start: instances starting together see an empty
+  window). Else the caller waits until it would, re-checking every ``POLL`` seconds (a newer response
+  may say more). A request larger than the deployment's whole limit is let through: only the service
+  can refuse it, and waiting would not help.
 - **Probe.** Until a gate has heard a single response it knows nothing, and a burst of invocations
   starting together would all be sent blind. So the first call goes alone and the others wait for its
   answer (at most ``PROBE`` seconds, or until it fails without one); from then on only the headers
@@ -36,9 +39,14 @@ How a ``Gate`` decides (``Gate.admit``):
   rather than sleeping for nothing (a budget may free up before its reset, so that wait runs to the
   bound); either way it raises
   ``AdmissionTimeout`` carrying the time still to wait, which the worker turns into a throttled
-  re-enqueue. The worker skips the gate entirely when the bound is 0 (pacing off: today's behaviour).
+  re-enqueue. The worker skips the gate entirely when the bound is 0 (pacing off).
+- **Retry.** A 429 to a call the gate admitted is not retried by the SDK (the response hook sets
+  ``x-should-retry: false``): its retry would go round the gate, at the same moment as every call
+  throttled with it. The worker sends it through the gate again (which holds for the retry-after), or to
+  the pool's next deployment.
 
-Responses reach the gate through an httpx response hook (``Pacer.on_response``), which sees every
+Requests and responses reach the gate through httpx hooks (``Pacer.on_request`` dates a call's charge
+when it goes out; ``Pacer.on_response``), which see every
 response, the 429s the SDK retries by itself included (a raw-response wrapper sees only the last).
 The call's own ticket travels in a context variable, so the hook knows which in-flight charge its
 headers now include and stops counting it twice. Admission is not FIFO: waiters re-check in turn and
@@ -73,6 +81,9 @@ PROBE = 5.0  # seconds the first call of a gate waits alone for the service's nu
 STALE = 1.0  # seconds a remaining-* value with no reset time of its own is believed
 MIN_SHARE = 0.05  # least part of the deployment's refill a busy gate counts on (a newcomer among ~20 others)
 SPAN = 60.0  # seconds of the rate window until reset headers show a longer one (Azure's TPM/RPM: per minute)
+HEADROOM = 0.97  # of a limit the gates aim to fill: the rest absorbs what their estimates get wrong
+GROWTH = 3  # a gate admits at most this many times what it had in the window when last told (slow start)
+EDGE = 0.25  # seconds a call is counted in the window beyond it: it reached the service after it left the gate
 ABSURD = 86_400.0  # a retry-after or reset beyond a day is treated as missing
 HELD = "held after a 429"
 
@@ -139,35 +150,116 @@ class Ticket:
     gate: Gate
     tokens: int
     settled: bool = False
+    charge: Charge | None = None
+
+
+@dataclass(slots=True)
+class Charge:
+    """One call's charge to its deployment's window: ``at`` admission, then when it went out on the wire."""
+
+    at: float
+    tokens: int
+
+
+Own = deque[Charge]  # the calls a gate admitted, oldest first
 
 
 @dataclass
 class _Budget:
-    """What the last response said is left of one limit, and until when to believe it."""
+    """What the last response said of one limit (tokens or requests), and until when to believe it."""
 
+    kind: str = "tokens"
     remaining: int | None = None
     limit: int | None = None
     seen: float = 0.0  # (gate clock) when it was said
     until: float = 0.0  # when it expires: its reset time (the window is whole again), or seen + STALE
-    refills: bool = False  # a reset time came with it: the budget grows back to the limit by then
+    refills: bool = False  # a reset time came with it: what is used frees up by then
+    mine: int = 0  # of what was used then, how much this gate had admitted within the window
 
     def known(self, now: float) -> bool:
         return self.remaining is not None and now < self.until
 
-    def left(self, now: float) -> float:
-        """What the whole deployment has left now, by the last response and the refill since."""
-        remaining = float(self.remaining or 0)
-        if not self.refills or self.limit is None or self.limit <= remaining:
-            return remaining
-        return remaining + (self.limit - remaining) * min(1.0, (now - self.seen) / (self.until - self.seen))
+    def cost(self, tokens: int) -> int:
+        return tokens if self.kind == "tokens" else 1
 
-    def wait(self, needed: float, now: float) -> float:
-        """Seconds until ``left`` reaches ``needed`` (at the latest: the reset time, when the value expires)."""
-        remaining = float(self.remaining or 0)
-        if not self.refills or self.limit is None or needed > self.limit or self.limit <= remaining:
-            return self.until - now
-        at = self.seen + (needed - remaining) / (self.limit - remaining) * (self.until - self.seen)
-        return max(min(at, self.until) - now, 0.0)
+    def allowance(self, now: float, own: Own, span: float) -> float:
+        """What this gate may still admit now: its share of what the deployment has free, less what it
+        admitted since the value was said (see ``_share`` and ``_used``)."""
+        remaining = self.remaining or 0
+        since = self.since(own)
+        if self.limit is None:
+            return remaining - since
+        used = self.limit - remaining
+        still = sum(self.cost(c.tokens) for c in own if now - span < c.at <= self.seen)
+        fair = self._share(used) * (self.limit * HEADROOM - self._used(used, still, now)) - since
+        return min(fair, self._growth() - since)
+
+    def surely(self, own: Own) -> float:
+        """A floor under ``allowance`` that costs no pass over the window: far from the limit (an unlimited
+        deployment reports a huge one) it admits without one."""
+        if self.limit is None:
+            return (self.remaining or 0) - self.since(own)
+        return MIN_SHARE * ((self.remaining or 0) - self.limit * (1 - HEADROOM)) - self.since(own)
+
+    def since(self, own: Own) -> int:
+        """What this gate admitted after the value was said (the newest calls: counted from the end)."""
+        total = 0
+        for charge in reversed(own):
+            if charge.at <= self.seen:
+                break
+            total += self.cost(charge.tokens)
+        return total
+
+    def _growth(self) -> float:
+        """Slow start: instances starting together each see the window nearly empty at first; growing by at
+        most GROWTH per answer, each sees the others' use in the headers before it takes more than its share."""
+        return self.mine * (GROWTH - 1) if self.mine else math.inf
+
+    def wait(self, needed: int, now: float, own: Own, span: float) -> float:
+        """Seconds until ``allowance`` covers ``needed``: it grows as this gate's own earlier calls leave the
+        window (with none of them, linearly until the reset time); at the latest the reset time, when the
+        value expires."""
+        latest = max(self.until - now, POLL)
+        if self.limit is None:
+            return latest
+        since = self.since(own)
+        if self._growth() - since < needed:
+            return POLL  # until the next answer says more of this gate's calls are in the window
+        used = self.limit - (self.remaining or 0)
+        room = self.limit * HEADROOM - (needed + since) / self._share(used)
+        if self.mine == 0:  # linear: used * (1 - x) <= room
+            if not self.refills or used <= 0 or room < 0:
+                return latest
+            at = self.seen + (1.0 - room / used) * (self.until - self.seen)
+            return min(max(at - now, 0.0), latest)
+        still = sum(self.cost(c.tokens) for c in own if now - span < c.at <= self.seen)
+        for c in own:  # oldest first: each leaves the window span seconds after it was sent
+            if c.at > self.seen:
+                break
+            if c.at + span <= now:
+                continue
+            still -= self.cost(c.tokens)
+            if used * still / self.mine <= room:
+                return c.at + span - now
+        return latest
+
+    def _share(self, used: int) -> float:
+        """This instance's part of the deployment's window when it was said: its own charges over all (at
+        least MIN_SHARE; 1 when it is the only user)."""
+        if used <= 0 or self.mine >= used:
+            return 1.0
+        return max(self.mine / used, MIN_SHARE)
+
+    def _used(self, used: int, still: int, now: float) -> float:
+        """The deployment's use now of what was used when said: it frees up as this gate's own charges of
+        then do, on the assumption that the others' were spread over the window like its own (exact for
+        one instance; for many alike, their charges bunch where its own do). With none of its own, linearly
+        to the reset time."""
+        if self.mine > 0:
+            return used * still / self.mine
+        if self.refills and self.until > self.seen:
+            return used * max(0.0, 1.0 - (now - self.seen) / (self.until - self.seen))
+        return float(used)
 
 
 @dataclass
@@ -178,13 +270,13 @@ class Gate:
     sleep: Sleep = asyncio.sleep
     max_hold: float = 300.0
     hold_until: float = 0.0
-    tokens: _Budget = field(default_factory=_Budget)
-    requests: _Budget = field(default_factory=_Budget)
+    tokens: _Budget = field(default_factory=lambda: _Budget("tokens"))
+    requests: _Budget = field(default_factory=lambda: _Budget("requests"))
     in_flight: list[Ticket] = field(default_factory=list)
     heard: bool = False  # a response has been observed: until then one call at a time probes the service
     probe_sent: float = 0.0
     longest_reset: float = 0.0  # the rate window's length, as far as the reset headers have shown it
-    admitted: deque[tuple[float, int]] = field(default_factory=deque)  # (when, tokens) admitted here within span
+    admitted: Own = field(default_factory=deque)  # (when, tokens) of the calls admitted here within the span
 
     async def acquire(self, tokens: int, *, wait: float) -> Ticket:
         """Admit a call estimated at ``tokens``, waiting up to ``wait`` seconds; raises AdmissionTimeout."""
@@ -193,11 +285,12 @@ class Gate:
             now = self.clock()
             needed, reason = self.wait_for(tokens, now)
             if needed <= 0:
-                ticket = Ticket(self, tokens)
+                charge = Charge(now, tokens)
+                ticket = Ticket(self, tokens, charge=charge)
                 if not self.heard and not self.in_flight:
                     self.probe_sent = now
                 self.in_flight.append(ticket)
-                self.admitted.append((now, tokens))
+                self.admitted.append(charge)
                 return ticket
             # A hold only ever grows: one that outlasts the bound is not worth waiting for. A budget may free
             # up sooner than computed (a newer response says so), so that wait runs to the bound.
@@ -227,9 +320,12 @@ class Gate:
         self.heard = True
         if ticket is not None and ticket.gate is self:
             ticket.settled = True  # these headers include its charge
-        for budget, kind in ((self.tokens, "tokens"), (self.requests, "requests")):
-            if (reset := _read(budget, headers, kind, now)) is not None:
+        span = (self.longest_reset or SPAN) + EDGE
+        for budget in (self.tokens, self.requests):
+            if (reset := _read(budget, headers, now)) is not None:
                 self.longest_reset = max(self.longest_reset, reset)
+            if budget.seen == now:
+                budget.mine = sum(budget.cost(c.tokens) for c in self.admitted if c.at > now - span)
         if status == 429:
             wait = retry_after(headers)
             if wait is None:
@@ -248,34 +344,22 @@ class Gate:
         charged = [t for t in self.in_flight if not t.settled]
         if not self.heard and charged and now < self.probe_sent + PROBE:
             return self.probe_sent + PROBE - now, "waiting for the deployment's first answer"
-        span = self.longest_reset or SPAN
-        while self.admitted and self.admitted[0][0] <= now - span:
+        span = (self.longest_reset or SPAN) + EDGE
+        while self.admitted and self.admitted[0].at <= now - span:
             self.admitted.popleft()
-        for budget, cost, kind in ((self.tokens, tokens, "tokens"), (self.requests, 1, "requests")):
+        for budget in (self.tokens, self.requests):
+            cost = budget.cost(tokens)
             if not budget.known(now) or (budget.limit is not None and cost > budget.limit):
                 continue  # unknown admits; a call larger than the whole limit is the service's to refuse
-            unanswered = sum(t.tokens if kind == "tokens" else 1 for t in charged)
-            mine = sum(n if kind == "tokens" else 1 for _, n in self.admitted)
-            share = _share(budget, mine, unanswered)
-            if budget.left(now) * share - unanswered < cost:
-                wait = budget.wait((cost + unanswered) / share, now)
-                return max(wait, POLL / 10), f"deployment's {kind} used up for now"
+            if budget.surely(self.admitted) < cost and budget.allowance(now, self.admitted, span) < cost:
+                wait = budget.wait(cost, now, self.admitted, span)
+                return max(wait, POLL / 10), f"deployment's {budget.kind} used up for now"
         return 0.0, ""
 
 
-def _share(budget: _Budget, mine: int, unanswered: int) -> float:
-    """This instance's part of the deployment's window: its own charges within the span over all charges in
-    the window (as last reported, plus its own not yet reported). 1 when it is the only user."""
-    if budget.limit is None or budget.remaining is None:
-        return 1.0
-    used = budget.limit - budget.remaining + unanswered
-    if used <= 0 or mine >= used:
-        return 1.0
-    return max(mine / used, MIN_SHARE)
-
-
-def _read(budget: _Budget, headers: Mapping[str, str], kind: str, now: float) -> float | None:
+def _read(budget: _Budget, headers: Mapping[str, str], now: float) -> float | None:
     """Update ``budget`` from one response's headers; returns the reset time they gave, if any."""
+    kind = budget.kind
     remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
     reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
     if remaining is None or (remaining == 0 and not reset):
@@ -309,6 +393,12 @@ class Pacer:
             self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold)
         return self.gates[key]
 
+    async def on_request(self, request: Any) -> None:
+        """httpx request hook: date the call's charge when it leaves (on a busy instance, later than admitted)."""
+        ticket = _CURRENT.get()
+        if ticket is not None and ticket.charge is not None:
+            ticket.charge.at = ticket.gate.clock()
+
     async def on_response(self, response: Any) -> None:
         """httpx response hook: feed the gate of the deployment the request named (v1 body ``model``)."""
         request = response.request
@@ -316,5 +406,11 @@ class Pacer:
             deployment = json.loads(request.content).get("model")
         except (ValueError, AttributeError, TypeError):
             return
-        if isinstance(deployment, str):
-            self.gate(str(request.url), deployment).observe(response.status_code, response.headers, _CURRENT.get())
+        if not isinstance(deployment, str):
+            return
+        ticket = _CURRENT.get()
+        self.gate(str(request.url), deployment).observe(response.status_code, response.headers, ticket)
+        if response.status_code == 429 and ticket is not None:
+            # A call admitted by a gate is the gate's to retry (after the hold, by the budget): the SDK's own
+            # retry would go round it, at the same moment as every other call throttled with it.
+            response.headers["x-should-retry"] = "false"

@@ -299,29 +299,38 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
     tokens = pacing.estimate_tokens(messages, params.get("max_completion_tokens"))
 
     async def send(route: Route, last: bool) -> tuple[ChatCompletion, float]:
-        entry = route.entry
-        async with _admitted(runtime, route.gate, tokens):
-            with telemetry.current().chat(
-                deployment=entry.deployment, endpoint=entry.endpoint, parameters=params, messages=messages
-            ) as call:
-                began = time.monotonic()
-                completion = await runtime.client(entry.endpoint, sdk_retries=last).chat.completions.create(
-                    model=entry.deployment,
-                    messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
-                    **params,
-                )
-                elapsed = time.monotonic() - began
-                call.response(completion)
-        return completion, elapsed
+        entry, wait = route.entry, runtime.settings.model_admission_wait_seconds
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                left = max(deadline - time.monotonic(), 0.0) if wait else None
+                async with _admitted(route.gate, tokens, wait=left):
+                    with telemetry.current().chat(
+                        deployment=entry.deployment, endpoint=entry.endpoint, parameters=params, messages=messages
+                    ) as call:
+                        began = time.monotonic()
+                        completion = await runtime.client(entry.endpoint, sdk_retries=last).chat.completions.create(
+                            model=entry.deployment,
+                            messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
+                            **params,
+                        )
+                        elapsed = time.monotonic() - began
+                        call.response(completion)
+                return completion, elapsed
+            except openai.RateLimitError:
+                # Paced, a 429 is not retried by the SDK (shared/pacing.py): with no other deployment to turn
+                # to, wait in the gate again (it holds for the retry-after), within the same bound.
+                if not (wait and last and time.monotonic() < deadline):
+                    raise
 
     (completion, elapsed), entry = await runtime.router.call(runtime.settings.entries_for(job.deployment), tokens, send)
     return completion, elapsed, entry
 
 
-def _admitted(runtime: Runtime, gate: pacing.Gate, tokens: int) -> AbstractAsyncContextManager[object]:
-    """Through the deployment's pacing gate (raises ``pacing.AdmissionTimeout``); straight on with pacing off."""
-    wait = runtime.settings.model_admission_wait_seconds
-    return nullcontext() if wait == 0 else gate.admit(tokens, wait=wait)
+def _admitted(gate: pacing.Gate, tokens: int, *, wait: float | None) -> AbstractAsyncContextManager[object]:
+    """Through the deployment's pacing gate within ``wait`` seconds (raises ``pacing.AdmissionTimeout``);
+    straight on with pacing off (``MODEL_ADMISSION_WAIT_SECONDS`` 0: ``wait`` None)."""
+    return nullcontext() if wait is None else gate.admit(tokens, wait=wait)
 
 
 # What to do when a model refuses a parameter (reasoning models take only their defaults for these).

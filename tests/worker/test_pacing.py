@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared import pacing
-from shared.pacing import DEFAULT_BACKOFF, POLL, STALE, AdmissionTimeout, Gate, Pacer, Ticket
+from shared.pacing import DEFAULT_BACKOFF, EDGE, POLL, STALE, AdmissionTimeout, Charge, Gate, Pacer, Ticket
 from shared.worker import RetryLater, classify, handle
 from tests.worker.fakes import Message, fake_world
 
@@ -72,7 +72,7 @@ def gate(vclock: VirtualClock) -> Gate:
 
 def alone(gate: Gate, vclock: VirtualClock, remaining: int, limit: int = 10_000) -> None:
     """Make the window's use (limit - remaining) this gate's own, as for the only instance of a deployment."""
-    gate.admitted.append((vclock.now, limit - remaining))
+    gate.admitted.append(Charge(vclock.now, limit - remaining))
 
 
 def admitted(tasks: list[asyncio.Task[Ticket]]) -> int:
@@ -87,30 +87,39 @@ async def test_admits_at_once_within_the_remaining_budget(gate: Gate, vclock: Vi
     assert gate.in_flight == [first, second]
 
 
-async def test_an_exhausted_budget_refills_as_the_window_slides(gate: Gate, vclock: VirtualClock) -> None:
-    alone(gate, vclock, remaining=500)
-    gate.observe(200, limits(tokens=500, reset="6s"))  # 9,500 come back over 6 s: 1,000 are there after 0.32 s
+def spread(gate: Gate, vclock: VirtualClock, each: int) -> None:
+    """Five calls of ``each`` tokens admitted by this gate over the last 4 s, one a second."""
+    gate.admitted.extend(Charge(vclock.now - ago, each) for ago in (4, 3, 2, 1, 0))
+
+
+async def test_an_exhausted_budget_frees_up_as_the_gates_own_calls_leave_the_window(
+    gate: Gate, vclock: VirtualClock
+) -> None:
+    spread(gate, vclock, 1900)  # 9,500 of 10,000 used, all of it this gate's
+    gate.observe(200, limits(tokens=500, reset="6s"))  # a 6 s window: the oldest call leaves it in 2 s (+ EDGE)
     task = asyncio.create_task(gate.acquire(1000, wait=60))
-    await vclock.advance(0.25)
+    await vclock.advance(2.0)
     assert not task.done()
-    await vclock.advance(0.1)
+    await vclock.advance(EDGE + 0.1)
     assert task.done() and task.result().tokens == 1000
 
 
-async def test_instances_share_the_refill_by_their_part_of_the_window(vclock: VirtualClock) -> None:
-    # Two instances, each with half the window's use: each counts on half of what is left and comes back.
+async def test_instances_share_what_frees_up_by_their_part_of_the_window(vclock: VirtualClock) -> None:
+    # Two instances, each with half the window's use: each counts on half of what frees up.
     one, other = (Gate(clock=vclock.clock, sleep=vclock.sleep) for _ in range(2))
     for gate in (one, other):
-        gate.admitted.append((vclock.now, 4750))
+        spread(gate, vclock, 950)
         gate.observe(200, limits(tokens=500, reset="6s"))
-    tasks = [asyncio.create_task(gate.acquire(1000, wait=60)) for gate in (one, other)]
-    await vclock.advance(0.5)
-    assert admitted(tasks) == 0  # alone, 0.32 s would do; sharing, each needs 2,000 of the deployment's (0.95 s)
-    await vclock.advance(0.5)
+    tasks = [asyncio.create_task(gate.acquire(2500, wait=60)) for gate in (one, other)]
+    await vclock.advance(4.0)
+    # Aiming at HEADROOM (97 %) of the limit: alone, 3 s would do (5,700 used); sharing, each waits for 5,000 of
+    # the deployment's 9,700 to be free: 4 s.
+    assert admitted(tasks) == 0
+    await vclock.advance(EDGE + 0.1)
     assert admitted(tasks) == 2
     newcomer = Gate(clock=vclock.clock, sleep=vclock.sleep)  # nothing of its own in a busy window
     newcomer.observe(200, limits(tokens=5000, reset="6s"))
-    assert newcomer.needed(200) == 0 and newcomer.needed(300) > 0  # MIN_SHARE (5 %) of 5,000
+    assert newcomer.needed(230) == 0 and newcomer.needed(240) > 0  # MIN_SHARE (5 %) of the 4,700 below HEADROOM
 
 
 async def test_in_flight_charges_count_until_their_response_arrives(gate: Gate, vclock: VirtualClock) -> None:
@@ -159,8 +168,8 @@ async def test_the_first_call_probes_alone_until_the_service_answers(gate: Gate,
     tasks = [asyncio.create_task(gate.acquire(100, wait=60)) for _ in range(6)]
     await vclock.advance(1)
     assert admitted(tasks) == 1  # a cold burst is not sent blind
-    alone(gate, vclock, remaining=350)
-    gate.observe(200, limits(tokens=350, reset="1m0s"), tasks[0].result())  # + 40 refilled by the next check
+    alone(gate, vclock, remaining=650)
+    gate.observe(200, limits(tokens=650, reset="1m0s"), tasks[0].result())  # 350 short of HEADROOM (97 %)
     await vclock.advance(POLL)
     assert admitted(tasks) == 4  # then as many as the numbers allow
     cold = Gate(clock=vclock.clock, sleep=vclock.sleep)
@@ -200,12 +209,12 @@ async def test_a_request_larger_than_the_whole_limit_is_not_held_back(gate: Gate
 
 async def test_the_wait_is_bounded_and_the_timeout_says_how_long_is_left(gate: Gate, vclock: VirtualClock) -> None:
     alone(gate, vclock, remaining=0)
-    gate.observe(200, limits(tokens=0, reset="45s"))  # 3,000 of 10,000 are back after 13.5 s
-    task = asyncio.create_task(gate.acquire(3000, wait=10))
+    gate.observe(200, limits(tokens=0, reset="45s"))  # one call of this gate's holds the window for 45 s
+    task = asyncio.create_task(gate.acquire(100, wait=10))
     await vclock.advance(10.5)
     assert task.done() and isinstance(task.exception(), AdmissionTimeout)
     error = task.exception()
-    assert isinstance(error, AdmissionTimeout) and error.delay == pytest.approx(3.5, abs=0.3)
+    assert isinstance(error, AdmissionTimeout) and error.delay == pytest.approx(35, abs=0.5)
     gate.observe(429, {"retry-after": "200"})
     started = vclock.now
     with pytest.raises(AdmissionTimeout) as held:  # a hold that outlasts the bound: no point sleeping through it
