@@ -1,7 +1,9 @@
 """``make bench``: run the worker through the local queue host against Azurite and the emulators.
 
 Writes ``bench/results.json``, ``bench/results.md`` (the README table) and ``bench/profile.txt``;
-worker logs and the raw profile go to ``bench/out/`` (git-ignored).
+worker logs and the raw profile go to ``bench/out/`` (git-ignored). ``--only`` runs some sections
+(e.g. ``--only scaleout`` or ``--only pool,outage``) and then writes to ``bench/out/`` unless ``--out``
+says otherwise, so a partial run never replaces the full run's files.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from bench import SECTIONS
 from emulators import netguard
 from emulators.stack import environment
 
@@ -21,9 +24,22 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scale", choices=["full", "smoke"], default="full", help="smoke: every path, tiny counts")
-    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md and profile.txt go")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="SECTION[,SECTION]",
+        help=f"run only these sections (repeatable): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where results.json/.md and profile.txt go (default: bench/; with --only, the workdir)"
+    )
     parser.add_argument("--workdir", type=Path, default=HERE / "out", help="logs and scratch (emptied first)")
     args = parser.parse_args(argv)
+    only = [name.strip() for value in args.only or [] for name in value.split(",") if name.strip()] or None
+    unknown = sorted(set(only or []) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    out = args.out or (HERE if only is None else args.workdir)
     # First, before anything imports aiohttp (it reads SSL_CERT_FILE once, at import): trust the
     # keyless Azurite's certificate. Then this process dials nothing but loopback, like the tests.
     cert_dir = environment.trust_local_certificate()
@@ -35,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     scale = FULL if args.scale == "full" else SMOKE
-    print(f"bench: scale {scale.name}; logs in {args.workdir}", flush=True)
+    print(f"bench: scale {scale.name}; sections {', '.join(only or SECTIONS)}; logs in {args.workdir}", flush=True)
     with start_local_azure(args.workdir, cert_dir) as stack:
-        report = asyncio.run(run_all(stack, scale, args.out, args.workdir / "logs"))
-    write_outputs(report, args.out)
+        report = asyncio.run(run_all(stack, scale, out, args.workdir / "logs", only))
+    write_outputs(report, out)
     print(markdown(report))
     return 0
 

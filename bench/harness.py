@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from shared.connections import StorageEndpoints
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HOST_MODULES = (HOST_MODULE, "bench.profiled_host")  # the ones taking the local host's arguments
 PRODUCER = Principal(object_id="be4c0000-0000-4000-8000-0000000be4c0", name="bench-producer")
+LISTENING = "listening on queue"  # the local host's log line once it polls its queue
 
 
 # --- The bench's own storage access ----------------------------------------------------------------
@@ -204,6 +206,37 @@ async def wait_for_log(worker: Worker, text: str, timeout: float, label: str) ->
     )
 
 
+async def wait_listening(workers: Sequence[Worker], label: str, timeout: float = 120) -> None:
+    """Wait until every worker logs that it is listening (WaitTimeout, with its log, if one does not)."""
+    await asyncio.gather(*(wait_for_log(w, LISTENING, timeout, f"{label}/{i}") for i, w in enumerate(workers)))
+
+
+async def wait_drained_all(jobs: Jobs, workers: Sequence[Worker], timeout: float, poll: float = 0.5) -> bool:
+    """``wait_drained`` with several workers on one queue: False at the deadline or once any of them exits."""
+
+    async def empty() -> bool:
+        exited = [w.host for w in workers if w.host.process.poll() is not None]
+        if exited:
+            raise WaitTimeout(f"a worker exited while {jobs.settings['JOBS_QUEUE']} drained\n{exited[0].tail()}")
+        return await jobs.message_count() == 0
+
+    try:
+        return await wait_until(empty, what=f"{jobs.settings['JOBS_QUEUE']} to drain", timeout=timeout, interval=poll)
+    except WaitTimeout as failure:
+        print(f"bench: {failure}", flush=True)
+        return False
+
+
+def errors_logged(worker: Worker) -> int:
+    """ERROR lines in the worker's log."""
+    return sum(1 for line in worker.host.log().splitlines() if " ERROR " in line)
+
+
+def log_count(worker: Worker, text: str) -> int:
+    """Lines of the worker's log containing ``text``."""
+    return sum(1 for line in worker.host.log().splitlines() if text in line)
+
+
 def log_time(log: str, text: str) -> float | None:
     """Epoch seconds of the first log line containing ``text`` (the host's asctime format)."""
     for line in log.splitlines():
@@ -261,6 +294,52 @@ def statuses(results: list[dict[str, Any]]) -> dict[str, int]:
     for r in results:
         out[r["status"]] = out.get(r["status"], 0) + 1
     return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by linear interpolation between closest ranks; 0.0 for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = q * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def admitted_times(results: list[dict[str, Any]], latency: float) -> list[float]:
+    """When each success was admitted by the model's quota (epoch s, sorted): the emulator admits, then
+    sleeps the latency, so ~``latency`` before the result was written."""
+    return sorted(_ts(r["timings"]["finished_at"]) - latency for r in results if r["status"] == "succeeded")
+
+
+def limit_use(admitted: Sequence[float], tokens_each: int, limit: int, window: float) -> dict[str, Any]:
+    """The share of a token limit (``limit`` per ``window`` s) that admitted requests used while the limit
+    was what held them back, over whole windows: from one window after the first admission (the first
+    window starts empty: a burst) for as many windows as end before the admission that left less than one
+    window's worth of requests to come (after it the backlog, not the limit, sets the pace). Whole windows,
+    because a sliding window admits in bursts that echo the first one, a window apart. Too short a run
+    for one such window (smoke scale): first admission to last, burst included."""
+    if not admitted:
+        return {"fraction_of_limit": 0.0, "measured_s": 0.0, "measured_requests": 0, "admitted_per_window": []}
+    per_window = max(1, limit // tokens_each)
+    by_window = Counter(int((t - admitted[0]) // window) for t in admitted)
+    start = admitted[0] + window
+    last_full = admitted[len(admitted) - 1 - per_window] if len(admitted) > per_window else admitted[0]
+    windows = int((last_full - start) // window)
+    if windows >= 1:
+        end = start + windows * window
+        count = sum(1 for t in admitted if start <= t < end)
+    else:
+        start, end = admitted[0], max(admitted[-1], admitted[0] + window)
+        count = len(admitted)
+    span = end - start
+    return {
+        "fraction_of_limit": count * tokens_each / (limit * span / window),
+        "measured_s": span,
+        "measured_requests": count,
+        "admitted_per_window": [by_window[i] for i in range(max(by_window) + 1)],  # from the first admission
+    }
 
 
 def median(values: Sequence[float]) -> float:

@@ -6,25 +6,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import SECTIONS, quota
+
 
 def _met(flag: bool) -> str:
     return "met" if flag else "**missed**"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    meta, t, cpu, tok = report["meta"], report["throughput"], report["cpu"], report["tokens"]
-    cold, rate, goals = report["cold_start"], report["rate_limit"], report["targets"]
-    m = meta["machine"]
+Row = tuple[str, str, str, str, str]
+
+
+def _throughput_rows(report: dict[str, Any]) -> list[Row]:
+    t = report["throughput"]
     a, s, c = t["async"], t["sync_baseline"], t["sync_cold_provider"]
     hj = t["host_json"]
-    mi, az = cpu["managed_identity"], cpu["azure_cli"]
-    counts = cpu["profile"]["counts"]
-    imp, first = cold["imports"], cold["first_result"]
-    mi_tok = tok["managed_identity"]
-    first_detail = (
-        f" ({first['spawn_to_listening_s']:.2f} s to listening)" if first["spawn_to_listening_s"] is not None else ""
-    )
-    rows = [
+    return [
         (
             "1",
             f"Throughput per process, async worker ({t['latency_s'] * 1000:.0f} ms model, "
@@ -33,7 +29,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{a['mean_in_flight']:.1f} of {hj['concurrency']} in flight (fill {a['fill']:.2f}), "
             f"job time = {a['latency_share']:.2f} model latency",
             ">= 0.9",
-            _met(goals["throughput"]["met"]),
+            _met(report["targets"]["throughput"]["met"]),
         ),
         (
             "1",
@@ -52,6 +48,15 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "",
         ),
+    ]
+
+
+def _cpu_rows(report: dict[str, Any]) -> list[Row]:
+    cpu, tok = report["cpu"], report["tokens"]
+    mi, az = cpu["managed_identity"], cpu["azure_cli"]
+    counts = cpu["profile"]["counts"]
+    mi_tok = tok["managed_identity"]
+    return [
         (
             "2",
             "Worker CPU per job (0 ms model, managed identity + keyless HTTPS storage)",
@@ -68,15 +73,24 @@ def markdown(report: dict[str, Any]) -> str:
             f"managed identity: **{mi_tok['token_requests']['cognitive_services']}** Azure OpenAI "
             f"(+{mi_tok['token_requests']['storage']} storage); az: **{tok['azure_cli']['az_runs']}** az run(s)",
             "1 per process",
-            _met(goals["token_requests"]["met"]),
+            _met(report["targets"]["token_requests"]["met"]),
         ),
+    ]
+
+
+def _cold_rows(report: dict[str, Any]) -> list[Row]:
+    imp, first = report["cold_start"]["imports"], report["cold_start"]["first_result"]
+    first_detail = (
+        f" ({first['spawn_to_listening_s']:.2f} s to listening)" if first["spawn_to_listening_s"] is not None else ""
+    )
+    return [
         (
             "4",
             f"Import `function_app` vs its dependencies (median of {imp['runs_each']}, interleaved)",
             f"**{imp['ratio']:.3f}** ({imp['median_s']['function_app']:.2f} s vs "
             f"{imp['median_s']['dependencies']:.2f} s; net of interpreter {imp['ratio_net_of_interpreter']:.3f})",
             "<= 1.10",
-            _met(goals["imports"]["met"]),
+            _met(report["targets"]["imports"]["met"]),
         ),
         (
             "4",
@@ -85,6 +99,12 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "",
         ),
+    ]
+
+
+def _rate_rows(report: dict[str, Any]) -> list[Row]:
+    rate = report["rate_limit"]
+    return [
         (
             "5",
             f"Under a token limit ({rate['limit_tokens_per_window']} tokens / {rate['window_s']:.0f} s window, "
@@ -92,19 +112,116 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{rate['fraction_of_limit']:.2f}** of the limit; {rate['throttled_429']} 429s; "
             f"**{rate['failed_jobs']}** failed of {rate['jobs']}; {rate['requeued_jobs']} re-enqueued",
             ">= 0.9, 0 failed",
-            _met(goals["rate_limit"]["met"]),
+            _met(report["targets"]["rate_limit"]["met"]),
+        )
+    ]
+
+
+def _scaleout_rows(report: dict[str, Any]) -> list[Row]:
+    a = report["scaleout"]
+    judged = set(report["targets"]["scaleout"]["value"])
+    rows: list[Row] = []
+    for i, run in enumerate(a["runs"]):
+        k = run["processes"]
+        figure = (
+            f"Scale-out, **K = {k}** processes ({a['latency_s'] * 1000:.0f} ms model) drain {run['jobs']} jobs under "
+            f"one limit of {a['limit_tokens_per_window']} tokens / {a['window_s']:.0f} s (half one process's demand)"
+            if i == 0
+            else f"… K = {k}"
+        )
+        result = (
+            f"**{run['fraction_of_limit']:.2f}** of the limit; **{run['throttled_per_job']:.2f}** 429s/job; "
+            f"{run['model_requests_per_job']:.2f} requests/job; {run['requeued_jobs']} re-enqueued "
+            f"(**{run['requeued_fraction']:.1%}**); drain **{run['drain_over_ideal']:.2f}** x ideal "
+            f"({run['drain_s']:.0f} s vs {run['ideal_drain_s']:.0f} s); **{run['failed_jobs']}** failed; "
+            f"load {run['loadavg_1m_at_start']}"
+        )
+        met = _met(quota.scaleout_meets(run)) if str(k) in judged else ""
+        target = ">= 0.95, <= 0.1, <= 1 %, <= 1.1x, 0" if str(k) in judged else ""
+        rows.append(("6", figure, result, target, met))
+    return rows
+
+
+def _pool_rows(report: dict[str, Any]) -> list[Row]:
+    p = report["pool"]
+    lim = p["limits_tokens_per_window"]
+    shares = ", ".join(f"{name} {r['completions']}" for name, r in p["by_resource"].items())
+    return [
+        (
+            "7",
+            f"Pool of two resources (L1 = {lim['primary']} priority 1, L2 = {lim['secondary']} priority 2, "
+            f"tokens / {p['window_s']:.0f} s), {p['jobs']} jobs",
+            f"**{p['fraction_of_sum']:.2f}** of L1 + L2; answered by {shares}; {p['throttled_429']} 429s; "
+            f"**{p['failed_jobs']}** failed",
+            ">= 0.9, 0 failed",
+            _met(report["targets"]["pool"]["met"]),
+        )
+    ]
+
+
+def _outage_rows(report: dict[str, Any]) -> list[Row]:
+    o = report["outage"]
+    calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
+    served = ", ".join(f"{name} {count}" for name, count in sorted(pooled["served_by"].items()))
+    met = _met(report["targets"]["outage"]["met"])
+    return [
+        (
+            "8",
+            f"Only deployment down (503) {o['outage_s']:.0f} s mid-run, {hit['jobs']} jobs at "
+            f"{hit['arrival_jobs_per_s']:g}/s",
+            f"**{hit['failed_jobs']}** failed, **{hit['poisoned']}** poisoned; p95 job {hit['job_s_p95']:.1f} s vs "
+            f"{calm['job_s_p95']:.1f} s without the outage (**{o['p95_over_without']:.1f}x**, same run); "
+            f"last result {hit['outage']['last_result_after_end_s']:.0f} s after it ended; "
+            f"{hit['unavailable_503']} 503s",
+            "0 failed, 0 poisoned",
+            met,
+        ),
+        (
+            "8",
+            f"Primary down {o['long_outage_s']:.0f} s, healthy secondary in the pool, {pooled['jobs']} jobs at "
+            f"{pooled['arrival_jobs_per_s']:g}/s",
+            f"**{pooled['failed_jobs']}** failed, **{pooled['poisoned']}** poisoned; "
+            f"p95 job {pooled['job_s_p95']:.1f} s; {pooled['by_resource']['primary']['unavailable_503']} 503s "
+            f"from the primary; served by {served}",
+            "0 failed, 0 poisoned",
+            met,
         ),
     ]
-    settings = ", ".join(f"{k}={v}" for k, v in rate["worker_settings"].items())
+
+
+ROWS = (
+    ("throughput", _throughput_rows),
+    ("cpu", _cpu_rows),
+    ("cold_start", _cold_rows),
+    ("rate_limit", _rate_rows),
+    ("scaleout", _scaleout_rows),
+    ("pool", _pool_rows),
+    ("outage", _outage_rows),
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table: one or more rows per section the run has."""
+    meta = report["meta"]
+    m = meta["machine"]
+    rows = [row for section, build in ROWS if section in report for row in build(report)]
+    only = "" if set(meta.get("sections", SECTIONS)) == set(SECTIONS) else f" (only {', '.join(meta['sections'])})"
     head = (
         f"Benchmark run {meta['date']} on {m['nproc']} CPUs ({m['cpu_model'] or 'unknown CPU'}), "
-        f"Python {m['python']}, scale `{meta['scale']['name']}`, load average at start "
+        f"Python {m['python']}, scale `{meta['scale']['name']}`{only}, load average at start "
         f"{m['loadavg_at_start'][0]}; took {meta['duration_s']:.0f} s. "
         "Every figure is a ratio or count from this one run.\n"
     )
     table = ["| # | figure | result | target | |", "|---|---|---|---|---|"]
     table += [f"| {n} | {fig} | {res} | {tgt} | {met} |" for n, fig, res, tgt, met in rows]
-    foot = f"\nRate-limit run worker settings: {settings}.\n"
+    foot = ""
+    if "rate_limit" in report:
+        settings = ", ".join(f"{k}={v}" for k, v in report["rate_limit"]["worker_settings"].items())
+        foot += f"\nRate-limit run worker settings: {settings}.\n"
+    issue13 = next((report[k]["worker_settings"] for k in ("scaleout", "pool", "outage") if k in report), None)
+    if issue13 is not None:
+        settings = ", ".join(f"{k}={v}" for k, v in issue13.items())
+        foot += f"\nScale-out, pool and outage runs (6-8) worker settings: {settings}.\n"
     return head + "\n" + "\n".join(table) + "\n" + foot
 
 

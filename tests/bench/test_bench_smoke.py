@@ -1,14 +1,19 @@
 """`make bench` at a tiny scale: every scenario's code path once, on the suite's local Azure.
 
 Asserts that the report has every key and that the counts add up. It never asserts a time or a
-rate: those are what the full bench measures, on a quiet machine.
+rate: those are what the full bench measures, on a quiet machine. The first test runs the original
+five figures; issue 13's scale-out, pool and outage figures (bench/quota.py) each get their own.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from bench import SECTIONS
 from bench.report import markdown, write_outputs
 from bench.scenarios import SMOKE, run_all
 from emulators.azurite import Azurite
@@ -44,6 +49,32 @@ KEYS = {
     "targets": {"throughput", "token_requests", "imports", "rate_limit"},
 }
 RUN_KEYS = {"jobs", "results", "succeeded", "failed", "poisoned", "jobs_per_s", "ratio_to_ideal", "mean_in_flight"}
+ORIGINAL = ("throughput", "cpu_and_tokens", "cold_start", "rate_limit")
+# Every issue-13 run (one K of the scale-out, the pool, each outage run) reports these.
+QUOTA_RUN_KEYS = {
+    "jobs",
+    "results",
+    "succeeded",
+    "failed",
+    "poisoned",
+    "missing",
+    "failed_jobs",
+    "failure_codes",
+    "requeued_jobs",
+    "requeued_fraction",
+    "requeues_logged",
+    "drained",
+    "errors_logged",
+    "processes",
+    "loadavg_1m_at_start",
+    "machine_busy_fraction",
+    "model_requests",
+    "model_requests_per_job",
+    "throttled_429",
+    "throttled_per_job",
+    "unavailable_503",
+    "completions",
+}
 
 
 async def test_bench_smoke(
@@ -56,8 +87,9 @@ async def test_bench_smoke(
 ) -> None:
     stack = LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
     out = tmp_path / "out"
-    report = await run_all(stack, SMOKE, out, tmp_path / "logs")
+    report = await run_all(stack, SMOKE, out, tmp_path / "logs", ORIGINAL)
     write_outputs(report, out)
+    assert report["meta"]["sections"] == list(ORIGINAL)
 
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     for section, keys in KEYS.items():
@@ -111,3 +143,123 @@ async def test_bench_smoke(
     assert all(isinstance(goal["met"], bool) for goal in report["targets"].values())
     table = markdown(report)
     assert table.count("\n| ") == 9  # header + 8 figures
+
+
+# --- Issue 13: scale-out, pool, outages ------------------------------------------------------------
+
+
+async def _run_one(section: str, stack: LocalAzure, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "out"
+    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section])
+    write_outputs(report, out)
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
+    assert report["meta"]["sections"] == [section]
+    assert set(report) == {"meta", section, "targets"}
+    assert set(report["targets"]) == {section}
+    assert isinstance(report["targets"][section]["met"], bool)
+    table = markdown(report)
+    assert f"(only {section})" in table
+    return report
+
+
+def _consistent(run: dict[str, Any], *, faults: bool = False) -> None:
+    """The counts of one run add up (none of them is a time or a rate)."""
+    assert set(run) >= QUOTA_RUN_KEYS, QUOTA_RUN_KEYS - set(run)
+    assert run["results"] + run["missing"] == run["jobs"] > 0, run
+    assert run["succeeded"] + run["failed"] == run["results"], run
+    assert run["failed_jobs"] == run["failed"] + run["poisoned"] + run["missing"], run
+    assert sum(run["failure_codes"].values()) == run["failed"], run
+    assert 0 <= run["requeued_jobs"] <= run["results"], run
+    assert run["requeued_fraction"] == run["requeued_jobs"] / run["jobs"], run
+    assert run["model_requests_per_job"] == run["model_requests"] / run["jobs"], run
+    assert run["throttled_per_job"] == run["throttled_429"] / run["jobs"], run
+    # Each request the emulator answered is a completion, a 429 or (an outage) a 503, and each success had one.
+    assert run["model_requests"] == run["completions"] + run["throttled_429"] + run["unavailable_503"], run
+    assert run["completions"] >= run["succeeded"], run
+    if not faults:
+        assert run["unavailable_503"] == 0, run
+    assert run["drained"] and run["errors_logged"] == 0, run
+
+
+@pytest.fixture
+def stack(
+    issuer: TokenIssuer,
+    identity_endpoint: IdentityEndpoint,
+    aoai: OpenAIEmulator,
+    azurite_keyless: Azurite,
+    azurite: Azurite,
+    tmp_path: Path,
+) -> LocalAzure:
+    return LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
+
+
+def test_sections_listed_once() -> None:
+    assert len(set(SECTIONS)) == len(SECTIONS)
+    assert set(ORIGINAL) | {"scaleout", "pool", "outage"} == set(SECTIONS)
+
+
+async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
+    report = await _run_one("scaleout", stack, tmp_path)
+    a = report["scaleout"]
+    assert a["worker_settings"]["MODEL_ADMISSION_WAIT_SECONDS"] == str(SMOKE.admission_wait_s)
+    assert (
+        a["limit_tokens_per_window"] * 2 <= a["demand_tokens_per_window_per_process"] + a["tokens_charged_per_request"]
+    )
+    assert [run["processes"] for run in a["runs"]] == list(SMOKE.scaleout_processes)
+    for run in a["runs"]:
+        _consistent(run)
+        assert run["jobs"] == SMOKE.scaleout_jobs
+        assert run["failed_jobs"] == 0, run
+        assert (
+            run["ideal_drain_s"]
+            == run["jobs"] * a["tokens_charged_per_request"] * a["window_s"] / a["limit_tokens_per_window"]
+        )
+        assert run["drain_over_ideal"] == run["drain_s"] / run["ideal_drain_s"]
+        assert 0 < run["measured_requests"] <= run["succeeded"]
+    judged = report["targets"]["scaleout"]["value"]
+    assert set(judged) == {str(max(SMOKE.scaleout_processes))}  # no K >= 8 at smoke scale: the largest
+    assert markdown(report).count("\n| ") == 1 + len(SMOKE.scaleout_processes)  # header + a row per K
+
+
+async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
+    report = await _run_one("pool", stack, tmp_path)
+    p = report["pool"]
+    _consistent(p)
+    for name, resource in p["by_resource"].items():
+        assert resource["model_requests"] >= resource["completions"] >= p["served_by"].get(name, 0), (name, p)
+    assert p["jobs"] == SMOKE.pool_jobs and p["failed_jobs"] == 0, p
+    limits = p["limits_tokens_per_window"]
+    assert set(limits) == set(p["by_resource"]) == {"primary", "secondary"}
+    assert limits["primary"] + limits["secondary"] == p["sum_tokens_per_window"]
+    assert limits["primary"] > limits["secondary"] >= 2 * p["tokens_charged_per_request"]
+    assert [(e["name"], e["priority"]) for e in p["pool"]] == [("primary", 1), ("secondary", 2)]
+    assert {e["endpoint"] for e in p["pool"]} == {r["endpoint"] for r in p["by_resource"].values()}
+    assert len({e["endpoint"] for e in p["pool"]}) == 2  # two resources, two ports
+    assert sum(p["served_by"].values()) == p["results"]
+    assert p["fraction_of_sum"] >= 0
+    assert markdown(report).count("\n| ") == 2  # header + 1 row
+
+
+async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
+    report = await _run_one("outage", stack, tmp_path)
+    o = report["outage"]
+    assert o["worker_settings"]["MODEL_OUTAGE_TOLERANCE_SECONDS"] == str(SMOKE.outage_tolerance_s)
+    calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
+    _consistent(calm)
+    _consistent(hit, faults=True)
+    _consistent(pooled, faults=True)
+    assert pooled["by_resource"]["secondary"]["unavailable_503"] == 0, pooled
+    assert calm["jobs"] == hit["jobs"] > 0  # the same arrivals with and without the outage
+    assert "outage" not in calm
+    assert hit["outage"]["seconds"] == SMOKE.outage_s
+    assert pooled["outage"]["seconds"] == SMOKE.long_outage_s
+    for run in (hit, pooled):
+        assert set(run["outage"]) == {"seconds", "after_first_send_s", "last_result_after_end_s"}, run
+    for run in (calm, hit, pooled):
+        assert 0 <= run["job_s_p50"] <= run["job_s_p95"] <= run["job_s_max"], run
+    # Outages shorter than the host's own redelivery covers: nothing may be lost, with or without a pool.
+    assert hit["failed_jobs"] == hit["poisoned"] == 0, hit
+    assert pooled["failed_jobs"] == pooled["poisoned"] == 0, pooled
+    assert sum(pooled["served_by"].values()) == pooled["results"]
+    assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
+    assert markdown(report).count("\n| ") == 3  # header + 2 rows

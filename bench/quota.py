@@ -1,0 +1,471 @@
+"""Issue 13's figures: many processes under one token limit, a pool of two deployments, model outages.
+
+- ``scaleout`` (a): K worker processes (each the local queue host with host.json's cap and the bench's
+  model latency) drain N queued jobs against one deployment whose token limit is half of what **one**
+  process asks for (its cap / latency, in tokens per window).
+- ``pool`` (b): workers routing over ``AZURE_OPENAI_POOL`` = two resources (two emulators on two ports,
+  the same deployment name on each), limits L1 (priority 1) and L2 (priority 2) summing to half of what
+  one process asks for: throughput ÷ (L1 + L2).
+- ``outage`` (c): jobs arriving at a steady rate while the only deployment answers 503 for ``outage_s``,
+  next to the same arrivals on a healthy resource (p95 job time compared within the run); and, at the
+  same time, the primary of a two-resource pool down for ``long_outage_s`` with the secondary healthy.
+
+Every run switches pacing on (``MODEL_ADMISSION_WAIT_SECONDS``) and sets ``MODEL_OUTAGE_TOLERANCE_SECONDS``;
+a worker that does not know a setting ignores it. Each emulator's own counters (they count 429s and 503s)
+are reset just before the jobs are sent, after every worker is listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bench import harness
+from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
+from emulators.aoai import estimate_request_tokens
+from emulators.stack.services import DEPLOYMENT, OpenAIEmulator, start_openai_emulator, unique_names
+from emulators.stack.workers import Jobs
+
+if TYPE_CHECKING:
+    from bench.scenarios import Bench, Scale
+
+REQUEUED = "re-enqueued"  # the worker's log line for a job sent back to the queue
+
+
+def worker_settings(scale: Scale) -> dict[str, str]:
+    """The settings every issue-13 run adds to the stack's (the rest are the shipped defaults)."""
+    return {
+        "MODEL_ADMISSION_WAIT_SECONDS": str(scale.admission_wait_s),
+        "MODEL_OUTAGE_TOLERANCE_SECONDS": str(scale.outage_tolerance_s),
+    }
+
+
+def tokens_per_job() -> int:
+    """What the emulator (and the pacing gate) charges one bench job: prompt estimate + output budget."""
+    sample = job_body(0)
+    return estimate_request_tokens(
+        {"messages": [{"role": "user", "content": sample["prompt"]}], **sample["parameters"]}
+    )
+
+
+def process_demand(b: Bench, tokens_each: int) -> float:
+    """Tokens per rate window one process asks for: host.json's cap of calls, each lasting the model latency."""
+    return b.options.concurrency / (b.scale.latency_ms / 1000) * b.scale.quota_window_s * tokens_each
+
+
+@contextlib.contextmanager
+def resource(b: Bench, **config: Any) -> Iterator[OpenAIEmulator]:
+    """Another Azure OpenAI resource: an emulator on its own port, trusting the stack's tokens and granting
+    its identities, with the one deployment ``DEPLOYMENT`` and ``config`` (EmulatorConfig fields)."""
+    with start_openai_emulator(b.stack.issuer, deployments=[DEPLOYMENT], **config) as emulator:
+        yield emulator
+
+
+def pool_setting(primary: OpenAIEmulator, secondary: OpenAIEmulator) -> str:
+    """``AZURE_OPENAI_POOL``: the same deployment on two resources, the first preferred."""
+    entries = [
+        {"name": "primary", "endpoint": primary.endpoint, "deployment": DEPLOYMENT, "priority": 1, "weight": 1},
+        {"name": "secondary", "endpoint": secondary.endpoint, "deployment": DEPLOYMENT, "priority": 2, "weight": 1},
+    ]
+    return json.dumps(entries)
+
+
+def single_settings(b: Bench, label: str, emulator: OpenAIEmulator) -> dict[str, str]:
+    """A worker on ``emulator``'s one deployment (no pool)."""
+    settings = b.stack.managed_identity_settings(unique_names(label))
+    return {
+        **settings,
+        **worker_settings(b.scale),
+        "AZURE_OPENAI_ENDPOINT": emulator.endpoint,
+        "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": DEPLOYMENT,
+    }
+
+
+def pool_settings(b: Bench, label: str, primary: OpenAIEmulator, secondary: OpenAIEmulator) -> dict[str, str]:
+    """A worker routing over ``pool_setting(primary, secondary)``."""
+    return {**single_settings(b, label, primary), "AZURE_OPENAI_POOL": pool_setting(primary, secondary)}
+
+
+# --- Running workers over one queue --------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one run's workers left behind: results, the poison queue's count, and when the jobs went out."""
+
+    jobs: int
+    results: list[dict[str, Any]]
+    poisoned: int
+    drained: bool
+    sent_at: float  # epoch seconds, just before the first job was sent
+    workers: list[Worker]
+    machine_busy_fraction: float
+    loadavg_1m: float  # at the start of the run
+    sent: dict[str, float]  # job id -> epoch seconds it was sent
+
+    def counts(self) -> dict[str, Any]:
+        """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs."""
+        counts = harness.statuses(self.results)
+        missing = self.jobs - len(self.results)
+        codes = Counter(str((r.get("error") or {}).get("code")) for r in self.results if r["status"] == "failed")
+        requeued = sum(1 for r in self.results if r.get("attempts", 1) > 1)
+        return {
+            "jobs": self.jobs,
+            "results": len(self.results),
+            **counts,
+            "poisoned": self.poisoned,
+            "missing": missing,
+            "failed_jobs": counts["failed"] + self.poisoned + missing,
+            "failure_codes": dict(codes),
+            "requeued_jobs": requeued,
+            "requeued_fraction": requeued / self.jobs if self.jobs else 0.0,
+            "requeues_logged": sum(harness.log_count(w, REQUEUED) for w in self.workers),
+            "drained": self.drained,
+            "errors_logged": sum(harness.errors_logged(w) for w in self.workers),
+            "processes": len(self.workers),
+            "loadavg_1m_at_start": round(self.loadavg_1m, 2),
+            "machine_busy_fraction": self.machine_busy_fraction,
+        }
+
+    def job_seconds(self) -> list[float]:
+        """Send → result written, for every result of a job this run sent."""
+        return [
+            harness._ts(r["timings"]["finished_at"]) - self.sent[r["id"]] for r in self.results if r["id"] in self.sent
+        ]
+
+    def drain_seconds(self) -> float:
+        """First job sent → last result written."""
+        finished = [harness._ts(r["timings"]["finished_at"]) for r in self.results]
+        return max(finished) - self.sent_at if finished else 0.0
+
+
+@dataclass
+class Arrivals:
+    """How a run's jobs go out: ``count`` at once (``rate`` None) or one every 1/``rate`` seconds; ``outage``
+    takes ``emulator``'s deployment down ``after`` seconds into the sending, for ``seconds``."""
+
+    count: int
+    rate: float | None = None
+    outage: tuple[OpenAIEmulator, float, float] | None = None  # (emulator, after, seconds)
+
+
+async def _send(jobs: Jobs, arrivals: Arrivals, sent: dict[str, float]) -> None:
+    bodies = [job_body(i) for i in range(arrivals.count)]
+    if arrivals.rate is None:
+        now = time.time()
+        sent.update((body["id"], now) for body in bodies)
+        await enqueue(jobs, bodies)
+        return
+    began = time.monotonic()
+    for i, body in enumerate(bodies):
+        await asyncio.sleep(max(0.0, began + i / arrivals.rate - time.monotonic()))
+        sent[body["id"]] = time.time()
+        await jobs.send(body)
+
+
+async def _outage(arrivals: Arrivals) -> dict[str, float] | None:
+    if arrivals.outage is None:
+        return None
+    emulator, after, seconds = arrivals.outage
+    await asyncio.sleep(after)
+    began = time.time()
+    until = await asyncio.to_thread(emulator.fail_deployment, DEPLOYMENT, seconds)
+    return {"started_at": began, "ends_at": until, "seconds": seconds}
+
+
+async def run_workers(
+    b: Bench,
+    label: str,
+    settings: dict[str, str],
+    arrivals: Arrivals,
+    *,
+    processes: int = 1,
+    reset: Callable[[], object],
+    timeout: float,
+) -> tuple[Run, dict[str, float] | None]:
+    """Start ``processes`` workers on an empty queue, wait until each listens, ``reset`` the emulators, send
+    the jobs as ``arrivals`` says, then wait (up to ``timeout`` s after the last send) for the queue to drain."""
+    jobs = producer_jobs(settings, b.stack.issuer)
+    workers: list[Worker] = []
+    try:
+        await enqueue(jobs, [])
+        for i in range(processes):
+            workers.append(start_worker(settings, b.logs / label / f"worker-{i}" / "worker.log"))
+        await harness.wait_listening(workers, label)
+        await asyncio.to_thread(reset)
+        load = os.getloadavg()[0]
+        meter = harness.CpuMeter({})
+        meter.begin()
+        sent: dict[str, float] = {}
+        sent_at = time.time()
+        outage, _ = await asyncio.gather(_outage(arrivals), _send(jobs, arrivals, sent))
+        drained = await harness.wait_drained_all(jobs, workers, timeout, b.scale.poll_s)
+        busy = meter.end(max(1, arrivals.count))["machine_busy_fraction"]
+        results, poisoned = await asyncio.gather(fetch_results(jobs), jobs.poison_count())
+    finally:
+        await asyncio.gather(*(w.stopped() for w in workers))
+        await jobs.close()
+    return Run(arrivals.count, results, poisoned, drained, sent_at, workers, busy, load, sent), outage
+
+
+def _quota(stats: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """An emulator's counters for a run: requests, 429s and 503s, per job too."""
+    throttled = stats["by_status"].get("429", 0)
+    return {
+        "model_requests": stats["requests"],
+        "model_requests_per_job": stats["requests"] / jobs if jobs else 0.0,
+        "throttled_429": throttled,
+        "throttled_per_job": throttled / jobs if jobs else 0.0,
+        "unavailable_503": stats["by_status"].get("503", 0),
+        "completions": stats["completions"],
+    }
+
+
+def _total(per_resource: dict[str, dict[str, Any]], jobs: int) -> dict[str, Any]:
+    """``_quota`` summed over a pool's resources."""
+    keys = ("model_requests", "throttled_429", "unavailable_503", "completions")
+    total = {k: sum(r[k] for r in per_resource.values()) for k in keys}
+    return {
+        **total,
+        "model_requests_per_job": total["model_requests"] / jobs if jobs else 0.0,
+        "throttled_per_job": total["throttled_429"] / jobs if jobs else 0.0,
+    }
+
+
+def _served(results: list[dict[str, Any]], names: dict[str, str]) -> dict[str, int]:
+    """Results per pool entry, by the ``endpoint`` a result records (``unrecorded`` where it has none)."""
+    served: Counter[str] = Counter()
+    for r in results:
+        endpoint = str(r.get("endpoint") or "").rstrip("/")
+        served[names.get(endpoint, endpoint or "unrecorded")] += 1
+    return dict(served)
+
+
+# --- (a) Scale-out under one token limit ------------------------------------------------------------
+
+
+async def scaleout_run(b: Bench, processes: int, limit: int, tokens_each: int) -> dict[str, Any]:
+    n, window = b.scale.scaleout_jobs, b.scale.quota_window_s
+    label = f"scaleout-{processes}"
+    config = {"latency_ms": b.scale.latency_ms, "tpm": limit, "rate_window_seconds": window}
+    b.stack.configure_model(**config)
+    settings = {**b.stack.managed_identity_settings(unique_names(label)), **worker_settings(b.scale)}
+    ideal = n * tokens_each * window / limit
+
+    def reset() -> None:
+        b.stack.configure_model(**config)
+
+    run, _ = await run_workers(
+        b, label, settings, Arrivals(n), processes=processes, reset=reset, timeout=ideal * 4 + b.scale.timeout_s
+    )
+    use = harness.limit_use(harness.admitted_times(run.results, b.scale.latency_ms / 1000), tokens_each, limit, window)
+    drain = run.drain_seconds()
+    return {
+        **run.counts(),
+        **_quota(b.stack.model_stats(), n),
+        **use,
+        "drain_s": drain,
+        "ideal_drain_s": ideal,
+        "drain_over_ideal": drain / ideal,
+    }
+
+
+async def scaleout(b: Bench) -> dict[str, Any]:
+    """(a): K processes, one deployment, its limit half of one process's demand, N jobs queued at once."""
+    tokens_each = tokens_per_job()
+    demand = process_demand(b, tokens_each)
+    limit = max(2 * tokens_each, round(demand / 2))
+    window = b.scale.quota_window_s
+    runs = [await scaleout_run(b, k, limit, tokens_each) for k in b.scale.scaleout_processes]
+    return {
+        "latency_s": b.scale.latency_ms / 1000,
+        "window_s": window,
+        "concurrency_per_process": b.options.concurrency,
+        "tokens_charged_per_request": tokens_each,
+        "demand_tokens_per_window_per_process": demand,
+        "limit_tokens_per_window": limit,
+        "limit_tokens_per_minute": limit * 60 / window,
+        "demand_over_limit_per_process": demand / limit,
+        "jobs": b.scale.scaleout_jobs,
+        "worker_settings": worker_settings(b.scale),
+        "runs": runs,
+    }
+
+
+# --- (b) A pool of two deployments ---------------------------------------------------------------------
+
+
+async def pool(b: Bench) -> dict[str, Any]:
+    """(b): the same deployment on two resources (limits L1 > L2, priorities 1 and 2), N jobs queued at once."""
+    n, window, latency_ms = b.scale.pool_jobs, b.scale.quota_window_s, b.scale.latency_ms
+    tokens_each = tokens_per_job()
+    demand = process_demand(b, tokens_each) * b.scale.pool_processes
+    total = max(6 * tokens_each, round(demand / 2))
+    limits = {"primary": round(total * 2 / 3), "secondary": total - round(total * 2 / 3)}
+    config = {"latency_ms": latency_ms, "rate_window_seconds": window}
+    b.stack.configure_model(**config, tpm=limits["primary"])
+    with resource(b, **config, tpm=limits["secondary"]) as second:
+        emulators = {"primary": b.stack.model, "secondary": second}
+        settings = pool_settings(b, "pool", b.stack.model, second)
+
+        def reset() -> None:
+            b.stack.configure_model(**config, tpm=limits["primary"])
+            second.reset()
+
+        ideal = n * tokens_each * window / total
+        timeout = ideal * 4 + b.scale.timeout_s
+        arrivals = Arrivals(n)
+        run, _ = await run_workers(
+            b, "pool", settings, arrivals, processes=b.scale.pool_processes, reset=reset, timeout=timeout
+        )
+        per_resource = {
+            name: {"endpoint": e.endpoint, "limit_tokens_per_window": limits[name], **_quota(e.stats(), n)}
+            for name, e in emulators.items()
+        }
+    use = harness.limit_use(harness.admitted_times(run.results, latency_ms / 1000), tokens_each, total, window)
+    drain = run.drain_seconds()
+    counts = run.counts()
+    return {
+        "latency_s": latency_ms / 1000,
+        "window_s": window,
+        "tokens_charged_per_request": tokens_each,
+        "demand_tokens_per_window": demand,
+        "limits_tokens_per_window": limits,
+        "sum_tokens_per_window": total,
+        "fraction_of_sum": use.pop("fraction_of_limit"),
+        **use,
+        **counts,
+        **_total(per_resource, n),
+        "by_resource": per_resource,
+        "served_by": _served(run.results, {e.endpoint.rstrip("/"): name for name, e in emulators.items()}),
+        "drain_s": drain,
+        "ideal_drain_s": ideal,
+        "drain_over_ideal": drain / ideal,
+        "pool": json.loads(settings["AZURE_OPENAI_POOL"]),
+        "worker_settings": worker_settings(b.scale),
+    }
+
+
+# --- (c) Model outages ----------------------------------------------------------------------------------
+
+
+def _timed(run: Run, outage: dict[str, float] | None) -> dict[str, Any]:
+    seconds = run.job_seconds()
+    out = {
+        **run.counts(),
+        "job_s_p50": harness.percentile(seconds, 0.5),
+        "job_s_p95": harness.percentile(seconds, 0.95),
+        "job_s_max": max(seconds, default=0.0),
+    }
+    if outage is not None:
+        finished = max((harness._ts(r["timings"]["finished_at"]) for r in run.results), default=outage["ends_at"])
+        out["outage"] = {
+            "seconds": outage["seconds"],
+            "after_first_send_s": outage["started_at"] - run.sent_at,
+            "last_result_after_end_s": finished - outage["ends_at"],  # the recovery tail (< 0: none)
+        }
+    return out
+
+
+def _both(first: OpenAIEmulator, second: OpenAIEmulator) -> Callable[[], None]:
+    def reset() -> None:
+        first.reset()
+        second.reset()
+
+    return reset
+
+
+async def outage(b: Bench) -> dict[str, Any]:
+    """(c): three runs at once, each with its own resource(s) so every emulator's counters are its own."""
+    s = b.scale
+    short = Arrivals(round(s.outage_jobs_per_s * (2 * s.outage_margin_s + s.outage_s)), s.outage_jobs_per_s)
+    long_count = round(s.long_outage_jobs_per_s * (2 * s.outage_margin_s + s.long_outage_s))
+    with contextlib.ExitStack() as stack:
+        healthy, down, primary, secondary = (stack.enter_context(resource(b, latency_ms=s.latency_ms)) for _ in "abcd")
+        failing = Arrivals(short.count, short.rate, (down, s.outage_margin_s, s.outage_s))
+        failover = Arrivals(long_count, s.long_outage_jobs_per_s, (primary, s.outage_margin_s, s.long_outage_s))
+        calm_settings = single_settings(b, "outage-none", healthy)
+        hit_settings = single_settings(b, "outage-only", down)
+        pool_run_settings = pool_settings(b, "outage-pool", primary, secondary)
+        (calm, _), (hit, hit_outage), (pooled, pooled_outage) = await asyncio.gather(
+            run_workers(b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s),
+            run_workers(b, "outage-only", hit_settings, failing, reset=down.reset, timeout=s.timeout_s),
+            run_workers(
+                b, "outage-pool", pool_run_settings, failover, reset=_both(primary, secondary), timeout=s.timeout_s
+            ),
+        )
+        without = {**_timed(calm, None), **_quota(healthy.stats(), calm.jobs)}
+        only = {**_timed(hit, hit_outage), **_quota(down.stats(), hit.jobs)}
+        names = {primary.endpoint.rstrip("/"): "primary", secondary.endpoint.rstrip("/"): "secondary"}
+        by_resource = {
+            "primary": _quota(primary.stats(), pooled.jobs),
+            "secondary": _quota(secondary.stats(), pooled.jobs),
+        }
+        failover_run = {
+            **_timed(pooled, pooled_outage),
+            **_total(by_resource, pooled.jobs),
+            "by_resource": by_resource,
+            "served_by": _served(pooled.results, names),
+        }
+    return {
+        "latency_s": s.latency_ms / 1000,
+        "worker_settings": worker_settings(s),
+        "outage_s": s.outage_s,
+        "long_outage_s": s.long_outage_s,
+        "without_outage": {**without, "arrival_jobs_per_s": short.rate},
+        "only_deployment_down": {**only, "arrival_jobs_per_s": short.rate},
+        "p95_over_without": only["job_s_p95"] / without["job_s_p95"] if without["job_s_p95"] else 0.0,
+        "primary_down_with_secondary": {**failover_run, "arrival_jobs_per_s": failover.rate},
+    }
+
+
+def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 13's targets for the sections this report has."""
+    goals: dict[str, dict[str, Any]] = {}
+    if "scaleout" in report:
+        goals["scaleout"] = scaleout_target(report["scaleout"]["runs"])
+    if "pool" in report:
+        p = report["pool"]
+        goals["pool"] = {
+            "target": ">= 0.9 of L1 + L2, 0 failed",
+            "value": {"fraction_of_sum": p["fraction_of_sum"], "failed_jobs": p["failed_jobs"]},
+            "met": p["fraction_of_sum"] >= 0.9 and p["failed_jobs"] == 0,
+        }
+    if "outage" in report:
+        o = report["outage"]
+        runs = {k: o[k] for k in ("only_deployment_down", "primary_down_with_secondary")}
+        goals["outage"] = {
+            "target": "0 failed, 0 poisoned: only deployment down (outage_s), primary down with a healthy secondary",
+            "value": {k: {"failed_jobs": r["failed_jobs"], "poisoned": r["poisoned"]} for k, r in runs.items()},
+            "met": all(r["failed_jobs"] == 0 and r["poisoned"] == 0 for r in runs.values()),
+        }
+    return goals
+
+
+def scaleout_meets(run: dict[str, Any]) -> bool:
+    return bool(
+        run["fraction_of_limit"] >= 0.95
+        and run["throttled_per_job"] <= 0.1
+        and run["requeued_fraction"] <= 0.01
+        and run["drain_over_ideal"] <= 1.1
+        and run["failed_jobs"] == 0
+    )
+
+
+def scaleout_target(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Judged at K = 8 and K = 16 (at smoke scale, on the largest K run)."""
+    judged = [r for r in runs if r["processes"] >= 8] or sorted(runs, key=lambda r: r["processes"])[-1:]
+    keys = ("fraction_of_limit", "throttled_per_job", "requeued_fraction", "drain_over_ideal", "failed_jobs")
+    return {
+        "target": "at K = 8 and 16: >= 0.95 of the limit, <= 0.1 429s/job, <= 1 % re-enqueued, "
+        "drain <= 1.1 x ideal, 0 failed",
+        "value": {str(r["processes"]): {k: r[k] for k in keys} for r in judged},
+        "met": bool(judged) and all(scaleout_meets(r) for r in judged),
+    }
