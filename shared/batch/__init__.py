@@ -7,10 +7,10 @@ Three steps, each safe to repeat, to crash in and to race (see each module's doc
 - ``staging.stage`` (the queue trigger, from ``worker._run``): a checked batch-lane job is stored
   create-only as ``jobs/<id>.json`` in ``STAGING_CONTAINER`` and its message consumed; with
   ``BATCH_DEPLOYMENT`` empty it fails at once (``batch_lane_off``).
-- ``submit.submit`` (timer, ``BATCH_SUBMIT_SCHEDULE``): staged jobs claimed into manifests
+- ``submitter.submit`` (timer, ``BATCH_SUBMIT_SCHEDULE``): staged jobs claimed into manifests
   (``batches/<id>.json``), each a JSONL request file (``lines``) uploaded with the Files API and made
   a batch on ``BATCH_DEPLOYMENT``; the manifest records every step.
-- ``collect.collect`` (timer, ``BATCH_COLLECT_SCHEDULE``): ended batches' output and error lines become
+- ``collector.collect`` (timer, ``BATCH_COLLECT_SCHEDULE``): ended batches' output and error lines become
   results through the live lane's own store path; jobs a batch never ran go back once.
 
 ``records`` holds the blobs and their conditional writes. Everything uses the worker's one credential
@@ -20,11 +20,11 @@ custom role with the files and batches data actions) for the Files and Batches A
 
 from __future__ import annotations
 
-from .collect import CollectReport, collect
+from .collector import CollectReport, collect
 from .lines import MAX_FILE_BYTES, REQUEST_URL, Answer, parse_answer, plan_files, request_line
 from .records import Held, Manifest, StagedJob, list_manifests, list_staged, staging
 from .staging import stage
-from .submit import CONTRIBUTOR_ROLE, SubmitReport, submit
+from .submitter import CONTRIBUTOR_ROLE, SubmitReport, submit
 
 # NCRONTAB schedules of the two timers when the app settings do not say (the Functions host resolves
 # %BATCH_SUBMIT_SCHEDULE% and %BATCH_COLLECT_SCHEDULE% from its app settings; see function_app.py).

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from shared import worker
 from shared.batch import MAX_FILE_BYTES, Manifest, parse_answer, plan_files, request_line
-from shared.batch.collect import as_batch, batch_seconds
+from shared.batch.collector import as_batch, batch_seconds
 from shared.batch.records import new_manifest_id, staged_blob
 from shared.errors import ConfigurationError
 from shared.jobs import Job, Result, Timings, parse_job

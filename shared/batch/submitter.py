@@ -274,8 +274,8 @@ class _Submitter:
                 break
             if item.filename == manifest.file_name:
                 copies.append(item)
-        usable = [item for item in copies if item.status != "error"]
-        keep = usable[0] if usable else None
+        usable = [item for item in reversed(copies) if item.status != "error"]
+        keep = min(usable, key=lambda item: item.created_at) if usable else None  # the first holder's upload
         for item in copies:
             if item is not keep:
                 await self._delete_file(item.id)

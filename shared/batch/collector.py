@@ -146,7 +146,7 @@ class _Collector:
             await each(unrun, partial(self._send_back, manifest=manifest, batch=batch, status=status))
             await self._delete_files(manifest, batch)
             await delete_manifest(self.container, taken)
-        except BaseException:
+        except Exception:  # given back for the next tick (a process that dies keeps it until its lock runs out)
             await release(self.container, taken)
             raise
         self.report.collected.append(manifest.batch_id or manifest.id)
