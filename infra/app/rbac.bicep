@@ -100,9 +100,9 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 // files, deletes files and may cancel a batch, all on the v1 data plane. Microsoft documents
 // Cognitive Services OpenAI User for inference; nothing we rely on documents its data actions as a
 // wildcard over Microsoft.CognitiveServices/accounts/OpenAI/*, so whether it covers files and
-// batches is unconfirmed. Cognitive Services OpenAI Contributor would cover them but also manages
-// deployments. So, least privilege: a custom role with exactly the data actions the Azure OpenAI
-// RBAC page and the batch how-to list for files and batches
+// batches is unconfirmed. Cognitive Services OpenAI Contributor covers them but grants far more
+// than the batch lane needs. So, least privilege: a custom role with exactly the data actions the
+// Azure OpenAI RBAC page and the batch how-to list for files and batches
 // (https://learn.microsoft.com/azure/ai-foundry/openai/how-to/role-based-access-control,
 // https://learn.microsoft.com/azure/foundry/openai/how-to/batch), no control-plane actions, created
 // and granted only when the batch deployment exists. Defining a role needs
