@@ -14,8 +14,8 @@ Three steps, each safe to repeat, to crash in and to race (see each module's doc
   results through the live lane's own store path; jobs a batch never ran go back once.
 
 ``records`` holds the blobs and their conditional writes. Everything uses the worker's one credential
-and v1 client (``Runtime.openai``); the identity needs *Cognitive Services OpenAI Contributor* (or a
-custom role with the files and batches data actions) for the Files and Batches APIs.
+and v1 client (``Runtime.openai``); for the Files and Batches APIs the identity needs their data actions:
+the custom role ``infra/`` grants for the lane, or (broader) *Cognitive Services OpenAI Contributor*.
 """
 
 from __future__ import annotations

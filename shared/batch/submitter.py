@@ -71,7 +71,8 @@ COMPLETION_WINDOW: Literal["24h"] = "24h"  # the only window Azure takes
 # 10,000 input files rather than 500 (the collector deletes each file once its batch is done).
 FILE_EXPIRY_SECONDS = 1_209_600
 UPLOAD_TIMEOUT_SECONDS = 600.0  # a file of up to 200 MB
-CONTRIBUTOR_ROLE = "Cognitive Services OpenAI Contributor"
+CONTRIBUTOR_ROLE = "Cognitive Services OpenAI Contributor"  # covers files and batches, and far more
+BATCH_ROLE = "Azure OpenAI Batch (oai-<token>)"  # the custom role infra/app/rbac.bicep makes: just those actions
 CLOCK_SKEW = timedelta(minutes=5)  # between this clock and the service's, when matching by creation time
 Step = Any  # a bound method taking and returning the held manifest
 
@@ -324,10 +325,12 @@ class _Submitter:
             and exc.code == "PermissionDenied"
         ):
             logger.error(
-                "batch submit: principal %s may not use the Files and Batches APIs of %s: grant it '%s' (the "
-                "OpenAI User role covers inference only); manifest %s waits for the next tick",
+                "batch submit: principal %s may not use the Files and Batches APIs of %s: grant it the batch role "
+                "infra/ makes ('%s') or, broader, '%s' (the OpenAI User role covers inference only); manifest %s "
+                "waits for the next tick",
                 self.runtime.identity.get("oid", "unknown"),
                 self.runtime.settings.openai_endpoint,
+                BATCH_ROLE,
                 CONTRIBUTOR_ROLE,
                 manifest.id,
             )
