@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from emulators.aoai import answer_for
+from emulators.aoai.models import model_for
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
 from emulators.stack.workers import Jobs
 from shared import batch, worker
@@ -101,7 +102,7 @@ async def world(
 async def _world(
     settings: dict[str, str], aoai: OpenAIEmulator, jobs_for: Callable[[dict[str, str]], Awaitable[Jobs]], **extra: str
 ) -> AsyncIterator[BatchWorld]:
-    aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=DEPLOYMENT)
+    aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=model_for(DEPLOYMENT))
     aoai.configure_batches(processing_seconds=0)  # a batch completes as soon as it is read
     settings = {
         **settings,
@@ -459,13 +460,13 @@ async def test_a_failed_batch_can_send_its_jobs_to_the_live_lane(
 
 
 async def test_a_batch_refused_for_quota_waits_without_failing(world: BatchWorld) -> None:
-    world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=DEPLOYMENT, token_limit=5)  # less than one prompt
+    world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, token_limit=5)  # less than one prompt
     await world.deliver(job("q1"), job("q2"))
     deferred = await world.submit()
     assert (deferred.uploads, deferred.submitted, deferred.deferred) == (1, [], 1)
     (manifest,) = await world.manifests()
     assert (manifest.state, manifest.owner) == ("uploaded", None)  # given back for the next tick
-    world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=DEPLOYMENT, token_limit=None)
+    world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, token_limit=None)
     resumed = await world.submit()
     assert (resumed.uploads, len(resumed.submitted)) == (0, 1)
     assert (await world.collect()).written == 2
