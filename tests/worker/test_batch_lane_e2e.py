@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
+from bench.batch_lane import batch_lane as bench_batch_lane
+from bench.batch_lane import describe as describe_batch_lane
+from emulators.azurite import Azurite
+from emulators.stack.services import DEPLOYMENT, IdentityEndpoint, LocalAzure, OpenAIEmulator
 from emulators.stack.workers import Jobs, WorkerHost
+from emulators.tokens import TokenIssuer
 from tests.worker.test_batch_lane import BATCH_DEPLOYMENT, BatchWorld, _world, answer
 
 pytestmark = pytest.mark.e2e
@@ -105,3 +110,23 @@ async def test_the_apps_timers_run_the_lane_in_the_host(
         assert [n["id"] for n in notice] == ["h-reply"]
         log = host.log()
         assert "staged for the batch lane" in log and "batch collect:" in log, host.tail()
+
+
+async def test_the_bench_figure_counts_model_calls_and_prices_tokens(
+    issuer: TokenIssuer,
+    identity_endpoint: IdentityEndpoint,
+    aoai: OpenAIEmulator,
+    azurite_keyless: Azurite,
+    azurite: Azurite,
+    tmp_path: Path,
+) -> None:
+    stack = LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
+    figure = await bench_batch_lane(stack, 20)
+    assert (figure["jobs"], figure["results"], figure["batches"]) == (20, 20, 1)
+    kinds = figure["batch_calls_by_kind"]
+    assert (kinds["uploads"], kinds["batch_creates"], kinds["file_reads"], kinds["file_deletes"]) == (1, 1, 2, 3)
+    assert kinds["polls"] == figure["collect_ticks"] >= 1  # one poll a tick until the batch ends
+    assert figure["model_api_calls"] == {"batch_lane": 7 + kinds["polls"], "live_lane": 20}
+    assert figure["tokens"]["batch_lane"] == figure["tokens"]["live_lane"]  # the same requests, the same tokens
+    assert figure["billed_batch_over_live"] == 0.5
+    assert "tokens billed at batch price ÷ live price **0.50**" in describe_batch_lane(figure)
