@@ -270,10 +270,11 @@ class _Submitter:
         """The file a crashed holder uploaded for this manifest, if any; extra copies are deleted."""
         since = (manifest.created_at - CLOCK_SKEW).timestamp()
         copies = []
+        listing = _Recent(since)
         async for item in self.runtime.openai.files.list(purpose="batch", order="desc"):
-            if item.created_at < since:
+            if listing.past(item.created_at):
                 break
-            if item.filename == manifest.file_name:
+            if item.filename == manifest.file_name and item.created_at >= since:
                 copies.append(item)
         usable = [item for item in reversed(copies) if item.status != "error"]
         keep = min(usable, key=lambda item: item.created_at) if usable else None  # the first holder's upload
@@ -301,11 +302,11 @@ class _Submitter:
 
     async def _find_batch(self, manifest: Manifest) -> Batch | None:
         """A batch already made from this manifest's file (its holder crashed before recording it)."""
-        since = (manifest.created_at - CLOCK_SKEW).timestamp()
+        listing = _Recent((manifest.created_at - CLOCK_SKEW).timestamp())
         async for batch in self.runtime.openai.batches.list(limit=100):
             if batch.input_file_id == manifest.file_id:
                 return batch
-            if batch.created_at < since:
+            if listing.past(batch.created_at):
                 break
         return None
 
@@ -345,6 +346,22 @@ class _Submitter:
             pass
         except Exception as exc:
             logger.warning("file %s not deleted (it expires by itself): %s", file_id, brief(exc))
+
+
+@dataclass
+class _Recent:
+    """Whether a listing has gone past ``since``: only once it has shown itself newest first (the API's
+    order; should a service list oldest first, the whole listing is read)."""
+
+    since: float
+    last: float | None = None
+    rising: bool = False  # an item newer than the one before: not newest first
+
+    def past(self, created_at: float) -> bool:
+        shown_order = self.last is not None
+        self.rising = self.rising or (self.last is not None and created_at > self.last)
+        self.last = created_at
+        return shown_order and not self.rising and created_at < self.since
 
 
 def _valid_manifest_id(value: str) -> bool:
