@@ -28,7 +28,7 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import openai
@@ -43,6 +43,7 @@ from shared.jobs import ErrorInfo, JobReference, Result
 from .lines import Answer, parse_answer
 from .records import (
     CLAIM,
+    LOCK_SECONDS,
     RESTAGED,
     Held,
     Lost,
@@ -56,6 +57,7 @@ from .records import (
     list_manifests,
     load_staged,
     release,
+    save,
     set_claim,
 )
 from .staging import delivery_for
@@ -121,6 +123,7 @@ class _Collector:
     container: ContainerClient
     owner: str
     report: CollectReport = field(default_factory=CollectReport)
+    taken: Held | None = None  # the manifest being settled, as last written
 
     async def collect(self, held: Held) -> None:
         manifest = held.manifest
@@ -132,8 +135,8 @@ class _Collector:
         if status in OPEN:
             self.report.open += 1
             return
-        taken = await acquire(self.container, held, self.owner, _now())
-        if taken is None:
+        self.taken = await acquire(self.container, held, self.owner, _now())
+        if self.taken is None:
             self.report.busy += 1
             return
         try:
@@ -145,9 +148,9 @@ class _Collector:
             unrun = [job_id for job_id in manifest.job_ids if job_id not in answered]
             await each(unrun, partial(self._send_back, manifest=manifest, batch=batch, status=status))
             await self._delete_files(manifest, batch)
-            await delete_manifest(self.container, taken)
+            await delete_manifest(self.container, self.taken)
         except Exception:  # given back for the next tick (a process that dies keeps it until its lock runs out)
-            await release(self.container, taken)
+            await release(self.container, self.taken)
             raise
         self.report.collected.append(manifest.batch_id or manifest.id)
         logger.info("batch %s %s: settled %d jobs", manifest.batch_id or manifest.id, status, len(manifest.job_ids))
@@ -178,8 +181,16 @@ class _Collector:
                 if len(pending) >= CHUNK:
                     await each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
                     pending = []
+                    await self._renew()
         await each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
         return answered
+
+    async def _renew(self) -> None:
+        """Keep the manifest while a big batch is settled (raises Lost if another collector has it now)."""
+        assert self.taken is not None
+        lock_until, now = self.taken.manifest.lock_until, _now()
+        if lock_until is None or lock_until - now < timedelta(seconds=LOCK_SECONDS / 2):
+            self.taken = await save(self.container, self.taken, lock_until=now + timedelta(seconds=LOCK_SECONDS))
 
     async def _settle_answer(self, answer: Answer, *, manifest: Manifest, batch: Batch) -> None:
         staged = await self._ours(answer.job_id, manifest)

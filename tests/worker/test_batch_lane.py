@@ -561,3 +561,24 @@ async def test_a_collector_that_outlives_its_lock_and_its_successor_write_each_r
     assert sorted(stored) == sorted(f"x{i}" for i in range(20))  # each result written once, by one of them
     assert first.written + successor.written == 20 and successor.collected
     assert await world.staged() == {} and await world.manifests() == []
+
+
+async def test_a_collector_keeps_its_lock_while_it_settles_a_big_batch(
+    world: BatchWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.deliver(*(job(f"k{i}") for i in range(7)))
+    await world.submit()
+    renewals: list[datetime] = []
+    real_save = collector.save
+
+    async def save(container: Any, held: records.Held, **changes: Any) -> records.Held:
+        renewals.append(changes["lock_until"])
+        return await real_save(container, held, **changes)
+
+    monkeypatch.setattr(collector, "CHUNK", 2)  # settle two answers at a time
+    # A lock of 3 x 10 min: the 10 min left of the one taken are under half of it, so the first check renews.
+    monkeypatch.setattr(collector, "LOCK_SECONDS", 3 * records.LOCK_SECONDS)
+    monkeypatch.setattr(collector, "save", save)
+    assert (await world.collect()).written == 7
+    assert len(renewals) == 1  # then it had more than half of its time left at each check
+    assert renewals[0] - datetime.now(UTC) > timedelta(seconds=2 * records.LOCK_SECONDS)
