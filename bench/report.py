@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.batch_lane import describe as describe_batch_lane
+
 
 def _met(flag: bool) -> str:
     return "met" if flag else "**missed**"
@@ -95,6 +97,18 @@ def markdown(report: dict[str, Any]) -> str:
             _met(goals["rate_limit"]["met"]),
         ),
     ]
+    if "batch_lane" in report:  # runs before it had the batch lane have no such section
+        lane = report["batch_lane"]
+        rows.append(
+            (
+                "6",
+                f"Batch lane, {lane['jobs']:,} jobs vs the same {lane['jobs']:,} live (batch done in "
+                f"{lane['processing_s']:g} s, collected every {lane['collect_every_s']:g} s)",
+                describe_batch_lane(lane),
+                "",
+                "",
+            )
+        )
     settings = ", ".join(f"{k}={v}" for k, v in rate["worker_settings"].items())
     head = (
         f"Benchmark run {meta['date']} on {m['nproc']} CPUs ({m['cpu_model'] or 'unknown CPU'}), "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from bench.batch_lane import BATCH_JOBS, batch_lane
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from bench.sync_baseline import thread_count
 from emulators import functions_host
@@ -685,6 +686,7 @@ async def run_all(stack: LocalAzure, scale: Scale, out_dir: Path, logs: Path) ->
     report["cold_start"] = await timed("cold_start", cold_start(b))
     demand = report["throughput"]["async"]["jobs_per_s"]
     report["rate_limit"] = await timed("rate_limit", rate_limit(b, demand))
+    report["batch_lane"] = await timed("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name]))
     report["targets"] = targets(report)
     report["meta"]["duration_s"] = time.monotonic() - began
     report["meta"]["section_seconds"] = sections

@@ -314,7 +314,7 @@ class Pacer:
         request = response.request
         try:
             deployment = json.loads(request.content).get("model")
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RuntimeError):  # RuntimeError: a streamed upload (Files API)
             return
         if isinstance(deployment, str):
             self.gate(str(request.url), deployment).observe(response.status_code, response.headers, _CURRENT.get())

@@ -42,6 +42,7 @@ KEYS = {
         "results",
     },
     "targets": {"throughput", "token_requests", "imports", "rate_limit"},
+    "batch_lane": {"jobs", "results", "model_api_calls", "batch_calls_by_kind", "tokens", "billed_batch_over_live"},
 }
 RUN_KEYS = {"jobs", "results", "succeeded", "failed", "poisoned", "jobs_per_s", "ratio_to_ideal", "mean_in_flight"}
 
@@ -110,4 +111,4 @@ async def test_bench_smoke(
     assert set(report["targets"]) == KEYS["targets"]
     assert all(isinstance(goal["met"], bool) for goal in report["targets"].values())
     table = markdown(report)
-    assert table.count("\n| ") == 9  # header + 8 figures
+    assert table.count("\n| ") == 10  # header + 9 figures
