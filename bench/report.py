@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS, quota
+from bench.batch_lane import describe as describe_batch_lane
 
 
 def _met(flag: bool) -> str:
@@ -189,6 +190,20 @@ def _outage_rows(report: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _batch_rows(report: dict[str, Any]) -> list[Row]:
+    lane = report["batch_lane"]
+    return [
+        (
+            "9",
+            f"Batch lane, {lane['jobs']:,} jobs vs the same {lane['jobs']:,} live (batch done in "
+            f"{lane['processing_s']:g} s, collected every {lane['collect_every_s']:g} s)",
+            describe_batch_lane(lane),
+            "",
+            "",
+        )
+    ]
+
+
 ROWS = (
     ("throughput", _throughput_rows),
     ("cpu", _cpu_rows),
@@ -197,6 +212,7 @@ ROWS = (
     ("scaleout", _scaleout_rows),
     ("pool", _pool_rows),
     ("outage", _outage_rows),
+    ("batch_lane", _batch_rows),
 )
 
 

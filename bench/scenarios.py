@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS, harness, quota
+from bench.batch_lane import BATCH_JOBS, batch_lane
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from bench.sync_baseline import thread_count
 from emulators import functions_host
@@ -738,6 +739,7 @@ async def run_all(
         "scaleout": lambda: _as("scaleout", quota.scaleout(b)),
         "pool": lambda: _as("pool", quota.pool(b)),
         "outage": lambda: _as("outage", quota.outage(b)),
+        "batch_lane": lambda: _as("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name])),
     }
     for name in chosen:
         mark = time.monotonic()

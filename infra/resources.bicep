@@ -90,6 +90,50 @@ param openAiTimeoutSeconds int = 60
 @description('Retries the openai SDK makes itself on 429/5xx/timeouts (AZURE_OPENAI_MAX_RETRIES).')
 param openAiMaxRetries int = 2
 
+// ---- Deployment pool: a second Azure OpenAI account (optional) ----
+// The same model deployment (the model, version, SKU and deployment name above) in a second
+// account in another region, listed in AZURE_OPENAI_POOL at priority 2: the worker turns to it
+// while the first is throttled or down, and waits out an outage of both for up to
+// modelOutageToleranceSeconds. Quota is per subscription, region, model and deployment type, so a
+// second region adds quota as well as a fallback. The worker's identity gets Cognitive Services
+// OpenAI User on each account; with vnetEnabled each has its own private endpoint.
+// docs/deploy.md#deployment-pool
+
+@description('Region of a second Azure OpenAI account with the same model deployment, the deployment pool\'s fallback (AZURE_OPENAI_POOL priority 2; azd: AZURE_OPENAI_SECONDARY_LOCATION). Empty: no second account; the pool is the first deployment alone.')
+param secondaryOpenAiLocation string = ''
+
+@minValue(1)
+@description('Capacity of the second deployment in units of 1,000 tokens per minute (azd: AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY). It must fit the free quota of the model and SKU in secondaryOpenAiLocation. Used only with secondaryOpenAiLocation.')
+param secondaryOpenAiDeploymentCapacity int = 50
+
+@minValue(0)
+@description('How long a job waits out a model outage (every pool entry failing) by re-enqueuing itself with a growing delay, before it fails transient_exhausted, in seconds (MODEL_OUTAGE_TOLERANCE_SECONDS).')
+param modelOutageToleranceSeconds int = 1800
+
+@minValue(0)
+@description('Longest wait in the pacing gate of an instance before a model call, in seconds (MODEL_ADMISSION_WAIT_SECONDS). 0, the default: pacing off.')
+param modelAdmissionWaitSeconds int = 0
+
+// ---- Batch lane: a GlobalBatch deployment (optional) ----
+// Jobs with "lane": "batch" are staged in stagingContainerName and sent as batch files to a
+// GlobalBatch deployment on the Azure OpenAI account (half the price, answers within 24 hours, a
+// quota of its own). Off unless openAiBatchModelName is set; then the worker's identity also gets a
+// custom role with exactly the files and batches data actions. docs/deploy.md#batch-lane
+
+@description('Model of a GlobalBatch deployment for the batch lane (azd: AZURE_OPENAI_BATCH_MODEL_NAME): one the GlobalBatch model matrix lists, e.g. gpt-5.4-mini or gpt-4.1-mini (not gpt-5-mini or gpt-5.4-nano). Empty: no batch deployment, BATCH_DEPLOYMENT is empty and the batch lane is off.')
+param openAiBatchModelName string = ''
+
+@minLength(1)
+@description('Version of the batch model (azd: AZURE_OPENAI_BATCH_MODEL_VERSION), always explicit: gpt-5.4-mini 2026-03-17, gpt-4.1-mini 2025-04-14. Used only with openAiBatchModelName.')
+param openAiBatchModelVersion string = '2026-03-17'
+
+@description('Name of the batch deployment (BATCH_DEPLOYMENT; azd: AZURE_OPENAI_BATCH_DEPLOYMENT_NAME). Empty: <model>-batch. It must differ from the live deployment\'s name.')
+param openAiBatchDeploymentName string = ''
+
+@minValue(1)
+@description('Capacity of the batch deployment (azd: AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY), counted against the separate GlobalBatch quota of the model in the region (enqueued tokens; OpenAI.GlobalBatch.<model> in az cognitiveservices usage list). Used only with openAiBatchModelName.')
+param openAiBatchDeploymentCapacity int = 50
+
 // ---- Function App ----
 
 @minValue(1)
@@ -116,7 +160,8 @@ param instanceMemoryMB int = 2048
 // ---- Private networking ----
 // Off by default. On (azd: VNET_ENABLED=true): a VNet the Function App is integrated with
 // (app/network.bicep), private endpoints for storage blob, queue and table and for Azure OpenAI
-// (app/private-endpoints.bicep), and public network access off on both. docs/deploy.md#private-networking
+// (app/private-endpoints.bicep; the pool's second account too), and public network access off on
+// both. docs/deploy.md#private-networking
 
 @description('Private networking (azd: VNET_ENABLED). true: storage (blob, queue, table) and Azure OpenAI only behind private endpoints, public network access off, the Function App integrated with a new VNet. Producers and people then reach the queue from inside (or peered with) that VNet, through a private endpoint of their own, or with a temporary IP rule.')
 param vnetEnabled bool = false
@@ -176,6 +221,27 @@ param throttleMaxAttempts int = 8
 @description('Longest wait, in seconds, before a re-enqueued throttled job runs again: caps the retry-after of the service (THROTTLE_MAX_DELAY_SECONDS).')
 param throttleMaxDelaySeconds int = 300
 
+@description('Blob container for jobs staged for the batch lane and for batch manifests (STAGING_CONTAINER).')
+param stagingContainerName string = 'staging'
+
+@description('NCRONTAB schedule (six fields, UTC) of the timer that packs staged jobs into batch files and submits them (BATCH_SUBMIT_SCHEDULE).')
+param batchSubmitSchedule string = '0 */5 * * * *'
+
+@description('NCRONTAB schedule of the timer that polls submitted batches and stores their results (BATCH_COLLECT_SCHEDULE). The service asks for a poll at most once a minute.')
+param batchCollectSchedule string = '30 * * * * *'
+
+@allowed([
+  'restage'
+  'live'
+])
+@description('What a failed, expired or cancelled batch does with its jobs, once (BATCH_ON_FAILURE): restage them for the next batch, or run them in the live lane.')
+param batchOnFailure string = 'restage'
+
+@minValue(1)
+@maxValue(100000)
+@description('Most requests in one batch file (BATCH_MAX_REQUESTS_PER_FILE); the service takes up to 100,000 requests and 200 MB per file.')
+param batchMaxRequestsPerFile int = 50000
+
 // ---- Names ----
 
 // Same subscription + environment + region gives the same names: re-running is an update.
@@ -190,6 +256,10 @@ var functionAppName = 'func-${resourceToken}'
 // Flex Consumption deploys from a blob container of its own.
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 var openAiAccountName = 'oai-${resourceToken}'
+// The deployment pool's second account (only with secondaryOpenAiLocation).
+var secondaryOpenAiAccountName = 'oai2-${resourceToken}'
+// The batch lane's GlobalBatch deployment: <model>-batch unless named; empty = no batch lane.
+var batchDeploymentName = empty(openAiBatchModelName) ? '' : (empty(openAiBatchDeploymentName) ? '${openAiBatchModelName}-batch' : openAiBatchDeploymentName)
 var vnetName = 'vnet-${resourceToken}'
 
 module identity 'app/identity.bicep' = {
@@ -221,6 +291,7 @@ module storage 'app/storage.bicep' = {
     replyQueueNames: replyQueueNames
     resultsContainerName: resultsContainerName
     payloadsContainerName: payloadsContainerName
+    stagingContainerName: stagingContainerName
     deploymentContainerName: deploymentContainerName
     vnetEnabled: vnetEnabled
   }
@@ -240,9 +311,53 @@ module openAi 'app/openai.bicep' = {
     modelVersion: openAiModelVersion
     skuName: openAiDeploymentSkuName
     capacity: openAiDeploymentCapacity
+    // The batch lane's GlobalBatch deployment, on this account only (BATCH_DEPLOYMENT is called on
+    // AZURE_OPENAI_ENDPOINT).
+    batchDeploymentName: batchDeploymentName
+    batchModelName: openAiBatchModelName
+    batchModelVersion: openAiBatchModelVersion
+    batchCapacity: openAiBatchDeploymentCapacity
     vnetEnabled: vnetEnabled
   }
 }
+
+// The deployment pool's second account: the same deployment in secondaryOpenAiLocation, locked
+// down the same way (keys off, private endpoint only with vnetEnabled).
+module secondaryOpenAi 'app/openai.bicep' = if (!empty(secondaryOpenAiLocation)) {
+  name: 'openai-secondary'
+  params: {
+    name: secondaryOpenAiAccountName
+    customSubDomainName: secondaryOpenAiAccountName
+    location: secondaryOpenAiLocation
+    tags: tags
+    // The same name as the first account's deployment, so a job naming it may go to either.
+    deploymentName: empty(openAiDeploymentName) ? openAiModelName : openAiDeploymentName
+    modelName: openAiModelName
+    modelVersion: openAiModelVersion
+    skuName: openAiDeploymentSkuName
+    capacity: secondaryOpenAiDeploymentCapacity
+    vnetEnabled: vnetEnabled
+  }
+}
+
+// AZURE_OPENAI_POOL: the first account's deployment at priority 1 and, when there is a second
+// account, its deployment at priority 2. Names and endpoints only (keyless: the identity has a
+// role on each). The worker strips the endpoints' trailing slash.
+var openAiPool = concat([
+  {
+    name: 'primary'
+    endpoint: openAi.outputs.endpoint
+    deployment: openAi.outputs.deploymentName
+    priority: 1
+  }
+], empty(secondaryOpenAiLocation) ? [] : [
+  {
+    name: 'secondary'
+    endpoint: secondaryOpenAi.outputs.endpoint
+    deployment: secondaryOpenAi.outputs.deploymentName
+    priority: 2
+  }
+])
 
 // ---- Private networking (vnetEnabled only): docs/deploy.md#private-networking ----
 
@@ -262,6 +377,7 @@ module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
     tags: tags
     storageAccountName: storage.outputs.name
     openAiAccountName: openAi.outputs.name
+    secondaryOpenAiAccountName: empty(secondaryOpenAiLocation) ? '' : secondaryOpenAi.outputs.name
     subnetId: network.outputs.privateEndpointSubnetId
     blobZoneId: network.outputs.blobZoneId
     queueZoneId: network.outputs.queueZoneId
@@ -276,6 +392,8 @@ module rbac 'app/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     openAiAccountName: openAi.outputs.name
+    secondaryOpenAiAccountName: empty(secondaryOpenAiLocation) ? '' : secondaryOpenAi.outputs.name
+    batchDeploymentName: openAi.outputs.batchDeploymentName
     appInsightsName: monitoring.outputs.appInsightsName
     jobsQueueName: storage.outputs.jobsQueueName
     resultsContainerName: storage.outputs.resultsContainerName
@@ -312,6 +430,15 @@ module functionApp 'app/function.bicep' = {
     openAiAllowedDeployments: openAi.outputs.deploymentName
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
+    openAiPool: openAiPool
+    modelAdmissionWaitSeconds: modelAdmissionWaitSeconds
+    modelOutageToleranceSeconds: modelOutageToleranceSeconds
+    batchDeploymentName: openAi.outputs.batchDeploymentName
+    stagingContainerName: storage.outputs.stagingContainerName
+    batchSubmitSchedule: batchSubmitSchedule
+    batchCollectSchedule: batchCollectSchedule
+    batchOnFailure: batchOnFailure
+    batchMaxRequestsPerFile: batchMaxRequestsPerFile
     jobsQueueName: storage.outputs.jobsQueueName
     resultsContainerName: storage.outputs.resultsContainerName
     payloadsContainerName: payloadsContainerName
@@ -323,7 +450,8 @@ module functionApp 'app/function.bicep' = {
   }
   // Roles first: the app's first start (and azd deploy's upload) already has its rights
   // applied or propagating, instead of failing and backing off. With vnetEnabled, the private
-  // endpoints first too: the app can reach storage and Azure OpenAI only through them.
+  // endpoints first too: the app can reach storage and Azure OpenAI only through them. (The
+  // second account, through the pool setting, and the batch deployment are dependencies already.)
   dependsOn: [
     rbac
     privateEndpoints
@@ -367,6 +495,14 @@ output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
 output JOBS_QUEUE string = storage.outputs.jobsQueueName
 output RESULTS_CONTAINER string = storage.outputs.resultsContainerName
 output PAYLOADS_CONTAINER string = storage.outputs.payloadsContainerName
+output STAGING_CONTAINER string = storage.outputs.stagingContainerName
+// The deployment pool as the app setting has it (JSON: names, endpoints, deployments, priorities),
+// and the second account's endpoint (empty without one): to run the worker on a laptop against
+// the same pool, or to grant a producer's own identity the role on each account.
+output AZURE_OPENAI_POOL string = string(openAiPool)
+output AZURE_OPENAI_SECONDARY_ENDPOINT string = empty(secondaryOpenAiLocation) ? '' : secondaryOpenAi.outputs.endpoint
+// The batch lane's deployment (empty: batch lane off).
+output BATCH_DEPLOYMENT string = openAi.outputs.batchDeploymentName
 output FUNCTION_APP_NAME string = functionApp.outputs.name
 // The identity's client id says which identity to use; it grants nothing by itself.
 output AZURE_CLIENT_ID string = identity.outputs.clientId

@@ -11,7 +11,8 @@ A map, by audience:
   checks, the retry store, results with their status, at-least-once notices), ``connections``
   (the process's one credential, Azure OpenAI v1 client and storage clients), ``telemetry``
   (opt-in OpenTelemetry: the job's trace, GenAI spans and metrics, queue sampling) and ``logs``
-  (third-party loggers kept at WARNING).
+  (third-party loggers kept at WARNING). ``batch`` is the batch lane: jobs marked ``"lane": "batch"``
+  staged by the queue trigger, submitted to and collected from Azure OpenAI Global Batch by two timers.
 - **The producer client** (other services): ``producer`` (blocking ``JobsClient``) and
   ``producer.aio`` (its async twin); it imports neither ``azure.functions`` nor ``openai``.
 - **The command line** (people and scripts): ``python -m shared`` (``__main__``) with ``cli``

@@ -25,7 +25,7 @@ from shared.errors import ConfigurationError, InvalidJobError, ProducerError, Wa
 from shared.settings import apply_local_settings
 
 if TYPE_CHECKING:
-    from shared.jobs import Job, Result
+    from shared.jobs import Job, Lane, Result
     from shared.operations import Operations, ReplayReport, Status
     from shared.producer import SubmitProgress
     from shared.producer.aio import JobsClient
@@ -111,6 +111,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="echoed into the result")
     submit.add_argument("--id", help="job id (default: a new uuid; with --file: each line's id or a hash of it)")
     submit.add_argument("--reply-to", metavar="QUEUE", help="queue to receive a notice when the result is stored")
+    submit.add_argument(
+        "--lane",
+        choices=("live", "batch"),
+        help="batch: through Azure OpenAI Global Batch, half price, within 24 h (with --file: lines naming none)",
+    )
     submit.add_argument(
         "--traceparent",
         metavar="W3C",
@@ -298,26 +303,19 @@ def _check_submit(args: argparse.Namespace) -> None:
         job_options = (args.id, args.system, args.deployment, args.param, args.metadata, args.traceparent)
         if args.prompt is not None or any(job_options):
             raise UsageError("--file takes its jobs from the file: give no prompt, --id, --system or job options")
-        args.jobs = read_jobs_file(args.file)
+        args.jobs = read_jobs_file(args.file, lane=args.lane)
         return
     if args.prompt is None:
         raise UsageError('give a prompt (submit "text") or --file jobs.jsonl')
     job: dict[str, Any] = {"prompt": args.prompt}
-    if args.id:
-        job["id"] = args.id
-    if args.system:
-        job["system"] = args.system
-    if args.deployment:
-        job["deployment"] = args.deployment
+    for field in ("id", "system", "deployment", "reply_to", "traceparent"):
+        if getattr(args, field):
+            job[field] = getattr(args, field)
     if args.param:
         job["parameters"] = _pairs(args.param, "--param")
     if args.metadata:
         job["metadata"] = _pairs(args.metadata, "--metadata")
-    if args.reply_to:
-        job["reply_to"] = args.reply_to
-    if args.traceparent:
-        job["traceparent"] = args.traceparent
-    args.jobs = [prepare_job(job)]
+    args.jobs = [prepare_job(job, lane=args.lane)]
 
 
 async def _submit(args: argparse.Namespace, client: JobsClient) -> int:
@@ -338,8 +336,9 @@ def line_id(canonical: str, occurrence: int) -> str:
     return hashlib.sha256(f"{occurrence}\n{canonical}".encode()).hexdigest()[:32]
 
 
-def read_jobs_file(path: Path) -> list[Job]:
-    """Every job in a JSONL file, validated, each with an id; InvalidJobError names the line."""
+def read_jobs_file(path: Path, lane: Lane | None = None) -> list[Job]:
+    """Every job in a JSONL file, validated, each with an id (and ``lane`` if it names none; the id
+    derived for a line without one does not depend on it); InvalidJobError names the line."""
     from shared.producer import prepare_job
 
     try:
@@ -365,7 +364,7 @@ def read_jobs_file(path: Path) -> list[Job]:
             value["id"] = line_id(canonical, repeats[canonical])
             repeats[canonical] += 1
         try:
-            jobs.append(prepare_job(value))
+            jobs.append(prepare_job(value, lane=lane))
         except InvalidJobError as exc:
             raise InvalidJobError(f"{where}: {exc.message}", field=exc.field, code=exc.code, index=number) from exc
     return jobs

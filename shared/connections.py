@@ -212,7 +212,7 @@ async def _count_throttled(response: Any) -> None:
         return
     try:
         deployment = str(json.loads(response.request.content).get("model") or "unknown")
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RuntimeError):  # RuntimeError: a streamed upload (Files API)
         deployment = "unknown"
     telemetry.current().throttled(deployment)
 

@@ -53,6 +53,15 @@ def _no_control_characters(text: str) -> str:
 # W3C Trace Context, version 00: version-trace_id-parent_id-flags, lower-case hex.
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
+# Which way a job goes to the model: "live" (a chat completion now) or "batch" (Azure OpenAI Global
+# Batch: gathered into a batch file, answered within 24 hours at half the price; shared/batch.py).
+Lane = Literal["live", "batch"]
+# What the batch endpoint cannot take, and why (refused with ``batch_parameter_not_allowed`` for a
+# batch-lane job; the live lane refuses them as it refuses any unknown parameter).
+BATCH_REFUSED_PARAMETERS = {
+    "stream": "a batch answers each request whole, in its output file: leave stream out",
+    "stream_options": "a batch answers each request whole, in its output file: leave stream_options out",
+}
 NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_no_control_characters)]
 
 
@@ -143,6 +152,24 @@ class Job(_Strict):
     tracestate: Annotated[str, StringConstraints(max_length=512)] | None = Field(
         default=None, description="W3C tracestate that goes with traceparent."
     )
+    lane: Lane = Field(
+        default="live",
+        description="live: answered now; batch: sent through Azure OpenAI Global Batch (half price, within "
+        "24 hours), its result stored exactly like a live one.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_parameters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lane") == "batch" and isinstance(data.get("parameters"), dict):
+            for name in data["parameters"]:
+                if name in BATCH_REFUSED_PARAMETERS:
+                    raise PydanticCustomError(
+                        "batch_parameter",
+                        "parameter '{name}' cannot be used in the batch lane: {why}",
+                        {"name": name, "why": BATCH_REFUSED_PARAMETERS[name]},
+                    )
+        return data
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> Job:
@@ -160,6 +187,14 @@ class Job(_Strict):
         else:
             out.extend(m.model_dump() for m in self.messages or [])
         return out
+
+    def request_parameters(self) -> dict[str, Any]:
+        """The model parameters as both lanes send them: ``max_tokens`` goes as ``max_completion_tokens``
+        (the name today's reasoning models accept; older ones take it too)."""
+        params: dict[str, Any] = self.parameters.model_dump(exclude_none=True)
+        if "max_tokens" in params:
+            params["max_completion_tokens"] = params.pop("max_tokens")
+        return params
 
     def prompt_chars(self) -> int:
         return sum(len(m["content"]) for m in self.chat_messages())
@@ -184,6 +219,9 @@ class Timings(BaseModel):
     finished_at: datetime
     queue_seconds: float | None = None
     model_seconds: float | None = None
+    batch_seconds: float | None = Field(
+        default=None, description="Batch lane: from the batch's creation to its end (the time spent in the batch)."
+    )
 
 
 class Result(BaseModel):
@@ -204,6 +242,7 @@ class Result(BaseModel):
     attempts: int = 1
     message_id: str | None = None
     trace_id: str | None = Field(default=None, description="The trace this job ran in (when tracing is on).")
+    lane: Lane | None = Field(default=None, description='"batch" for a batch-lane job; absent for the live lane.')
     timings: Timings
 
 
@@ -342,6 +381,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
         return "empty_prompt", text
     if kind == "invalid_text":
         return "invalid_text", text
+    if kind == "batch_parameter":
+        return "batch_parameter_not_allowed", message
     if kind.endswith(("_type", "_parsing")) or kind == "literal_error":
         return "wrong_type", text
     if "exactly one of 'prompt' or 'messages'" in message:

@@ -404,7 +404,7 @@ class Pacer:
         request = response.request
         try:
             deployment = json.loads(request.content).get("model")
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RuntimeError):  # RuntimeError: a streamed upload (Files API)
             return
         if not isinstance(deployment, str):
             return

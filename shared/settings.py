@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -25,6 +27,11 @@ from shared.constants import (
     is_valid_name,
 )
 from shared.errors import ConfigurationError
+
+DEFAULT_STAGING_CONTAINER = "staging"
+BATCH_MAX_REQUESTS_PER_FILE = 50_000  # default; the service takes up to 100,000 (and 200 MB) per file
+BATCH_SERVICE_MAX_REQUESTS = 100_000
+BatchOnFailure = Literal["restage", "live"]
 
 # Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
 SETTINGS: dict[str, str] = {
@@ -54,6 +61,15 @@ SETTINGS: dict[str, str] = {
     "each allowed deployment.",
     "MODEL_OUTAGE_TOLERANCE_SECONDS": "How long a job waits out a model outage (every deployment it may use failing) "
     "by re-enqueuing itself, before the host's own retries and the poison queue (0: at once).",
+    # The batch lane (shared/batch.py): off while BATCH_DEPLOYMENT is empty.
+    "BATCH_DEPLOYMENT": "GlobalBatch deployment on AZURE_OPENAI_ENDPOINT for jobs with lane batch; empty: batch lane "
+    "off (such a job fails at once, batch_lane_off).",
+    "STAGING_CONTAINER": "Blob container for jobs staged for the batch lane and for batch manifests.",
+    "BATCH_SUBMIT_SCHEDULE": "NCRONTAB schedule of the timer that submits staged jobs as batch files (every 5 min).",
+    "BATCH_COLLECT_SCHEDULE": "NCRONTAB schedule of the timer that polls submitted batches and stores their results "
+    "(every minute).",
+    "BATCH_ON_FAILURE": "`restage` or `live`: what a failed, expired or cancelled batch does with its jobs, once.",
+    "BATCH_MAX_REQUESTS_PER_FILE": "Most requests in one batch file (the service takes up to 100,000 and 200 MB).",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
     # Telemetry (shared/telemetry.py): off unless the first of these or an OTLP endpoint is set.
@@ -199,6 +215,12 @@ class Settings:
         wanted = deployment or self.default_deployment
         return tuple(e for e in self.pool if wanted in (e.label, e.deployment))
 
+    # The batch lane (shared/batch.py); its two timer schedules are read by the host, not here.
+    batch_deployment: str = ""  # the GlobalBatch deployment; empty: the batch lane is off
+    staging_container: str = DEFAULT_STAGING_CONTAINER
+    batch_on_failure: BatchOnFailure = "restage"
+    batch_max_requests_per_file: int = BATCH_MAX_REQUESTS_PER_FILE
+
     @property
     def openai_base_url(self) -> str:
         """The v1 data-plane route: no api-version; ``model`` is the deployment name."""
@@ -252,7 +274,30 @@ class Settings:
             model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 0),
             pool=pool or tuple(PoolEntry(endpoint=endpoint, deployment=d) for d in allowed),
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
+            **_batch_lane(env),
         )
+
+
+def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
+    """BATCH_DEPLOYMENT, STAGING_CONTAINER, BATCH_ON_FAILURE and BATCH_MAX_REQUESTS_PER_FILE, checked."""
+    deployment = env.get("BATCH_DEPLOYMENT", "").strip()
+    if deployment and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", deployment):
+        raise ConfigurationError(f"App setting BATCH_DEPLOYMENT has {deployment!r}: name a deployment of the resource.")
+    on_failure = env.get("BATCH_ON_FAILURE", "").strip() or "restage"
+    if on_failure not in ("restage", "live"):
+        raise ConfigurationError(f"App setting BATCH_ON_FAILURE is {on_failure!r}: use restage or live.")
+    per_file = _int(env, "BATCH_MAX_REQUESTS_PER_FILE", BATCH_MAX_REQUESTS_PER_FILE)
+    if not 1 <= per_file <= BATCH_SERVICE_MAX_REQUESTS:
+        raise ConfigurationError(
+            f"App setting BATCH_MAX_REQUESTS_PER_FILE is {per_file}: the service takes 1 to "
+            f"{BATCH_SERVICE_MAX_REQUESTS:,} requests per file."
+        )
+    return {
+        "batch_deployment": deployment,
+        "staging_container": _name(env, "STAGING_CONTAINER", DEFAULT_STAGING_CONTAINER),
+        "batch_on_failure": on_failure,
+        "batch_max_requests_per_file": per_file,
+    }
 
 
 def host_json_path() -> Path:

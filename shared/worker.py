@@ -212,6 +212,10 @@ async def _run(delivery: Delivery) -> Result | None:
         await store.notify_pending(runtime, delivery.job_id, stored)
         await store.release(delivery.runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued)
         return None
+    if job.lane == "batch":  # staged for the next batch instead of a model call now (shared/batch.py)
+        from shared import batch  # here: the batch lane builds on this module
+
+        return await batch.stage(delivery)
     try:
         completion, model_seconds, delivery.served = await _call_model(runtime, job)
     except Exception as exc:
@@ -292,9 +296,7 @@ def _check_allowed(job: Job, settings: Settings) -> None:
 async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float, PoolEntry]:
     """One chat completion through the pool (``shared.routing``): the best deployment the job may use,
     failing over to the next; returns the answer, the seconds it took and the deployment that gave it."""
-    params: dict[str, Any] = job.parameters.model_dump(exclude_none=True)
-    if "max_tokens" in params:  # the name today's (reasoning) models accept; older ones take it too
-        params["max_completion_tokens"] = params.pop("max_tokens")
+    params = job.request_parameters()
     messages = job.chat_messages()
     tokens = pacing.estimate_tokens(messages, params.get("max_completion_tokens"))
 
@@ -476,10 +478,12 @@ async def _finish(
     completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
     keep_leftovers: bool = False,
+    amend: Callable[[Result], Result] | None = None,
 ) -> Result | None:
-    """Store the result, release what the job left aside (unless the message goes to poison and
-    may be replayed), then notify; log one line."""
+    """Store the result (as ``amend`` changes it: the batch lane's fields), release what the job left
+    aside (unless the message goes to poison and may be replayed), then notify; log one line."""
     result = _result(delivery, error=error, completion=completion, model_seconds=model_seconds)
+    result = amend(result) if amend is not None else result
     reply_to = delivery.job.reply_to if delivery.job else None
     tracing = telemetry.current()
     delivery.span.outcome(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -11,7 +12,8 @@ import function_app
 
 def test_indexing_yields_the_queue_and_timer_triggers() -> None:
     functions = function_app.app.get_functions()
-    assert [f.get_function_name() for f in functions] == ["process_job", "sample_queues"]
+    names = ["process_job", "sample_queues", "submit_batches", "collect_batches"]
+    assert [f.get_function_name() for f in functions] == names
     bindings = [[json.loads(raw) for raw in function.get_raw_bindings()] for function in functions]
     assert bindings == [
         [
@@ -32,7 +34,39 @@ def test_indexing_yields_the_queue_and_timer_triggers() -> None:
                 "runOnStartup": False,
             }
         ],
+        *(
+            [
+                {
+                    "direction": "IN",
+                    "type": "timerTrigger",
+                    "name": "timer",
+                    "schedule": f"%{setting}%",  # the batch lane's timers, from app settings
+                    "runOnStartup": False,
+                }
+            ]
+            for setting in ("BATCH_SUBMIT_SCHEDULE", "BATCH_COLLECT_SCHEDULE")
+        ),
     ]
+
+
+def test_the_batch_timers_have_defaults_for_hosts_that_resolve_from_the_environment() -> None:
+    from shared import batch
+
+    assert batch.SCHEDULE_DEFAULTS == {
+        "BATCH_SUBMIT_SCHEDULE": "0 */5 * * * *",
+        "BATCH_COLLECT_SCHEDULE": "30 * * * * *",
+    }
+    for setting in batch.SCHEDULE_DEFAULTS:
+        assert os.environ[setting]  # set on import unless the environment had its own
+
+
+async def test_the_batch_timers_do_nothing_with_the_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import connections
+
+    monkeypatch.delenv("BATCH_DEPLOYMENT", raising=False)
+    await function_app.submit_batches(None)  # type: ignore[arg-type]  # the timer's request is unused
+    await function_app.collect_batches(None)  # type: ignore[arg-type]
+    assert connections._runtime is None  # no clients made, no storage or model call
 
 
 def test_importing_the_app_creates_no_clients() -> None:

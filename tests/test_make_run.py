@@ -30,6 +30,9 @@ def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     reasoning = next(line for line in done.stdout.splitlines() if "06-reasoning.json" in line)
     assert reasoning.startswith("✓") and "[gpt-5.4-mini-2026-03-17, " in reasoning and " reasoning]" in reasoning
     assert "✗ 07-budget-trap.json -> sample-budget-trap: output_budget_exhausted" in done.stdout
+    # The batch-lane sample is staged, submitted and collected by the app's timers while make run waits.
+    batched = next(line for line in done.stdout.splitlines() if "08-batch.json" in line)
+    assert batched.startswith("✓ 08-batch.json -> sample-batch: [gpt-5.4-mini-batch] ") and ", batch lane (" in batched
     # One trace per sample, from the producer's send through the worker to the model, at the local receiver.
     assert "traces (OTLP receiver at http://127.0.0.1:" in done.stdout and "no traces received" not in done.stdout
     for job_id in ("sample-prompt", "sample-reasoning", "sample-budget-trap"):

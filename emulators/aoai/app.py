@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from emulators import _server
-from emulators.aoai import models
+from emulators.aoai import batch_routes, models
 from emulators.aoai.answers import count_prompt_tokens, estimate_request_tokens, message_text, reply_for
 from emulators.aoai.config import Deployment, EmulatorConfig
 from emulators.aoai.state import EmulatorState
@@ -276,6 +276,8 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
         if deployment in state.config.deployments:
             response.headers.update(state.rate_headers(deployment))
     state.by_status["dropped" if request.get(DROPPED) else str(response.status)] += 1
+    resource = request.match_info.route.resource  # None when nothing matched
+    state.by_route[f"{request.method} {resource.canonical if resource else 'unrouted'}"] += 1
     return response
 
 
@@ -346,7 +348,8 @@ async def delete_role(request: web.Request) -> web.Response:
 def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     """The emulator as an aiohttp app. Control API: ``GET /_emulator/stats``, ``POST /_emulator/stats/reset``,
     ``GET|PATCH /_emulator/config``, ``PATCH /_emulator/deployments/{deployment}`` (one deployment's fields, e.g. its
-    ``outage``), ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``."""
+    ``outage``), ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``; the Files and Batches routes and
+    their controls come from ``batch_routes.add_routes``."""
     # Real deployments take prompts of many MiB (context windows, not the HTTP layer, bound them).
     app = web.Application(middlewares=[data_plane], client_max_size=64 * 1024 * 1024)
     app[STATE] = EmulatorState(config.model_copy(deep=True), public_pem)
@@ -357,6 +360,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", deployment_chat)
     app.router.add_post("/openai/v1/chat/completions", v1_chat)
+    batch_routes.add_routes(app)
     app.router.add_get("/_emulator/stats", get_stats)
     app.router.add_post("/_emulator/stats/reset", reset_stats)
     app.router.add_get("/_emulator/config", get_config)

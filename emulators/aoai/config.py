@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from emulators.aoai.models import KNOWN_MODELS
 from emulators.aoai.models import model_for as _model_for
 
-__all__ = ["KNOWN_MODELS", "OUTAGE_MODES", "Deployment", "EmulatorConfig", "Outage", "OutageMode"]
+__all__ = ["KNOWN_MODELS", "OUTAGE_MODES", "BatchConfig", "Deployment", "EmulatorConfig", "Outage", "OutageMode"]
 
 OutageMode = Literal["503", "timeout", "connection_drop"]
 OUTAGE_MODES: tuple[OutageMode, ...] = ("503", "timeout", "connection_drop")
@@ -49,6 +49,43 @@ class Deployment(BaseModel):
     omit_retry_after: bool = False
 
 
+class BatchConfig(BaseModel):
+    """The Files and Batches APIs (``batches`` module docstring): which deployments are Global Batch ones, the
+    service's limits, the simulated timing and the failures to inject. A batch takes all of it when it is created
+    (its schedule is fixed then), so a change applies to the batches created afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Deployment name -> its enqueued-token limit (None = unlimited). Only these take batch files; each must also
+    # be in ``EmulatorConfig.deployments`` (its model decides the answers). A list means no limits.
+    deployments: dict[str, int | None] = Field(default_factory=dict)
+    # Azure's documented limits (global-batch-limits): per file, and input files per resource without/with expiry.
+    max_requests_per_file: int = Field(default=100_000, ge=1)
+    max_file_bytes: int = Field(default=200_000_000, ge=1)
+    max_input_files: int = Field(default=500, ge=0)
+    max_input_files_with_expiry: int = Field(default=10_000, ge=0)
+    # Simulated durations (seconds) of validating, in_progress (the requests are done evenly over it), finalizing
+    # and cancelling; ``expire_after_seconds`` expires a batch still in progress that long after it started.
+    validating_seconds: float = Field(default=0, ge=0)
+    processing_seconds: float = Field(default=1, ge=0)
+    finalizing_seconds: float = Field(default=0, ge=0)
+    cancelling_seconds: float = Field(default=0, ge=0)
+    expire_after_seconds: float | None = Field(default=None, ge=0)
+    # Per-request failures: these custom_ids, plus each other request with probability ``fail_fraction`` (drawn
+    # from ``fail_seed`` and the custom_id, so the same file fails the same lines), land in the error file.
+    fail_custom_ids: list[str] = Field(default_factory=list)
+    fail_fraction: float = Field(default=0, ge=0, le=1)
+    fail_seed: int = 0
+    fail_code: str = "server_error"
+    # A whole batch failing at validation with this code (None = only real validation errors fail a batch).
+    fail_batches_code: str | None = None
+    shuffle_seed: int | None = 0  # output order: shuffled by this seed and the file's custom_ids; None = file order
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deployment_list(cls, value: Any) -> Any:
+        return dict.fromkeys(value) if isinstance(value, list | tuple | set) else value
+
+
 class EmulatorConfig(BaseModel):
     """Everything tunable at runtime (``PATCH /_emulator/config`` validates against this)."""
 
@@ -78,6 +115,7 @@ class EmulatorConfig(BaseModel):
     filter_trigger_prompt: str = "TRIGGER_PROMPT_FILTER"
     filter_trigger_output: str = "TRIGGER_OUTPUT_FILTER"
     system_fingerprint: str = "fp_b705f0c291"
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @field_validator("deployments", mode="before")
     @classmethod

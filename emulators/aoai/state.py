@@ -9,7 +9,9 @@ from collections import Counter, deque
 from typing import Any
 
 from emulators.aoai import rates
-from emulators.aoai.config import Deployment, EmulatorConfig, Outage, OutageMode
+from emulators.aoai.batches import BatchStore
+from emulators.aoai.config import BatchConfig, Deployment, EmulatorConfig, Outage, OutageMode
+from emulators.aoai.models import model_for
 
 
 class EmulatorState:
@@ -21,11 +23,14 @@ class EmulatorState:
         self.rng = random.Random(config.fault_seed)
         self.windows: dict[str, rates.Window] = {}  # deployment -> its rate window
         self.closing = asyncio.Event()  # set on shutdown so stalls and latency end at once
+        self.batches = BatchStore()  # the Files and Batches APIs' files and batches
         self.reset_stats()
 
     def reset_stats(self) -> None:
         self.by_status: Counter[str] = Counter()
         self.by_deployment: Counter[str] = Counter()
+        self.by_route: Counter[str] = Counter()  # "POST /openai/v1/files"...: API calls, for the bench
+        self.batches.reset_counters()
         self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = self.completions = 0
         self.principals: set[str] = set()
         self.tokens: set[str] = set()
@@ -43,6 +48,8 @@ class EmulatorState:
             "principals": sorted(self.principals),
             "distinct_principals": len(self.principals),
             "distinct_tokens": len(self.tokens),
+            "by_route": dict(self.by_route),
+            "batch": self.batches.stats(time.time()),
         }
 
     def update_config(self, **changes: Any) -> EmulatorConfig:
@@ -54,6 +61,29 @@ class EmulatorState:
         # Any change restarts the fault sequence, so "this config" always means "these faults, in this order".
         self.config = config.model_copy(deep=True)
         self.rng = random.Random(config.fault_seed)
+
+    def reset_batches(self) -> None:
+        """Forget every file and batch (the batch knobs stay)."""
+        self.batches = BatchStore()
+
+    def add_batch_deployment(
+        self, name: str, model: str | None = None, enqueued_token_limit: int | None = None
+    ) -> None:
+        """Make ``name`` a Global Batch deployment holding at most ``enqueued_token_limit`` enqueued tokens (None =
+        no limit); added (or given ``model``) if missing or ``model`` is given (default: ``models.model_for(name)``)."""
+        deployments = self.config.model_dump()["deployments"]
+        if model is not None or name not in deployments:
+            deployments[name] = {**deployments.get(name, {}), "model": model or model_for(name)}
+        batch = {
+            **self.config.batch.model_dump(),
+            "deployments": {**self.config.batch.deployments, name: enqueued_token_limit},
+        }
+        self.update_config(deployments=deployments, batch=batch)
+
+    def update_batch_config(self, **changes: Any) -> BatchConfig:
+        """Partial update of the batch knobs (``config.BatchConfig``; the others stay); raises ValidationError."""
+        self.update_config(batch={**self.config.batch.model_dump(), **changes})
+        return self.config.batch
 
     def update_deployment(self, name: str, **changes: Any) -> Deployment:
         """Partial update of one deployment (its other fields and the other deployments stay); raises KeyError

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from emulators import az as az_standin
 from emulators import azurite as azurite_launcher
 from emulators import managed_identity as identity
 from emulators._server import Running, ServerThread, serve
+from emulators.aoai.batches import Batch, BatchStore
 from emulators.azurite import Azurite
 from emulators.stack.environment import AZ_BIN, isolated_environment, patched_environ
 from emulators.tokens import Principal, TokenIssuer
@@ -133,9 +135,36 @@ class OpenAIEmulator:
                 state.update_config(**changes)
             state.reset_stats()
             state.windows.clear()
+            state.reset_batches()  # no files or batches: an earlier run's must not count against the file limit
             return before
 
         return self.server.call(apply)
+
+    # --- Files and Batches: emulators/aoai/batches.py describes each knob ----------------------------------------
+
+    def add_batch_deployment(self, name: str, model: str | None = None, token_limit: int | None = None) -> None:
+        """Make ``name`` a Global Batch deployment of at most ``token_limit`` enqueued tokens (None = no limit)."""
+        self.server.call(lambda app: app[aoai.STATE].add_batch_deployment(name, model, token_limit))
+
+    def configure_batches(self, **changes: Any) -> None:
+        """Change some batch knobs (``config.BatchConfig``: timing, limits, failures...), keep the rest."""
+        self.server.call(lambda app: app[aoai.STATE].update_batch_config(**changes))
+
+    def expire_batch(self, batch_id: str, done: int | None = None) -> dict[str, Any]:
+        """End the batch as ``expired`` now, keeping ``done`` requests (default: those done by now); its JSON."""
+        return self._batch(lambda batches, now: batches.expire(batch_id, now, done))
+
+    def fail_batch(self, batch_id: str, code: str = "server_error", message: str = "Failed.") -> dict[str, Any]:
+        """End the batch as ``failed`` now with ``errors.data = [{code, message}]``; its JSON."""
+        return self._batch(lambda batches, now: batches.fail(batch_id, now, code, message))
+
+    def batch_snapshot(self, batch_id: str) -> dict[str, Any]:
+        """The batch's JSON as ``GET /openai/v1/batches/{id}`` would answer now (no auth, not counted)."""
+        return self._batch(lambda batches, now: batches.batch(batch_id, now))
+
+    def _batch(self, act: Callable[[BatchStore, float], Batch]) -> dict[str, Any]:
+        now = time.time()
+        return self.server.call(lambda app: act(app[aoai.STATE].batches, now).to_json(now))
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
  * Send one job to the keyless worker's queue from Node.js, then print its result.
  *
  *   npx tsx send-job.ts "Summarise the plot of Hamlet" [--id ID] [--deployment D] [--system S]
- *                       [--reply-to QUEUE] [--timeout SECONDS] [--no-wait]
+ *                       [--reply-to QUEUE] [--lane live|batch] [--timeout SECONDS] [--no-wait]
+ *
+ * --lane batch sends the job through the worker's batch lane (Azure OpenAI Global Batch: half the
+ * price, answered within 24 hours, the same result blob); give --timeout accordingly, or --no-wait.
  *
  * Keyless: DefaultAzureCredential signs in as the managed identity in Azure (App Service /
  * Functions: IDENTITY_ENDPOINT + IDENTITY_HEADER; no IMDS probe then) or as your `az login` on a
@@ -36,6 +39,7 @@ interface Job {
   system?: string;
   deployment?: string;
   reply_to?: string;
+  lane?: "live" | "batch";
   traceparent?: string;
   tracestate?: string;
 }
@@ -136,13 +140,17 @@ async function main(argv: string[]): Promise<number> {
       deployment: { type: "string" },
       system: { type: "string" },
       "reply-to": { type: "string" },
+      lane: { type: "string" },
       timeout: { type: "string", default: "300" },
       "no-wait": { type: "boolean", default: false },
     },
   });
   const prompt = positionals.join(" ").trim();
   if (!prompt) {
-    throw new ExitError('usage: send-job.ts "prompt" [--id ID] [--deployment D] [--timeout S] [--no-wait]', 2);
+    throw new ExitError(
+      'usage: send-job.ts "prompt" [--id ID] [--deployment D] [--lane live|batch] [--timeout S] [--no-wait]',
+      2,
+    );
   }
   // An id of our own: the worker stores the result as <id>.json, so this is how we find it.
   const job: Job = { id: values.id ?? randomUUID().replaceAll("-", ""), prompt };
@@ -150,6 +158,10 @@ async function main(argv: string[]): Promise<number> {
   if (values.system) job.system = values.system;
   if (values.deployment) job.deployment = values.deployment;
   if (values["reply-to"]) job.reply_to = values["reply-to"];
+  if (values.lane !== undefined) {
+    if (values.lane !== "live" && values.lane !== "batch") throw new ExitError("--lane is live or batch", 2);
+    job.lane = values.lane;
+  }
   Object.assign(job, traceContext());
   const timeoutSeconds = Number(values.timeout);
   if (!(timeoutSeconds >= 0)) throw new ExitError("--timeout must be a number of seconds", 2);

@@ -99,7 +99,31 @@ param throttleMaxAttempts int
 param throttleMaxDelaySeconds int
 
 @description('Longest wait in the instance pacing gate before a model call, seconds (0: pacing off).')
-param modelAdmissionWaitSeconds int = 0
+param modelAdmissionWaitSeconds int
+
+@description('The deployment pool (AZURE_OPENAI_POOL): [{name, endpoint, deployment, priority}], the first account\'s deployment at priority 1 and, when there is one, the second account\'s at priority 2.')
+param openAiPool array
+
+@description('How long a job waits out a model outage (every pool entry failing) by re-enqueuing itself, seconds.')
+param modelOutageToleranceSeconds int
+
+@description('GlobalBatch deployment of the batch lane on openAiEndpoint (empty: batch lane off).')
+param batchDeploymentName string
+
+@description('Container for staged batch-lane jobs and batch manifests.')
+param stagingContainerName string
+
+@description('NCRONTAB schedule of the batch submit timer.')
+param batchSubmitSchedule string
+
+@description('NCRONTAB schedule of the batch collect timer.')
+param batchCollectSchedule string
+
+@description('What a failed, expired or cancelled batch does with its jobs, once: restage or live.')
+param batchOnFailure string
+
+@description('Most requests the batch lane puts in one batch file.')
+param batchMaxRequestsPerFile int
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -196,6 +220,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'AZURE_OPENAI_MAX_RETRIES'
           value: string(openAiMaxRetries)
         }
+        // The deployment pool: a JSON array, the first account's deployment at priority 1 and, with a
+        // second account, its deployment at priority 2 (the fallback while the first is throttled or
+        // down). Endpoints only, no keys: the worker's identity has a role on each account.
+        {
+          name: 'AZURE_OPENAI_POOL'
+          value: string(openAiPool)
+        }
         // Queues and containers (created by storage.bicep from the same names).
         {
           name: 'JOBS_QUEUE'
@@ -212,6 +243,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'REPLY_QUEUES_ALLOWED'
           value: join(replyQueueNames, ',')
+        }
+        {
+          name: 'STAGING_CONTAINER'
+          value: stagingContainerName
         }
         // Limits and retries.
         {
@@ -233,6 +268,31 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'MODEL_ADMISSION_WAIT_SECONDS'
           value: string(modelAdmissionWaitSeconds)
+        }
+        {
+          name: 'MODEL_OUTAGE_TOLERANCE_SECONDS'
+          value: string(modelOutageToleranceSeconds)
+        }
+        // The batch lane: off while BATCH_DEPLOYMENT is empty (a "lane": "batch" job then fails at once).
+        {
+          name: 'BATCH_DEPLOYMENT'
+          value: batchDeploymentName
+        }
+        {
+          name: 'BATCH_SUBMIT_SCHEDULE'
+          value: batchSubmitSchedule
+        }
+        {
+          name: 'BATCH_COLLECT_SCHEDULE'
+          value: batchCollectSchedule
+        }
+        {
+          name: 'BATCH_ON_FAILURE'
+          value: batchOnFailure
+        }
+        {
+          name: 'BATCH_MAX_REQUESTS_PER_FILE'
+          value: string(batchMaxRequestsPerFile)
         }
         // azure-identity: use the managed identity, this one, and skip every other credential.
         {

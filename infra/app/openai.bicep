@@ -1,6 +1,10 @@
 // Azure OpenAI with key auth disabled: the only way in is an Entra token, so the account has a
 // custom subdomain (Entra auth needs https://<subdomain>.openai.azure.com, not the regional
 // endpoint) and callers need the Cognitive Services OpenAI User role (rbac.bicep).
+// resources.bicep deploys this file once for the worker's account and, when
+// secondaryOpenAiLocation is set, once more for the deployment pool's second account (same model
+// deployment, another region). The batch lane's GlobalBatch deployment (batchDeploymentName) is
+// only ever on the first.
 
 @description('Name of the Azure OpenAI account.')
 param name string
@@ -30,6 +34,19 @@ param skuName string
 @minValue(1)
 @description('Deployment capacity in units of 1,000 tokens per minute (TPM): 50 = 50,000 TPM.')
 param capacity int
+
+@description('Name of a GlobalBatch deployment for the batch lane (app setting BATCH_DEPLOYMENT). Empty: none.')
+param batchDeploymentName string = ''
+
+@description('Model of the GlobalBatch deployment: one the batch model matrix lists (e.g. gpt-5.4-mini, gpt-4.1-mini). Used only with batchDeploymentName.')
+param batchModelName string = ''
+
+@description('Version of the batch model, explicit as for the deployment above. Used only with batchDeploymentName.')
+param batchModelVersion string = ''
+
+@minValue(1)
+@description('Capacity of the GlobalBatch deployment, counted against the separate OpenAI.GlobalBatch.<model> quota of the region (enqueued tokens).')
+param batchCapacity int = 1
 
 @description('Private networking: public network access off and network ACLs denying by default; the app comes through the private endpoint (group account).')
 param vnetEnabled bool = false
@@ -77,8 +94,36 @@ resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01
   }
 }
 
+// The batch lane (BATCH_DEPLOYMENT): half the price of GlobalStandard, answers within 24 hours, and a
+// quota of its own (enqueued tokens, held until a batch ends), so it never competes with the live
+// deployment above for tokens per minute. SKU GlobalBatch (the az CLI spells it globalbatch); the
+// model must be one the batch model matrix lists. No versionUpgradeOption: auto-upgrade applies to
+// GlobalStandard, DataZoneStandard and Standard only
+// (https://learn.microsoft.com/azure/foundry/openai/concepts/model-retirements). dependsOn: one
+// account takes one deployment change at a time. docs/deploy.md#batch-lane
+resource batchDeployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = if (!empty(batchDeploymentName)) {
+  parent: account
+  name: batchDeploymentName
+  sku: {
+    name: 'GlobalBatch'
+    capacity: batchCapacity
+  }
+  properties: {
+    model: {
+      format: 'OpenAI'
+      name: batchModelName
+      version: batchModelVersion
+    }
+  }
+  dependsOn: [
+    deployment
+  ]
+}
+
 output name string = account.name
 output id string = account.id
 // https://<customSubDomainName>.openai.azure.com/ (the worker strips the trailing slash).
 output endpoint string = account.properties.endpoint
 output deploymentName string = deployment.name
+// Empty when there is no batch deployment.
+output batchDeploymentName string = empty(batchDeploymentName) ? '' : batchDeployment.name

@@ -3,7 +3,10 @@
 // zone(s) of its sub-resource through a zone group:
 // - storage blob, queue and table: the queue trigger needs queue; the Functions host needs blob
 //   (leases, the deployment package) and table; the worker needs queue and blob;
-// - Azure OpenAI (group `account`): both the openai and the cognitiveservices zones.
+// - Azure OpenAI (group `account`): both the openai and the cognitiveservices zones; the
+//   deployment pool's second account (another region) gets an endpoint of its own here, in the
+//   VNet's region, registered in the same two zones (a private endpoint may connect to a resource
+//   in another region).
 // Storage and Azure OpenAI refuse public traffic while vnetEnabled (storage.bicep, openai.bicep).
 // The Function App itself gets no inbound private endpoint: the worker has no HTTP triggers, and
 // azd deploy publishes over its public scm endpoint (an inbound endpoint is reported to hang
@@ -20,6 +23,9 @@ param storageAccountName string
 
 @description('Azure OpenAI account behind the account endpoint.')
 param openAiAccountName string
+
+@description('The deployment pool\'s second Azure OpenAI account. Empty: there is none, and no endpoint for it.')
+param secondaryOpenAiAccountName string = ''
 
 @description('Resource id of the subnet the endpoints get their addresses from.')
 param subnetId string
@@ -45,6 +51,12 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
 resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
   name: openAiAccountName
+}
+
+// Referenced only by the second account's endpoint, deployed only when it exists; the fallback
+// name keeps the reference well-formed otherwise.
+resource secondaryOpenAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
+  name: empty(secondaryOpenAiAccountName) ? openAiAccountName : secondaryOpenAiAccountName
 }
 
 // ---- Storage: blob ----
@@ -190,6 +202,51 @@ resource openAiEndpoint 'Microsoft.Network/privateEndpoints@2024-05-01' = {
 
 resource openAiZoneGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = {
   parent: openAiEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'openai'
+        properties: {
+          privateDnsZoneId: openAiZoneId
+        }
+      }
+      {
+        name: 'cognitiveservices'
+        properties: {
+          privateDnsZoneId: cognitiveServicesZoneId
+        }
+      }
+    ]
+  }
+}
+
+// ---- Azure OpenAI: the deployment pool's second account (optional) ----
+
+resource secondaryOpenAiEndpoint 'Microsoft.Network/privateEndpoints@2024-05-01' = if (!empty(secondaryOpenAiAccountName)) {
+  name: 'pe-${secondaryOpenAiAccountName}-account'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: subnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'account'
+        properties: {
+          privateLinkServiceId: secondaryOpenAi.id
+          groupIds: [
+            'account'
+          ]
+        }
+      }
+    ]
+  }
+}
+
+resource secondaryOpenAiZoneGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = if (!empty(secondaryOpenAiAccountName)) {
+  parent: secondaryOpenAiEndpoint
   name: 'default'
   properties: {
     privateDnsZoneConfigs: [

@@ -1,14 +1,21 @@
 // Every role assignment of the deployment. Each is scoped to the ONE resource it is needed on
-// (the OpenAI account, the storage account, App Insights, the jobs queue, the results and
-// payloads containers, the producer's reply queue): never to the resource group or the
-// subscription. Names come from guid() over scope + principal + role, so re-deploying is
-// idempotent.
+// (the OpenAI account, the second OpenAI account of the deployment pool, the storage account, App
+// Insights, the jobs queue, the results and payloads containers, the producer's reply queue):
+// never to the resource group or the subscription. Names come from guid() over scope + principal +
+// role, so re-deploying is idempotent. The batch lane's custom role is the one role definition
+// this deployment creates (see batchDataActions below).
 
 @description('Storage account of the worker.')
 param storageAccountName string
 
 @description('Azure OpenAI account of the worker.')
 param openAiAccountName string
+
+@description('Second Azure OpenAI account of the deployment pool (AZURE_OPENAI_POOL, priority 2). Empty: there is none, and no role on it.')
+param secondaryOpenAiAccountName string = ''
+
+@description('GlobalBatch deployment of the batch lane on the first account (BATCH_DEPLOYMENT). Empty: no batch lane, so no batch role is defined or granted.')
+param batchDeploymentName string = ''
 
 @description('Application Insights component of the worker.')
 param appInsightsName string
@@ -56,6 +63,8 @@ param producerReplyQueueName string
 // ---- Built-in role definition ids (same in every tenant) ----
 
 // Cognitive Services OpenAI User: call deployments (chat completions); no keys, no management.
+// Granted on EACH account the worker calls: a token is accepted per resource, by that resource's
+// role assignments.
 var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
 
 // Storage Blob Data Owner: the Functions host takes blob leases and manages its own containers.
@@ -84,6 +93,57 @@ var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 
 // Monitoring Metrics Publisher: send telemetry to App Insights with Entra auth (local auth is off).
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// ---- Custom role: Azure OpenAI Batch (the batch lane only) ----
+//
+// The batch lane uploads a JSONL file, creates a batch, polls it, downloads the output and error
+// files, deletes files and may cancel a batch, all on the v1 data plane. Microsoft documents
+// Cognitive Services OpenAI User for inference; nothing we rely on documents its data actions as a
+// wildcard over Microsoft.CognitiveServices/accounts/OpenAI/*, so whether it covers files and
+// batches is unconfirmed. Cognitive Services OpenAI Contributor covers them but grants far more
+// than the batch lane needs. So, least privilege: a custom role with exactly the data actions the
+// Azure OpenAI RBAC page and the batch how-to list for files and batches
+// (https://learn.microsoft.com/azure/ai-foundry/openai/how-to/role-based-access-control,
+// https://learn.microsoft.com/azure/foundry/openai/how-to/batch), no control-plane actions, created
+// and granted only when the batch deployment exists. Defining a role needs
+// Microsoft.Authorization/roleDefinitions/write (Owner or User Access Administrator; Role Based
+// Access Control Administrator cannot). If the service asks for a data action not listed here, the
+// batch lane sees PermissionDenied: docs/troubleshooting.md#batch-lane-permissiondenied.
+var batchDataActions = [
+  'Microsoft.CognitiveServices/accounts/OpenAI/files/write'
+  'Microsoft.CognitiveServices/accounts/OpenAI/files/read'
+  'Microsoft.CognitiveServices/accounts/OpenAI/files/delete'
+  'Microsoft.CognitiveServices/accounts/OpenAI/batch-jobs/write'
+  'Microsoft.CognitiveServices/accounts/OpenAI/batches/read'
+  'Microsoft.CognitiveServices/accounts/OpenAI/batches/cancel/action'
+]
+
+// Azure OpenAI Batch (custom role defined below): the batchDataActions, nothing else. Its id is a
+// guid() of this resource group and the account, so re-deploying updates the same definition.
+var azureOpenAiBatch = guid(resourceGroup().id, openAiAccountName, 'azure-openai-batch')
+
+resource batchRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(batchDeploymentName)) {
+  name: azureOpenAiBatch
+  properties: {
+    // Role names are unique per tenant; the account name is globally unique.
+    roleName: 'Azure OpenAI Batch (${openAiAccountName})'
+    description: 'Batch lane of the keyless queue worker: upload, read and delete files, create, read and cancel batches on Azure OpenAI. No inference (Cognitive Services OpenAI User), no management.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: batchDataActions
+        notDataActions: []
+      }
+    ]
+    // The narrowest scope a custom role can be made assignable at; each assignment below is scoped
+    // to the one OpenAI account.
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
 
 // ---- The resources roles are scoped to ----
 
@@ -127,6 +187,12 @@ resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
   name: openAiAccountName
 }
 
+// The pool's second account. Its roles are deployed only when secondaryOpenAiAccountName is set;
+// the fallback name keeps the (then unused) reference well-formed when it is not.
+resource secondaryOpenAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
+  name: empty(secondaryOpenAiAccountName) ? openAiAccountName : secondaryOpenAiAccountName
+}
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
@@ -142,6 +208,31 @@ resource appOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalType: 'ServicePrincipal'
     description: 'Worker: call the model with an Entra token.'
   }
+}
+
+resource appSecondaryOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secondaryOpenAiAccountName)) {
+  name: guid(secondaryOpenAi.id, appPrincipalId, cognitiveServicesOpenAiUser)
+  scope: secondaryOpenAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesOpenAiUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: call the deployment pool\'s second model deployment with an Entra token.'
+  }
+}
+
+resource appBatch 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(batchDeploymentName)) {
+  name: guid(openAi.id, appPrincipalId, azureOpenAiBatch)
+  scope: openAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureOpenAiBatch)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Worker: batch lane files and batches.'
+  }
+  dependsOn: [
+    batchRoleDefinition
+  ]
 }
 
 resource appBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -199,6 +290,31 @@ resource userOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
     principalType: principalType
     description: 'Developer: call the model from a laptop.'
   }
+}
+
+resource userSecondaryOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if ((!empty(principalId)) && (!empty(secondaryOpenAiAccountName))) {
+  name: guid(secondaryOpenAi.id, principalId, cognitiveServicesOpenAiUser)
+  scope: secondaryOpenAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesOpenAiUser)
+    principalId: principalId
+    principalType: principalType
+    description: 'Developer: call the pool\'s second deployment from a laptop.'
+  }
+}
+
+resource userBatch 'Microsoft.Authorization/roleAssignments@2022-04-01' = if ((!empty(principalId)) && (!empty(batchDeploymentName))) {
+  name: guid(openAi.id, principalId, azureOpenAiBatch)
+  scope: openAi
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureOpenAiBatch)
+    principalId: principalId
+    principalType: principalType
+    description: 'Developer: run the batch lane from a laptop.'
+  }
+  dependsOn: [
+    batchRoleDefinition
+  ]
 }
 
 resource userQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {

@@ -1,6 +1,7 @@
 // One storage account for everything the worker touches: the Functions host's own state
 // (leases, timers, diagnostics tables), the Flex Consumption deployment package, the jobs
-// queue and its poison queue, reply queues, result blobs and claim-check payload blobs.
+// queue and its poison queue, reply queues, result blobs, claim-check payload blobs and the
+// batch lane's staged jobs and manifests.
 // Shared keys are OFF: every caller (host, worker, producers, people) uses Entra ID.
 // With vnetEnabled the public endpoint is off too: the app reaches blob, queue and table through
 // private endpoints (private-endpoints.bicep), anyone else from inside (or peered with) the VNet.
@@ -27,6 +28,9 @@ param resultsContainerName string
 
 @description('Container for job bodies too large for a queue message (app setting PAYLOADS_CONTAINER).')
 param payloadsContainerName string
+
+@description('Container for jobs staged for the batch lane and its batch manifests (app setting STAGING_CONTAINER).')
+param stagingContainerName string
 
 @description('Container Flex Consumption deploys the app package from (functionAppConfig.deployment).')
 param deploymentContainerName string
@@ -124,6 +128,19 @@ resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   }
 }
 
+// The batch lane: jobs with "lane": "batch" wait here until the submit timer packs them into a
+// batch file, and each submitted batch's manifest lives here until its results are collected. Only
+// the worker writes it (Storage Blob Data Owner on the account); producers get no role on it.
+// Created whether or not a batch deployment exists: the setting always names it, and an empty
+// container costs nothing.
+resource stagingContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: stagingContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // The worker deletes a payload once the job's result is stored; a payload whose job never
 // reached the worker (or whose delete failed) is removed after a week, which also bounds how
 // long prompt text sits in storage.
@@ -171,3 +188,4 @@ output tableEndpoint string = storage.properties.primaryEndpoints.table
 output jobsQueueName string = jobsQueue.name
 output resultsContainerName string = resultsContainer.name
 output payloadsContainerName string = payloadsContainer.name
+output stagingContainerName string = stagingContainer.name

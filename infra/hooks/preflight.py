@@ -13,11 +13,18 @@ not offered there, is deprecated or retired (`lifecycleStatus`, `deprecation.inf
 `deprecationDate`), the SKU is not offered, or the capacity exceeds the free quota. Otherwise it
 prints one line and lets azd go on. Exit status: 0 go, 1 stop.
 
+It checks each model deployment main.bicep would create: the live one; with
+AZURE_OPENAI_SECONDARY_LOCATION, the same deployment in that region (the deployment pool's second
+account); with AZURE_OPENAI_BATCH_MODEL_NAME, the batch lane's GlobalBatch deployment on the first
+account. Deployments that draw on the same quota (same region, model and SKU) are counted together.
+
 Inputs (azd environment; defaults = main.bicep's, tests/infra checks they agree):
 AZURE_OPENAI_LOCATION (else AZURE_LOCATION), AZURE_SUBSCRIPTION_ID, AZURE_OPENAI_MODEL_NAME,
 AZURE_OPENAI_MODEL_VERSION, AZURE_OPENAI_DEPLOYMENT_SKU, AZURE_OPENAI_DEPLOYMENT_CAPACITY,
-AZURE_OPENAI_DEPLOYMENT_NAME; VNET_ENABLED (private networking), which changes no check and is named
-in the pass line when on. PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
+AZURE_OPENAI_DEPLOYMENT_NAME; AZURE_OPENAI_SECONDARY_LOCATION, AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY;
+AZURE_OPENAI_BATCH_MODEL_NAME, AZURE_OPENAI_BATCH_MODEL_VERSION, AZURE_OPENAI_BATCH_DEPLOYMENT_NAME,
+AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY; VNET_ENABLED (private networking), which changes no check and
+is named in the pass line when on. PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
 
 Standard library only, so the hook runs with any python3 before the project's venv exists.
 """
@@ -32,7 +39,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,6 +51,14 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "AZURE_OPENAI_DEPLOYMENT_SKU": ("openAiDeploymentSkuName", "GlobalStandard"),
     "AZURE_OPENAI_DEPLOYMENT_CAPACITY": ("openAiDeploymentCapacity", "50"),
     "AZURE_OPENAI_DEPLOYMENT_NAME": ("openAiDeploymentName", ""),
+    # The deployment pool's second account (empty location: none).
+    "AZURE_OPENAI_SECONDARY_LOCATION": ("secondaryOpenAiLocation", ""),
+    "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY": ("secondaryOpenAiDeploymentCapacity", "50"),
+    # The batch lane's GlobalBatch deployment (empty model: none).
+    "AZURE_OPENAI_BATCH_MODEL_NAME": ("openAiBatchModelName", ""),
+    "AZURE_OPENAI_BATCH_MODEL_VERSION": ("openAiBatchModelVersion", "2026-03-17"),
+    "AZURE_OPENAI_BATCH_DEPLOYMENT_NAME": ("openAiBatchDeploymentName", ""),
+    "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY": ("openAiBatchDeploymentCapacity", "50"),
 }
 # azd environment value -> (main.bicep bool parameter, default), mapped the same way.
 SWITCHES: dict[str, tuple[str, str]] = {
@@ -52,6 +67,8 @@ SWITCHES: dict[str, tuple[str, str]] = {
 # main.bicep's @allowed list for openAiDeploymentSkuName (the worker makes synchronous calls, so no
 # GlobalBatch; provisioned throughput is bought differently).
 ALLOWED_SKUS = ("GlobalStandard", "DataZoneStandard", "Standard")
+# The batch lane's deployment (openai.bicep): its own SKU and quota (enqueued tokens).
+BATCH_SKU = "GlobalBatch"
 SKIP = "PREFLIGHT_SKIP"
 # lifecycleStatus values that close a model version to new deployments. "Legacy" still deploys (a
 # note says so); "GenerallyAvailable" and "Preview" are fine.
@@ -69,6 +86,47 @@ class Refusal(Exception):
 
 
 @dataclass(frozen=True)
+class Names:
+    """The azd values a fix may tell people to set for one deployment. None: that part is not this
+    deployment's own to change (the pool's second deployment shares the first's model and SKU)."""
+
+    location: str = "AZURE_OPENAI_LOCATION"
+    model: str | None = "AZURE_OPENAI_MODEL_NAME"
+    version: str | None = "AZURE_OPENAI_MODEL_VERSION"
+    sku: str | None = "AZURE_OPENAI_DEPLOYMENT_SKU"
+    capacity: str = "AZURE_OPENAI_DEPLOYMENT_CAPACITY"
+    endpoint: str = "AZURE_OPENAI_ENDPOINT"  # the azd output naming its account, once provisioned
+
+
+SECONDARY_NAMES = Names(
+    location="AZURE_OPENAI_SECONDARY_LOCATION", model=None, version=None, sku=None,
+    capacity="AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY", endpoint="AZURE_OPENAI_SECONDARY_ENDPOINT",
+)  # fmt: skip
+BATCH_NAMES = Names(
+    model="AZURE_OPENAI_BATCH_MODEL_NAME", version="AZURE_OPENAI_BATCH_MODEL_VERSION", sku=None,
+    capacity="AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY",
+)  # fmt: skip
+
+
+def _values(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: (env.get(name) or "").strip() or default for name, (_, default) in PARAMETERS.items()}
+
+
+def _capacity(values: Mapping[str, str], variable: str) -> int:
+    raw = values[variable]
+    if not raw.isdigit() or int(raw) < 1:
+        raise Refusal(
+            f"{variable}={raw} is not a whole number of thousands of tokens per minute "
+            f"(1 or more). Fix: azd env set {variable} {PARAMETERS[variable][1]}"
+        )
+    return int(raw)
+
+
+def _region(value: str) -> str:
+    return value.strip().lower().replace(" ", "")
+
+
+@dataclass(frozen=True)
 class Request:
     location: str
     model: str
@@ -78,6 +136,8 @@ class Request:
     deployment: str
     subscription: str
     vnet_enabled: str = "false"  # VNET_ENABLED as azd hands it to main.bicep's vnetEnabled
+    names: Names = Names()
+    what: str = ""  # which deployment, in a line about several ("" for the live one)
 
     @property
     def usage_name(self) -> str:
@@ -85,7 +145,7 @@ class Request:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Request:
-        values = {name: (env.get(name) or "").strip() or default for name, (_, default) in PARAMETERS.items()}
+        values = _values(env)
         location = (env.get("AZURE_OPENAI_LOCATION") or env.get("AZURE_LOCATION") or "").strip()
         if not location:
             raise Refusal("no region: AZURE_LOCATION is not set. Fix: azd env set AZURE_LOCATION <region>")
@@ -95,23 +155,48 @@ class Request:
                 f"AZURE_OPENAI_DEPLOYMENT_SKU={sku} is not a SKU main.bicep deploys ({', '.join(ALLOWED_SKUS)}). "
                 "Fix: azd env set AZURE_OPENAI_DEPLOYMENT_SKU GlobalStandard"
             )
-        raw = values["AZURE_OPENAI_DEPLOYMENT_CAPACITY"]
-        if not raw.isdigit() or int(raw) < 1:
-            raise Refusal(
-                f"AZURE_OPENAI_DEPLOYMENT_CAPACITY={raw} is not a whole number of thousands of tokens per minute "
-                "(1 or more). Fix: azd env set AZURE_OPENAI_DEPLOYMENT_CAPACITY 50"
-            )
+        capacity = _capacity(values, "AZURE_OPENAI_DEPLOYMENT_CAPACITY")
         model = values["AZURE_OPENAI_MODEL_NAME"]
         return cls(
-            location=location.lower().replace(" ", ""),
+            location=_region(location),
             model=model,
             version=values["AZURE_OPENAI_MODEL_VERSION"],
             sku=sku,
-            capacity=int(raw),
+            capacity=capacity,
             deployment=values["AZURE_OPENAI_DEPLOYMENT_NAME"] or model,
             subscription=(env.get("AZURE_SUBSCRIPTION_ID") or "").strip(),
             vnet_enabled=(env.get("VNET_ENABLED") or "").strip().lower() or SWITCHES["VNET_ENABLED"][1],
         )
+
+    def secondary(self, env: Mapping[str, str]) -> Request | None:
+        """The deployment pool's second deployment: this one, in AZURE_OPENAI_SECONDARY_LOCATION."""
+        values = _values(env)
+        location = _region(values["AZURE_OPENAI_SECONDARY_LOCATION"])
+        if not location:
+            return None
+        capacity = _capacity(values, "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY")
+        same = ", the first one's region too: no regional fallback" if location == self.location else ""
+        what = f"second account ({location}{same})"
+        return replace(self, location=location, capacity=capacity, names=SECONDARY_NAMES, what=what)
+
+    def batch(self, env: Mapping[str, str]) -> Request | None:
+        """The batch lane's GlobalBatch deployment on the first account, named <model>-batch unless named."""
+        values = _values(env)
+        model = values["AZURE_OPENAI_BATCH_MODEL_NAME"]
+        if not model:
+            return None
+        deployment = values["AZURE_OPENAI_BATCH_DEPLOYMENT_NAME"] or f"{model}-batch"
+        if deployment == self.deployment:
+            raise Refusal(
+                f"the batch deployment would be named {deployment}, as the live deployment is: one would replace "
+                "the other. Fix: azd env set AZURE_OPENAI_BATCH_DEPLOYMENT_NAME <another name>"
+            )
+        capacity = _capacity(values, "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY")
+        version = values["AZURE_OPENAI_BATCH_MODEL_VERSION"]
+        return replace(
+            self, model=model, version=version, sku=BATCH_SKU, capacity=capacity, deployment=deployment,
+            names=BATCH_NAMES, what=f"batch deployment {deployment}",
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- what the region offers
@@ -246,17 +331,20 @@ def _on(day: dt.date | None) -> str:
 
 
 def _switch(region: Region, request: Request, skip: Offer | None) -> str:
-    """How to move: to another model (the first alternative) or, when there is none, another region."""
-    others = region.alternatives(request, skip)
+    """How to move: to another model (the first alternative) or, when there is none (or the model is
+    not this deployment's to change), another region."""
+    names = request.names
+    others = region.alternatives(request, skip) if names.model and names.version else []
     if not others:
+        why = "no other chat model here has" if names.model else "the model is the first deployment's; this region"
         return (
-            f"another region (azd env set AZURE_OPENAI_LOCATION <region>): no other chat model here has "
-            f"{request.capacity} units of {request.sku} quota free"
+            f"another region (azd env set {names.location} <region>): {why} {request.capacity} units of "
+            f"{request.sku} quota free"
         )
     best = others[0]
     listed = ", ".join(o.label + (f" ({o.status})" if o.status != "GenerallyAvailable" else "") for o in others)
     return (
-        f"azd env set AZURE_OPENAI_MODEL_NAME {best.name} && azd env set AZURE_OPENAI_MODEL_VERSION "
+        f"azd env set {names.model} {best.name} && azd env set {names.version} "
         f"{best.version} (open for {request.sku} here with {request.capacity} units free: {listed})"
     )
 
@@ -268,12 +356,12 @@ def _find(region: Region, request: Request) -> Offer:
         return exact
     where = f"{request.model} {request.version} is not offered in {region.location}"
     usable = [o for o in same if o.chat and region.open_for(o, request.sku)]
-    if usable:
+    if usable and request.names.version:
         best = next((o for o in usable if o.default), usable[0])
         versions = ", ".join(o.version for o in usable)
         raise Refusal(
             f"{where} (versions open for {request.sku} here: {versions}). "
-            f"Fix: azd env set AZURE_OPENAI_MODEL_VERSION {best.version}"
+            f"Fix: azd env set {request.names.version} {best.version}"
         )
     raise Refusal(f"{where}. Fix: {_switch(region, request, None)}")
 
@@ -295,49 +383,63 @@ def _check_sku(region: Region, request: Request, offer: Offer) -> Sku:
     if sku is None or region.past(sku.retires):
         state = "is not offered" if sku is None else f"was retired on {sku.retires}"
         fix = (
-            f"Fix: azd env set AZURE_OPENAI_DEPLOYMENT_SKU {open_skus[0]} (open here: {', '.join(open_skus)})"
-            if open_skus
+            f"Fix: azd env set {request.names.sku} {open_skus[0]} (open here: {', '.join(open_skus)})"
+            if open_skus and request.names.sku
             else f"Fix: {_switch(region, request, offer)}"
         )
         raise Refusal(f"{request.sku} {state} for {offer.label} in {region.location}. {fix}")
     if sku.maximum is not None and request.capacity > sku.maximum:
         raise Refusal(
             f"capacity {request.capacity} is over the {sku.maximum} a {request.sku} deployment of {offer.label} "
-            f"can have. Fix: azd env set AZURE_OPENAI_DEPLOYMENT_CAPACITY {sku.maximum}"
+            f"can have. Fix: azd env set {request.names.capacity} {sku.maximum}"
         )
     return sku
 
 
-def _check_quota(region: Region, request: Request, offer: Offer, sku: Sku, held: int) -> float:
+def _check_quota(region: Region, request: Request, offer: Offer, sku: Sku, held: int, claimed: int) -> float:
     free, limit = region.quota(sku.usage_name)
-    free += held
+    free += held - claimed
     if request.capacity <= free:
         return free
     room = max(int(free), 0)
-    lower = f"azd env set AZURE_OPENAI_DEPLOYMENT_CAPACITY {room}; " if room >= 1 else ""
+    lower = f"azd env set {request.names.capacity} {room}; " if room >= 1 else ""
     others = [
         name
         for name in ALLOWED_SKUS
         if name != request.sku
+        and request.names.sku
         and region.open_for(offer, name)
         and region.quota(offer.skus[name].usage_name)[0] >= request.capacity
     ]
-    other_skus = f"azd env set AZURE_OPENAI_DEPLOYMENT_SKU {others[0]}; " if others else ""
+    other_skus = f"azd env set {request.names.sku} {others[0]}; " if others else ""
+    shared = f", after the {claimed} units the deployment(s) above take from it" if claimed else ""
     raise Refusal(
-        f"capacity {request.capacity} is over the free {sku.usage_name} quota in {region.location}: {room} of "
-        f"{int(limit)} units (thousands of tokens per minute) free. Fix, any one of: {lower}{other_skus}"
+        f"capacity {request.capacity} is over the free {sku.usage_name} quota in {region.location}{shared}: {room} "
+        f"of {int(limit)} units ({_unit(request)}) free. Fix, any one of: {lower}{other_skus}"
         f"ask for more quota ({QUOTA_HELP}); or {_switch(region, request, offer)}"
     )
 
 
-def check(region: Region, request: Request, held: Mapping[str, Any] | None = None) -> str:
+def _unit(request: Request) -> str:
+    # GlobalBatch quota counts enqueued tokens (held while a batch runs), not tokens per minute.
+    return "GlobalBatch quota counts enqueued tokens" if request.sku == BATCH_SKU else "thousands of tokens per minute"
+
+
+def check(
+    region: Region, request: Request, held: Mapping[str, Any] | None = None, claimed: dict[str, int] | None = None
+) -> str:
     """The one line to print when provisioning may go on; raises Refusal otherwise. `held` is this
-    environment's existing deployment of the same name (a re-provision), if any."""
+    environment's existing deployment of the same name (a re-provision), if any. `claimed`: units of
+    this region's quotas (by usage name) the deployments checked before this one take; this one's
+    capacity is added to it when it passes."""
     offer = _find(region, request)
     _check_lifecycle(region, request, offer)
     sku = _check_sku(region, request, offer)
     held_units = _held_units(held, request)
-    free = _check_quota(region, request, offer, sku, held_units)
+    claimed = {} if claimed is None else claimed
+    usage = sku.usage_name.lower()
+    free = _check_quota(region, request, offer, sku, held_units, claimed.get(usage, 0))
+    claimed[usage] = claimed.get(usage, 0) + request.capacity
     notes = [f"{offer.status}{_on(offer.retires)}"]
     if held_units:
         notes.append(f"counting the {held_units} units this environment's deployment already holds")
@@ -385,7 +487,7 @@ def _version_notes(region: Region, request: Request, held: Mapping[str, Any] | N
     if running and running != request.version:
         notes.append(
             f"the deployment runs {running} (auto-upgraded): this provision asks for {request.version} again "
-            f"unless azd env set AZURE_OPENAI_MODEL_VERSION {running}"
+            f"unless azd env set {request.names.version or 'AZURE_OPENAI_MODEL_VERSION'} {running}"
         )
     default = next((o for o in region.offers if o.name == request.model and o.default), None)
     if default is not None and default.version != request.version and default.version != running:
@@ -438,7 +540,7 @@ class Az:
 
     def held(self, env: Mapping[str, str], request: Request) -> Mapping[str, Any] | None:
         """The deployment this environment provisioned before (azd keeps the outputs), if it exists."""
-        account = (urlparse(env.get("AZURE_OPENAI_ENDPOINT") or "").hostname or "").split(".")[0]
+        account = (urlparse(env.get(request.names.endpoint) or "").hostname or "").split(".")[0]
         group = (env.get("AZURE_RESOURCE_GROUP") or "").strip()
         if not (account and group):
             return None
@@ -470,12 +572,25 @@ def _cli_failure(command: str, error: str) -> str:
 
 
 def run(env: Mapping[str, str], today: dt.date) -> str:
-    request = Request.from_env(env)
-    az = Az.find(request.subscription)
-    models = az.listing("model", request.location)
-    usages = az.listing("usage", request.location)
-    region = Region.parse(request.location, models, usages, today)
-    return check(region, request, az.held(env, request))
+    primary = Request.from_env(env)
+    requests = [primary, *(r for r in (primary.secondary(env), primary.batch(env)) if r is not None)]
+    az = Az.find(primary.subscription)
+    regions: dict[str, Region] = {}
+    claimed: dict[str, dict[str, int]] = {}
+    verdicts = []
+    for request in requests:
+        if request.location not in regions:
+            models = az.listing("model", request.location)
+            usages = az.listing("usage", request.location)
+            regions[request.location] = Region.parse(request.location, models, usages, today)
+        try:
+            verdict = check(
+                regions[request.location], request, az.held(env, request), claimed.setdefault(request.location, {})
+            )
+        except Refusal as refusal:
+            raise Refusal(f"{request.what}: {refusal}" if request.what else str(refusal)) from refusal
+        verdicts.append(f"{request.what}: {verdict}" if request.what else verdict)
+    return " | ".join(verdicts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,6 +124,8 @@ OPENAI = CheckKind(
         "public_access_disabled",
         "credential_failed",
         "unexpected_error",
+        "batch_role_missing",
+        "batch_unavailable",
     ),
 )
 STORAGE = CheckKind(

@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 
 from shared.connections import create_openai_client
 from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE
+from shared.doctor.batch_probe import check_batch
 from shared.doctor.credential import EXPECTED_AUDIENCE, wrong_audience
 from shared.doctor.model import OPENAI, Check, Context, one_line
 from shared.settings import Settings
@@ -116,12 +117,13 @@ async def _check_deployment(ctx: Context, settings: Settings) -> Check:
                 served = await _wait_for_role(ctx, settings, client, started, exc)
             except Exception as again:
                 return _openai_failed(ctx, settings, again, where, waited=time.monotonic() - started)
-            return OPENAI.ok(
+            waited = OPENAI.ok(
                 f"{where} answered after the role took effect ({time.monotonic() - started:.0f} s of --wait) "
                 f"for {ctx.principal}; {served}",
                 reason="ok_after_wait",
             )
-    return OPENAI.ok(f"{where} answered for {ctx.principal}; {served}")
+            return await check_batch(ctx, settings, client, waited)
+        return await check_batch(ctx, settings, client, OPENAI.ok(f"{where} answered for {ctx.principal}; {served}"))
 
 
 async def _count_down(ctx: Context, note: str, delay: float, left: float) -> None:

@@ -33,9 +33,9 @@ from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.constants import DEFAULT_JOBS_QUEUE, DEFAULT_PAYLOADS_CONTAINER, DEFAULT_RESULTS_CONTAINER
-from shared.jobs import Notice, Result
+from shared.jobs import Lane, Notice, Result
 from shared.producer import aio
-from shared.producer.aio import JobInput, SubmitProgress, new_job_id, prepare_job
+from shared.producer._jobs import JobInput, SubmitProgress, new_job_id, prepare_job
 
 __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
 
@@ -204,15 +204,16 @@ class JobsClient:
         finally:
             self._runner.close()
 
-    def submit(self, job: JobInput) -> str:
+    def submit(self, job: JobInput, *, lane: Lane | None = None) -> str:
         """Validate and enqueue one job; return its id.
 
-        As ``shared.producer.aio.JobsClient.submit``: needs *Storage Queue Data Message Sender* on
-        the jobs queue (and *Storage Blob Data Contributor* on the payloads container for a
-        claim-check job); raises InvalidJobError before sending anything, QueueNotFoundError,
-        MissingPermissionError on a 403, or the storage SDK's HttpResponseError.
+        As ``shared.producer.aio.JobsClient.submit`` (``lane="batch"``: the batch lane for a job that
+        names none): needs *Storage Queue Data Message Sender* on the jobs queue (and *Storage Blob
+        Data Contributor* on the payloads container for a claim-check job); raises InvalidJobError
+        before sending anything, QueueNotFoundError, MissingPermissionError on a 403, or the storage
+        SDK's HttpResponseError.
         """
-        return self._run(self._client.submit(job))
+        return self._run(self._client.submit(job, lane=lane))
 
     def submit_many(
         self,
@@ -220,14 +221,16 @@ class JobsClient:
         *,
         concurrency: int = 16,
         progress: Callable[[SubmitProgress], None] | None = None,
+        lane: Lane | None = None,
     ) -> list[str]:
         """Validate every job, then send them with at most ``concurrency`` sends in flight; return the ids.
 
         As ``shared.producer.aio.JobsClient.submit_many``: one invalid job (InvalidJobError with
         ``index``) means nothing is sent; ``progress`` is called after each job is on the queue, on
-        the calling thread. Needs the roles of ``submit`` and raises its errors.
+        the calling thread; ``lane`` is ``submit``'s, for every job. Needs the roles of ``submit`` and
+        raises its errors.
         """
-        return self._run(self._client.submit_many(jobs, concurrency=concurrency, progress=progress))
+        return self._run(self._client.submit_many(jobs, concurrency=concurrency, progress=progress, lane=lane))
 
     def get_result(self, job_id: str) -> Result | None:
         """Return the job's stored result, or None if there is none yet.

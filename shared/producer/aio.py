@@ -27,15 +27,11 @@ Roles the identity needs (data plane, on the storage account or narrower):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
-import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -61,134 +57,23 @@ from shared.constants import (
 )
 from shared.errors import (
     ConfigurationError,
-    InvalidJobError,
     MissingPermissionError,
     ProducerError,
     QueueNotFoundError,
     WaitTimeoutError,
 )
-from shared.jobs import (
-    CLAIM_CHECK_BYTES,
-    JOB_ID_PATTERN,
-    InvalidJob,
-    Job,
-    JobReference,
-    Notice,
-    Result,
-    parse_job,
-)
+from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Lane, Notice, Result
 from shared.producer import _tracing
+from shared.producer._jobs import JobInput, SubmitProgress, _check_id, _prepare, _Prepared, new_job_id, prepare_job
 
 __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
 
 logger = logging.getLogger(__name__)
 
 
-# What submit and submit_many take: a contract Job, or a dict of the same shape.
-JobInput = Job | Mapping[str, Any]
-
 # Payloads go up in pieces of at most 1 MiB: aiohttp warns (ResourceWarning) that a bigger single
 # bytes body can stall the event loop, and a payload is often just over that size.
 _BLOB_OPTIONS: dict[str, Any] = {"max_single_put_size": 1024 * 1024, "max_block_size": 1024 * 1024}
-
-
-def new_job_id() -> str:
-    """A fresh job id (uuid4 hex: 32 characters within the contract's id alphabet)."""
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class SubmitProgress:
-    """Reported by ``submit_many`` after each job is on the queue (``id`` is the one just sent)."""
-
-    id: str
-    done: int
-    total: int
-    elapsed: float
-
-    @property
-    def rate(self) -> float:
-        """Jobs per second so far."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the current rate (None before the first job)."""
-        return (self.total - self.done) / self.rate if self.rate > 0 else None
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    job: Job
-    data: dict[str, Any]
-    text: str  # exactly the JSON of data, as validated
-
-    @property
-    def id(self) -> str:
-        assert self.job.id is not None  # prepare_job always sets one
-        return self.job.id
-
-
-def prepare_job(job: JobInput, *, index: int | None = None) -> Job:
-    """Validate ``job`` as the worker will and give it an id if it has none; raise InvalidJobError.
-
-    The returned Job always has an ``id`` (see ``JobsClient.submit`` for why).
-    """
-    return _prepare(job, index=index).job
-
-
-def _prepare(job: JobInput, *, index: int | None = None) -> _Prepared:
-    where = f"job #{index}: " if index is not None else ""
-    if isinstance(job, Job):
-        # No serializer warnings: a Job built without validation is re-validated just below.
-        data: dict[str, Any] = job.model_dump(mode="json", exclude_unset=True, warnings=False)
-    elif isinstance(job, Mapping):
-        data = dict(job)
-    else:
-        raise InvalidJobError(
-            f"{where}a job is a shared.jobs.Job or a dict, got {type(job).__name__}",
-            field=None,
-            code="invalid_job",
-            index=index,
-        )
-    if data.get("redelivery") is not None:
-        raise InvalidJobError(
-            f"{where}redelivery is set by the worker on its own copies; leave it out",
-            field="redelivery",
-            code="unknown_field",
-            index=index,
-        )
-    if data.get("id") is None:
-        data["id"] = new_job_id()
-    try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-        body = text.encode()  # UnicodeEncodeError (a ValueError) for lone surrogates
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobError(
-            f"{where}the job is not JSON ({exc}); use strings, numbers, booleans, lists and objects",
-            field=None,
-            code="invalid_json",
-            index=index,
-        ) from exc
-    try:
-        # The worker's own parser on the exact bytes that will be sent: same models, same verdicts.
-        return _Prepared(parse_job(body), data, text)
-    except InvalidJob as exc:
-        cause = exc.__cause__
-        field = None
-        if isinstance(cause, ValidationError) and (errors := cause.errors(include_url=False)):
-            field = ".".join(str(part) for part in errors[0]["loc"]) or None
-        error = InvalidJobError(f"{where}{exc.message}", field=field, code=exc.code, index=index)
-        raise error from (cause if isinstance(cause, ValidationError) else exc)
-
-
-def _check_id(job_id: str) -> str:
-    # Ids become blob names: refuse anything outside the contract (no '/', no '..').
-    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
-        raise InvalidJobError(
-            f"{job_id!r} is not a job id: ids are 1-128 characters from A-Z a-z 0-9 _ -", field="id", code="invalid_id"
-        )
-    return job_id
 
 
 def _check_name(name: str, setting: str) -> str:
@@ -387,7 +272,7 @@ class JobsClient:
 
     # ---- sending ----
 
-    async def submit(self, job: JobInput) -> str:
+    async def submit(self, job: JobInput, *, lane: Lane | None = None) -> str:
         """Validate and enqueue one job; return its id.
 
         ``job`` is a ``shared.jobs.Job`` or a dict in the same shape. It is checked with the worker's
@@ -404,8 +289,12 @@ class JobsClient:
         Contributor* on the payloads container for a claim-check job. Raises InvalidJobError,
         QueueNotFoundError when the queue does not exist, MissingPermissionError on a 403, and the
         storage SDK's HttpResponseError for any other storage failure.
+
+        ``lane="batch"`` sends a job that names no lane through the batch lane (Azure OpenAI Global
+        Batch: half the price, answered within 24 hours, the same result); a job naming the other lane
+        raises InvalidJobError (``lane_conflict``). The job's own ``"lane"`` field does the same.
         """
-        prepared = _prepare(job)
+        prepared = _prepare(job, lane=lane)
         await self._send(prepared)
         return prepared.id
 
@@ -415,6 +304,7 @@ class JobsClient:
         *,
         concurrency: int = 16,
         progress: Callable[[SubmitProgress], None] | None = None,
+        lane: Lane | None = None,
     ) -> list[str]:
         """Validate every job, then send them with at most ``concurrency`` sends in flight.
 
@@ -424,11 +314,12 @@ class JobsClient:
         flight settle, and exactly the jobs reported to ``progress`` were sent. Each job is its
         own queue message and gets its own ``send {queue}`` span, as with ``submit``.
 
-        Needs the roles of ``submit`` and raises its errors; ValueError for ``concurrency`` below 1.
+        ``lane`` is ``submit``'s, for every job. Needs the roles of ``submit`` and raises its errors;
+        ValueError for ``concurrency`` below 1.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        prepared = [_prepare(job, index=index) for index, job in enumerate(jobs)]
+        prepared = [_prepare(job, index=index, lane=lane) for index, job in enumerate(jobs)]
         total = len(prepared)
         pending = iter(prepared)  # shared by the senders: each takes the next job
         done = 0

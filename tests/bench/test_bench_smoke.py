@@ -47,9 +47,10 @@ KEYS = {
         "results",
     },
     "targets": {"throughput", "token_requests", "imports", "rate_limit"},
+    "batch_lane": {"jobs", "results", "model_api_calls", "batch_calls_by_kind", "tokens", "billed_batch_over_live"},
 }
 RUN_KEYS = {"jobs", "results", "succeeded", "failed", "poisoned", "jobs_per_s", "ratio_to_ideal", "mean_in_flight"}
-ORIGINAL = ("throughput", "cpu_and_tokens", "cold_start", "rate_limit")
+ORIGINAL = ("throughput", "cpu_and_tokens", "cold_start", "rate_limit", "batch_lane")
 # Every issue-13 run (one K of the scale-out, the pool, each outage run) reports these.
 QUOTA_RUN_KEYS = {
     "jobs",
@@ -142,7 +143,7 @@ async def test_bench_smoke(
     assert set(report["targets"]) == KEYS["targets"]
     assert all(isinstance(goal["met"], bool) for goal in report["targets"].values())
     table = markdown(report)
-    assert table.count("\n| ") == 9  # header + 8 figures
+    assert table.count("\n| ") == 10  # header + 9 figures
 
 
 # --- Issue 13: scale-out, pool, outages ------------------------------------------------------------

@@ -20,7 +20,10 @@ Switches (bool parameters such as ``vnetEnabled``) are evaluated: ``Infra.load(r
 {"vnetEnabled": True})`` reads the deployment as it is with that value (a bool parameter not given
 takes its default). A ``c ? a : b`` whose condition is a switch resolves to the branch taken, and a
 resource or module under ``if (<switch>)`` that is off is not deployed (not in ``created``,
-``all_resources``), so every check judges what that value deploys.
+``all_resources``), so every check judges what that value deploys. The string parameters in
+``TEXT_SWITCHES`` (``secondaryOpenAiLocation``, ``openAiBatchModelName``: empty = that part is not
+deployed) are switches too: ``empty(...)`` of them, or of anything computed from them through
+variables, module parameters, outputs and ``c ? a : b``, is evaluated the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ DNS_ZONE = "Microsoft.Network/privateDnsZones"
 DNS_ZONE_LINK = "Microsoft.Network/privateDnsZones/virtualNetworkLinks"
 PLAN = "Microsoft.Web/serverfarms"
 PUBLISHING_POLICY = "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+ROLE_DEFINITION = "Microsoft.Authorization/roleDefinitions"
 RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
 
 MAIN_ENTRY = "main.bicep"
@@ -81,6 +85,28 @@ EXPECTED_ROLES = {
     ("producer", "Storage Blob Data Contributor", "payloads container"),
     ("producer", "Storage Queue Data Message Processor", "reply queue"),
 }
+# The deployment pool's second Azure OpenAI account (secondaryOpenAiLocation set): the worker calls
+# it as it calls the first, and so may the person running azd up.
+POOL_ROLES = {
+    ("app", "Cognitive Services OpenAI User", "secondary openai account"),
+    ("user", "Cognitive Services OpenAI User", "secondary openai account"),
+}
+# The batch lane (openAiBatchModelName set): a custom role with exactly BATCH_DATA_ACTIONS, on the
+# account of the GlobalBatch deployment. Cognitive Services OpenAI User is documented for inference;
+# that its data actions cover files and batches is unconfirmed, so they are granted explicitly.
+BATCH_ROLE = "Azure OpenAI Batch"
+BATCH_ROLES = {("app", BATCH_ROLE, "openai account"), ("user", BATCH_ROLE, "openai account")}
+# The data actions of files and batches on the v1 data plane (the Azure OpenAI RBAC page, as the
+# batch how-to cites it): upload/read/delete files, create, read and cancel batches. Nothing else:
+# no wildcard, no control-plane action.
+BATCH_DATA_ACTIONS = [
+    "Microsoft.CognitiveServices/accounts/OpenAI/files/write",
+    "Microsoft.CognitiveServices/accounts/OpenAI/files/read",
+    "Microsoft.CognitiveServices/accounts/OpenAI/files/delete",
+    "Microsoft.CognitiveServices/accounts/OpenAI/batch-jobs/write",
+    "Microsoft.CognitiveServices/accounts/OpenAI/batches/read",
+    "Microsoft.CognitiveServices/accounts/OpenAI/batches/cancel/action",
+]
 # A role on ONE resource of a [for] loop (deployed only when contains(<array>, <name>)) is named
 # after the loop: "reply queue" is one of the "reply queues".
 LOOP_MEMBERS = {"reply queues": "reply queue"}
@@ -128,6 +154,13 @@ FORBIDDEN_SETTINGS = {
 SECRETISH = re.compile(r"key|secret|password|sas|token(?!_credentials)", re.IGNORECASE)
 # Sample values that intentionally differ from the Bicep defaults (placeholders / local-only).
 LOCAL_ONLY_VALUES = {"AZURE_TOKEN_CREDENTIALS"}
+
+# String parameters of the entry point that switch parts of the deployment on (non-empty) or off
+# (empty): the pool's second Azure OpenAI account and the batch lane's GlobalBatch deployment.
+TEXT_SWITCHES = {"secondaryOpenAiLocation", "openAiBatchModelName"}
+
+# A created resource: (key, scope, symbol, declaration).
+Found = tuple[str, str | None, str, dict[str, Any]]
 
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 _INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
@@ -240,35 +273,137 @@ class Infra:
     main: BicepFile
     module_files: dict[str, BicepFile] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    values: dict[str, bool] = field(default_factory=dict)  # switches of the entry point, by name
+    values: dict[str, bool | str] = field(default_factory=dict)  # switches of the entry point, by name
 
     @classmethod
-    def load(cls, root: Path, entry: str = MAIN_ENTRY, values: Mapping[str, bool] | None = None) -> Infra:
+    def load(cls, root: Path, entry: str = MAIN_ENTRY, values: Mapping[str, bool | str] | None = None) -> Infra:
         infra = cls(root, parse(root / entry), values=dict(values or {}))
         infra._load_modules(None)
         return infra
 
     def switch(self, name: str) -> bool | None:
         """The value of a bool parameter of the entry point: as given to load(), else its default."""
-        if name in self.values:
-            return self.values[name]
+        if isinstance(self.values.get(name), bool):
+            return cast(bool, self.values[name])
         param = self.main.params.get(name) or {}
         default = param.get("default")
         return default if param.get("type") == "bool" and isinstance(default, bool) else None
 
+    def text_switch(self, name: str) -> str | None:
+        """The value of a TEXT_SWITCHES parameter of the entry point (as given to load(), else its
+        default); None for any other parameter, whose value is not decided here."""
+        if isinstance(self.values.get(name), str):
+            return cast(str, self.values[name])
+        param = self.main.params.get(name) or {}
+        default = param.get("default")
+        return default if name in TEXT_SWITCHES and isinstance(default, str) else None
+
     def truth(self, scope: str | None, expr: Any) -> bool | None:
-        """A condition's value when it is a switch (or `!` of one), else None (not decided here)."""
+        """A condition's value when it is decided by the switches (a switch, `!`, `&&`, `||`,
+        `empty(...)` of a text switch), else None (not decided here)."""
         if isinstance(expr, bool):
             return expr
+        followed = self.follow(scope, expr)
+        if followed is not None:
+            return self.truth(*followed)
         operator = expr.get("operator") if isinstance(expr, dict) else None
         if operator and operator["type"] == "not":
             inner = self.truth(scope, operator["operands"].get("bool_value"))
             return None if inner is None else not inner
+        if operator and operator["type"] in ("and", "or"):
+            operands = operator["operands"]
+            both = [self.truth(scope, operands["operand_1"]), self.truth(scope, operands["operand_2"])]
+            decisive: bool = operator["type"] == "or"  # the value that decides alone: true for ||, false for &&
+            if decisive in both:
+                return decisive
+            return None if None in both else not decisive
+        function = expr.get("function") if isinstance(expr, dict) else None
+        if function and function["type"] == "empty":
+            return self.emptiness(scope, function["parameters"].get("item_to_test"))
         origin = self.resolve(scope, expr)
         if origin in ("true", "false"):
             return origin == "true"
         match = re.fullmatch(r"param:(\w+)", origin)
         return self.switch(match.group(1)) if match else None
+
+    def follow(self, scope: str | None, expr: Any) -> tuple[str | None, Any] | None:
+        """A variable, or a module's parameter, as (scope, expression) of its value: what the parent
+        passes, else the default. None for anything else (an entry point's parameter included)."""
+        if not (isinstance(expr, str) and _IDENT.match(expr)):
+            return None
+        file = self.file(scope)
+        if expr in file.vars:
+            return scope, file.vars[expr]["value"]
+        if scope is None or expr not in file.params:
+            return None
+        passed = self.module_param(scope, expr)
+        if passed is not MISSING:
+            return self.parent(scope), passed
+        default = file.params[expr].get("default")
+        return (scope, default) if default is not None else None
+
+    def emptiness(self, scope: str | None, expr: Any) -> bool | None:
+        """Whether `expr` is empty ('' or []), when the switches decide it; None when they don't."""
+        if isinstance(expr, list):
+            return not expr
+        followed = self.follow(scope, expr)
+        if followed is not None:
+            return self.emptiness(*followed)
+        if isinstance(expr, str):
+            return self._text_emptiness(scope, expr)
+        operator = expr.get("operator") if isinstance(expr, dict) else None
+        if operator and operator["type"] == "conditional":
+            return self._conditional_emptiness(scope, operator["operands"])
+        parts = dotted(expr)
+        if parts is None or not isinstance(parts[0], str):
+            return None
+        head, rest = parts[0], [str(p) for p in parts[1:]]
+        file = self.file(scope)
+        if head in file.modules and len(rest) == 2 and rest[0] == "outputs":
+            child = head if scope is None else f"{scope}.{head}"
+            output = self.module_files[child].outputs.get(rest[1]) if child in self.module_files else None
+            return self.emptiness(child, output["value"]) if output else None
+        if head in file.resources and rest == ["name"]:
+            return self.emptiness(scope, body(file.resources[head]).get("name"))
+        return None
+
+    def _text_emptiness(self, scope: str | None, expr: str) -> bool | None:
+        """A string literal, an interpolation, or a parameter of the entry point (a text switch)."""
+        if "${" in expr:
+            whole = _INTERPOLATION.fullmatch(expr)
+            return self.emptiness(scope, whole.group(1).strip()) if whole else False  # literal text around it
+        if scope is None and expr in self.file(scope).params:
+            value = self.text_switch(expr)
+            return None if value is None else not value
+        if expr in self.file(scope).params or expr in self.file(scope).resources:
+            return None
+        return not expr
+
+    def _conditional_emptiness(self, scope: str | None, operands: Mapping[str, Any]) -> bool | None:
+        """`c ? a : b`: the branch taken when decided. `empty(x) ? a : x` is empty exactly when `a` is
+        (x is taken only when it is not empty); otherwise the branches must agree."""
+        taken = self.truth(scope, operands["condition"])
+        if taken is not None:
+            return self.emptiness(scope, operands["true_value" if taken else "false_value"])
+        function = operands["condition"].get("function") if isinstance(operands["condition"], dict) else None
+        if (
+            function
+            and function["type"] == "empty"
+            and function["parameters"].get("item_to_test") == operands["false_value"]
+        ):
+            return self.emptiness(scope, operands["true_value"])
+        branches = {self.emptiness(scope, operands["true_value"]), self.emptiness(scope, operands["false_value"])}
+        return branches.pop() if len(branches) == 1 else None
+
+    def conditional(self, scope: str | None, resource: Mapping[str, Any]) -> bool:
+        """Whether `resource`, or a module above it, is under an `if (...)` at all (optional)."""
+        if condition(resource) is not None:
+            return True
+        while scope is not None:
+            if condition(self.module_declaration(scope)) is not None:
+                return True
+            scope = self.parent(scope)
+        return False
 
     def deployed(self, scope: str | None, resource: Mapping[str, Any] | None = None) -> bool:
         """False when the module `scope` (or a module above it), or `resource` in it, is under an
@@ -503,11 +638,33 @@ def check_roles(infra: Infra) -> list[str]:
             problems.append(f"{where} duplicates {found[item]}")
         found[item] = where
 
-    for item in sorted(EXPECTED_ROLES - found.keys()):
+    expected = expected_roles(infra)
+    for item in sorted(expected - found.keys()):
         problems.append("missing role assignment: {} gets {} on the {}".format(*item))
-    for item in sorted(found.keys() - EXPECTED_ROLES):
+    for item in sorted(found.keys() - expected):
         problems.append("unexpected role assignment {}: {} gets {} on {}".format(found[item], *item))
-    return problems
+    return [*problems, *_check_role_definitions(infra)]
+
+
+def expected_roles(infra: Infra) -> set[tuple[str, str, str]]:
+    """EXPECTED_ROLES, plus the pool's and the batch lane's when this deployment has them."""
+    expected = set(EXPECTED_ROLES)
+    if "secondary openai account" in openai_accounts(infra, []):
+        expected |= POOL_ROLES
+    if batch_deployments(infra):
+        expected |= BATCH_ROLES
+    return expected
+
+
+def _check_role_definitions(infra: Infra) -> list[str]:
+    """The one custom role (the batch lane's) is defined exactly when there is a batch deployment."""
+    defined = [_where(infra, found) for found in infra.created_of_type(ROLE_DEFINITION)]
+    wanted = 1 if batch_deployments(infra) else 0
+    if len(defined) != wanted:
+        return [
+            f"{len(defined)} custom role definition(s) {defined}, expected {wanted}: the batch lane's, only with it"
+        ]
+    return []
 
 
 def _check_assignment(
@@ -544,8 +701,10 @@ def _check_assignment(
         wanted = f"not({_empty_call(OPTIONAL_PRINCIPALS[principal])})"
         if wanted not in conditions:
             problems.append(f"{where}: the {principal} role must be conditional on `!empty(...)` of its principal")
-    elif condition(resource) is not None:
-        problems.append(f"{where}: the worker's roles must not be conditional")
+    elif condition(resource) is not None and infra.truth(scope, condition(resource)) is not True:
+        # Conditional only on the switches of optional parts (the pool's second account, the batch
+        # lane), which these values decide: never on anything left to chance.
+        problems.append(f"{where}: the worker's roles must not be conditional (except on the switches)")
     principal_type = infra.resolve(scope, properties.get("principalType"))
     if principal in PRINCIPAL_TYPES and principal_type != PRINCIPAL_TYPES[principal]:
         problems.append(f"{where}: principalType is {principal_type}, expected {PRINCIPAL_TYPES[principal]}")
@@ -605,9 +764,8 @@ def _principal(origin: str, identity_key: str) -> str:
 
 
 def _expected_scopes(infra: Infra, problems: list[str]) -> dict[str, str]:
-    scopes = {}
+    scopes = {name: found[0] for name, found in openai_accounts(infra, problems).items()}
     for name, type_ in (
-        ("openai account", OPENAI_ACCOUNT),
         ("storage account", STORAGE_ACCOUNT),
         ("app insights", APP_INSIGHTS),
     ):
@@ -676,6 +834,8 @@ def _role(infra: Infra, scope: str | None, where: str, expr: Any, problems: list
         problems.append(f"{where}: the role definition id should be a named variable, got {json.dumps(variable)}")
         return None
     role_id = file.vars[variable]["value"]
+    if not isinstance(role_id, str):
+        return _custom_role(infra, scope, where, variable, problems)
     names = [name for name, known in ROLE_IDS.items() if known == role_id]
     if not names:
         problems.append(f"{where}: role id {role_id} ({variable}) is not one this deployment should grant")
@@ -683,6 +843,70 @@ def _role(infra: Infra, scope: str | None, where: str, expr: Any, problems: list
     if names[0] not in file.comment_above(f"var {variable} "):
         problems.append(f"{where}: variable {variable} needs a comment naming the role ({names[0]})")
     return names[0]
+
+
+def _custom_role(infra: Infra, scope: str | None, where: str, variable: str, problems: list[str]) -> str | None:
+    """A role whose id is a variable naming a role definition this file creates: the batch lane's,
+    with exactly BATCH_DATA_ACTIONS and nothing else, assignable in this resource group only."""
+    file = infra.file(scope)
+    definitions = [
+        (symbol, body(resource))
+        for symbol, resource in file.resources.items()
+        if resource["type"] == ROLE_DEFINITION
+        and body(resource).get("name") == variable
+        and infra.deployed(scope, resource)
+    ]
+    if len(definitions) != 1:
+        problems.append(f"{where}: role id {variable} is no built-in role and no role definition of {file.path.name}")
+        return None
+    symbol, config = definitions[0]
+    properties = config.get("properties") or {}
+    permissions = properties.get("permissions") or []
+    granted = structure(infra, scope, permissions[0].get("dataActions")) if len(permissions) == 1 else MISSING
+    wanted: dict[str, Any] = {
+        "type": (infra.resolve(scope, properties.get("type")), "CustomRole"),
+        "dataActions": (granted, BATCH_DATA_ACTIONS),
+        "assignableScopes": (
+            infra.resolve(scope, properties.get("assignableScopes")),
+            "[resource_group(null,null).id]",
+        ),
+    }
+    for key in ("actions", "notActions", "notDataActions"):
+        wanted[key] = (permissions[0].get(key, []) if len(permissions) == 1 else MISSING, [])
+    for key, (value, expected) in wanted.items():
+        if value != expected:
+            problems.append(f"{file.path.name}:{symbol} ({BATCH_ROLE}): {key} is {value}, must be {expected}")
+    if BATCH_ROLE not in infra.resolve(scope, properties.get("roleName")):
+        problems.append(f"{file.path.name}:{symbol}: roleName must say {BATCH_ROLE}")
+    if BATCH_ROLE not in file.comment_above(f"var {variable} "):
+        problems.append(f"{where}: variable {variable} needs a comment naming the role ({BATCH_ROLE})")
+    return BATCH_ROLE
+
+
+def structure(infra: Infra, scope: str | None, expr: Any) -> Any:
+    """An array or object expression as Python lists and dicts, following variables, module
+    parameters, concat() and `c ? a : b` the switches decide; numbers as they are, anything else as
+    Infra.resolve has it (MISSING for a branch the switches do not decide)."""
+    if isinstance(expr, (bool, int)) or expr is None:
+        return expr
+    followed = infra.follow(scope, expr)
+    if followed is not None:
+        return structure(infra, *followed)
+    if isinstance(expr, list):
+        return [structure(infra, scope, item) for item in expr]
+    if isinstance(expr, dict) and "function" not in expr and "operator" not in expr:
+        return {unquote(key): structure(infra, scope, value) for key, value in expr.items()}
+    function = expr.get("function") if isinstance(expr, dict) else None
+    if function and function["type"] == "concat":
+        parts = [structure(infra, scope, arg) for arg in (function.get("parameters") or {}).values()]
+        return [item for part in parts for item in part] if all(isinstance(p, list) for p in parts) else MISSING
+    operator = expr.get("operator") if isinstance(expr, dict) else None
+    if operator and operator["type"] == "conditional":
+        taken = infra.truth(scope, operator["operands"]["condition"])
+        if taken is None:
+            return MISSING
+        return structure(infra, scope, operator["operands"]["true_value" if taken else "false_value"])
+    return infra.resolve(scope, expr)
 
 
 def _empty_call(origin: str) -> str:
@@ -728,13 +952,12 @@ def check_security(infra: Infra) -> list[str]:
     for container in infra.created_of_type(CONTAINER):
         expect(container, "properties.publicAccess", "None")
 
-    openai = infra.only(OPENAI_ACCOUNT, problems)
-    expect(openai, "kind", "OpenAI")
-    expect(openai, "properties.disableLocalAuth", True)
-    if openai:
+    for openai in openai_accounts(infra, problems).values():
+        expect(openai, "kind", "OpenAI")
+        expect(openai, "properties.disableLocalAuth", True)
         subdomain = body(openai[3]).get("properties", {}).get("customSubDomainName")
         if not subdomain or infra.resolve(openai[1], subdomain) in ("", '""'):
-            problems.append("the Azure OpenAI account needs customSubDomainName (Entra auth requires it)")
+            problems.append(f"the Azure OpenAI account {openai[0]} needs customSubDomainName (Entra auth requires it)")
 
     expect(infra.only(APP_INSIGHTS, problems), "properties.DisableLocalAuth", True)
 
@@ -824,17 +1047,17 @@ def _check_lockdown(infra: Infra, on: bool) -> list[str]:
     """publicNetworkAccess and the firewall of storage and Azure OpenAI follow the switch."""
     problems: list[str] = []
     for type_, paths in LOCKDOWN.items():
-        found = infra.only(type_, problems)
+        found = infra.created_of_type(type_)  # every one: both Azure OpenAI accounts of the pool
         if not found:
-            continue
-        _, scope, symbol, resource = found
-        for path, values in paths.items():
-            value = _at(body(resource), path)
-            shown = "missing" if value is MISSING else infra.resolve(scope, value)
-            if shown != values[int(on)]:
-                problems.append(
-                    f"{type_} {symbol}: {path} is {shown} with {SWITCH}={json.dumps(on)}, must be {values[int(on)]}"
-                )
+            problems.append(f"expected a {type_}, found none")
+        for _, scope, symbol, resource in found:
+            for path, values in paths.items():
+                value = _at(body(resource), path)
+                shown = "missing" if value is MISSING else infra.resolve(scope, value)
+                if shown != values[int(on)]:
+                    problems.append(
+                        f"{type_} {symbol}: {path} is {shown} with {SWITCH}={json.dumps(on)}, must be {values[int(on)]}"
+                    )
     return problems
 
 
@@ -919,11 +1142,12 @@ def _check_private_endpoints(
     """One endpoint per PRIVATE_ENDPOINTS item, in a subnet of the VNet that is not the app's, each
     with a zone group naming exactly its zones."""
     problems: list[str] = []
-    targets = {
-        name: found[0]
-        for name, type_ in (("storage account", STORAGE_ACCOUNT), ("openai account", OPENAI_ACCOUNT))
-        if (found := infra.only(type_, problems))
-    }
+    targets = {name: found[0] for name, found in openai_accounts(infra, problems).items()}
+    if storage := infra.only(STORAGE_ACCOUNT, problems):
+        targets["storage account"] = storage[0]
+    expected = dict(PRIVATE_ENDPOINTS)
+    if "secondary openai account" in targets:  # the pool's second account, as the first
+        expected[("secondary openai account", "account")] = PRIVATE_ENDPOINTS[("openai account", "account")]
     seen: set[tuple[str, str]] = set()
     for key, scope, symbol, resource in infra.created_of_type(PRIVATE_ENDPOINT):
         where = f"{infra.file(scope).path.name}:{symbol}"
@@ -938,12 +1162,12 @@ def _check_private_endpoints(
             problems.append(f"{where}: a second private endpoint for {item[1]} on the {item[0]}")
         seen.add(item)
         zones = _zone_group_zones(infra, key)
-        if zones != PRIVATE_ENDPOINTS.get(item, set()):
+        if zones != expected.get(item, set()):
             problems.append(
                 f"{where} ({item[1]} on the {item[0]}) registers in zones {sorted(zones) or 'none (no zone group)'}, "
-                f"must be {sorted(PRIVATE_ENDPOINTS.get(item, set()))}"
+                f"must be {sorted(expected.get(item, set()))}"
             )
-    for item in sorted(set(PRIVATE_ENDPOINTS) - seen):
+    for item in sorted(set(expected) - seen):
         problems.append(f"missing private endpoint: {item[1]} on the {item[0]}")
     return problems
 
@@ -1007,6 +1231,16 @@ MODEL_PARAMETERS = {
     "sku.name": "openAiDeploymentSkuName",
     "sku.capacity": "openAiDeploymentCapacity",
 }
+# The pool's second account: the same model, version and SKU, a capacity of its own.
+SECONDARY_MODEL_PARAMETERS = {**MODEL_PARAMETERS, "sku.capacity": "secondaryOpenAiDeploymentCapacity"}
+# The batch lane's deployment: SKU GlobalBatch ("=" marks a literal), the rest from its parameters.
+BATCH_SKU = "GlobalBatch"
+BATCH_MODEL_PARAMETERS = {
+    "properties.model.name": "openAiBatchModelName",
+    "properties.model.version": "openAiBatchModelVersion",
+    "sku.name": f"={BATCH_SKU}",
+    "sku.capacity": "openAiBatchDeploymentCapacity",
+}
 # Follow the model's new default version within ~2 weeks, instead of at retirement or never.
 UPGRADE_POLICY = "OnceNewDefaultVersionAvailable"
 # The deployment is named openAiDeploymentName, or after the model when that is empty.
@@ -1023,35 +1257,194 @@ def _at(config: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def openai_accounts(infra: Infra, problems: list[str]) -> dict[str, Found]:
+    """The Azure OpenAI accounts by role: "openai account", the worker's (AZURE_OPENAI_ENDPOINT),
+    deployed whatever the parameters; "secondary openai account", the deployment pool's second,
+    deployed only when secondaryOpenAiLocation is set (under an `if`)."""
+    found = infra.created_of_type(OPENAI_ACCOUNT)
+    fixed = [f for f in found if not infra.conditional(f[1], f[3])]
+    optional = [f for f in found if infra.conditional(f[1], f[3])]
+    accounts: dict[str, Found] = {}
+    if len(fixed) == 1:
+        accounts["openai account"] = fixed[0]
+    else:
+        problems.append(f"expected exactly one {OPENAI_ACCOUNT} deployed whatever the parameters, found {len(fixed)}")
+    if len(optional) == 1:
+        accounts["secondary openai account"] = optional[0]
+    elif optional:
+        problems.append(f"expected at most one optional {OPENAI_ACCOUNT} (the pool's second), found {len(optional)}")
+    return accounts
+
+
+def deployments_of(infra: Infra, account_key: str) -> list[Found]:
+    """The model deployments of one account (children of it)."""
+    return [found for found in infra.created_of_type(OPENAI_DEPLOYMENT) if found[0].startswith(f"<{account_key}/")]
+
+
+def _is_batch(infra: Infra, found: Found) -> bool:
+    return infra.resolve(found[1], _at(body(found[3]), "sku.name")) == BATCH_SKU
+
+
+def batch_deployments(infra: Infra) -> list[Found]:
+    """The GlobalBatch deployments this deployment creates (on any account)."""
+    return [found for found in infra.created_of_type(OPENAI_DEPLOYMENT) if _is_batch(infra, found)]
+
+
 def check_model_deployment(infra: Infra) -> list[str]:
-    """One model deployment: model, explicit version, SKU and capacity from parameters (the version
-    with a non-empty default), named by parameter, following new default versions."""
+    """The worker's account has one live model deployment: model, explicit version, SKU and capacity
+    from parameters (the version with a non-empty default), named by parameter, following new default
+    versions. The pool's second account (only with secondaryOpenAiLocation) has the same deployment
+    with a capacity of its own. The batch lane's GlobalBatch deployment (only with
+    openAiBatchModelName) is on the worker's account, its model, version and capacity parameters."""
     problems = list(infra.problems)
-    found = infra.only(OPENAI_DEPLOYMENT, problems)
-    if not found:
-        return problems
-    _, scope, symbol, resource = found
-    config = body(resource)
-    where = f"{infra.file(scope).path.name}:{symbol}"
-    for path, param in MODEL_PARAMETERS.items():
-        value = _at(config, path)
-        if value is MISSING:
-            problems.append(f"{where} sets no {path}: it must be explicit, from the main.bicep parameter {param}")
-        elif infra.resolve(scope, value) != f"param:{param}":
-            problems.append(
-                f"{where}: {path} is {infra.resolve(scope, value)}, must be the main.bicep parameter {param}"
-            )
-    if infra.resolve(scope, _at(config, "properties.model.format")) != "OpenAI":
-        problems.append(f"{where}: properties.model.format must be OpenAI")
-    upgrade = _at(config, "properties.versionUpgradeOption")
-    if upgrade is MISSING or infra.resolve(scope, upgrade) != UPGRADE_POLICY:
-        shown = "missing" if upgrade is MISSING else infra.resolve(scope, upgrade)
-        problems.append(f"{where}: versionUpgradeOption is {shown}, must be {UPGRADE_POLICY}")
-    if infra.resolve(scope, config.get("name")) not in DEPLOYMENT_NAMES:
-        problems.append(f"{where}: the name must come from openAiDeploymentName (empty: openAiModelName)")
+    accounts = openai_accounts(infra, problems)
     for param in ("openAiModelName", "openAiModelVersion"):
         if not infra.main.params.get(param, {}).get("default"):
             problems.append(f"main.bicep parameter {param} needs a non-empty default: never leave the model implicit")
+    wanted = {"openai account": (True, MODEL_PARAMETERS)}
+    if infra.text_switch("secondaryOpenAiLocation"):
+        wanted["secondary openai account"] = (False, SECONDARY_MODEL_PARAMETERS)
+        if "secondary openai account" not in accounts:
+            problems.append("secondaryOpenAiLocation is set but no second Azure OpenAI account is deployed")
+    elif "secondary openai account" in accounts:
+        problems.append("secondaryOpenAiLocation is empty but a second Azure OpenAI account is deployed")
+    for name, (may_batch, parameters) in wanted.items():
+        if name in accounts:
+            problems += _check_account_deployments(infra, name, accounts[name], may_batch, parameters)
+    if "secondary openai account" in accounts:
+        location = infra.resolve(
+            accounts["secondary openai account"][1], body(accounts["secondary openai account"][3]).get("location")
+        )
+        if location != "param:secondaryOpenAiLocation":
+            problems.append(f"the second Azure OpenAI account is in {location}, must be param:secondaryOpenAiLocation")
+    return problems
+
+
+def _check_account_deployments(
+    infra: Infra, name: str, account: Found, may_batch: bool, parameters: Mapping[str, str]
+) -> list[str]:
+    """One live deployment, checked against `parameters`; at most one GlobalBatch deployment, only
+    where `may_batch`, exactly when openAiBatchModelName is set."""
+    problems: list[str] = []
+    found = deployments_of(infra, account[0])
+    live = [f for f in found if not _is_batch(infra, f)]
+    batch = [f for f in found if _is_batch(infra, f)]
+    if len(live) != 1:
+        problems.append(f"expected exactly one live model deployment on the {name}, found {len(live)}")
+    else:
+        problems += _check_deployment(infra, live[0], parameters, UPGRADE_POLICY)
+        if infra.resolve(live[0][1], body(live[0][3]).get("name")) not in DEPLOYMENT_NAMES:
+            problems.append(
+                f"{_where(infra, live[0])}: the name must come from openAiDeploymentName (empty: openAiModelName)"
+            )
+    batch_on = bool(infra.text_switch("openAiBatchModelName")) and may_batch
+    if len(batch) != int(batch_on):
+        state = "set" if infra.text_switch("openAiBatchModelName") else "empty"
+        problems.append(
+            f"the {name} has {len(batch)} {BATCH_SKU} deployment(s) with openAiBatchModelName {state}, "
+            f"expected {int(batch_on)}"
+        )
+    for deployment in batch:
+        problems += _check_deployment(infra, deployment, BATCH_MODEL_PARAMETERS, None)
+    return problems
+
+
+def _check_deployment(
+    infra: Infra, found: Found, parameters: Mapping[str, str], upgrade_policy: str | None
+) -> list[str]:
+    """Each of `parameters` (path -> main.bicep parameter, or "=<literal>") as given; the model
+    format OpenAI; versionUpgradeOption as given (None: not set, as for GlobalBatch)."""
+    problems = []
+    _, scope, _, resource = found
+    config = body(resource)
+    where = _where(infra, found)
+    for path, param in parameters.items():
+        value = _at(config, path)
+        wanted = param[1:] if param.startswith("=") else f"param:{param}"
+        shown = f"the literal {param[1:]}" if param.startswith("=") else f"the main.bicep parameter {param}"
+        if value is MISSING:
+            problems.append(f"{where} sets no {path}: it must be explicit, {shown}")
+        elif infra.resolve(scope, value) != wanted:
+            problems.append(f"{where}: {path} is {infra.resolve(scope, value)}, must be {shown}")
+    if infra.resolve(scope, _at(config, "properties.model.format")) != "OpenAI":
+        problems.append(f"{where}: properties.model.format must be OpenAI")
+    upgrade = _at(config, "properties.versionUpgradeOption")
+    shown_upgrade = "missing" if upgrade is MISSING else infra.resolve(scope, upgrade)
+    if upgrade_policy is not None and shown_upgrade != upgrade_policy:
+        problems.append(f"{where}: versionUpgradeOption is {shown_upgrade}, must be {upgrade_policy}")
+    if upgrade_policy is None and upgrade is not MISSING:
+        problems.append(f"{where}: versionUpgradeOption is {shown_upgrade}; auto-upgrade does not apply to {BATCH_SKU}")
+    return problems
+
+
+# ---------------------------------------------------------------- the pool and the batch lane
+
+POOL_SETTING = "AZURE_OPENAI_POOL"
+# What each AZURE_OPENAI_POOL entry says (the worker's PoolEntry takes these and an optional weight).
+POOL_KEYS = ("name", "endpoint", "deployment", "priority")
+
+
+def expected_pool(infra: Infra, problems: list[str]) -> list[dict[str, Any]]:
+    """AZURE_OPENAI_POOL as it must be: the worker's account's live deployment at priority 1 and, with
+    a second account, its live deployment at priority 2 (names primary and secondary)."""
+    entries = []
+    accounts = openai_accounts(infra, problems)
+    for priority, (role, name) in enumerate(
+        (("openai account", "primary"), ("secondary openai account", "secondary")), 1
+    ):
+        if role not in accounts:
+            continue
+        live = [found for found in deployments_of(infra, accounts[role][0]) if not _is_batch(infra, found)]
+        deployment = (
+            infra.resource_name(live[0][1], live[0][2]) if len(live) == 1 else f"<no one live deployment on the {role}>"
+        )
+        entries.append(
+            {
+                "name": name,
+                "endpoint": f"{accounts[role][0]}.properties.endpoint",
+                "deployment": deployment,
+                "priority": priority,
+            }
+        )
+    return entries
+
+
+def check_pool_and_batch(infra: Infra) -> list[str]:
+    """AZURE_OPENAI_POOL is string() of the expected pool (so valid JSON of exactly POOL_KEYS);
+    BATCH_DEPLOYMENT names the GlobalBatch deployment, or is empty without one; the outputs say the
+    same (the pool, the second account's endpoint or empty, the batch deployment or empty)."""
+    problems = list(infra.problems)
+    settings = infra.app_settings(problems)
+    pool = expected_pool(infra, problems)
+    if POOL_SETTING in settings:
+        scope, expr = settings[POOL_SETTING]
+        function = expr.get("function") if isinstance(expr, dict) else None
+        if not function or function["type"] != "string" or len(function.get("parameters") or {}) != 1:
+            problems.append(f"app setting {POOL_SETTING} must be string(<array of entries>): JSON text")
+        elif (got := structure(infra, scope, next(iter(function["parameters"].values())))) != pool:
+            problems.append(f"app setting {POOL_SETTING} is {got}, must be {pool}")
+    batch = batch_deployments(infra)
+    batch_name = infra.resource_name(batch[0][1], batch[0][2]) if len(batch) == 1 else ""
+    if "BATCH_DEPLOYMENT" in settings and infra.resolve(*settings["BATCH_DEPLOYMENT"]) != batch_name:
+        problems.append(
+            f"app setting BATCH_DEPLOYMENT is {infra.resolve(*settings['BATCH_DEPLOYMENT']) or 'empty'}, must be "
+            f"{batch_name or 'empty (no batch deployment)'}"
+        )
+    secondary = openai_accounts(infra, []).get("secondary openai account")
+    outputs = {
+        "BATCH_DEPLOYMENT": batch_name,
+        "AZURE_OPENAI_SECONDARY_ENDPOINT": f"{secondary[0]}.properties.endpoint" if secondary else "",
+    }
+    for name, wanted in outputs.items():
+        output = infra.main.outputs.get(name)
+        got = infra.resolve(None, output.get("value")) if output else "missing"
+        if got != wanted:
+            problems.append(f"output {name} is {got or 'empty'}, must be {wanted or 'empty'}")
+    output = infra.main.outputs.get(POOL_SETTING)
+    if output is None or infra.resolve(None, output.get("value")) != (
+        infra.resolve(*settings[POOL_SETTING]) if POOL_SETTING in settings else None
+    ):
+        problems.append(f"output {POOL_SETTING} must be the app setting's value")
     return problems
 
 
@@ -1187,7 +1580,7 @@ def _wired_settings(infra: Infra, problems: list[str]) -> dict[str, str]:
     client_id = f"{identity[0]}.properties.clientId" if identity else "<identity>"
     storage = infra.only(STORAGE_ACCOUNT, problems)
     storage_key = storage[0] if storage else "<storage>"
-    openai = infra.only(OPENAI_ACCOUNT, problems)
+    openai = openai_accounts(infra, problems).get("openai account")
     insights = infra.only(APP_INSIGHTS, problems)
     wanted = {
         "AzureWebJobsStorage__credential": "managedidentity",
@@ -1216,6 +1609,7 @@ NAMED_RESOURCES = (
     ("JOBS_QUEUE", QUEUE, "queue"),
     ("RESULTS_CONTAINER", CONTAINER, "container"),
     ("PAYLOADS_CONTAINER", CONTAINER, "container"),
+    ("STAGING_CONTAINER", CONTAINER, "container"),
 )
 
 
@@ -1277,6 +1671,7 @@ REQUIRED_OUTPUTS = {
     "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_BLOB_ENDPOINT", "JOBS_QUEUE",
     "RESULTS_CONTAINER", "PAYLOADS_CONTAINER", "FUNCTION_APP_NAME", "AZURE_CLIENT_ID",
     "AZURE_STORAGE_ACCOUNT_ID", "AZURE_VNET_NAME", "AZURE_VNET_ID",
+    "STAGING_CONTAINER", "AZURE_OPENAI_POOL", "AZURE_OPENAI_SECONDARY_ENDPOINT", "BATCH_DEPLOYMENT",
 }  # fmt: skip
 
 
@@ -1546,8 +1941,6 @@ WORKBOOK_PANELS = {
 _DURATION = re.compile(r"PT\d+[MH]")
 _PLACEHOLDER = re.compile(r"__[A-Z_]+__")
 
-Found = tuple[str, str | None, str, dict[str, Any]]
-
 
 def check_monitoring(infra: Infra) -> list[str]:
     """One action group (e-mail only when alertEmail is set) that every alert notifies; the log
@@ -1717,7 +2110,7 @@ def _check_rule_basics(infra: Infra, found: Found, workspace_id: str, group_id: 
 def _check_throttling_alert(infra: Infra, group_id: str) -> list[str]:
     """One metric alert: AzureOpenAIRequests of the OpenAI account, StatusCode 429 only, to the group."""
     problems: list[str] = []
-    alert, account = infra.only(METRIC_ALERT, problems), infra.only(OPENAI_ACCOUNT, problems)
+    alert, account = infra.only(METRIC_ALERT, problems), openai_accounts(infra, problems).get("openai account")
     if not (alert and account):
         return problems
     where, scope, config = _where(infra, alert), alert[1], body(alert[3])
@@ -1750,11 +2143,9 @@ def _check_throttling_alert(infra: Infra, group_id: str) -> list[str]:
 def _check_diagnostics(infra: Infra, workspace_id: str) -> list[str]:
     """DIAGNOSTICS: one setting per target, exactly those categories, to the workspace."""
     problems: list[str] = []
-    targets = {
-        name: found[0]
-        for name, type_ in (("openai account", OPENAI_ACCOUNT), ("queue service", QUEUE_SERVICE))
-        if (found := infra.only(type_, problems))
-    }
+    targets = {name: found[0] for name, found in openai_accounts(infra, problems).items() if name == "openai account"}
+    if queue_service := infra.only(QUEUE_SERVICE, problems):
+        targets["queue service"] = queue_service[0]
     seen = []
     for found in infra.created_of_type(DIAGNOSTIC_SETTING):
         where, scope, config = _where(infra, found), found[1], body(found[3])

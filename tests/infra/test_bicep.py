@@ -3,9 +3,11 @@
 The Bicep CLI cannot be installed here, so the files are parsed with pycep and the checks in
 infra_checks.py follow names across modules. There are two entry points, main.bicep (azd, the
 subscription) and resources.bicep (`az deployment group create`), and the resource checks hold for
-both, and with private networking off and on (``vnetEnabled``: the checks evaluate the switch, so
-each judges what that value deploys). The last tests break copies of infra/ to show each check
-really fails when its subject is missing.
+both, with private networking off and on (``vnetEnabled``: the checks evaluate the switch, so
+each judges what that value deploys), and with the optional parts off (the defaults) and on (the
+deployment pool's second Azure OpenAI account, ``secondaryOpenAiLocation``, and the batch lane's
+GlobalBatch deployment, ``openAiBatchModelName``). The last tests break copies of infra/ to show
+each check really fails when its subject is missing.
 """
 
 from __future__ import annotations
@@ -27,16 +29,29 @@ INFRA = REPO / "infra"
 
 
 ENTRIES = [checks.MAIN_ENTRY, checks.GROUP_ENTRY]
-# Every resource check runs on both entry points with private networking off and on.
+# Every resource check runs on both entry points with private networking off and on, and with the
+# optional parts off (defaults) and on.
 VNET = [False, True]
+# The optional parts on: the pool's second account in another region, and the batch lane.
+POOL = {"secondaryOpenAiLocation": "swedencentral"}
+BATCH = {"openAiBatchModelName": "gpt-5.4-mini"}
+FULL = {**POOL, **BATCH}
 VARIANTS = [
-    pytest.param(entry, vnet, id=f"{entry}-vnet{'On' if vnet else 'Off'}") for entry in ENTRIES for vnet in VNET
+    pytest.param(entry, vnet, full, id=f"{entry}-vnet{'On' if vnet else 'Off'}{'-pool+batch' if full else ''}")
+    for entry in ENTRIES
+    for vnet in VNET
+    for full in (False, True)
 ]
 
 
 @cache
-def infra(entry: str = checks.MAIN_ENTRY, vnet: bool = False) -> checks.Infra:
-    return checks.Infra.load(INFRA, entry, {checks.SWITCH: vnet})
+def infra(entry: str = checks.MAIN_ENTRY, vnet: bool = False, full: bool = False) -> checks.Infra:
+    return checks.Infra.load(INFRA, entry, {checks.SWITCH: vnet, **(FULL if full else {})})
+
+
+@cache
+def with_values(entry: str, **values: bool | str) -> checks.Infra:
+    return checks.Infra.load(INFRA, entry, values)
 
 
 def sample_values() -> dict[str, str]:
@@ -47,9 +62,10 @@ def sample_values() -> dict[str, str]:
 def run_all(root: Path) -> list[str]:
     problems = []
     for entry in ENTRIES:
-        for vnet in VNET:
-            loaded = checks.Infra.load(root, entry, {checks.SWITCH: vnet})
+        for vnet, extra in ((False, {}), (True, {}), (True, FULL)):
+            loaded = checks.Infra.load(root, entry, {checks.SWITCH: vnet, **extra})
             problems += [
+                *checks.check_pool_and_batch(loaded),
                 *checks.check_roles(loaded),
                 *checks.check_security(loaded),
                 *checks.check_flex_consumption(loaded),
@@ -69,7 +85,8 @@ def run_all(root: Path) -> list[str]:
 
 
 APP_MODULES = {
-    "identity", "monitoring", "storage", "openAi", "rbac", "functionApp", "network", "privateEndpoints", "alerts"
+    "identity", "monitoring", "storage", "openAi", "secondaryOpenAi", "rbac", "functionApp", "network",
+    "privateEndpoints", "alerts",
 }  # fmt: skip
 
 
@@ -87,9 +104,11 @@ def test_main_bicep_only_creates_the_group_and_passes_everything_through_resourc
     assert checks.check_layers(infra()) == []
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
-def test_role_assignments_are_exactly_the_expected_ones_each_on_one_resource(entry: str, vnet: bool) -> None:
-    assert checks.check_roles(infra(entry, vnet)) == []
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_role_assignments_are_exactly_the_expected_ones_each_on_one_resource(
+    entry: str, vnet: bool, full: bool
+) -> None:
+    assert checks.check_roles(infra(entry, vnet, full)) == []
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -117,29 +136,31 @@ def test_producer_gets_only_its_four_roles_each_on_one_queue_or_container(entry:
     )
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
-def test_storage_openai_app_insights_and_app_are_keyless_and_locked_down(entry: str, vnet: bool) -> None:
-    assert checks.check_security(infra(entry, vnet)) == []
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_storage_openai_app_insights_and_app_are_keyless_and_locked_down(entry: str, vnet: bool, full: bool) -> None:
+    assert checks.check_security(infra(entry, vnet, full)) == []
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
-def test_function_app_is_flex_consumption_python_311_with_identity_based_deployment(entry: str, vnet: bool) -> None:
-    assert checks.check_flex_consumption(infra(entry, vnet)) == []
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_function_app_is_flex_consumption_python_311_with_identity_based_deployment(
+    entry: str, vnet: bool, full: bool
+) -> None:
+    assert checks.check_flex_consumption(infra(entry, vnet, full)) == []
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
-def test_app_settings_match_shared_settings_and_the_local_sample(entry: str, vnet: bool) -> None:
-    assert checks.check_app_settings(infra(entry, vnet), SETTINGS, sample_values()) == []
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_app_settings_match_shared_settings_and_the_local_sample(entry: str, vnet: bool, full: bool) -> None:
+    assert checks.check_app_settings(infra(entry, vnet, full), SETTINGS, sample_values()) == []
 
 
 # ------------------------------------------------------------ private networking (vnetEnabled)
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
-def test_private_networking_follows_the_switch(entry: str, vnet: bool) -> None:
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_private_networking_follows_the_switch(entry: str, vnet: bool, full: bool) -> None:
     # On: public access off on storage and Azure OpenAI, the app in a delegated subnet, every
     # endpoint with its zone group and linked zones. Off: public access on, no network resources.
-    assert checks.check_network(infra(entry, vnet)) == []
+    assert checks.check_network(infra(entry, vnet, full)) == []
 
 
 def test_private_networking_is_off_by_default_and_an_azd_value() -> None:
@@ -204,6 +225,155 @@ def test_azure_yaml_parameters_and_outputs_agree_with_main_bicep() -> None:
     assert checks.check_azd(infra(), azure_yaml, parameters) == []
 
 
+# ------------------------------------------------------------ the deployment pool and the batch lane
+
+
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_pool_setting_batch_deployment_and_outputs_follow_the_optional_parts(
+    entry: str, vnet: bool, full: bool
+) -> None:
+    # AZURE_OPENAI_POOL lists the first deployment (priority 1) and, with a second account, its
+    # deployment (priority 2); BATCH_DEPLOYMENT names the GlobalBatch deployment or is empty.
+    assert checks.check_pool_and_batch(infra(entry, vnet, full)) == []
+
+
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_model_deployments_follow_their_parameters(entry: str, vnet: bool, full: bool) -> None:
+    assert checks.check_model_deployment(infra(entry, vnet, full)) == []
+
+
+def added(entry: str, before: dict[str, bool | str], after: dict[str, bool | str]) -> dict[str, list[str]]:
+    """Resources `after` creates that `before` does not, by type (the names as resolved)."""
+    old, new = with_values(entry, **before), with_values(entry, **after)
+    assert set(old.created) <= set(new.created)
+    found: dict[str, list[str]] = {}
+    for key, (scope, symbol, resource) in new.created.items():
+        if key not in old.created:
+            found.setdefault(resource["type"], []).append(new.resource_name(scope, symbol))
+    return found
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_defaults_have_no_second_account_and_no_batch_lane(entry: str) -> None:
+    main = infra(entry).main
+    assert {name: main.params[name]["default"] for name in checks.TEXT_SWITCHES} == {
+        "secondaryOpenAiLocation": "",
+        "openAiBatchModelName": "",
+    }
+    loaded = infra(entry)
+    assert list(checks.openai_accounts(loaded, [])) == ["openai account"]
+    assert checks.batch_deployments(loaded) == [] and loaded.created_of_type(checks.ROLE_DEFINITION) == []
+    settings = loaded.app_settings([])
+    assert loaded.resolve(*settings["BATCH_DEPLOYMENT"]) == ""
+    scope, expr = settings["AZURE_OPENAI_POOL"]
+    (pool,) = checks.structure(loaded, scope, expr["function"]["parameters"]["value_to_convert"])
+    assert list(pool) == list(checks.POOL_KEYS) and (pool["name"], pool["priority"]) == ("primary", 1)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_second_region_adds_an_account_its_deployment_and_the_openai_user_role_on_it(entry: str) -> None:
+    new = added(entry, {}, POOL)
+    assert sorted(new) == sorted([checks.OPENAI_ACCOUNT, checks.OPENAI_DEPLOYMENT, checks.ROLE_ASSIGNMENT])
+    assert len(new[checks.OPENAI_ACCOUNT]) == len(new[checks.OPENAI_DEPLOYMENT]) == 1
+    assert len(new[checks.ROLE_ASSIGNMENT]) == len(checks.POOL_ROLES) == 2  # the worker and the developer
+    loaded = with_values(entry, **POOL)
+    assert checks.expected_roles(loaded) == checks.EXPECTED_ROLES | checks.POOL_ROLES
+    assert checks.check_roles(loaded) == []
+    # The worker may call each account: Cognitive Services OpenAI User on both, and nothing more on the second.
+    worker = {(role, where) for who, role, where in checks.expected_roles(loaded) if who == "app"}
+    assert {where for role, where in worker if role == "Cognitive Services OpenAI User"} == {
+        "openai account", "secondary openai account"
+    }  # fmt: skip
+    assert [role for role, where in worker if where == "secondary openai account"] == ["Cognitive Services OpenAI User"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_batch_lane_adds_a_globalbatch_deployment_a_custom_role_and_its_two_assignments(entry: str) -> None:
+    new = added(entry, {}, BATCH)
+    assert sorted(new) == sorted([checks.OPENAI_DEPLOYMENT, checks.ROLE_DEFINITION, checks.ROLE_ASSIGNMENT])
+    loaded = with_values(entry, **BATCH)
+    ((key, scope, _, deployment),) = checks.batch_deployments(loaded)
+    config = checks.body(deployment)
+    assert loaded.resolve(scope, config["sku"]["name"]) == "GlobalBatch"
+    assert loaded.resolve(scope, config["properties"]["model"]["name"]) == "param:openAiBatchModelName"
+    # On the worker's account (AZURE_OPENAI_ENDPOINT), never the pool's second.
+    assert key.startswith(f"<{checks.openai_accounts(loaded, [])['openai account'][0]}/")
+    assert checks.expected_roles(loaded) == checks.EXPECTED_ROLES | checks.BATCH_ROLES
+    assert checks.check_roles(loaded) == []
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_batch_role_is_exactly_the_files_and_batches_data_actions(entry: str) -> None:
+    loaded = with_values(entry, **BATCH)
+    ((_, scope, _, definition),) = loaded.created_of_type(checks.ROLE_DEFINITION)
+    properties = checks.body(definition)["properties"]
+    (permissions,) = properties["permissions"]
+    assert checks.structure(loaded, scope, permissions["dataActions"]) == checks.BATCH_DATA_ACTIONS
+    assert not any("*" in action for action in checks.BATCH_DATA_ACTIONS)
+    assert permissions["actions"] == permissions["notActions"] == permissions["notDataActions"] == []
+    assert loaded.resolve(scope, properties["assignableScopes"]) == "[resource_group(null,null).id]"
+    # Each assignment of it is on the one OpenAI account, never wider.
+    assert {where for _, role, where in checks.BATCH_ROLES} == {"openai account"}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_with_private_networking_the_second_account_gets_its_own_endpoint_in_the_same_zones(entry: str) -> None:
+    new = added(entry, {checks.SWITCH: True}, {checks.SWITCH: True, **POOL})
+    assert sorted(new[checks.PRIVATE_ENDPOINT]) == ["pe-{" + new[checks.OPENAI_ACCOUNT][0] + "}-account"]
+    assert checks.DNS_ZONE not in new and checks.DNS_ZONE_LINK not in new
+    assert len(new[checks.ZONE_GROUP]) == 1
+
+
+def test_staging_container_and_the_batch_settings_default_to_the_sample() -> None:
+    loaded, sample = infra(), sample_values()
+    assert "param:stagingContainerName" in loaded.created_names(checks.CONTAINER)
+    params = loaded.main.params
+    assert {name: str(params[name]["default"]) for name in (
+        "stagingContainerName", "batchSubmitSchedule", "batchCollectSchedule", "batchOnFailure",
+        "batchMaxRequestsPerFile", "modelOutageToleranceSeconds", "modelAdmissionWaitSeconds",
+    )} == {
+        "stagingContainerName": sample["STAGING_CONTAINER"], "batchSubmitSchedule": sample["BATCH_SUBMIT_SCHEDULE"],
+        "batchCollectSchedule": sample["BATCH_COLLECT_SCHEDULE"], "batchOnFailure": sample["BATCH_ON_FAILURE"],
+        "batchMaxRequestsPerFile": sample["BATCH_MAX_REQUESTS_PER_FILE"],
+        "modelOutageToleranceSeconds": sample["MODEL_OUTAGE_TOLERANCE_SECONDS"],
+        "modelAdmissionWaitSeconds": sample["MODEL_ADMISSION_WAIT_SECONDS"],
+    }  # fmt: skip
+    allowed = next(d["argument"] for d in params["batchOnFailure"]["decorators"] if d["type"] == "allowed")
+    assert allowed == ["restage", "live"]
+    assert sample["BATCH_DEPLOYMENT"] == sample["AZURE_OPENAI_POOL"] == ""  # batch lane off, today's pool
+
+
+def test_the_optional_parts_are_azd_values() -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert {name: parameters[name]["value"] for name in (
+        "secondaryOpenAiLocation", "secondaryOpenAiDeploymentCapacity", "openAiBatchModelName",
+        "openAiBatchModelVersion", "openAiBatchDeploymentName", "openAiBatchDeploymentCapacity",
+    )} == {
+        "secondaryOpenAiLocation": "${AZURE_OPENAI_SECONDARY_LOCATION}",
+        "secondaryOpenAiDeploymentCapacity": "${AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY=50}",
+        "openAiBatchModelName": "${AZURE_OPENAI_BATCH_MODEL_NAME}",
+        "openAiBatchModelVersion": "${AZURE_OPENAI_BATCH_MODEL_VERSION=2026-03-17}",
+        "openAiBatchDeploymentName": "${AZURE_OPENAI_BATCH_DEPLOYMENT_NAME}",
+        "openAiBatchDeploymentCapacity": "${AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY=50}",
+    }  # fmt: skip
+
+
+def test_the_pool_setting_is_json_the_worker_reads() -> None:
+    # string() of the array, as ARM writes it: compact JSON. Filled in with example endpoints, it is
+    # a list of {name, endpoint, deployment, priority}, priorities 1 then 2, one endpoint each.
+    loaded = with_values(checks.MAIN_ENTRY, **POOL)
+    pool = checks.expected_pool(loaded, [])
+    endpoints = {entry["endpoint"]: f"https://oai{i}.openai.azure.com/" for i, entry in enumerate(pool)}
+    text = json.dumps(
+        [{**entry, "endpoint": endpoints[entry["endpoint"]], "deployment": "gpt-5.4-mini"} for entry in pool],
+        separators=(",", ":"),
+    )
+    parsed = json.loads(text)
+    assert [(e["name"], e["priority"]) for e in parsed] == [("primary", 1), ("secondary", 2)]
+    assert all(set(e) == set(checks.POOL_KEYS) and e["endpoint"].startswith("https://") for e in parsed)
+    assert len({e["endpoint"] for e in parsed}) == 2 and len({e["deployment"] for e in parsed}) == 1
+
+
 def test_maximum_instance_count_description_matches_host_json_concurrency() -> None:
     host_json = REPO / "host.json"
     if not host_json.exists():
@@ -219,14 +389,14 @@ def test_maximum_instance_count_description_matches_host_json_concurrency() -> N
 # ------------------------------------------------------------ monitoring (app/alerts.bicep)
 
 
-@pytest.mark.parametrize(("entry", "vnet"), VARIANTS)
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
 def test_alerts_diagnostics_and_workbook_are_wired_to_the_workspace_and_the_action_group(
-    entry: str, vnet: bool
+    entry: str, vnet: bool, full: bool
 ) -> None:
     # Every alert notifies the one action group; the log alerts query the workspace (query, threshold,
     # windows); the metric alert counts 429s of the OpenAI account; Azure OpenAI and the queue service
     # log to the workspace; the workbook's JSON loads and each panel names its metric.
-    assert checks.check_monitoring(infra(entry, vnet)) == []
+    assert checks.check_monitoring(infra(entry, vnet, full)) == []
 
 
 def alerts_module(loaded: checks.Infra) -> str:
@@ -666,8 +836,8 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
     "vnetEnabled not passed to openai.bicep": (
         "resources.bicep",
         replace(
-            "    capacity: openAiDeploymentCapacity\n    vnetEnabled: vnetEnabled\n",
-            "    capacity: openAiDeploymentCapacity\n",
+            "    batchCapacity: openAiBatchDeploymentCapacity\n    vnetEnabled: vnetEnabled\n",
+            "    batchCapacity: openAiBatchDeploymentCapacity\n",
         ),
         "properties.publicNetworkAccess is Enabled with vnetEnabled=true, must be Disabled",
     ),
@@ -834,6 +1004,180 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         "main.bicep",
         replace("param principalId string = ''", "param principalId string\nparam newRequired string"),
         "main.bicep parameter newRequired has no default and main.parameters.json does not set it",
+    ),
+    "second account without the worker's role": (
+        "app/rbac.bicep",
+        lambda text: remove_block(text, "resource appSecondaryOpenAiUser "),
+        "missing role assignment: app gets Cognitive Services OpenAI User on the secondary openai account",
+    ),
+    "the worker's second-account role put on the first account": (
+        "app/rbac.bicep",
+        replace(
+            "  name: guid(secondaryOpenAi.id, appPrincipalId, cognitiveServicesOpenAiUser)\n  scope: secondaryOpenAi\n",
+            "  name: guid(openAi.id, appPrincipalId, cognitiveServicesOpenAiUser)\n  scope: openAi\n",
+        ),
+        "rbac.bicep:appSecondaryOpenAiUser duplicates rbac.bicep:appOpenAiUser",
+    ),
+    "second account's role granted without a second account": (
+        "app/rbac.bicep",
+        replace(
+            "resource appSecondaryOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = "
+            "if (!empty(secondaryOpenAiAccountName)) {",
+            "resource appSecondaryOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {",
+        ),
+        "rbac.bicep:appSecondaryOpenAiUser duplicates rbac.bicep:appOpenAiUser",
+    ),
+    "batch role widened to every OpenAI data action": (
+        "app/rbac.bicep",
+        replace(
+            "  'Microsoft.CognitiveServices/accounts/OpenAI/files/write'\n",
+            "  'Microsoft.CognitiveServices/accounts/OpenAI/*'\n",
+        ),
+        "(Azure OpenAI Batch): dataActions is ['Microsoft.CognitiveServices/accounts/OpenAI/*',",
+    ),
+    "batch role with a control-plane action": (
+        "app/rbac.bicep",
+        replace(
+            "        actions: []\n",
+            "        actions: [\n          'Microsoft.CognitiveServices/accounts/deployments/write'\n        ]\n",
+        ),
+        "(Azure OpenAI Batch): actions is ['Microsoft.CognitiveServices/accounts/deployments/write'], must be []",
+    ),
+    "batch role assignable in the whole subscription": (
+        "app/rbac.bicep",
+        replace(
+            "    assignableScopes: [\n      resourceGroup().id\n    ]\n",
+            "    assignableScopes: [\n      subscription().id\n    ]\n",
+        ),
+        "(Azure OpenAI Batch): assignableScopes is [subscription(null).id], must be [resource_group(null,null).id]",
+    ),
+    "batch role id without its comment": (
+        "app/rbac.bicep",
+        replace("// Azure OpenAI Batch (custom role defined below)", "// The custom role defined below"),
+        "needs a comment naming the role (Azure OpenAI Batch)",
+    ),
+    "batch role defined without the batch lane": (
+        "app/rbac.bicep",
+        replace(
+            "resource batchRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = "
+            "if (!empty(batchDeploymentName)) {",
+            "resource batchRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {",
+        ),
+        "1 custom role definition(s) ['rbac.bicep:batchRoleDefinition'], expected 0",
+    ),
+    "batch role assignment removed": (
+        "app/rbac.bicep",
+        lambda text: remove_block(text, "resource appBatch "),
+        "missing role assignment: app gets Azure OpenAI Batch on the openai account",
+    ),
+    "batch deployment created without the batch lane": (
+        "app/openai.bicep",
+        replace(
+            "resource batchDeployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = "
+            "if (!empty(batchDeploymentName)) {",
+            "resource batchDeployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = {",
+        ),
+        "the openai account has 1 GlobalBatch deployment(s) with openAiBatchModelName empty, expected 0",
+    ),
+    "batch deployment as a GlobalStandard one": (
+        "app/openai.bicep",
+        replace("    name: 'GlobalBatch'\n", "    name: 'GlobalStandard'\n"),
+        "the openai account has 0 GlobalBatch deployment(s) with openAiBatchModelName set, expected 1",
+    ),
+    "batch capacity hard-coded": (
+        "app/openai.bicep",
+        replace("    capacity: batchCapacity\n", "    capacity: 100\n"),
+        "sku.capacity is 100, must be the main.bicep parameter openAiBatchDeploymentCapacity",
+    ),
+    "batch deployment on the second account too": (
+        "resources.bicep",
+        replace(
+            "    capacity: secondaryOpenAiDeploymentCapacity\n",
+            "    capacity: secondaryOpenAiDeploymentCapacity\n    batchDeploymentName: batchDeploymentName\n"
+            "    batchModelName: openAiBatchModelName\n    batchModelVersion: openAiBatchModelVersion\n",
+        ),
+        "the secondary openai account has 1 GlobalBatch deployment(s) with openAiBatchModelName set, expected 0",
+    ),
+    "BATCH_DEPLOYMENT set to the model name": (
+        "resources.bicep",
+        replace(
+            "    batchDeploymentName: openAi.outputs.batchDeploymentName\n    stagingContainerName:",
+            "    batchDeploymentName: openAiBatchModelName\n    stagingContainerName:",
+        ),
+        "app setting BATCH_DEPLOYMENT is param:openAiBatchModelName, must be empty (no batch deployment)",
+    ),
+    "second account in the first one's region": (
+        "resources.bicep",
+        replace("    location: secondaryOpenAiLocation\n", "    location: location\n"),
+        "the second Azure OpenAI account is in param:location, must be param:secondaryOpenAiLocation",
+    ),
+    "second account's capacity taken from the first": (
+        "resources.bicep",
+        replace("    capacity: secondaryOpenAiDeploymentCapacity\n", "    capacity: openAiDeploymentCapacity\n"),
+        "sku.capacity is param:openAiDeploymentCapacity, must be the main.bicep parameter "
+        "secondaryOpenAiDeploymentCapacity",
+    ),
+    "second account public with vnetEnabled": (
+        "resources.bicep",
+        replace(
+            "    capacity: secondaryOpenAiDeploymentCapacity\n    vnetEnabled: vnetEnabled\n",
+            "    capacity: secondaryOpenAiDeploymentCapacity\n",
+        ),
+        "Microsoft.CognitiveServices/accounts account: properties.publicNetworkAccess is Enabled with vnetEnabled=true",
+    ),
+    "second account's private endpoint removed": (
+        "app/private-endpoints.bicep",
+        lambda text: remove_block(
+            remove_block(text, "resource secondaryOpenAiZoneGroup "), "resource secondaryOpenAiEndpoint "
+        ),
+        "missing private endpoint: account on the secondary openai account",
+    ),
+    "pool lists the second deployment first": (
+        "resources.bicep",
+        replace(
+            "    deployment: secondaryOpenAi.outputs.deploymentName\n    priority: 2\n",
+            "    deployment: secondaryOpenAi.outputs.deploymentName\n    priority: 1\n",
+        ),
+        "app setting AZURE_OPENAI_POOL is [",
+    ),
+    "pool's second entry on the first endpoint": (
+        "resources.bicep",
+        replace("    endpoint: secondaryOpenAi.outputs.endpoint\n", "    endpoint: openAi.outputs.endpoint\n"),
+        "app setting AZURE_OPENAI_POOL is [",
+    ),
+    "pool always lists the second account": (
+        "resources.bicep",
+        replace("], empty(secondaryOpenAiLocation) ? [] : [\n", "], [\n"),
+        "app setting AZURE_OPENAI_POOL is [",
+    ),
+    "pool setting not JSON": (
+        "app/function.bicep",
+        replace("          value: string(openAiPool)\n", "          value: join(openAiPool, ',')\n"),
+        "app setting AZURE_OPENAI_POOL must be string(<array of entries>)",
+    ),
+    "staging container not created": (
+        "app/storage.bicep",
+        lambda text: remove_block(text, "resource stagingContainer "),
+        "app setting STAGING_CONTAINER",
+    ),
+    "outage tolerance default drifts from the sample": (
+        "resources.bicep",
+        replace("param modelOutageToleranceSeconds int = 1800", "param modelOutageToleranceSeconds int = 600"),
+        "MODEL_OUTAGE_TOLERANCE_SECONDS: main.bicep default '600' != local.settings.sample.json '1800'",
+    ),
+    "admission wait not passed through main.bicep": (
+        "main.bicep",
+        replace("    modelAdmissionWaitSeconds: modelAdmissionWaitSeconds\n", ""),
+        "main.bicep does not pass modelAdmissionWaitSeconds to resources.bicep",
+    ),
+    "secondary endpoint output not emptied without a second account": (
+        "resources.bicep",
+        replace(
+            "output AZURE_OPENAI_SECONDARY_ENDPOINT string = empty(secondaryOpenAiLocation) ? '' : "
+            "secondaryOpenAi.outputs.endpoint",
+            "output AZURE_OPENAI_SECONDARY_ENDPOINT string = secondaryOpenAi.outputs.endpoint",
+        ),
+        "output AZURE_OPENAI_SECONDARY_ENDPOINT is <",
     ),
 }
 

@@ -437,3 +437,133 @@ def test_preflight_switches_are_main_bicep_bools_mapped_by_main_parameters_json(
         assert main.params[param]["type"] == "bool", param
         assert json.dumps(main.params[param]["default"]) == default, param
         assert parameters[param]["value"] == f"${{{variable}={default}}}", param
+
+
+# ------------------------------------------------------------ the pool's second region and the batch deployment
+
+
+def with_region(location: str, catalogue: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The default catalogue, and `location` answering as `catalogue` says (default: the same)."""
+    base = az_standin.default_catalogue()
+    region = catalogue if catalogue is not None else az_standin.default_catalogue()
+    base["locations"] = {location: {"models": region["models"], "usages": region["usages"]}}
+    return base
+
+
+def test_a_second_region_is_checked_too_and_named_in_the_pass_line(hook: Hook) -> None:
+    hook.catalogue(with_region("swedencentral"))
+    status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="swedencentral")
+    assert status == 0, line
+    first, second = line.split(" | ")
+    assert first == (
+        "preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus, capacity 50 of 1000 units free "
+        "(GenerallyAvailable, retires 2027-09-21)"
+    )
+    assert second.startswith(
+        "second account (swedencentral): ok: gpt-5.4-mini 2026-03-17 GlobalStandard in swedencentral, capacity 50"
+    )
+    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"] * 2
+
+
+def test_a_second_region_without_the_model_is_refused_naming_another_region(hook: Hook) -> None:
+    hook.catalogue(with_region("swedencentral", {"models": [], "usages": []}))
+    status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="swedencentral")
+    assert status == 1
+    assert line.startswith(
+        "preflight: second account (swedencentral): gpt-5.4-mini 2026-03-17 is not offered in swedencentral. "
+        "Fix: another region (azd env set AZURE_OPENAI_SECONDARY_LOCATION <region>)"
+    )
+    # Its model is the first deployment's: no advice to change it for the second alone.
+    assert "AZURE_OPENAI_MODEL_NAME" not in line
+
+
+def test_a_second_account_in_the_same_region_shares_the_quota(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="eastus", AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY="960")
+    assert status == 1
+    assert line.startswith(
+        "preflight: second account (eastus, the first one's region too: no regional fallback): capacity 960 is over "
+        "the free OpenAI.GlobalStandard.gpt-5.4-mini quota in eastus, after the 50 units the deployment(s) above "
+        "take from it: 950 of 1000 units"
+    )
+    assert "azd env set AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY 950" in line
+    status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="eastus", AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY="950")
+    assert status == 0 and "capacity 950 of 950 units free" in line
+
+
+def test_a_reprovision_counts_what_the_second_deployment_already_holds(hook: Hook) -> None:
+    catalogue = with_region("swedencentral", catalogue_with("OpenAI.GlobalStandard.gpt-5.4-mini", currentValue=990.0))
+    catalogue["deployments"] = [
+        az_standin.deployment(
+            account="oai2-abc123", name="gpt-5.4-mini", model="gpt-5.4-mini", version="2026-03-17",
+            sku="GlobalStandard", capacity=50,
+        )
+    ]  # fmt: skip
+    hook.catalogue(catalogue)
+    env = hook.env(
+        AZURE_OPENAI_SECONDARY_LOCATION="swedencentral",
+        AZURE_OPENAI_SECONDARY_ENDPOINT="https://oai2-abc123.openai.azure.com/",
+        AZURE_RESOURCE_GROUP=az_standin.STANDIN_RESOURCE_GROUP,
+    )
+    status, line = hook.run(env=env)
+    assert status == 0, line
+    assert "second account (swedencentral): ok:" in line and "the 50 units this environment's deployment" in line
+
+
+def test_the_batch_deployment_is_checked_against_the_globalbatch_quota(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_BATCH_MODEL_NAME="gpt-5.4-mini")
+    assert status == 0, line
+    assert line.endswith(
+        " | batch deployment gpt-5.4-mini-batch: ok: gpt-5.4-mini 2026-03-17 GlobalBatch in eastus, capacity 50 of "
+        "5000 units free (GenerallyAvailable, retires 2027-09-21)"
+    )
+    # The first account's region: asked once.
+    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+
+
+def test_a_batch_model_outside_the_batch_matrix_is_refused_naming_one_inside(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_BATCH_MODEL_NAME="gpt-5.4-nano")
+    assert status == 1
+    assert line.startswith(
+        "preflight: batch deployment gpt-5.4-nano-batch: GlobalBatch is not offered for gpt-5.4-nano 2026-03-17 in "
+        "eastus. Fix: azd env set AZURE_OPENAI_BATCH_MODEL_NAME gpt-5.4-mini && azd env set "
+        "AZURE_OPENAI_BATCH_MODEL_VERSION 2026-03-17"
+    )
+
+
+def test_batch_capacity_over_its_quota_is_refused_in_its_own_unit(hook: Hook) -> None:
+    status, line = hook.run(AZURE_OPENAI_BATCH_MODEL_NAME="gpt-5.4-mini", AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY="6000")
+    assert status == 1
+    assert "capacity 6000 is over the free OpenAI.GlobalBatch.gpt-5.4-mini quota in eastus: 5000 of 5000 units" in line
+    assert "GlobalBatch quota counts enqueued tokens" in line
+    assert "azd env set AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY 5000" in line
+    assert "AZURE_OPENAI_DEPLOYMENT_SKU" not in line  # the batch SKU is not a choice
+
+
+@pytest.mark.parametrize(
+    ("azd", "expected"),
+    [
+        (
+            {"AZURE_OPENAI_BATCH_MODEL_NAME": "gpt-5.4-mini", "AZURE_OPENAI_BATCH_DEPLOYMENT_NAME": "gpt-5.4-mini"},
+            "the batch deployment would be named gpt-5.4-mini, as the live deployment is",
+        ),
+        (
+            {"AZURE_OPENAI_SECONDARY_LOCATION": "swedencentral", "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY": "0"},
+            "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY=0 is not a whole number",
+        ),
+        (
+            {"AZURE_OPENAI_BATCH_MODEL_NAME": "gpt-5.4-mini", "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY": "lots"},
+            "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY=lots is not a whole number",
+        ),
+    ],
+)
+def test_bad_values_for_the_optional_deployments_are_refused_before_asking_az(
+    hook: Hook, azd: dict[str, str], expected: str
+) -> None:
+    status, line = hook.run(**azd)
+    assert status == 1 and expected in line
+    assert hook.invocations() == []
+
+
+def test_the_batch_sku_is_the_one_openai_bicep_deploys() -> None:
+    text = (REPO / "infra" / "app" / "openai.bicep").read_text()
+    assert f"    name: '{preflight.BATCH_SKU}'\n" in text

@@ -71,7 +71,12 @@ def test_the_app_indexes_its_sampler() -> None:
     )
     env = {"PATH": "/usr/bin:/bin", "JOBS_QUEUE": "jobs"}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout) == [["process_job", "jobs"], ["sample_queues", "0 */1 * * * *", False, "timer"]]
+    assert json.loads(done.stdout) == [
+        ["process_job", "jobs"],
+        ["sample_queues", "0 */1 * * * *", False, "timer"],
+        ["submit_batches", "0 */5 * * * *", False, "timer"],  # the batch lane's, on their defaults here
+        ["collect_batches", "30 * * * * *", False, "timer"],
+    ]
 
 
 async def test_the_listener_runs_on_schedule_one_at_a_time_and_survives_failures() -> None:

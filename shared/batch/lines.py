@@ -1,0 +1,98 @@
+"""The lines of batch files, as pure functions: a job's request line, the plan of which jobs go in which
+file, and what an output or error line says about its job."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openai.types.chat import ChatCompletion
+from pydantic import ValidationError
+
+from shared.constants import brief
+from shared.jobs import JOB_ID_PATTERN, ErrorInfo, Job
+
+REQUEST_URL = "/chat/completions"  # per line and for the batch (the v1 batch format Azure documents)
+MAX_FILE_BYTES = 200_000_000  # the service's 200 MB per file
+# A staged job's blob is its job's JSON plus a few timestamps; its request line re-wraps the same texts
+# (messages, parameters) with the model, url and custom_id. This bounds the difference generously.
+LINE_MARGIN = 1024
+# Error-file codes for requests the batch never ran (it expired or was cancelled first): those jobs are
+# sent back (BATCH_ON_FAILURE) rather than failed with the code.
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+_CODE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def request_line(job: Job, deployment: str) -> bytes:
+    """One JSONL line: the request the live lane sends for ``job`` (same messages and parameters), on the
+    batch deployment, ``custom_id`` = the job id. UTF-8, no BOM."""
+    assert job.id is not None  # staged jobs always carry their id
+    body = {"model": deployment, "messages": job.chat_messages(), **job.request_parameters()}
+    line = {"custom_id": job.id, "method": "POST", "url": REQUEST_URL, "body": body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def plan_files(jobs: Sequence[tuple[str, int]], max_requests: int, max_bytes: int = MAX_FILE_BYTES) -> list[list[str]]:
+    """Split ``(job id, line size bound)`` into files of at most ``max_requests`` lines and ``max_bytes``,
+    keeping their order. A job whose line alone could exceed ``max_bytes`` still gets a file of its own
+    (a job's size is bounded by MAX_PROMPT_CHARS long before that)."""
+    files: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for job_id, line_bytes in jobs:
+        if current and (len(current) >= max_requests or size + line_bytes > max_bytes):
+            files.append(current)
+            current, size = [], 0
+        current.append(job_id)
+        size += line_bytes
+    if current:
+        files.append(current)
+    return files
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one output or error line says of its job: a completion, a failure, or that it never ran."""
+
+    job_id: str
+    completion: ChatCompletion | None = None
+    error: ErrorInfo | None = None
+    not_run: str | None = None  # the service's code when the batch ended before the request ran
+
+
+def parse_answer(line: bytes | str) -> Answer:
+    """One line of an output or error file; raises ValueError for a line that is not one."""
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("a batch output line is a JSON object")
+    job_id = value.get("custom_id")
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise ValueError(f"custom_id {str(job_id)[:80]!r} is not a job id")
+    response = value.get("response") if isinstance(value.get("response"), dict) else None
+    error = value.get("error") if isinstance(value.get("error"), dict) else None
+    status = response.get("status_code") if response else None
+    body = response.get("body") if response else None
+    if status == 200 and isinstance(body, dict):
+        try:
+            return Answer(job_id, completion=ChatCompletion.model_validate(body))
+        except ValidationError as exc:
+            return Answer(job_id, error=ErrorInfo(code="invalid_response", message=f"unreadable answer: {brief(exc)}"))
+    if error is None and isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+    if error is None:
+        raise ValueError(f"line for {job_id} has neither a 200 response nor an error")
+    code = _code(error.get("code"))
+    if code in NOT_RUN:
+        return Answer(job_id, not_run=code)
+    said = brief(str(error.get("message") or "no message"))
+    where = f" (HTTP {status})" if isinstance(status, int) else ""
+    return Answer(job_id, error=ErrorInfo(code=code, message=f"the batch service refused this request{where}: {said}"))
+
+
+def _code(raw: Any) -> str:
+    """The service's error code, kept as the result's code (bounded, and only characters codes use)."""
+    code = _CODE.sub("_", str(raw or ""))[:64]
+    return code or "batch_request_failed"
