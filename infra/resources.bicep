@@ -111,8 +111,8 @@ param secondaryOpenAiDeploymentCapacity int = 50
 param modelOutageToleranceSeconds int = 1800
 
 @minValue(0)
-@description('Longest wait in the pacing gate of an instance before a model call, in seconds (MODEL_ADMISSION_WAIT_SECONDS). 0, the default: pacing off.')
-param modelAdmissionWaitSeconds int = 0
+@description('Longest wait in the pacing gate of an instance before a model call, in seconds (MODEL_ADMISSION_WAIT_SECONDS), then a throttled re-enqueue. 0: pacing off.')
+param modelAdmissionWaitSeconds int = 60
 
 // ---- Batch lane: a GlobalBatch deployment (optional) ----
 // Jobs with "lane": "batch" are staged in stagingContainerName and sent as batch files to a

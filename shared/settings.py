@@ -55,7 +55,8 @@ SETTINGS: dict[str, str] = {
     "PERMISSION_RETRY_SECONDS": "How long PermissionDenied is retried (role assignments take up to ~10 min).",
     "THROTTLE_MAX_ATTEMPTS": "How many times a long-throttled job is re-enqueued before it fails.",
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
-    "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call (0, the default: pacing off).",
+    "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call, then a throttled re-enqueue "
+    "(0: pacing off).",
     "AZURE_OPENAI_POOL": "JSON list of deployments to route over: endpoint, deployment, and optionally name (entries "
     "sharing a name fail over to each other), priority (1 first) and weight; unset: AZURE_OPENAI_ENDPOINT with "
     "each allowed deployment.",
@@ -205,7 +206,7 @@ class Settings:
     permission_retry_seconds: int
     throttle_max_attempts: int
     throttle_max_delay_seconds: int
-    model_admission_wait_seconds: int = 0
+    model_admission_wait_seconds: int = 60
     # Every deployment the worker may call, by priority: AZURE_OPENAI_POOL, else the endpoint's allowed ones.
     pool: tuple[PoolEntry, ...] = ()
     model_outage_tolerance_seconds: int = 1800
@@ -271,7 +272,7 @@ class Settings:
             permission_retry_seconds=_int(env, "PERMISSION_RETRY_SECONDS", 900),
             throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
             throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
-            model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 0),
+            model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
             pool=pool or tuple(PoolEntry(endpoint=endpoint, deployment=d) for d in allowed),
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             **_batch_lane(env),

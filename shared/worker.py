@@ -319,11 +319,12 @@ async def _call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float
                         elapsed = time.monotonic() - began
                         call.response(completion)
                 return completion, elapsed
-            except openai.RateLimitError:
+            except openai.RateLimitError as exc:
                 # Paced, a 429 is not retried by the SDK (shared/pacing.py): with no other deployment to turn
                 # to, wait in the gate again (it holds for the retry-after), within the same bound.
                 if not (wait and last and time.monotonic() < deadline):
                     raise
+                route.gate.observe(429, exc.response.headers)  # the hold, even if no response hook saw it
 
     (completion, elapsed), entry = await runtime.router.call(runtime.settings.entries_for(job.deployment), tokens, send)
     return completion, elapsed, entry

@@ -185,6 +185,9 @@ SETTINGS = {
     "AZURE_OPENAI_DEPLOYMENT": "gpt-test",
     "REPLY_QUEUES_ALLOWED": "replies",
     "MAX_PROMPT_CHARS": "5000",
+    # Pacing off: the fake model sends no rate-limit headers, and a 429's hold would keep every later delivery
+    # of a test from the model. tests/worker/test_pacing*.py switch it on.
+    "MODEL_ADMISSION_WAIT_SECONDS": "0",
 }
 
 

@@ -9,6 +9,8 @@ import itertools
 import json
 from types import SimpleNamespace
 
+import httpx2
+import openai
 import pytest
 
 from shared import pacing
@@ -266,3 +268,15 @@ async def test_pacing_off_sends_straight_on() -> None:
     world.runtime.pacer.gate(world.runtime.settings.openai_endpoint, "gpt-test").observe(429, {"retry-after": "120"})
     result = await handle(Message(json.dumps({"id": "p2", "prompt": "hi"}).encode()), world.runtime)
     assert result is not None and result.status == "succeeded" and len(world.model.calls) == 1
+
+
+async def test_a_429_under_the_gate_is_sent_again_through_the_gate_not_re_enqueued() -> None:
+    world = fake_world(MODEL_ADMISSION_WAIT_SECONDS="30")
+    request = httpx2.Request("POST", "https://res.openai.azure.com/openai/v1/chat/completions")
+    response = httpx2.Response(429, headers={"retry-after-ms": "300"}, request=request)
+    world.model.errors = [openai.RateLimitError("slow down", response=response, body=None)]
+    result = await handle(Message(json.dumps({"id": "p3", "prompt": "hi"}).encode()), world.runtime)
+    assert result is not None and result.status == "succeeded" and len(world.model.calls) == 2
+    assert not world.jobs_queue.messages  # waited out in the gate: nothing went back on the queue
+    gate = world.runtime.pacer.gate(world.runtime.settings.openai_endpoint, "gpt-test")
+    assert gate.hold_until > 0  # the second call went only after the hold

@@ -75,6 +75,7 @@ async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
     assert await jobs.poison_count() == 0
 
 
+@pytest.mark.timeout(300)  # a minute of outage, then re-enqueue delays of up to 40 s
 async def test_a_60_s_outage_of_the_only_deployment_ends_with_every_job_succeeded(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:

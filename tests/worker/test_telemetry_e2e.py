@@ -120,7 +120,10 @@ async def test_one_trace_from_the_producer_through_model_and_storage(
 async def test_a_throttled_job_runs_again_in_the_same_trace(
     keyless_settings: dict[str, str], jobs: Jobs, aoai: OpenAIEmulator, traced: Captured
 ) -> None:
-    runtime = Runtime.from_env({**keyless_settings, "THROTTLE_MAX_DELAY_SECONDS": "1"})
+    # Pacing off: this is about the trace across a re-enqueue, not about waiting in the gate first.
+    runtime = Runtime.from_env(
+        {**keyless_settings, "THROTTLE_MAX_DELAY_SECONDS": "1", "MODEL_ADMISSION_WAIT_SECONDS": "0"}
+    )
     try:
         # Any request is over this limit, and the wait asked for is longer than the SDK honours.
         aoai.configure(tpm=1000, retry_after_override_seconds=150)
@@ -142,7 +145,8 @@ async def test_a_throttled_job_runs_again_in_the_same_trace(
 async def test_every_429_is_counted_even_those_the_sdk_retried(
     keyless_settings: dict[str, str], jobs: Jobs, aoai: OpenAIEmulator, traced: Captured
 ) -> None:
-    runtime = Runtime.from_env(keyless_settings)
+    # Pacing off: a paced instance would know from the first answer that the window is full, and wait.
+    runtime = Runtime.from_env({**keyless_settings, "MODEL_ADMISSION_WAIT_SECONDS": "0"})
     try:
         aoai.configure(rpm=1, rate_window_seconds=1.0)  # the second call waits out a short 429 in the SDK
         results: list[Result | None] = []
