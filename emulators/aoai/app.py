@@ -8,6 +8,7 @@ import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -190,60 +191,77 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
     return await _complete(request, state, body, deployment, spec.model)
 
 
-async def _complete(
-    request: web.Request, state: EmulatorState, body: dict[str, Any], deployment: str, model: str
-) -> web.Response:
-    """An admitted request: the content filter, the (deterministic) reply after its latency, usage counted.
-    Reasoning models spend ``models.reasoning_tokens`` out of the budget first; usage reports them."""
-    config, messages = state.config, body["messages"]
+@dataclass(frozen=True)
+class Answered:
+    """The completion the model gives an admitted request, and its token counts."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+
+
+def answer_body(config: EmulatorConfig, body: dict[str, Any], deployment: str, model: str) -> web.Response | Answered:
+    """The content filter and the (deterministic) reply to an admitted request, as the live route and a batch
+    line both answer it. Reasoning models spend ``models.reasoning_tokens`` out of the budget first."""
+    messages = body["messages"]
     prompt = "\n".join(message_text(m) for m in messages)
     if config.filter_trigger_prompt and config.filter_trigger_prompt in prompt:
         inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": FLAGGED}
         return _error(400, "content_filter", FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner)
-
     reply = reply_for(body, deployment, models.reasoning_tokens(body, model))
     completion_tokens, finish, filtered = reply.completion_tokens, reply.finish_reason, SAFE
     content: str | None = reply.content
     if config.filter_trigger_output and config.filter_trigger_output in reply.content:
         content, finish, filtered = None, "content_filter", FLAGGED  # generated (and billed), then withheld
-    if not await state.sleep((config.latency_ms + config.per_token_ms * completion_tokens) / 1000):
-        return _drop(request)
     prompt_tokens = count_prompt_tokens(messages)
-    state.prompt_tokens += prompt_tokens
-    state.completion_tokens += completion_tokens
-    state.reasoning_tokens += reply.reasoning_tokens
-    state.completions += 1
-    return web.json_response(
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": finish,
-                    "logprobs": None,
-                    "content_filter_results": filtered,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-                "completion_tokens_details": {
-                    "accepted_prediction_tokens": 0,
-                    "audio_tokens": 0,
-                    "reasoning_tokens": reply.reasoning_tokens,  # 0 for non-reasoning models
-                    "rejected_prediction_tokens": 0,
-                },
-                "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+    completion = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": finish,
+                "logprobs": None,
+                "content_filter_results": filtered,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {
+                "accepted_prediction_tokens": 0,
+                "audio_tokens": 0,
+                "reasoning_tokens": reply.reasoning_tokens,  # 0 for non-reasoning models
+                "rejected_prediction_tokens": 0,
             },
-            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
-            "system_fingerprint": config.system_fingerprint,
-        }
-    )
+            "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+        },
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
+        "system_fingerprint": config.system_fingerprint,
+    }
+    return Answered(completion, prompt_tokens, completion_tokens, reply.reasoning_tokens)
+
+
+async def _complete(
+    request: web.Request, state: EmulatorState, body: dict[str, Any], deployment: str, model: str
+) -> web.Response:
+    """An admitted request: ``answer_body`` after its latency, usage counted."""
+    config = state.config
+    answered = answer_body(config, body, deployment, model)
+    if isinstance(answered, web.Response):
+        return answered
+    if not await state.sleep((config.latency_ms + config.per_token_ms * answered.completion_tokens) / 1000):
+        return _drop(request)
+    state.prompt_tokens += answered.prompt_tokens
+    state.completion_tokens += answered.completion_tokens
+    state.reasoning_tokens += answered.reasoning_tokens
+    state.completions += 1
+    return web.json_response(answered.body)
 
 
 async def deployment_chat(request: web.Request) -> web.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +14,6 @@ from pydantic import ValidationError
 # app imports this module to wire the routes; its names are only read when a request runs, so the cycle is harmless.
 from emulators.aoai import app as live
 from emulators.aoai import models
-from emulators.aoai.answers import count_prompt_tokens, message_text, reply_for
 from emulators.aoai.batch_objects import Outcome
 from emulators.aoai.batches import FILE_EXPIRY_SECONDS, Refused
 from emulators.aoai.state import EmulatorState
@@ -37,49 +35,10 @@ def answer(state: EmulatorState, body: dict[str, Any]) -> Outcome:
         return _outcome(invalid)
     if refused := models.refusal(body, model):
         return Outcome(400, refused)
-    config, messages = state.config, body["messages"]
-    if config.filter_trigger_prompt and config.filter_trigger_prompt in "\n".join(message_text(m) for m in messages):
-        inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": live.FLAGGED}
-        filtered = live._error(
-            400, "content_filter", live.FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner
-        )
-        return _outcome(filtered)
-    reply = reply_for(body, deployment, models.reasoning_tokens(body, model))
-    content: str | None = reply.content
-    finish, flags = reply.finish_reason, live.SAFE
-    if config.filter_trigger_output and config.filter_trigger_output in reply.content:
-        content, finish, flags = None, "content_filter", live.FLAGGED
-    prompt_tokens, completion_tokens = count_prompt_tokens(messages), reply.completion_tokens
-    completion = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "finish_reason": finish,
-                "logprobs": None,
-                "content_filter_results": flags,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens_details": {
-                "accepted_prediction_tokens": 0,
-                "audio_tokens": 0,
-                "reasoning_tokens": reply.reasoning_tokens,
-                "rejected_prediction_tokens": 0,
-            },
-            "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
-        },
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": live.SAFE}],
-        "system_fingerprint": config.system_fingerprint,
-    }
-    return Outcome(200, completion, prompt_tokens, completion_tokens, reply.reasoning_tokens)
+    answered = live.answer_body(state.config, body, deployment, model)
+    if isinstance(answered, web.Response):
+        return _outcome(answered)
+    return Outcome(200, answered.body, answered.prompt_tokens, answered.completion_tokens, answered.reasoning_tokens)
 
 
 def _outcome(response: web.Response) -> Outcome:

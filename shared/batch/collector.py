@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import openai
 from azure.storage.blob.aio import ContainerClient
 from openai.types import Batch
 
@@ -50,6 +49,7 @@ from .records import (
     Manifest,
     Staged,
     acquire,
+    delete_file,
     delete_manifest,
     delete_staged,
     each,
@@ -277,12 +277,7 @@ class _Collector:
     async def _delete_files(self, manifest: Manifest, batch: Batch | None) -> None:
         ids = [manifest.file_id] + ([batch.output_file_id, batch.error_file_id] if batch is not None else [])
         for file_id in dict.fromkeys(i for i in ids if i):
-            try:
-                await self.runtime.openai.files.delete(file_id)
-            except openai.NotFoundError:
-                pass
-            except Exception as exc:
-                logger.warning("file %s not deleted (it expires by itself): %s", file_id, brief(exc))
+            await delete_file(self.runtime, file_id)
 
 
 def as_batch(result: Result, *, deployment: str, batch: Batch | None) -> Result:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
+import openai
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
@@ -31,6 +32,7 @@ from azure.storage.blob.aio import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.connections import Runtime
+from shared.constants import brief
 from shared.jobs import JOB_ID_PATTERN, Job, JobId
 
 logger = logging.getLogger(__name__)
@@ -313,3 +315,13 @@ async def each(items: Iterable[T], work: Callable[[T], Awaitable[Any]], limit: i
         if isinstance(outcome, BaseException):
             raise outcome
     return outcomes
+
+
+async def delete_file(runtime: Runtime, file_id: str) -> None:
+    """Delete an uploaded or output file; one already gone is fine, and one that will not go expires by itself."""
+    try:
+        await runtime.openai.files.delete(file_id)
+    except openai.NotFoundError:
+        pass
+    except Exception as exc:
+        logger.warning("file %s not deleted (it expires by itself): %s", file_id, brief(exc))

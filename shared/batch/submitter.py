@@ -49,6 +49,7 @@ from .records import (
     Manifest,
     acquire,
     create_manifest,
+    delete_file,
     delete_manifest,
     delete_staged,
     each,
@@ -259,7 +260,7 @@ class _Submitter:
         try:
             return await self._save(held, state="uploaded", file_id=uploaded.id)
         except Lost:
-            await self._delete_file(uploaded.id)  # an orphan: the manifest's new holder uploads its own
+            await delete_file(self.runtime, uploaded.id)  # an orphan: the manifest's new holder uploads its own
             raise
 
     async def _line(self, job_id: str, deployment: str) -> bytes | None:
@@ -280,7 +281,7 @@ class _Submitter:
         keep = min(usable, key=lambda item: item.created_at) if usable else None  # the first holder's upload
         for item in copies:
             if item is not keep:
-                await self._delete_file(item.id)
+                await delete_file(self.runtime, item.id)
         return keep
 
     async def _create(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held:
@@ -338,14 +339,6 @@ class _Submitter:
         else:
             logger.warning("batch submit: manifest %s waits for the next tick: %s", manifest.id, brief(exc))
         return held
-
-    async def _delete_file(self, file_id: str) -> None:
-        try:
-            await self.runtime.openai.files.delete(file_id)
-        except openai.NotFoundError:
-            pass
-        except Exception as exc:
-            logger.warning("file %s not deleted (it expires by itself): %s", file_id, brief(exc))
 
 
 @dataclass
