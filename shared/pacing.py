@@ -275,7 +275,10 @@ class Gate:
     in_flight: list[Ticket] = field(default_factory=list)
     heard: bool = False  # a response has been observed: until then one call at a time probes the service
     probe_sent: float = 0.0
-    longest_reset: float = 0.0  # the rate window's length, as far as the reset headers have shown it
+    longest_reset: float = 0.0  # the window is at least this long: the longest reset time seen
+    # ... and at most this: an answered call's reset time plus how long ago it went out (its charge is in the
+    # window, so the window's newest charge is no older); equal to the window when it was the newest.
+    span_bound: float = math.inf
     admitted: Own = field(default_factory=deque)  # (when, tokens) of the calls admitted here within the span
 
     async def acquire(self, tokens: int, *, wait: float) -> Ticket:
@@ -320,10 +323,12 @@ class Gate:
         self.heard = True
         if ticket is not None and ticket.gate is self:
             ticket.settled = True  # these headers include its charge
-        span = (self.longest_reset or SPAN) + EDGE
+        span = self.window() + EDGE
         for budget in (self.tokens, self.requests):
             if (reset := _read(budget, headers, now)) is not None:
                 self.longest_reset = max(self.longest_reset, reset)
+                if status == 200 and ticket is not None and ticket.gate is self and ticket.charge is not None:
+                    self.span_bound = min(self.span_bound, reset + now - ticket.charge.at)
             if budget.seen == now:
                 budget.mine = sum(budget.cost(c.tokens) for c in self.admitted if c.at > now - span)
         if status == 429:
@@ -332,6 +337,12 @@ class Gate:
                 resets = [parse_duration(headers.get(f"x-ratelimit-reset-{k}")) for k in ("tokens", "requests")]
                 wait = max((r for r in resets if r), default=DEFAULT_BACKOFF)
             self.hold_until = max(self.hold_until, now + min(wait, self.max_hold))
+
+    def window(self) -> float:
+        """The rate window's length as the reset headers have shown it (``SPAN`` until they have)."""
+        if not self.longest_reset:
+            return SPAN
+        return max(self.longest_reset, self.span_bound) if math.isfinite(self.span_bound) else self.longest_reset
 
     def needed(self, tokens: int, now: float | None = None) -> float:
         """Seconds before a call estimated at ``tokens`` would be admitted (0: now)."""
@@ -344,7 +355,7 @@ class Gate:
         charged = [t for t in self.in_flight if not t.settled]
         if not self.heard and charged and now < self.probe_sent + PROBE:
             return self.probe_sent + PROBE - now, "waiting for the deployment's first answer"
-        span = (self.longest_reset or SPAN) + EDGE
+        span = self.window() + EDGE
         while self.admitted and self.admitted[0].at <= now - span:
             self.admitted.popleft()
         for budget in (self.tokens, self.requests):
