@@ -195,8 +195,9 @@ class _Budget:
         return min(fair, self._growth() - since)
 
     def surely(self, own: Own) -> float:
-        """A floor under ``allowance`` that costs no pass over the window: far from the limit (an unlimited
-        deployment reports a huge one) it admits without one."""
+        """The least share of what is left, less what this gate admitted since (no pass over the window): far
+        from the limit (an unlimited deployment reports a huge one) it admits on this alone, before the
+        share, the freeing and the slow start of ``allowance`` are worked out."""
         if self.limit is None:
             return (self.remaining or 0) - self.since(own)
         return MIN_SHARE * ((self.remaining or 0) - self.limit * (1 - HEADROOM)) - self.since(own)

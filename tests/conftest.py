@@ -116,3 +116,16 @@ def azure_cli(monkeypatch: pytest.MonkeyPatch, local_azure_dir: Path) -> AzureCl
 def names() -> dict[str, str]:
     """Unique queue and container names so tests sharing one Azurite never see each other's data."""
     return services.unique_names()
+
+
+@pytest.fixture
+def stack(
+    issuer: TokenIssuer,
+    identity_endpoint: IdentityEndpoint,
+    aoai: OpenAIEmulator,
+    azurite_keyless: Azurite,
+    azurite: Azurite,
+    tmp_path: Path,
+) -> services.LocalAzure:
+    """The whole local Azure as ``make bench`` and ``make run`` hold it (the session's servers)."""
+    return services.LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)

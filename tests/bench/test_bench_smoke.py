@@ -11,15 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bench import SECTIONS
 from bench.report import markdown, write_outputs
 from bench.scenarios import SMOKE, run_all
-from emulators.azurite import Azurite
 from emulators.stack.environment import REPO
-from emulators.stack.services import IdentityEndpoint, LocalAzure, OpenAIEmulator
-from emulators.tokens import TokenIssuer
+from emulators.stack.services import LocalAzure
 
 KEYS = {
     "meta": {"date", "scale", "machine", "duration_s", "section_seconds"},
@@ -78,15 +74,7 @@ QUOTA_RUN_KEYS = {
 }
 
 
-async def test_bench_smoke(
-    issuer: TokenIssuer,
-    identity_endpoint: IdentityEndpoint,
-    aoai: OpenAIEmulator,
-    azurite_keyless: Azurite,
-    azurite: Azurite,
-    tmp_path: Path,
-) -> None:
-    stack = LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
+async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = await run_all(stack, SMOKE, out, tmp_path / "logs", ORIGINAL)
     write_outputs(report, out)
@@ -180,18 +168,6 @@ def _consistent(run: dict[str, Any], *, faults: bool = False) -> None:
     if not faults:
         assert run["unavailable_503"] == 0, run
     assert run["drained"] and run["errors_logged"] == 0, run
-
-
-@pytest.fixture
-def stack(
-    issuer: TokenIssuer,
-    identity_endpoint: IdentityEndpoint,
-    aoai: OpenAIEmulator,
-    azurite_keyless: Azurite,
-    azurite: Azurite,
-    tmp_path: Path,
-) -> LocalAzure:
-    return LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
 
 
 def test_sections_listed_once() -> None:

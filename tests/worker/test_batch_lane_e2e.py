@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +14,8 @@ import pytest_asyncio
 
 from bench.batch_lane import batch_lane as bench_batch_lane
 from bench.batch_lane import describe as describe_batch_lane
-from emulators.azurite import Azurite
-from emulators.stack.services import DEPLOYMENT, IdentityEndpoint, LocalAzure, OpenAIEmulator
+from emulators.stack.services import DEPLOYMENT, LocalAzure, OpenAIEmulator
 from emulators.stack.workers import Jobs, WorkerHost
-from emulators.tokens import TokenIssuer
 from tests.worker.test_batch_lane import BATCH_DEPLOYMENT, BatchWorld, _world, answer
 
 pytestmark = pytest.mark.e2e
@@ -112,15 +109,7 @@ async def test_the_apps_timers_run_the_lane_in_the_host(
         assert "staged for the batch lane" in log and "batch collect:" in log, host.tail()
 
 
-async def test_the_bench_figure_counts_model_calls_and_prices_tokens(
-    issuer: TokenIssuer,
-    identity_endpoint: IdentityEndpoint,
-    aoai: OpenAIEmulator,
-    azurite_keyless: Azurite,
-    azurite: Azurite,
-    tmp_path: Path,
-) -> None:
-    stack = LocalAzure(issuer, identity_endpoint, aoai, azurite_keyless, azurite, tmp_path)
+async def test_the_bench_figure_counts_model_calls_and_prices_tokens(stack: LocalAzure) -> None:
     figure = await bench_batch_lane(stack, 20)
     assert (figure["jobs"], figure["results"], figure["batches"]) == (20, 20, 1)
     kinds = figure["batch_calls_by_kind"]
