@@ -54,7 +54,7 @@ def _no_control_characters(text: str) -> str:
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
 # Which way a job goes to the model: "live" (a chat completion now) or "batch" (Azure OpenAI Global
-# Batch: gathered into a batch file, answered within 24 hours at half the price; shared/batch.py).
+# Batch: gathered into a batch file, answered within 24 hours at half the price; shared/batch/).
 Lane = Literal["live", "batch"]
 # What the batch endpoint cannot take, and why (refused with ``batch_parameter_not_allowed`` for a
 # batch-lane job; the live lane refuses them as it refuses any unknown parameter).
@@ -256,8 +256,10 @@ class Notice(BaseModel):
     error_code: str | None = None
 
 
-class InvalidJob(ValueError):
-    """The message can never become a valid job. ``code`` is the result's error code."""
+class JobRefused(ValueError):
+    """The worker refuses this message: it can never become a valid job. ``code`` is the failed result's
+    error code. (Control flow inside the worker; the producer raises ``shared.errors.InvalidJobError``
+    before anything is sent.)"""
 
     def __init__(self, code: str, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
@@ -276,7 +278,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 def decode_body(body: bytes) -> Any:
     """Message bytes -> JSON value. Accepts plain JSON and base64-encoded JSON (line breaks allowed).
 
-    The one boundary for untrusted bytes: whatever is wrong with them becomes ``InvalidJob`` with a
+    The one boundary for untrusted bytes: whatever is wrong with them becomes ``JobRefused`` with a
     specific code, never another exception, and what it returns can be serialised again (so the result
     that echoes it can always be written).
     """
@@ -284,25 +286,25 @@ def decode_body(body: bytes) -> Any:
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidJob("invalid_utf8", f"the message is not UTF-8 (byte {exc.start}); send UTF-8 JSON") from exc
+        raise JobRefused("invalid_utf8", f"the message is not UTF-8 (byte {exc.start}); send UTF-8 JSON") from exc
     _check_depth(decoded)
     try:
         value = json.loads(decoded, object_pairs_hook=_object, parse_constant=_no_constant, parse_float=_finite_float)
-    except InvalidJob:
+    except JobRefused:
         raise
     except json.JSONDecodeError as exc:
-        raise InvalidJob(
+        raise JobRefused(
             "invalid_json", f"the message is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from exc
     except ValueError as exc:  # Python refuses integers of more than 4,300 digits
-        raise InvalidJob("number_too_large", f"a number in the message is too large: {exc}") from exc
+        raise JobRefused("number_too_large", f"a number in the message is too large: {exc}") from exc
     except RecursionError as exc:  # not reachable after _check_depth; kept so no input can crash a delivery
-        raise InvalidJob("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels") from exc
+        raise JobRefused("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels") from exc
     if "\\u" in decoded:  # only an escape can produce a lone surrogate, which no UTF-8 writer accepts
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidJob(
+            raise JobRefused(
                 "invalid_text", "the message contains a lone UTF-16 surrogate escape (e.g. \\ud800)"
             ) from exc
     return value
@@ -318,7 +320,7 @@ def _unwrap(body: bytes) -> bytes:
     except (binascii.Error, ValueError):
         return text  # not base64 either: report it as what it most likely is, bad JSON
     if not decoded:
-        raise InvalidJob("invalid_json", "the message is base64 of nothing")
+        raise JobRefused("invalid_json", "the message is base64 of nothing")
     return decoded
 
 
@@ -333,7 +335,7 @@ def _check_depth(text: str) -> None:
     for bracket in _BRACKETS.finditer(skeleton):
         depth += 1 if bracket.group() in "[{" else -1
         if depth > MAX_JSON_DEPTH:
-            raise InvalidJob("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels")
+            raise JobRefused("too_deep", f"the message nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -342,19 +344,19 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise InvalidJob("duplicate_key", f"key {key!r} appears more than once in one object")
+                raise JobRefused("duplicate_key", f"key {key!r} appears more than once in one object")
             seen.add(key)
     return value
 
 
 def _no_constant(name: str) -> Any:
-    raise InvalidJob("invalid_json", f"{name} is not a JSON number; send a finite number")
+    raise JobRefused("invalid_json", f"{name} is not a JSON number; send a finite number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise InvalidJob("number_too_large", f"the number {text[:40]} is too large for a 64-bit float")
+        raise JobRefused("number_too_large", f"the number {text[:40]} is too large for a 64-bit float")
     return value
 
 
@@ -391,7 +393,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
 
 
 def parse_job(body: bytes) -> Job:
-    """Decode and validate one job; raise InvalidJob with a specific code."""
+    """Decode and validate one job; raise JobRefused with a specific code."""
     return _validate_job(decode_body(body))
 
 
@@ -405,7 +407,7 @@ def parse_message(body: bytes) -> Job | JobReference | RequeuedRef:
                 return model.model_validate(value)
             except ValidationError as exc:
                 _, message = _describe(exc)
-                raise InvalidJob("invalid_reference", f"reference: {message}", job_id=_valid_id(value)) from exc
+                raise JobRefused("invalid_reference", f"reference: {message}", job_id=_valid_id(value)) from exc
     return _validate_job(value)
 
 
@@ -416,12 +418,12 @@ def _valid_id(value: dict[str, Any]) -> str | None:
 
 def _validate_job(value: Any) -> Job:
     if not isinstance(value, dict):
-        raise InvalidJob("invalid_job", f"a job is a JSON object, got {_JSON_TYPES.get(type(value), 'a value')}")
+        raise JobRefused("invalid_job", f"a job is a JSON object, got {_JSON_TYPES.get(type(value), 'a value')}")
     try:
         return Job.model_validate(value)
     except ValidationError as exc:
         code, message = _describe(exc)
-        raise InvalidJob(code, message, job_id=_valid_id(value)) from exc
+        raise JobRefused(code, message, job_id=_valid_id(value)) from exc
 
 
 # Claim check. A queue message holds at most 64 KiB, so a bigger job travels as a small

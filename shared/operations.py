@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE, STORAGE_PERMISSION_CODES
 from shared.errors import MissingPermissionError, QueueNotFoundError
-from shared.jobs import InvalidJob, JobReference, RequeuedRef, Result, parse_message
+from shared.jobs import JobReference, JobRefused, RequeuedRef, Result, parse_message
 from shared.settings import StorageNames
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns
@@ -341,7 +341,7 @@ class Operations:
         text = message.content if isinstance(message.content, str) else str(message.content)
         try:
             parsed = parse_message(text.encode())
-        except InvalidJob as exc:
+        except JobRefused as exc:
             return await self._decide_invalid(message.id, exc, rules)
         if parsed.id is None:
             reason = "no job id: its result, if any, is under the original message's id, which poisoning does not keep"
@@ -356,7 +356,7 @@ class Operations:
             return ReplayItem(message.id, parsed.id, "skipped", f"{gone} is gone: submit the job again", status, code)
         return ReplayItem(message.id, parsed.id, "replayed", _describe_outcome(stored), status, code)
 
-    async def _decide_invalid(self, message_id: str, exc: InvalidJob, rules: _Rules) -> ReplayItem:
+    async def _decide_invalid(self, message_id: str, exc: JobRefused, rules: _Rules) -> ReplayItem:
         stored = await self._stored(exc.job_id) if exc.job_id else None
         if exc.job_id and (skip := rules.skip(message_id, exc.job_id, stored)):
             return skip

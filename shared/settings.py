@@ -62,7 +62,7 @@ SETTINGS: dict[str, str] = {
     "each allowed deployment.",
     "MODEL_OUTAGE_TOLERANCE_SECONDS": "How long a job waits out a model outage (every deployment it may use failing) "
     "by re-enqueuing itself, before the host's own retries and the poison queue (0: at once).",
-    # The batch lane (shared/batch.py): off while BATCH_DEPLOYMENT is empty.
+    # The batch lane (shared/batch/): off while BATCH_DEPLOYMENT is empty.
     "BATCH_DEPLOYMENT": "GlobalBatch deployment on AZURE_OPENAI_ENDPOINT for jobs with lane batch; empty: batch lane "
     "off (such a job fails at once, batch_lane_off).",
     "STAGING_CONTAINER": "Blob container for jobs staged for the batch lane and for batch manifests.",
@@ -216,7 +216,7 @@ class Settings:
         wanted = deployment or self.default_deployment
         return tuple(e for e in self.pool if wanted in (e.label, e.deployment))
 
-    # The batch lane (shared/batch.py); its two timer schedules are read by the host, not here.
+    # The batch lane (shared/batch/); its two timer schedules are read by the host, not here.
     batch_deployment: str = ""  # the GlobalBatch deployment; empty: the batch lane is off
     staging_container: str = DEFAULT_STAGING_CONTAINER
     batch_on_failure: BatchOnFailure = "restage"
@@ -299,6 +299,11 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
         "batch_on_failure": on_failure,
         "batch_max_requests_per_file": per_file,
     }
+
+
+def batch_lane_on(env: Mapping[str, str] | None = None) -> bool:
+    """Whether BATCH_DEPLOYMENT is set: the batch timers' check before they make any client."""
+    return bool((os.environ if env is None else env).get("BATCH_DEPLOYMENT", "").strip())
 
 
 def host_json_path() -> Path:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import InvalidJob, Job, JobReference, Notice, PayloadRef, RequeuedRef, Result, RetryState, parse_job
+from shared.jobs import Job, JobReference, JobRefused, Notice, PayloadRef, RequeuedRef, Result, RetryState, parse_job
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +52,17 @@ async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
     try:
         body = await (await payloads(runtime).download_blob(ref.payload.blob, offset=0, length=limit + 1)).readall()
     except ResourceNotFoundError as exc:
-        raise InvalidJob(
+        raise JobRefused(
             "payload_missing", f"the job's payload blob {where} does not exist: submit the job again", job_id=ref.id
         ) from exc
     if len(body) > limit:
-        raise InvalidJob("payload_too_large", f"payload blob {where} is over {limit} bytes", job_id=ref.id)
+        raise JobRefused("payload_too_large", f"payload blob {where} is over {limit} bytes", job_id=ref.id)
     try:
         job = parse_job(body)
-    except InvalidJob as exc:
-        raise InvalidJob(exc.code, f"payload: {exc.message}", job_id=ref.id) from exc
+    except JobRefused as exc:
+        raise JobRefused(exc.code, f"payload: {exc.message}", job_id=ref.id) from exc
     if job.id != ref.id:
-        raise InvalidJob("payload_mismatch", f"payload blob {where} holds job id {job.id!r}", job_id=ref.id)
+        raise JobRefused("payload_mismatch", f"payload blob {where} holds job id {job.id!r}", job_id=ref.id)
     return job
 
 
@@ -74,11 +74,11 @@ async def load_retry_state(runtime: Runtime, ref: RequeuedRef) -> RetryState:
     except ResourceNotFoundError as exc:
         # Another delivery finished the job and deleted it (its result stands), or the message was
         # not the worker's: either way there is nothing to run.
-        raise InvalidJob(
+        raise JobRefused(
             "retry_state_missing", f"no stored retry state for job {ref.id}: submit the job again", job_id=ref.id
         ) from exc
     except ValidationError as exc:
-        raise InvalidJob("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
+        raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
 
 
 async def release(runtime: Runtime, job_id: str, *, payload: PayloadRef | None, requeued: bool) -> None:

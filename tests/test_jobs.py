@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from shared.jobs import MAX_JSON_DEPTH, SCHEMA_DIR, InvalidJob, Job, json_schemas, parse_job
+from shared.jobs import MAX_JSON_DEPTH, SCHEMA_DIR, Job, JobRefused, json_schemas, parse_job
 
 
 def code_of(body: bytes) -> tuple[str, str | None]:
-    with pytest.raises(InvalidJob) as caught:
+    with pytest.raises(JobRefused) as caught:
         parse_job(body)
     return caught.value.code, caught.value.job_id
 
@@ -59,9 +59,9 @@ def test_failed_job_keeps_its_valid_id_and_drops_an_invalid_one() -> None:
 
 
 def test_error_messages_name_the_field() -> None:
-    with pytest.raises(InvalidJob, match=r"parameters\.temperature"):
+    with pytest.raises(JobRefused, match=r"parameters\.temperature"):
         parse_job(b'{"prompt": "a", "parameters": {"temperature": 3}}')
-    with pytest.raises(InvalidJob, match="logit_bias"):
+    with pytest.raises(JobRefused, match="logit_bias"):
         parse_job(b'{"prompt": "a", "parameters": {"logit_bias": {}}}')
 
 

@@ -12,7 +12,7 @@
 // - a shared workbook (workbook.json) with the same queries as panels.
 //
 // What the app emits, and where it lands (docs/deploy.md#monitoring):
-// - one INFO line per job from logger shared.worker, in AppTraces.Message:
+// - one INFO line per job from logger shared.delivery, in AppTraces.Message:
 //   `job id=<id> status=<succeeded|failed> code=<code|-> deployment=<d> attempt=<n> latency_ms=...`
 // - OpenTelemetry metrics (shared/telemetry.py) in AppMetrics: Name, Sum, ItemCount, Min, Max, and
 //   Properties = the attributes as strings (a bool is "True"/"False").

@@ -4,7 +4,7 @@ stored exactly as the live lane stores them.
 
 Three steps, each safe to repeat, to crash in and to race (see each module's docstring):
 
-- ``staging.stage`` (the queue trigger, from ``worker._run``): a checked batch-lane job is stored
+- ``staging.stage`` (the queue trigger, from ``shared.worker.run``): a checked batch-lane job is stored
   create-only as ``jobs/<id>.json`` in ``STAGING_CONTAINER`` and its message consumed; with
   ``BATCH_DEPLOYMENT`` empty it fails at once (``batch_lane_off``).
 - ``submitter.submit`` (timer, ``BATCH_SUBMIT_SCHEDULE``): staged jobs claimed into manifests

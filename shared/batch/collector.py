@@ -5,7 +5,7 @@ collector takes the manifest (``records.acquire``: of two collectors one proceed
 and settles each of its jobs:
 
 - a line in the output file becomes the job's result through the live lane's own path
-  (``worker._finish``: create-only, a stored *failed* result replaced at the version read, the notice
+  (``shared.delivery.finish``: create-only, a stored *failed* result replaced at the version read, the notice
   at-least-once), with ``lane: "batch"``, the batch deployment and the time spent in the batch; a
   reasoning model's empty answer is ``output_budget_exhausted`` there too;
 - a line in the error file becomes a failed result with the service's code;
@@ -24,7 +24,6 @@ from this run of the batch is recognised by its ``started_at``, which is the job
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -34,10 +33,12 @@ from functools import partial
 from azure.storage.blob.aio import ContainerClient
 from openai.types import Batch
 
-from shared import store, worker
+from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
+from shared.delivery import budget_exhausted, finish
 from shared.jobs import ErrorInfo, JobReference, Result
+from shared.settings import batch_lane_on
 
 from .lines import Answer, parse_answer
 from .records import (
@@ -95,7 +96,7 @@ class CollectReport:
 async def collect(runtime: Runtime | None = None) -> CollectReport:
     """One tick: poll every submitted batch; settle the ended ones."""
     if runtime is None:
-        if not os.environ.get("BATCH_DEPLOYMENT", "").strip():
+        if not batch_lane_on():
             return CollectReport()  # the lane is off (set it again to collect batches still out)
         runtime = get_runtime()
     if not runtime.settings.batch_deployment:
@@ -199,10 +200,10 @@ class _Collector:
         if not await self._stored(staged):
             error = answer.error
             if answer.completion is not None:
-                error = worker._budget_exhausted(answer.completion)
+                error = budget_exhausted(answer.completion)
             amend = partial(as_batch, deployment=manifest.deployment, batch=batch)
             delivery = delivery_for(self.runtime, staged)
-            written = await worker._finish(delivery, completion=answer.completion, error=error, amend=amend)
+            written = await finish(delivery, completion=answer.completion, error=error, amend=amend)
             self.report.written += written is not None
         await delete_staged(self.container, answer.job_id)
 
@@ -237,7 +238,7 @@ class _Collector:
             )
             amend = partial(as_batch, deployment=manifest.deployment, batch=batch)
             delivery = delivery_for(self.runtime, staged)
-            failed = await worker._finish(delivery, error=ErrorInfo(code=code, message=message), amend=amend)
+            failed = await finish(delivery, error=ErrorInfo(code=code, message=message), amend=amend)
             self.report.failed_unrun += failed is not None
             await delete_staged(self.container, job_id)
 

@@ -21,7 +21,6 @@ the next tick.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -33,9 +32,11 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 from openai.types import Batch, FileObject
 
-from shared import store, worker
+from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
+from shared.policy import GiveUp, classify
+from shared.settings import batch_lane_on
 
 from .lines import LINE_MARGIN, MAX_FILE_BYTES, REQUEST_URL, plan_files, request_line
 from .records import (
@@ -96,7 +97,7 @@ class SubmitReport:
 async def submit(runtime: Runtime | None = None) -> SubmitReport:
     """One tick: resume unfinished manifests, then submit what is staged and unclaimed."""
     if runtime is None:
-        if not os.environ.get("BATCH_DEPLOYMENT", "").strip():
+        if not batch_lane_on():
             return SubmitReport()  # the lane is off: no clients made, no storage call
         runtime = get_runtime()
     if not runtime.settings.batch_deployment:
@@ -315,9 +316,9 @@ class _Submitter:
         """A step failed: a refusal the service will repeat fails the batch (the collector then sends
         its jobs back once); anything else waits for the next tick."""
         manifest = held.manifest
-        verdict = worker.classify(exc, self.runtime, deployment=manifest.deployment)
+        verdict = classify(exc, self.runtime, deployment=manifest.deployment)
         quota = isinstance(exc, openai.APIStatusError) and exc.code == "token_limit_exceeded"
-        if isinstance(verdict, worker.GiveUp) and not quota:
+        if isinstance(verdict, GiveUp) and not quota:
             logger.error("batch submit: manifest %s refused (%s): %s", manifest.id, verdict.code, verdict.message)
             errors = [f"{verdict.code}: {verdict.message}"]
             return await self._save(held, state="submitted", status="failed", errors=errors)

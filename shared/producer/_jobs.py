@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import InvalidJobError
-from shared.jobs import JOB_ID_PATTERN, InvalidJob, Job, Lane, parse_job
+from shared.jobs import JOB_ID_PATTERN, Job, JobRefused, Lane, parse_job
 
 # What submit and submit_many take: a contract Job, or a dict of the same shape.
 JobInput = Job | Mapping[str, Any]
@@ -110,7 +110,7 @@ def _prepare(job: JobInput, *, index: int | None = None, lane: Lane | None = Non
     try:
         # The worker's own parser on the exact bytes that will be sent: same models, same verdicts.
         return _Prepared(parse_job(body), data, text)
-    except InvalidJob as exc:
+    except JobRefused as exc:
         cause = exc.__cause__
         field = None
         if isinstance(cause, ValidationError) and (errors := cause.errors(include_url=False)):

@@ -1896,7 +1896,7 @@ QUEUE_SERVICE = "Microsoft.Storage/storageAccounts/queueServices"
 # __PLACEHOLDERS__ are filled from it). Its keys, which the alerts and panels below use:
 METRICS_VARIABLE = "metrics"
 METRIC_KEYS = {"jobsFinished", "queueWait", "requeued", "throttled", "queueDepth", "queueAge", "tokenUsage"}
-# The per-job log line of shared/worker.py, which the failed-jobs alert and the error-code panel parse.
+# The per-job log line of shared/delivery.py, which the failed-jobs alert and the error-code panel parse.
 JOB_LINE_PREFIX = 'startswith "job id="'
 # Log alerts: what each one's query must contain ({key} = the metric of that key, quoted as in KQL),
 # and where its threshold comes from (a main.bicep parameter, or a fixed value).

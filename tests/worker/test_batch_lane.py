@@ -26,6 +26,7 @@ from emulators.stack.workers import Jobs
 from shared import batch, worker
 from shared.batch import collector, records
 from shared.connections import Runtime
+from shared.delivery import Delivery
 from shared.jobs import Result
 from tests.worker.fakes import Message
 
@@ -343,16 +344,16 @@ async def test_a_crash_between_completion_and_results_loses_and_duplicates_nothi
     replies = world.settings["REPLY_QUEUES_ALLOWED"]
     await world.deliver(*(job(f"r{i}", reply_to=replies) for i in range(40)))
     await world.submit()
-    finish = worker._finish
+    finish = collector.finish
     stored: list[str] = []
 
-    async def dies_after_ten(delivery: worker.Delivery, **kwargs: Any) -> Result | None:
+    async def dies_after_ten(delivery: Delivery, **kwargs: Any) -> Result | None:
         if len(stored) >= 10:
             raise Crash("died while writing results")
         stored.append(delivery.job_id)
         return await finish(delivery, **kwargs)
 
-    monkeypatch.setattr(worker, "_finish", dies_after_ten)
+    monkeypatch.setattr(collector, "finish", dies_after_ten)
     with pytest.raises(Crash):
         await world.collect()
     monkeypatch.undo()
@@ -514,15 +515,15 @@ async def test_two_collectors_racing_write_each_result_once(world: BatchWorld, m
     replies = world.settings["REPLY_QUEUES_ALLOWED"]
     await world.deliver(*(job(f"w{i}", reply_to=replies) for i in range(50)))
     await world.submit()
-    finish, stored = worker._finish, []
+    finish, stored = collector.finish, []
 
-    async def counting(delivery: worker.Delivery, **kwargs: Any) -> Result | None:
+    async def counting(delivery: Delivery, **kwargs: Any) -> Result | None:
         written = await finish(delivery, **kwargs)
         if written is not None:
             stored.append(delivery.job_id)
         return written
 
-    monkeypatch.setattr(worker, "_finish", counting)
+    monkeypatch.setattr(collector, "finish", counting)
     one, two = await asyncio.gather(world.collect(), world.collect())
     monkeypatch.undo()
     assert sorted(stored) == sorted(f"w{i}" for i in range(50)) and one.written + two.written == 50
@@ -539,10 +540,10 @@ async def test_a_collector_that_outlives_its_lock_and_its_successor_write_each_r
 ) -> None:
     await world.deliver(*(job(f"x{i}") for i in range(20)))
     await world.submit()
-    finish, stored = worker._finish, []
+    finish, stored = collector.finish, []
     entered, resume = asyncio.Event(), asyncio.Event()
 
-    async def slow_then_counting(delivery: worker.Delivery, **kwargs: Any) -> Result | None:
+    async def slow_then_counting(delivery: Delivery, **kwargs: Any) -> Result | None:
         if not entered.is_set():  # the first collector stalls here, its first result not yet written
             entered.set()
             await resume.wait()
@@ -551,7 +552,7 @@ async def test_a_collector_that_outlives_its_lock_and_its_successor_write_each_r
             stored.append(delivery.job_id)
         return written
 
-    monkeypatch.setattr(worker, "_finish", slow_then_counting)
+    monkeypatch.setattr(collector, "finish", slow_then_counting)
     stalled = asyncio.create_task(world.collect())
     await entered.wait()
     await world.expire_locks()  # it stalled past its lock: the next collector takes the batch over

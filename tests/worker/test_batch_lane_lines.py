@@ -41,7 +41,7 @@ JOBS = [
 async def test_a_request_line_is_the_live_request_on_the_batch_deployment(raw: dict[str, Any]) -> None:
     job = parse_job(json.dumps({**raw, "lane": "batch"}).encode())
     world = fake_world()
-    await worker._call_model(world.runtime, job)  # what the live lane sends, through the fake model
+    await worker.call_model(world.runtime, job)  # what the live lane sends, through the fake model
     (live,) = world.model.calls
     line = request_line(job, "batch-deployment")
     assert line.endswith(b"\n") and line.count(b"\n") == 1 and not line.startswith(b"\xef\xbb\xbf")
@@ -192,7 +192,7 @@ async def test_the_fake_models_request_matches_a_batch_jobs_line_for_a_job_objec
     job = Job(id="obj", prompt="From an object", lane="batch")
     world = fake_world()
     model: FakeModel = world.model
-    await worker._call_model(world.runtime, job)
+    await worker.call_model(world.runtime, job)
     assert json.loads(request_line(job, "b"))["body"] == {**model.calls[0], "model": "b"}
 
 

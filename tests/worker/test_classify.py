@@ -10,9 +10,9 @@ import openai
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
+from shared.policy import GiveUp, RetryLater, Transient, classify
 from shared.routing import ModelUnavailable
 from shared.settings import Settings
-from shared.worker import GiveUp, RetryLater, Transient, classify
 
 RUNTIME: Any = SimpleNamespace(
     identity={"oid": "1111-oid", "appid": "2222-app"},

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.jobs import InvalidJob, parse_job
-from shared.worker import _check_allowed, handle
+from shared.jobs import JobRefused, parse_job
+from shared.worker import check_allowed, handle
 from tests.worker.fakes import Message, fake_world
 
 EXAMPLES = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,8 +90,8 @@ def runner() -> Iterator[asyncio.Runner]:
 
 def valid_job(body: bytes, settings_of: Any) -> bool:
     try:
-        _check_allowed(parse_job(body), settings_of)
-    except InvalidJob:
+        check_allowed(parse_job(body), settings_of)
+    except JobRefused:
         return False
     return True
 

@@ -35,7 +35,7 @@ class Capture(logging.Handler):
         return [
             r.getMessage()
             for r in self.records
-            if r.name == "shared.worker" and r.getMessage().startswith(f"job id={job_id} status=")
+            if r.name == "shared.delivery" and r.getMessage().startswith(f"job id={job_id} status=")
         ]
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from shared import pacing
 from shared.pacing import DEFAULT_BACKOFF, EDGE, POLL, STALE, AdmissionTimeout, Charge, Gate, Pacer, Ticket
-from shared.worker import RetryLater, classify, handle
+from shared.policy import RetryLater, classify
+from shared.worker import handle
 from tests.worker.fakes import Message, fake_world
 
 

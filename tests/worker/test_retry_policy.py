@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.jobs import Redelivery
+from shared.policy import PERMISSION_BACKOFF, GiveUp, Requeue, RetryLater, plan_retry
 from shared.settings import Settings
-from shared.worker import PERMISSION_BACKOFF, GiveUp, Requeue, RetryLater, plan_retry
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SETTINGS = Settings.from_env(

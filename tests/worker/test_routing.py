@@ -12,9 +12,10 @@ import pytest
 
 from shared.jobs import Redelivery, Result
 from shared.pacing import Pacer
+from shared.policy import OUTAGE_BACKOFF, Requeue, RetryLater, Transient, plan_retry
 from shared.routing import FAILURES_TO_OPEN, OPEN_BASE, OPEN_MAX, Circuit, ModelUnavailable, Router
 from shared.settings import PoolEntry, Settings
-from shared.worker import OUTAGE_BACKOFF, Requeue, RetryLater, Transient, handle, plan_retry
+from shared.worker import handle
 from tests.worker.fakes import FakeWorld, Message, fake_world
 
 PRIMARY = {"name": "chat", "endpoint": "https://east.openai.azure.com", "deployment": "gpt-east", "priority": 1}

@@ -1,0 +1,259 @@
+"""What a delivery is and how it ends, for every lane.
+
+A ``Delivery`` is one message being handled: the job it carries (once known), what the job left aside
+in storage (a claim-check payload, its copy in the retry store), the deployment that answered and the
+trace it belongs to. It ends in one of three ways:
+
+- ``finish``: the result is built (``result_of``, with ``usage_of`` and the ``budget_exhausted`` check),
+  stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
+  queue until its notice is confirmed sent; what the job left aside is released; the notice goes out
+  (at-least-once: a redelivery that finds the mark sends it again); one log line.
+- ``requeue``: the job and its new retry state go to the retry store and a pointer to it back on the jobs
+  queue, invisible for the delay ``shared.policy.plan_retry`` chose.
+- ``before_host_retry``: the host will redeliver the message; on its last attempt a failed result is stored
+  first, keeping what the job left aside so the poisoned message can be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from openai.types.chat import ChatCompletion
+
+from shared import store, telemetry
+from shared.connections import Runtime
+from shared.constants import brief
+from shared.jobs import ErrorInfo, Job, PayloadRef, Redelivery, Result, RetryState, Timings, Usage
+from shared.policy import GiveUp, Requeue
+from shared.settings import PoolEntry, max_dequeue_count
+
+logger = logging.getLogger(__name__)
+
+
+class QueueMessage(Protocol):
+    """What a delivery needs of ``azure.functions.QueueMessage`` (keeps the lanes host-agnostic)."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def dequeue_count(self) -> int | None: ...
+    @property
+    def insertion_time(self) -> datetime | None: ...
+    def get_body(self) -> bytes: ...
+
+
+@dataclass
+class Delivery:
+    """One message being handled: what it carries, and what to clean up once its result is stored."""
+
+    runtime: Runtime
+    message: QueueMessage
+    started: datetime
+    job_id: str  # the job's own id, else the queue message id
+    job: Job | None = None
+    redelivery: Redelivery | None = None  # from the retry store, never from the message
+    payload: PayloadRef | None = None  # claim-check blob to delete with the result
+    requeued: bool = False  # the job waits in the retry store: delete it with the result
+    served: PoolEntry | None = None  # the deployment that answered
+    span: telemetry.JobSpan = field(default_factory=telemetry.JobSpan)  # this delivery's trace (no-op when off)
+
+    @property
+    def attempts(self) -> int:
+        return (self.message.dequeue_count or 1) + (self.redelivery.attempt if self.redelivery else 0)
+
+    @property
+    def enqueued(self) -> datetime | None:
+        return aware(self.message.insertion_time)
+
+    @property
+    def queue_seconds(self) -> float | None:
+        enqueued = self.enqueued
+        return (self.started - enqueued).total_seconds() if enqueued else None
+
+    async def release(self) -> None:
+        """Delete what the job left aside (claim-check payload, retry-store copy)."""
+        await store.release(self.runtime, self.job_id, payload=self.payload, requeued=self.requeued)
+
+
+async def finish(
+    delivery: Delivery,
+    *,
+    error: ErrorInfo | None = None,
+    completion: ChatCompletion | None = None,
+    model_seconds: float | None = None,
+    keep_leftovers: bool = False,
+    amend: Callable[[Result], Result] | None = None,
+) -> Result | None:
+    """Store the result (as ``amend`` changes it: the batch lane's fields), release what the job left
+    aside (unless the message goes to poison and may be replayed), then notify; log one line. Returns
+    the stored result, or None when another delivery had stored one first (it is kept)."""
+    result = result_of(delivery, error=error, completion=completion, model_seconds=model_seconds)
+    result = amend(result) if amend is not None else result
+    reply_to = delivery.job.reply_to if delivery.job else None
+    tracing = telemetry.current()
+    delivery.span.outcome(result)
+    with tracing.step("store result"):
+        stored = await store.store_result(delivery.runtime, result, reply_to)
+    if not keep_leftovers:
+        await delivery.release()
+    if not stored:
+        logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
+        return None
+    tracing.finished(result)
+    if reply_to:
+        await store.notify(delivery.runtime, result, reply_to)
+    usage = result.usage
+    logger.info(
+        "job id=%s status=%s code=%s deployment=%s attempt=%d latency_ms=%d model_ms=%d tokens=%s",
+        result.id,
+        result.status,
+        result.error.code if result.error else "-",
+        result.deployment or "-",
+        result.attempts,
+        (result.timings.finished_at - result.timings.started_at).total_seconds() * 1000,
+        (result.timings.model_seconds or 0) * 1000,
+        usage.total_tokens if usage else 0,
+    )
+    return result
+
+
+async def requeue(delivery: Delivery, plan: Requeue) -> None:
+    """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay."""
+    runtime, job = delivery.runtime, delivery.job
+    assert job is not None
+    # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
+    update = {"id": delivery.job_id, **delivery.span.carrier()}
+    state = RetryState(job=job.model_copy(update=update), redelivery=plan.redelivery, payload=delivery.payload)
+    ref = await store.save_retry_state(runtime, state)
+    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
+    await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(plan.delay)))
+    redelivery = plan.redelivery
+    telemetry.current().requeued(redelivery.reason)
+    logger.warning(
+        "job %s re-enqueued (%s, attempt %d) to run in %.0f s",
+        delivery.job_id,
+        redelivery.reason,
+        redelivery.attempt,
+        plan.delay,
+    )
+
+
+async def before_host_retry(delivery: Delivery, exc: Exception) -> None:
+    """Before the host retries: on the last attempt (``maxDequeueCount``) record the outcome for the sender;
+    what the job left aside stays, so `python -m shared replay` can run it again from the poison queue."""
+    count = delivery.message.dequeue_count or 1
+    if count < max_dequeue_count():
+        logger.warning("job %s attempt %d failed, host will retry: %s", delivery.job_id, count, brief(exc))
+        return
+    gave_up = GiveUp("transient_exhausted", f"gave up after {count} attempts: {brief(exc)}")
+    await finish(delivery, error=gave_up.error(), keep_leftovers=True)
+
+
+def budget_exhausted(completion: ChatCompletion) -> ErrorInfo | None:
+    """HTTP 200 with no output: a reasoning model spent the whole ``max_completion_tokens`` thinking.
+    Not a success: the sender needs to know to give it more room (or ask for less reasoning)."""
+    choice = completion.choices[0]
+    if choice.message.content or choice.finish_reason != "length":
+        return None
+    usage = usage_of(completion)
+    spent = f"all {usage.completion_tokens}" if usage else "all its"
+    reasoning = f" ({usage.reasoning_tokens} on reasoning)" if usage and usage.reasoning_tokens is not None else ""
+    return ErrorInfo(
+        code="output_budget_exhausted",
+        message=f"the model used {spent} completion tokens{reasoning} before writing any output: raise "
+        "max_completion_tokens or lower reasoning_effort",
+    )
+
+
+def usage_of(completion: ChatCompletion) -> Usage | None:
+    usage = completion.usage
+    if usage is None:
+        return None
+    completion_details, prompt_details = usage.completion_tokens_details, usage.prompt_tokens_details
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        reasoning_tokens=completion_details.reasoning_tokens if completion_details else None,
+        cached_tokens=prompt_details.cached_tokens if prompt_details else None,
+    )
+
+
+def result_of(
+    delivery: Delivery,
+    *,
+    completion: ChatCompletion | None = None,
+    model_seconds: float | None = None,
+    error: ErrorInfo | None = None,
+) -> Result:
+    """The result this delivery stores: the answer (or the error) with everything the job echoes."""
+    job, message = delivery.job, delivery.message
+    fields: dict[str, Any] = {}
+    if completion is not None:
+        choice = completion.choices[0]
+        fields = {
+            "model": completion.model,
+            "output": choice.message.content,
+            "finish_reason": choice.finish_reason,
+            "usage": usage_of(completion),
+        }
+        fmt = job.parameters.response_format if job else None
+        if fmt is not None and fmt.type != "text" and choice.message.content:
+            try:
+                fields["output_json"] = json.loads(choice.message.content)
+            except ValueError:
+                logger.warning("job %s asked for JSON but the model's output does not parse", delivery.job_id)
+    return Result(
+        id=delivery.job_id,
+        status="failed" if error else "succeeded",
+        deployment=_deployment(delivery),
+        endpoint=delivery.served.endpoint if delivery.served else None,
+        error=error,
+        metadata=job.metadata if job else None,
+        attempts=delivery.attempts,
+        message_id=message.id,
+        trace_id=delivery.span.trace_id,
+        timings=Timings(
+            enqueued_at=delivery.enqueued,
+            started_at=delivery.started,
+            finished_at=now(),
+            queue_seconds=delivery.queue_seconds,
+            model_seconds=model_seconds,
+        ),
+        **fields,
+    )
+
+
+def _deployment(delivery: Delivery) -> str | None:
+    """The deployment that answered, else the one the job asked for."""
+    if delivery.served is not None:
+        return delivery.served.deployment
+    return (delivery.job.deployment or delivery.runtime.settings.default_deployment) if delivery.job else None
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """Microsoft's Python worker hands out aware UTC times; a naive one (another host) is UTC too."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = [
+    "Delivery",
+    "QueueMessage",
+    "aware",
+    "before_host_retry",
+    "budget_exhausted",
+    "finish",
+    "now",
+    "requeue",
+    "result_of",
+    "usage_of",
+]
