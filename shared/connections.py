@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,59 +23,28 @@ from azure.storage.queue.aio import QueueServiceClient
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from shared import telemetry
-from shared.constants import (
-    COGNITIVE_SERVICES_SCOPE,
-    DEVELOPMENT_STORAGE,
-    STORAGE_CONNECTION,
-    is_development_shorthand,
-)
-from shared.errors import ConfigurationError
+from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.pacing import Pacer
 from shared.routing import Router
-from shared.settings import Settings
+from shared.settings import (
+    Settings,
+    StorageConnection,
+    TelemetrySettings,
+    proxy_configured,
+    user_assigned_client_id,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
     """The process's one credential. ``AZURE_CLIENT_ID`` picks a user-assigned identity."""
-    env = os.environ if env is None else env
-    client_id = env.get("AZURE_CLIENT_ID") or env.get(f"{STORAGE_CONNECTION}__clientId") or None
+    client_id, _ = user_assigned_client_id(env)
     return DefaultAzureCredential(managed_identity_client_id=client_id)
 
 
-@dataclass
-class StorageEndpoints:
-    """Where the storage named by a Functions connection setting lives, and how to reach it."""
-
-    connection_string: str | None = None
-    queue_url: str | None = None
-    blob_url: str | None = None
-
-    @classmethod
-    def from_settings(
-        cls, connection: str = STORAGE_CONNECTION, env: Mapping[str, str] | None = None
-    ) -> StorageEndpoints:
-        """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
-        env = os.environ if env is None else env
-        if value := env.get(connection, "").strip():
-            if is_development_shorthand(value):
-                value = DEVELOPMENT_STORAGE
-            return cls(connection_string=value)
-        account = env.get(f"{connection}__accountName", "").strip()
-        queue = env.get(f"{connection}__queueServiceUri", "").strip() or (
-            f"https://{account}.queue.core.windows.net" if account else ""
-        )
-        blob = env.get(f"{connection}__blobServiceUri", "").strip() or (
-            f"https://{account}.blob.core.windows.net" if account else ""
-        )
-        if not (queue and blob):
-            raise ConfigurationError(
-                f"Storage connection '{connection}' is not configured: set {connection}__accountName "
-                f"(or __queueServiceUri and __blobServiceUri) for identity-based access, or {connection} "
-                "to a connection string for Azurite locally."
-            )
-        return cls(queue_url=queue, blob_url=blob)
+class StorageEndpoints(StorageConnection):
+    """A storage connection (``shared.settings.StorageConnection``) and the clients that reach it."""
 
     def queue_service(self, credential: AsyncTokenCredential) -> QueueServiceClient:
         if self.connection_string:
@@ -91,14 +59,11 @@ class StorageEndpoints:
         return BlobServiceClient(self.blob_url, credential=credential, **_transport_options())
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
 def _transport_options() -> dict[str, Any]:
     """Read proxy settings from the environment only when there are some: with it on, the HTTP
     client looks up ~/.netrc and the proxy variables in a worker thread on every request
     (measured in bench/ at about half a millisecond of CPU per storage call)."""
-    return {"use_env_settings": any(os.environ.get(name) for name in PROXY_VARIABLES)}
+    return {"use_env_settings": proxy_configured()}
 
 
 @dataclass
@@ -125,7 +90,9 @@ class Runtime:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
         settings = Settings.from_env(env)
-        telemetry.configure(env)  # first use: decided once per process, before the clients exist
+        telemetry.configure(
+            TelemetrySettings.from_env(env)
+        )  # first use: decided once per process, before the clients exist
         credential = create_credential(env)
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}

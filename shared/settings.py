@@ -1,21 +1,24 @@
 """Every app setting the worker reads, in one place.
 
 Azure Functions exposes app settings (and `local.settings.json` ``Values`` locally) as
-environment variables, so this module reads ``os.environ`` and nothing else. ``SETTINGS``
-is the single list of names: the infra tests check that Bicep and
-``local.settings.sample.json`` set exactly these.
+environment variables, so this module reads ``os.environ`` and no other module does: the others
+take a ``Settings`` or one of its parts (``StorageConnection``, ``TelemetrySettings``, the identity's
+``user_assigned_client_id``), each read from a mapping that defaults to ``environment()``. ``SETTINGS``
+is the single list of names: the infra tests check that Bicep and ``local.settings.sample.json`` set
+exactly these.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -23,7 +26,10 @@ from shared.constants import (
     DEFAULT_JOBS_QUEUE,
     DEFAULT_PAYLOADS_CONTAINER,
     DEFAULT_RESULTS_CONTAINER,
+    DEVELOPMENT_STORAGE,
     NAME_RULE,
+    STORAGE_CONNECTION,
+    is_development_shorthand,
     is_valid_name,
 )
 from shared.errors import ConfigurationError
@@ -85,6 +91,11 @@ SETTINGS: dict[str, str] = {
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "`true` puts prompts and answers on the chat spans "
     "(gen_ai.input.messages / gen_ai.output.messages); off by default, never in metrics or logs.",
 }
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, where the host puts the app settings: the one place it is read."""
+    return os.environ
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -234,7 +245,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate settings; raise ConfigurationError naming the setting to fix."""
-        env = os.environ if env is None else env
+        env = environment() if env is None else env
         pool = _pool(env)
         endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/") or (pool[0].endpoint if pool else "")
         if not endpoint:
@@ -303,13 +314,100 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
 
 def batch_lane_on(env: Mapping[str, str] | None = None) -> bool:
     """Whether BATCH_DEPLOYMENT is set: the batch timers' check before they make any client."""
-    return bool((os.environ if env is None else env).get("BATCH_DEPLOYMENT", "").strip())
+    return bool((environment() if env is None else env).get("BATCH_DEPLOYMENT", "").strip())
+
+
+@dataclass
+class StorageConnection:
+    """Where the storage named by a Functions connection setting lives: a connection string (Azurite),
+    or the service URLs of identity-based access (``<connection>__*``)."""
+
+    connection_string: str | None = None
+    queue_url: str | None = None
+    blob_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, connection: str = STORAGE_CONNECTION, env: Mapping[str, str] | None = None) -> Self:
+        """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
+        env = environment() if env is None else env
+        if value := env.get(connection, "").strip():
+            if is_development_shorthand(value):
+                value = DEVELOPMENT_STORAGE
+            return cls(connection_string=value)
+        account = env.get(f"{connection}__accountName", "").strip()
+        queue = env.get(f"{connection}__queueServiceUri", "").strip() or (
+            f"https://{account}.queue.core.windows.net" if account else ""
+        )
+        blob = env.get(f"{connection}__blobServiceUri", "").strip() or (
+            f"https://{account}.blob.core.windows.net" if account else ""
+        )
+        if not (queue and blob):
+            raise ConfigurationError(
+                f"Storage connection '{connection}' is not configured: set {connection}__accountName "
+                f"(or __queueServiceUri and __blobServiceUri) for identity-based access, or {connection} "
+                "to a connection string for Azurite locally."
+            )
+        return cls(queue_url=queue, blob_url=blob)
+
+
+def user_assigned_client_id(env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """The user-assigned identity's client id the credential is given, and the setting it came from
+    (``AZURE_CLIENT_ID``, else the storage connection's ``__clientId``); (None, "") for none."""
+    env = environment() if env is None else env
+    for name in ("AZURE_CLIENT_ID", f"{STORAGE_CONNECTION}__clientId"):
+        if value := env.get(name, "").strip():
+            return value, name
+    return None, ""
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def proxy_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether any proxy variable is set (the HTTP clients read the environment only then)."""
+    env = environment() if env is None else env
+    return any(env.get(name) for name in PROXY_VARIABLES)
+
+
+AZURE_MONITOR_SETTING = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
+OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """The telemetry switches (``shared.telemetry`` says what each mode does)."""
+
+    azure_monitor: bool = False  # PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: Microsoft's worker exports
+    traces_url: str = ""  # OTLP/HTTP traces endpoint, from the base URL or the per-signal setting
+    metrics_url: str = ""
+    service_name: str = "keyless-openai-worker"
+    capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
+        """The OTEL_* and Azure Monitor switches; never raises (telemetry must not stop the worker)."""
+        env = environment() if env is None else env
+        base = env.get(OTLP_ENDPOINT, "").strip().rstrip("/")
+        return cls(
+            azure_monitor=_truthy(env.get(AZURE_MONITOR_SETTING)),
+            traces_url=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+            or (f"{base}/v1/traces" if base else ""),
+            metrics_url=env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip()
+            or (f"{base}/v1/metrics" if base else ""),
+            service_name=env.get("OTEL_SERVICE_NAME", "").strip() or cls.service_name,
+            capture_content=_truthy(env.get(CAPTURE_CONTENT)),
+        )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes")
 
 
 def host_json_path() -> Path:
     """The app's host.json: in the script root the Functions host names (``AzureWebJobsScriptRoot``,
     set in Azure and by Core Tools), else beside this package."""
-    root = os.environ.get("AzureWebJobsScriptRoot") or Path(__file__).resolve().parent.parent  # noqa: SIM112
+    root = environment().get("AzureWebJobsScriptRoot") or Path(__file__).resolve().parent.parent
     return Path(root) / "host.json"
 
 
@@ -340,6 +438,23 @@ def read_local_settings(path: Path) -> dict[str, str]:
         raise ConfigurationError(f"{path} is encrypted: run `func settings decrypt` first.")
     values = document.get("Values", {})
     return {str(k): str(v) for k, v in values.items() if v is not None and str(v) != ""}
+
+
+@contextlib.contextmanager
+def overlaid(values: Mapping[str, str]) -> Iterator[list[str]]:
+    """Put settings-file values into the environment for a block only (azure-identity reads it directly).
+
+    Like Core Tools, a variable already in the environment wins; yields the names applied. Unlike
+    ``apply_local_settings`` it takes them out again: the doctor runs in-process (tests, ``python -m
+    shared``) and must leave the environment as it found it."""
+    added = [name for name in values if name not in os.environ]
+    for name in added:
+        os.environ[name] = values[name]
+    try:
+        yield added
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def apply_local_settings(path: Path, env: dict[str, str] | os._Environ[str] | None = None) -> list[str]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -42,6 +41,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from shared.settings import AZURE_MONITOR_SETTING, TelemetrySettings
 
 if TYPE_CHECKING:  # the API is imported only when telemetry is on
     from openai.types.chat import ChatCompletion
@@ -53,26 +54,15 @@ if TYPE_CHECKING:  # the API is imported only when telemetry is on
 logger = logging.getLogger(__name__)
 
 SCOPE = "keyless_openai_worker"  # instrumentation scope of the app's own spans and metrics
-DEFAULT_SERVICE_NAME = "keyless-openai-worker"
 MESSAGING_SYSTEM = "azure.storage.queue"  # the conventions register no value for Storage Queues
 PROVIDER_NAME = "azure.ai.openai"  # gen_ai.provider.name for Azure OpenAI
 
-AZURE_MONITOR_SETTING = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
-OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-SERVICE_NAME = "OTEL_SERVICE_NAME"
-CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 # GenAI metrics conventions (semantic-conventions v1.41.0, gen-ai-metrics.md): explicit bucket boundaries.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 # Enqueued -> started: from a busy moment's fraction of a second to a throttled job's capped wait and beyond.
 QUEUE_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes")
 
 
 def _ns(moment: datetime) -> int:
@@ -454,23 +444,23 @@ def current() -> Telemetry:
     return _installed or _configured or OFF
 
 
-def configure(env: Mapping[str, str] | None = None) -> Telemetry:
+def configure(settings: TelemetrySettings | None = None) -> Telemetry:
     """Decide once per process how telemetry runs (see the module docstring) and set it up if the app
     must; later calls return the first decision. Never raises: a failure leaves telemetry off."""
     global _configured
     with _lock:
         if _configured is None:
             try:
-                _configured = _configure(os.environ if env is None else env)
+                _configured = _configure(settings or TelemetrySettings.from_env())
             except Exception as exc:  # telemetry must never stop the worker
                 logger.warning("telemetry is off: setting it up failed: %s: %s", type(exc).__name__, exc)
                 _configured = OFF
         return _configured
 
 
-def _configure(env: Mapping[str, str]) -> Telemetry:
-    capture = _truthy(env.get(CAPTURE_CONTENT))
-    if _truthy(env.get(AZURE_MONITOR_SETTING)):
+def _configure(settings: TelemetrySettings) -> Telemetry:
+    capture = settings.capture_content
+    if settings.azure_monitor:
         # Microsoft's worker has configured (or will configure) Azure Monitor: configuring here too
         # would export everything twice. The app records through the global API it set.
         logger.info("telemetry: Azure Monitor, set up by the Functions Python worker (%s)", AZURE_MONITOR_SETTING)
@@ -478,12 +468,10 @@ def _configure(env: Mapping[str, str]) -> Telemetry:
     if _sdk_already_configured():
         logger.info("telemetry: OpenTelemetry providers already installed in this process; using them")
         return _from_globals("preconfigured", capture)
-    base = env.get(OTLP_ENDPOINT, "").strip().rstrip("/")
-    traces = env.get(OTLP_TRACES_ENDPOINT, "").strip() or (f"{base}/v1/traces" if base else "")
-    metrics = env.get(OTLP_METRICS_ENDPOINT, "").strip() or (f"{base}/v1/metrics" if base else "")
+    traces, metrics = settings.traces_url, settings.metrics_url
     if not (traces or metrics):
         return OFF
-    _set_up_sdk(env.get(SERVICE_NAME, "").strip() or DEFAULT_SERVICE_NAME, traces, metrics)
+    _set_up_sdk(settings.service_name, traces, metrics)
     logger.info("telemetry: OTLP/HTTP, traces to %s, metrics to %s", traces or "-", metrics or "-")
     return _from_globals("otlp", capture)
 

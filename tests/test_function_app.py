@@ -77,8 +77,9 @@ def test_importing_the_app_creates_no_clients() -> None:
 
 async def test_the_timer_does_nothing_with_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:
     from shared import connections, telemetry
+    from shared.settings import AZURE_MONITOR_SETTING, OTLP_ENDPOINT
 
-    for name in (telemetry.AZURE_MONITOR_SETTING, telemetry.OTLP_ENDPOINT):
+    for name in (AZURE_MONITOR_SETTING, OTLP_ENDPOINT):
         monkeypatch.delenv(name, raising=False)
     assert telemetry.current() is telemetry.OFF
     await function_app.sample_queues(None)  # type: ignore[arg-type]  # the timer's request is unused

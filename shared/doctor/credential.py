@@ -12,9 +12,10 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError
 
 from shared.connections import create_credential, identity_from_token
-from shared.constants import COGNITIVE_SERVICES_SCOPE, STORAGE_CONNECTION
+from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.doctor.environment import in_container
 from shared.doctor.model import CREDENTIAL, SCOPE, Attempt, Check, Context, Outcome, one_line
+from shared.settings import user_assigned_client_id
 
 EXPECTED_AUDIENCE = COGNITIVE_SERVICES_SCOPE.removesuffix("/.default")
 IDENTITY_ASSIGN = "az functionapp identity assign -n <app> -g <rg>"
@@ -87,14 +88,6 @@ class _Recorder:
 
 def _chain_setting(env: Mapping[str, str]) -> str:
     return env.get("AZURE_TOKEN_CREDENTIALS", "").strip()
-
-
-def _client_id(env: Mapping[str, str]) -> tuple[str | None, str]:
-    """The user-assigned client id ``create_credential`` passes, and which setting it came from."""
-    for name in ("AZURE_CLIENT_ID", f"{STORAGE_CONNECTION}__clientId"):
-        if env.get(name):
-            return env[name], name
-    return None, ""
 
 
 def _mi_transport(env: Mapping[str, str]) -> str:
@@ -170,7 +163,7 @@ def _managed_identity_kind(ctx: Context) -> str:
     """`` (transport, system- or user-assigned)`` when a managed identity served, else nothing."""
     if ctx.served_by != "ManagedIdentityCredential":
         return ""
-    client_id, source = _client_id(ctx.env)
+    client_id, source = user_assigned_client_id(ctx.env)
     kind = f"user-assigned, client id {client_id} from {source}" if client_id else "system-assigned"
     return f" ({_mi_transport(ctx.env)}, {kind})"
 
@@ -192,7 +185,7 @@ def _credential_failed(ctx: Context, narrowed: str) -> Check:
 def _hard_failure(ctx: Context, hard: Attempt) -> tuple[str, str]:
     """Reason and fix when a credential raised, which ends the chain: that credential is the one to fix."""
     if hard.credential == "ManagedIdentityCredential":
-        client_id, source = _client_id(ctx.env)
+        client_id, source = user_assigned_client_id(ctx.env)
         if client_id:
             return (
                 "client_id_not_attached",

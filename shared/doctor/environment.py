@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,23 +22,6 @@ _SETTING_NAME = re.compile(r"\b([A-Z][A-Z0-9_]+[A-Z0-9])\b")
 
 
 # --- Settings ------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def applied(values: Mapping[str, str]) -> Iterator[list[str]]:
-    """Put settings-file values into ``os.environ`` for the run only (azure-identity reads it directly).
-
-    Like Core Tools, a variable already in the environment wins; yields the names applied. Unlike
-    ``shared.settings.apply_local_settings`` it takes them out again: the doctor runs in-process
-    (tests, ``python -m shared``) and must leave the environment as it found it."""
-    added = [name for name in values if name not in os.environ]
-    for name in added:
-        os.environ[name] = values[name]
-    try:
-        yield added
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 async def check_settings(ctx: Context) -> Check:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
 from shared.doctor.credential import check_credential, check_scope
-from shared.doctor.environment import applied, check_environment, check_keys, check_settings, settings_file_failed
+from shared.doctor.environment import check_environment, check_keys, check_settings, settings_file_failed
 from shared.doctor.model import (
     CREDENTIAL,
     ENVIRONMENT,
@@ -29,7 +28,7 @@ from shared.doctor.model import (
 from shared.doctor.openai_probe import check_openai
 from shared.doctor.storage import check_storage, check_storage_access
 from shared.errors import ConfigurationError
-from shared.settings import read_local_settings
+from shared.settings import environment, overlaid, read_local_settings
 
 CheckFunction = Callable[[Context], Awaitable[Check]]
 
@@ -74,9 +73,9 @@ def run_doctor(options: Options, stderr: TextIO | None = None) -> list[Check]:
             problem = str(exc)
     if problem is not None:
         return [settings_file_failed(path, problem)]
-    with applied(values) as added:
+    with overlaid(values) as added:
         ctx = Context(
-            env=dict(os.environ),
+            env=dict(environment()),  # what the checks report on: a snapshot, read here only
             options=dataclasses.replace(options, settings_file=path),
             source=f"{path} + environment" if path is not None else "environment",
             shadowed=[n for n in values if n not in added],

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from shared import telemetry
 from shared.jobs import RequeuedRef
+from shared.settings import AZURE_MONITOR_SETTING, OTLP_ENDPOINT
 from shared.worker import handle, sample_queues
 from tests.conftest import REPO
 from tests.worker.fakes import FakeWorld, Message, fake_world
@@ -244,7 +245,7 @@ async def test_queue_samples_are_exported_once(world: FakeWorld, otel: Captured)
 
 
 async def test_with_telemetry_off_nothing_is_recorded(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (telemetry.AZURE_MONITOR_SETTING, telemetry.OTLP_ENDPOINT):
+    for name in (AZURE_MONITOR_SETTING, OTLP_ENDPOINT):
         monkeypatch.delenv(name, raising=False)
     assert telemetry.current() is telemetry.OFF
     result = await handle(message({"id": "j1", "prompt": "hi", "traceparent": TRACEPARENT}), world.runtime)
