@@ -38,7 +38,8 @@ from emulators import functions_host
 from emulators._server import run_until_signalled
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import COGNITIVE_SERVICES_SCOPE
-from shared.jobs import Result, Timings, Usage, parse_job
+from shared.jobs import Result, Timings, Usage
+from shared.messages import parse_job
 from shared.settings import Settings, host_json_path
 
 logger = logging.getLogger("bench.sync_baseline")

@@ -37,7 +37,7 @@ async def serve(app: web.Application, *, host: str = LOOPBACK, port: int = 0) ->
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
+    server = site._server  # noqa: SLF001  # aiohttp keeps the bound socket there and offers no public way to it
     assert isinstance(server, asyncio.Server) and server.sockets  # started above
     bound = server.sockets[0].getsockname()[1]
     return Running(url=f"http://{host}:{bound}", app=app, runner=runner)

@@ -36,7 +36,8 @@ from pydantic import ValidationError
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE, STORAGE_PERMISSION_CODES
 from shared.errors import MissingPermissionError, QueueNotFoundError
-from shared.jobs import JobReference, JobRefused, RequeuedRef, Result, parse_message
+from shared.jobs import JobReference, RequeuedRef, Result
+from shared.messages import JobRefused, parse_message
 from shared.settings import StorageNames
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns

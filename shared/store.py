@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import Job, JobReference, JobRefused, Notice, PayloadRef, RequeuedRef, Result, RetryState, parse_job
+from shared.jobs import Job, JobReference, Notice, PayloadRef, RequeuedRef, Result, RetryState
+from shared.messages import JobRefused, parse_job
 
 logger = logging.getLogger(__name__)
 

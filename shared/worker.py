@@ -46,8 +46,9 @@ from shared.delivery import (
     requeue,
     result_of,
 )
-from shared.jobs import ErrorInfo, Job, JobReference, JobRefused, RequeuedRef, Result, parse_message
+from shared.jobs import ErrorInfo, Job, JobReference, RequeuedRef, Result
 from shared.logs import quiet_third_party_loggers
+from shared.messages import JobRefused, parse_message
 from shared.policy import Requeue, RetryLater, Transient, Verdict, classify, plan_retry
 from shared.routing import Route
 from shared.settings import PoolEntry, Settings

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from shared.jobs import MAX_JSON_DEPTH, SCHEMA_DIR, Job, JobRefused, json_schemas, parse_job
+from shared.jobs import SCHEMA_DIR, Job, json_schemas
+from shared.messages import MAX_JSON_DEPTH, JobRefused, parse_job
 
 
 def code_of(body: bytes) -> tuple[str, str | None]:

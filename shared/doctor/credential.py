@@ -44,6 +44,10 @@ class _Recorder:
         # The name azure-identity itself reads from each credential (its error summary and logs).
         self._credential_name: str = getattr(inner, "_credential_name", None) or type(inner).__name__
 
+    @property
+    def name(self) -> str:
+        return self._credential_name
+
     def stop_recording(self) -> None:
         self._log = None
 
@@ -154,7 +158,7 @@ async def check_credential(ctx: Context) -> Check:
     )
     lines = [f"{ctx.served_by}{_managed_identity_kind(ctx)} served a token for {_who(ctx.claims)}"]
     if recorders:
-        lines.append(f"chain{narrowed}: {' > '.join(r._credential_name for r in recorders)}")
+        lines.append(f"chain{narrowed}: {' > '.join(r.name for r in recorders)}")
     lines += [f"  before it, {a.credential}: {a.message}" for a in ctx.attempts if a.outcome != "served"]
     return CREDENTIAL.ok("\n".join(lines))
 

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import InvalidJobError
-from shared.jobs import JOB_ID_PATTERN, Job, JobRefused, Lane, parse_job
+from shared.jobs import JOB_ID_PATTERN, Job, Lane
+from shared.messages import JobRefused, parse_job
 
 # What submit and submit_many take: a contract Job, or a dict of the same shape.
 JobInput = Job | Mapping[str, Any]

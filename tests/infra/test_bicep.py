@@ -472,7 +472,7 @@ def test_metric_names_match_what_the_worker_emits() -> None:
 
 
 def test_the_job_line_the_alerts_parse_is_the_one_the_worker_writes() -> None:
-    worker = (REPO / "shared" / "worker.py").read_text()
+    worker = (REPO / "shared" / "delivery.py").read_text()  # the per-job line is written where a delivery ends
     assert '"job id=%s status=%s code=%s deployment=%s ' in worker
 
 

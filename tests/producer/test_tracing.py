@@ -128,7 +128,7 @@ async def test_without_an_sdk_the_job_is_sent_exactly_as_validated(
 
 def test_without_an_sdk_a_send_span_records_nothing_and_adds_nothing() -> None:
     """In a fresh process with no SDK (no provider set): the span is the API's no-op, nothing is added
-    to the job. (What it costs is a benchmark question, not a test's: a few µs per job measured.)"""
+    to the job. (What it costs is a benchmark question, not a test's: a few μs per job measured.)"""
     code = (
         "from opentelemetry import trace\n"
         "from shared.producer import _tracing\n"

@@ -17,7 +17,8 @@ from shared.batch.collector import as_batch, batch_seconds
 from shared.batch.records import new_manifest_id, staged_blob
 from shared.batch.submitter import _Recent
 from shared.errors import ConfigurationError
-from shared.jobs import Job, Result, Timings, parse_job
+from shared.jobs import Job, Result, Timings
+from shared.messages import parse_job
 from shared.settings import Settings
 from tests.worker.fakes import FakeModel, fake_world
 

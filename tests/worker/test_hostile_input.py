@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.jobs import JobRefused, parse_job
+from shared.messages import JobRefused, parse_job
 from shared.worker import check_allowed, handle
 from tests.worker.fakes import Message, fake_world
 
