@@ -79,7 +79,7 @@ SETTINGS: dict[str, str] = {
     "BATCH_MAX_REQUESTS_PER_FILE": "Most requests in one batch file (the service takes up to 100,000 and 200 MB).",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
-    # Telemetry (shared/telemetry.py): off unless the first of these or an OTLP endpoint is set.
+    # Telemetry (shared/telemetry/): off unless the first of these or an OTLP endpoint is set.
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "`true` in Azure: Microsoft's Python worker sends traces and "
     "metrics to Application Insights (keyless); the app then configures nothing itself.",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "Outside Azure: OTLP/HTTP collector base URL (traces to /v1/traces, metrics to "

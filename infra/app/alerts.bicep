@@ -14,7 +14,7 @@
 // What the app emits, and where it lands (docs/deploy.md#monitoring):
 // - one INFO line per job from logger shared.delivery, in AppTraces.Message:
 //   `job id=<id> status=<succeeded|failed> code=<code|-> deployment=<d> attempt=<n> latency_ms=...`
-// - OpenTelemetry metrics (shared/telemetry.py) in AppMetrics: Name, Sum, ItemCount, Min, Max, and
+// - OpenTelemetry metrics (shared/telemetry/) in AppMetrics: Name, Sum, ItemCount, Min, Max, and
 //   Properties = the attributes as strings (a bool is "True"/"False").
 //   The Azure Monitor exporter sends a histogram as sum/count/min/max per export interval, without
 //   buckets, so percentiles here are over per-interval means weighted by their counts: an estimate.
@@ -56,7 +56,7 @@ param throttledRequestsThreshold int = 50
 @description('Function errors: more than this many failed invocations (failed requests or exceptions) in 15 minutes.')
 param functionErrorsThreshold int = 5
 
-// The metric names of the worker (shared/telemetry.py), in ONE place: the alert queries and the
+// The metric names of the worker (shared/telemetry/), in ONE place: the alert queries and the
 // workbook (its __PLACEHOLDERS__) take them from here. tests/infra checks shared/ emits each one.
 var metrics = {
   jobsFinished: 'worker.jobs.finished'

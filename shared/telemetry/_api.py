@@ -1,0 +1,96 @@
+"""What the worker calls to record telemetry, and what runs when telemetry is off (records nothing)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # types only: importing this module imports neither openai nor the contract
+    from openai.types.chat import ChatCompletion
+
+    from shared.jobs import Result
+
+SCOPE = "keyless_openai_worker"  # instrumentation scope of the app's own spans and metrics
+MESSAGING_SYSTEM = "azure.storage.queue"  # the conventions register no value for Storage Queues
+PROVIDER_NAME = "azure.ai.openai"  # gen_ai.provider.name for Azure OpenAI
+# GenAI metrics conventions (semantic-conventions v1.41.0, gen-ai-metrics.md): explicit bucket boundaries.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+# Enqueued -> started: from a busy moment's fraction of a second to a throttled job's capped wait and beyond.
+QUEUE_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+
+class JobSpan:
+    """The span of one job's delivery, as the worker sees it (this one: telemetry off)."""
+
+    trace_id: str | None = None  # hex, when the span is recorded
+
+    def carrier(self) -> dict[str, str | None]:
+        """``traceparent``/``tracestate`` of this span, for a copy of the job stored to run again ({} if off)."""
+        return {}
+
+    def outcome(self, result: Result) -> None:
+        """Note the job's result on the span."""
+
+
+class ChatCall:
+    """One model call being traced (this one: telemetry off)."""
+
+    def response(self, completion: ChatCompletion) -> None:
+        """Note the model's answer: model, finish reasons, token usage (and content only when opted in)."""
+
+
+_NO_SPAN = JobSpan()
+_NO_CALL = ChatCall()
+
+
+class Telemetry:
+    """What the worker calls. This base class records nothing: it is what runs when telemetry is off."""
+
+    mode = "off"
+    enabled = False
+    capture_content = False
+
+    def process(
+        self,
+        *,
+        queue: str,
+        message_id: str | None,
+        job_id: str,
+        attempt: int,
+        started: datetime,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        queue_seconds: float | None = None,
+        requeued: bool = False,
+    ) -> AbstractContextManager[JobSpan]:
+        """The CONSUMER span ``process <queue>`` of one delivery (current while the job runs)."""
+        return contextlib.nullcontext(_NO_SPAN)
+
+    def chat(
+        self, *, deployment: str, endpoint: str, parameters: Mapping[str, Any], messages: Sequence[Mapping[str, str]]
+    ) -> AbstractContextManager[ChatCall]:
+        """The GenAI CLIENT span ``chat <deployment>`` and the model-call metrics."""
+        return contextlib.nullcontext(_NO_CALL)
+
+    def step(self, name: str) -> AbstractContextManager[None]:
+        """An INTERNAL span for one step of a job (e.g. ``store result``)."""
+        return contextlib.nullcontext()
+
+    def finished(self, result: Result) -> None:
+        """Count a job that ended with a stored result, by status and error code."""
+
+    def requeued(self, reason: str) -> None:
+        """Count a job put back on the queue, by reason."""
+
+    def throttled(self, deployment: str) -> None:
+        """Count one 429 response from Azure OpenAI (each one, the SDK's own retries included)."""
+
+    def queue_sampled(self, queue: str, depth: int, oldest_age_seconds: float) -> None:
+        """Record one sample of a queue's depth and the age of its head message."""
+
+
+OFF = Telemetry()
