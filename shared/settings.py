@@ -222,11 +222,6 @@ class Settings:
     pool: tuple[PoolEntry, ...] = ()
     model_outage_tolerance_seconds: int = 1800
 
-    def entries_for(self, deployment: str | None) -> tuple[PoolEntry, ...]:
-        """The pool entries a job naming ``deployment`` (None: the default) may be sent to, by priority."""
-        wanted = deployment or self.default_deployment
-        return tuple(e for e in self.pool if wanted in (e.label, e.deployment))
-
     # The batch lane (shared/batch/); its two timer schedules are read by the host, not here.
     batch_deployment: str = ""  # the GlobalBatch deployment; empty: the batch lane is off
     staging_container: str = DEFAULT_STAGING_CONTAINER
@@ -237,6 +232,11 @@ class Settings:
     def openai_base_url(self) -> str:
         """The v1 data-plane route: no api-version; ``model`` is the deployment name."""
         return f"{self.openai_endpoint}/openai/v1/"
+
+    def entries_for(self, deployment: str | None) -> tuple[PoolEntry, ...]:
+        """The pool entries a job naming ``deployment`` (None: the default) may be sent to, by priority."""
+        wanted = deployment or self.default_deployment
+        return tuple(e for e in self.pool if wanted in (e.label, e.deployment))
 
     @property
     def poison_queue(self) -> str:

@@ -87,7 +87,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
 
 def _process_span(delivery: Delivery) -> AbstractContextManager[telemetry.JobSpan]:
     job, message = delivery.job, delivery.message
-    return telemetry.current().process(
+    processing = telemetry.Processing(
         queue=delivery.runtime.settings.jobs_queue,
         message_id=message.id,
         job_id=delivery.job_id,
@@ -98,6 +98,7 @@ def _process_span(delivery: Delivery) -> AbstractContextManager[telemetry.JobSpa
         queue_seconds=delivery.queue_seconds,
         requeued=delivery.requeued,
     )
+    return telemetry.current().process(processing)
 
 
 async def open_delivery(delivery: Delivery) -> None:

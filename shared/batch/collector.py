@@ -40,27 +40,8 @@ from shared.delivery import budget_exhausted, finish
 from shared.jobs import ErrorInfo, JobReference, Result
 from shared.settings import batch_lane_on
 
+from . import records
 from .lines import Answer, parse_answer
-from .records import (
-    CLAIM,
-    LOCK_SECONDS,
-    RESTAGED,
-    Held,
-    Lost,
-    Manifest,
-    Staged,
-    acquire,
-    delete_file,
-    delete_manifest,
-    delete_staged,
-    each,
-    ensure_staging,
-    list_manifests,
-    load_staged,
-    release,
-    save,
-    set_claim,
-)
 from .staging import delivery_for
 
 logger = logging.getLogger(__name__)
@@ -101,13 +82,13 @@ async def collect(runtime: Runtime | None = None) -> CollectReport:
         runtime = get_runtime()
     if not runtime.settings.batch_deployment:
         return CollectReport()
-    collector = _Collector(runtime, await ensure_staging(runtime), owner=uuid.uuid4().hex)
-    for held in await list_manifests(collector.container):
+    collector = _Collector(runtime, await records.ensure_staging(runtime), owner=uuid.uuid4().hex)
+    for held in await records.list_manifests(collector.container):
         if held.manifest.state != "submitted":
             continue
         try:
             await collector.collect(held)
-        except Lost as exc:
+        except records.Lost as exc:
             logger.info("batch collect: %s; left to its new holder", exc)
         except Exception as exc:  # one batch's trouble must not stop the others
             logger.warning(
@@ -124,9 +105,9 @@ class _Collector:
     container: ContainerClient
     owner: str
     report: CollectReport = field(default_factory=CollectReport)
-    taken: Held | None = None  # the manifest being settled, as last written
+    taken: records.Held | None = None  # the manifest being settled, as last written
 
-    async def collect(self, held: Held) -> None:
+    async def collect(self, held: records.Held) -> None:
         manifest = held.manifest
         batch = None
         if manifest.batch_id is not None:
@@ -136,7 +117,7 @@ class _Collector:
         if status in OPEN:
             self.report.open += 1
             return
-        self.taken = await acquire(self.container, held, self.owner, _now())
+        self.taken = await records.acquire(self.container, held, self.owner, _now())
         if self.taken is None:
             self.report.busy += 1
             return
@@ -147,16 +128,16 @@ class _Collector:
                 if file_id and batch is not None:
                     answered |= await self._settle_file(file_id, manifest, batch)
             unrun = [job_id for job_id in manifest.job_ids if job_id not in answered]
-            await each(unrun, partial(self._send_back, manifest=manifest, batch=batch, status=status))
+            await records.each(unrun, partial(self._send_back, manifest=manifest, batch=batch, status=status))
             await self._delete_files(manifest, batch)
-            await delete_manifest(self.container, self.taken)
+            await records.delete_manifest(self.container, self.taken)
         except Exception:  # given back for the next tick (a process that dies keeps it until its lock runs out)
-            await release(self.container, self.taken)
+            await records.release(self.container, self.taken)
             raise
         self.report.collected.append(manifest.batch_id or manifest.id)
         logger.info("batch %s %s: settled %d jobs", manifest.batch_id or manifest.id, status, len(manifest.job_ids))
 
-    async def _settle_file(self, file_id: str, manifest: Manifest, batch: Batch) -> set[str]:
+    async def _settle_file(self, file_id: str, manifest: records.Manifest, batch: Batch) -> set[str]:
         """Every answer in one output or error file; returns the jobs it answered."""
         wanted, answered, pending = set(manifest.job_ids), set(), []
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
@@ -180,20 +161,22 @@ class _Collector:
                 answered.add(answer.job_id)
                 pending.append(answer)
                 if len(pending) >= CHUNK:
-                    await each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
+                    await records.each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
                     pending = []
                     await self._renew()
-        await each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
+        await records.each(pending, partial(self._settle_answer, manifest=manifest, batch=batch))
         return answered
 
     async def _renew(self) -> None:
         """Keep the manifest while a big batch is settled (raises Lost if another collector has it now)."""
         assert self.taken is not None
         lock_until, now = self.taken.manifest.lock_until, _now()
-        if lock_until is None or lock_until - now < timedelta(seconds=LOCK_SECONDS / 2):
-            self.taken = await save(self.container, self.taken, lock_until=now + timedelta(seconds=LOCK_SECONDS))
+        if lock_until is None or lock_until - now < timedelta(seconds=records.LOCK_SECONDS / 2):
+            self.taken = await records.save(
+                self.container, self.taken, lock_until=now + timedelta(seconds=records.LOCK_SECONDS)
+            )
 
-    async def _settle_answer(self, answer: Answer, *, manifest: Manifest, batch: Batch) -> None:
+    async def _settle_answer(self, answer: Answer, *, manifest: records.Manifest, batch: Batch) -> None:
         staged = await self._ours(answer.job_id, manifest)
         if staged is None:
             return
@@ -205,16 +188,16 @@ class _Collector:
             delivery = delivery_for(self.runtime, staged)
             written = await finish(delivery, completion=answer.completion, error=error, amend=amend)
             self.report.written += written is not None
-        await delete_staged(self.container, answer.job_id)
+        await records.delete_staged(self.container, answer.job_id)
 
-    async def _send_back(self, job_id: str, *, manifest: Manifest, batch: Batch | None, status: str) -> None:
+    async def _send_back(self, job_id: str, *, manifest: records.Manifest, batch: Batch | None, status: str) -> None:
         """A job the batch never ran: back to staging or the live queue once, else a failed result."""
         staged = await self._ours(job_id, manifest)
         if staged is None:
             return
         stored = await store.stored_result(self.runtime, job_id)
         if stored is not None and stored.final:
-            await delete_staged(self.container, job_id)
+            await records.delete_staged(self.container, job_id)
             return
         reported = batch.errors.data or [] if batch is not None and batch.errors is not None else []
         errors = [f"{error.code}: {error.message}" for error in reported] or manifest.errors
@@ -222,12 +205,12 @@ class _Collector:
         settings = self.runtime.settings
         if settings.batch_on_failure == "live" and not quota:
             await self._to_live(staged)
-            await delete_staged(self.container, job_id)
+            await records.delete_staged(self.container, job_id)
             self.report.to_live += 1
         elif staged.restaged < 1 or quota:
-            metadata = {k: v for k, v in staged.metadata.items() if k != CLAIM}
-            metadata[RESTAGED] = str(staged.restaged + (0 if quota else 1))
-            if await set_claim(self.container, job_id, staged.etag, metadata):
+            metadata = {k: v for k, v in staged.metadata.items() if k != records.CLAIM}
+            metadata[records.RESTAGED] = str(staged.restaged + (0 if quota else 1))
+            if await records.set_claim(self.container, job_id, staged.etag, metadata):
                 self.report.restaged += 1
         else:
             code = NOT_RUN_CODES.get(status, "batch_failed")
@@ -240,15 +223,15 @@ class _Collector:
             delivery = delivery_for(self.runtime, staged)
             failed = await finish(delivery, error=ErrorInfo(code=code, message=message), amend=amend)
             self.report.failed_unrun += failed is not None
-            await delete_staged(self.container, job_id)
+            await records.delete_staged(self.container, job_id)
 
-    async def _ours(self, job_id: str, manifest: Manifest) -> Staged | None:
+    async def _ours(self, job_id: str, manifest: records.Manifest) -> records.Staged | None:
         """The staged job, if it is still staged and held by this manifest (a job sent back may be held
         by a newer manifest already, and a settled one is gone)."""
-        staged = await load_staged(self.container, job_id)
+        staged = await records.load_staged(self.container, job_id)
         return staged if staged is not None and staged.claim == manifest.id else None
 
-    async def _stored(self, staged: Staged) -> bool:
+    async def _stored(self, staged: records.Staged) -> bool:
         """Whether the job already has its result from this batch (or a final one): then only a pending
         notice is sent. An older *failed* result is replaced, as the live lane replaces it."""
         job_id = staged.record.job.id
@@ -264,7 +247,7 @@ class _Collector:
         await store.notify_pending(self.runtime, job_id, stored)
         return True
 
-    async def _to_live(self, staged: Staged) -> None:
+    async def _to_live(self, staged: records.Staged) -> None:
         """The job on the live jobs queue, through the claim check (it may be too big for a message)."""
         job = staged.record.job.model_copy(update={"lane": "live"})
         assert job.id is not None
@@ -275,10 +258,10 @@ class _Collector:
         await queue.send_message(JobReference.for_job(job.id).model_dump_json())
         logger.info("job %s sent to the live lane after its batch ended without running it", job.id)
 
-    async def _delete_files(self, manifest: Manifest, batch: Batch | None) -> None:
+    async def _delete_files(self, manifest: records.Manifest, batch: Batch | None) -> None:
         ids = [manifest.file_id] + ([batch.output_file_id, batch.error_file_id] if batch is not None else [])
         for file_id in dict.fromkeys(i for i in ids if i):
-            await delete_file(self.runtime, file_id)
+            await records.delete_file(self.runtime, file_id)
 
 
 def as_batch(result: Result, *, deployment: str, batch: Batch | None) -> Result:

@@ -42,7 +42,17 @@ from typing import TYPE_CHECKING
 
 from shared.settings import AZURE_MONITOR_SETTING, TelemetrySettings
 
-from ._api import DURATION_BUCKETS, OFF, QUEUE_WAIT_BUCKETS, SCOPE, TOKEN_BUCKETS, ChatCall, JobSpan, Telemetry
+from ._api import (
+    DURATION_BUCKETS,
+    OFF,
+    QUEUE_WAIT_BUCKETS,
+    SCOPE,
+    TOKEN_BUCKETS,
+    ChatCall,
+    JobSpan,
+    Processing,
+    Telemetry,
+)
 from ._otel import OpenTelemetry
 
 if TYPE_CHECKING:  # the API is imported only when telemetry is on
@@ -59,6 +69,7 @@ __all__ = [
     "ChatCall",
     "JobSpan",
     "OpenTelemetry",
+    "Processing",
     "Telemetry",
     "configure",
     "current",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,21 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 # Enqueued -> started: from a busy moment's fraction of a second to a throttled job's capped wait and beyond.
 QUEUE_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+
+@dataclass(frozen=True)
+class Processing:
+    """What the process span of one delivery says: the message, the job, and the producer's trace context."""
+
+    queue: str
+    message_id: str | None
+    job_id: str
+    attempt: int
+    started: datetime
+    traceparent: str | None = None
+    tracestate: str | None = None
+    queue_seconds: float | None = None  # enqueued -> started, when the host says when it was enqueued
+    requeued: bool = False
 
 
 class JobSpan:
@@ -54,19 +70,7 @@ class Telemetry:
     enabled = False
     capture_content = False
 
-    def process(
-        self,
-        *,
-        queue: str,
-        message_id: str | None,
-        job_id: str,
-        attempt: int,
-        started: datetime,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        queue_seconds: float | None = None,
-        requeued: bool = False,
-    ) -> AbstractContextManager[JobSpan]:
+    def process(self, delivery: Processing) -> AbstractContextManager[JobSpan]:
         """The CONSUMER span ``process <queue>`` of one delivery (current while the job runs)."""
         return contextlib.nullcontext(_NO_SPAN)
 

@@ -26,6 +26,7 @@ from ._api import (
     TOKEN_BUCKETS,
     ChatCall,
     JobSpan,
+    Processing,
     Telemetry,
 )
 
@@ -99,20 +100,10 @@ class OpenTelemetry(Telemetry):
     # --- spans --------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def process(
-        self,
-        *,
-        queue: str,
-        message_id: str | None,
-        job_id: str,
-        attempt: int,
-        started: datetime,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        queue_seconds: float | None = None,
-        requeued: bool = False,
-    ) -> Iterator[JobSpan]:
+    def process(self, delivery: Processing) -> Iterator[JobSpan]:
         from opentelemetry import trace
+
+        queue, traceparent, tracestate = delivery.queue, delivery.traceparent, delivery.tracestate
 
         parent, links = None, None
         if traceparent:
@@ -129,14 +120,15 @@ class OpenTelemetry(Telemetry):
             "messaging.operation.name": "process",
             "messaging.operation.type": "process",
             "messaging.destination.name": queue,
-            "job.id": job_id,
-            "job.attempt": attempt,
+            "job.id": delivery.job_id,
+            "job.attempt": delivery.attempt,
         }
-        if message_id:
-            attributes["messaging.message.id"] = message_id
-        if queue_seconds is not None:
+        if delivery.message_id:
+            attributes["messaging.message.id"] = delivery.message_id
+        if delivery.queue_seconds is not None:
             self._queue_wait.record(
-                max(queue_seconds, 0.0), {"messaging.destination.name": queue, "job.requeued": requeued}
+                max(delivery.queue_seconds, 0.0),
+                {"messaging.destination.name": queue, "job.requeued": delivery.requeued},
             )
         with _started(
             self.tracer,
@@ -145,7 +137,7 @@ class OpenTelemetry(Telemetry):
             kind=trace.SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
-            start_time=_ns(started),
+            start_time=_ns(delivery.started),
         ) as span:
             yield _JobSpan(span, self._propagator)
 
