@@ -1,4 +1,4 @@
-"""What the blocking and async ``JobsClient`` share: their constructors and how they connect.
+"""What the blocking and async ``JobsClient`` share: their constructors, how they connect, the checks.
 
 Private to ``shared.producer``, beside the ``aio`` twin as the Azure SDK keeps its ``_*_helpers``.
 ``ClientBase`` holds the three public constructors once, with their options and defaults; each twin
@@ -10,6 +10,7 @@ are made, decided up front and run later, on the loop that will use them.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +26,8 @@ from shared.constants import (
     NAME_RULE,
     is_valid_name,
 )
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, InvalidJobError
+from shared.jobs import JOB_ID_PATTERN
 from shared.settings import StorageNames
 from shared.storage_clients import StorageClients
 
@@ -47,6 +49,15 @@ def check_name(name: str, setting: str) -> str:
     if not is_valid_name(name):
         raise ConfigurationError(f"{setting} is {name!r}: queue and container names are {NAME_RULE}.")
     return name
+
+
+def check_id(job_id: str) -> str:
+    # Ids become blob names: refuse anything outside the contract (no '/', no '..').
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise InvalidJobError(
+            f"{job_id!r} is not a job id: ids are 1-128 characters from A-Z a-z 0-9 _ -", field="id", code="invalid_id"
+        )
+    return job_id
 
 
 def blob_url_for(queue_account_url: str) -> str:

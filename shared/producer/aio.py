@@ -37,8 +37,8 @@ from shared.constants import BLOB_CONTRIBUTOR_ROLE, BLOB_READER_ROLE, QUEUE_PROC
 from shared.errors import ConfigurationError, ProducerError, QueueNotFoundError, WaitTimeoutError, storage_refusal
 from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Lane, Notice, Result
 from shared.producer import _tracing
-from shared.producer._helpers import ClientBase, Connect, check_name
-from shared.producer._jobs import JobInput, SubmitProgress, _check_id, _prepare, _Prepared, new_job_id, prepare_job
+from shared.producer._helpers import ClientBase, Connect, check_id, check_name
+from shared.producer._jobs import JobInput, SubmitProgress, _prepare, _Prepared, new_job_id, prepare_job
 from shared.settings import StorageNames
 from shared.storage_clients import HoldsStorage
 
@@ -194,7 +194,7 @@ class JobsClient(ClientBase[AsyncTokenCredential], HoldsStorage):
         outside the contract, MissingPermissionError on a 403, ProducerError for a blob that is not a
         result, and the storage SDK's HttpResponseError for any other storage failure.
         """
-        name = f"{_check_id(job_id)}.json"
+        name = f"{check_id(job_id)}.json"
         try:
             with storage_refusal(f"reading result {name}", BLOB_READER_ROLE, str(self._results.url)):
                 data = await (await self._results.download_blob(name)).readall()
@@ -228,7 +228,7 @@ class JobsClient(ClientBase[AsyncTokenCredential], HoldsStorage):
         holds those that arrived), and whatever ``get_result`` raises, whose role it needs
         (*Storage Blob Data Reader* on the results container).
         """
-        order = [_check_id(job_id) for job_id in dict.fromkeys(ids)]
+        order = [check_id(job_id) for job_id in dict.fromkeys(ids)]
         found: dict[str, Result] = {}
         deadline = time.monotonic() + timeout
         delay = poll_interval
