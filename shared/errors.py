@@ -10,9 +10,9 @@ One tree, so a caller can catch them all with ``QueueWorkerError``::
         ├── QueueNotFoundError
         └── WaitTimeoutError (also a TimeoutError)
 
-Each message says what went wrong and what to do about it. Exceptions that only steer control
-flow inside one module (the worker's ``shared.jobs.JobRefused``, the CLI's usage errors) stay
-private beside their use and are not part of this tree.
+Each message says what went wrong and what to do about it. Exceptions that steer control flow
+stay beside their use and out of this tree: the worker's ``shared.jobs.JobRefused`` (its refusal of
+a message it received), the CLI's usage error (exit 2), pacing's and routing's.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ def storage_refusal(action: str, role: str, resource: str) -> Iterator[None]:
     """Inside the block, storage's 403 for lack of a data-plane role becomes MissingPermissionError.
 
     ``action`` says what was refused, ``role`` the role that grants it, ``resource`` where. Any other
-    storage failure passes unchanged: a 403 for another reason (an expired SAS, say) is not one a
-    role assignment fixes.
+    storage failure passes unchanged: a 403 with another code (``AuthenticationFailed``, say) is not
+    one a role assignment fixes.
     """
     try:
         yield
