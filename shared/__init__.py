@@ -5,7 +5,8 @@ A map, by audience:
 - **The contract** (everyone): ``jobs`` (the job, result and notice models, the published JSON
   Schemas), ``messages`` (the one decoder of untrusted message bytes: a job, a reference, or
   ``JobRefused``), ``constants`` (role names and ids, default names, the naming rule, the Azurite
-  account), ``errors`` (typed errors that say what to do), ``settings`` (every app setting, read and
+  account), ``errors`` (one tree of typed errors under
+  ``QueueWorkerError``, each saying what to do), ``settings`` (every app setting, read and
   checked in one place: the only module that reads the environment).
 - **The worker runtime** (what ``function_app.py`` calls), bottom up: ``connections`` (the process's one
   credential, Azure OpenAI v1 client and storage clients), ``pacing`` and ``routing`` (each deployment's
@@ -19,8 +20,10 @@ A map, by audience:
   job's trace, GenAI spans and metrics, queue sampling) and ``logs`` (third-party loggers kept at
   WARNING). The layers are checked by import-linter (``pyproject.toml``): none imports upwards.
 - **The producer client** (other services): ``producer`` (blocking ``JobsClient``) and
-  ``producer.aio`` (its async twin); it imports neither ``azure.functions`` nor ``openai``.
+  ``producer.aio`` (its async twin), which share their setup in ``producer._helpers``; it imports
+  neither ``azure.functions`` nor ``openai``. ``storage_clients`` holds the storage clients it and
+  ``operations`` use.
 - **The command line** (people and scripts): ``python -m shared`` (``__main__``) with ``cli``
-  (submit, result, wait, watch, status, replay; the last two in ``operations``) and ``doctor``
-  (diagnoses a keyless setup).
+  (``cli.jobs``: submit, result, wait, watch; ``cli.operate``: status and replay, over
+  ``operations``) and ``doctor`` (diagnoses a keyless setup).
 """

@@ -1,27 +1,60 @@
-"""Typed errors. Each one says what went wrong and what to do about it."""
+"""Typed errors: what the producer clients, the operations and the command line raise on purpose.
+
+One tree, so a caller can catch them all with ``QueueWorkerError``::
+
+    QueueWorkerError
+    ├── ConfigurationError
+    └── ProducerError
+        ├── InvalidJobError (also a ValueError)
+        ├── MissingPermissionError
+        ├── QueueNotFoundError
+        └── WaitTimeoutError (also a TimeoutError)
+
+Each message says what went wrong and what to do about it. Exceptions that steer control flow
+stay beside their use and out of this tree: the worker's ``shared.jobs.JobRefused`` (its refusal of
+a message it received), the CLI's usage error (exit 2), pacing's and routing's.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from azure.core.exceptions import HttpResponseError
+
+from shared.constants import STORAGE_PERMISSION_CODES
 
 if TYPE_CHECKING:  # the contract imports nothing from here; only the type is needed
     from shared.jobs import Result
 
 
-class ConfigurationError(Exception):
+class QueueWorkerError(Exception):
+    """The root of every error here: catch it to handle whatever this package raises on purpose."""
+
+
+class ConfigurationError(QueueWorkerError):
     """An app setting is missing or malformed; the message names the setting."""
 
 
-class ProducerError(Exception):
-    """Base class for what the producer API (``shared.producer`` and ``shared.producer.aio``) raises on purpose."""
+class ProducerError(QueueWorkerError):
+    """What the producer clients (``shared.producer``, ``shared.producer.aio``) raise on purpose.
+
+    Raised as is for a result blob the client cannot read; ``shared.operations`` raises the storage
+    subclasses (MissingPermissionError, QueueNotFoundError) too.
+    """
 
 
 class InvalidJobError(ProducerError, ValueError):
-    """A job broke the contract and was not sent. ``field`` names the offending field (dotted path).
+    """The producer refused a job (or a job id) before sending anything: nothing reached the queue.
 
-    Raised before anything reaches the queue; chained from the pydantic ``ValidationError`` when
-    the models refused it. ``code`` is the error code the worker would have stored for it, and
-    ``index`` the job's position in a ``submit_many`` batch.
+    The producer's side of the contract: it checks each job with the worker's own parser and raises
+    this instead of sending a job the worker would refuse; fix the field it names and submit again.
+    It is not the worker's ``shared.jobs.JobRefused``, the worker's refusal of a message it already
+    received, which callers of the producer never see. ``field`` names the offending field (dotted
+    path); ``code`` is the error code the worker would have stored for it; ``index`` is the job's
+    position in a ``submit_many`` batch. Chained from the pydantic ``ValidationError`` when the
+    models refused it.
     """
 
     def __init__(self, message: str, *, field: str | None, code: str, index: int | None = None) -> None:
@@ -80,3 +113,20 @@ class WaitTimeoutError(ProducerError, TimeoutError):
             f"no result after {timeout:g} s for {len(missing)} job(s): {shown}. The worker may be behind, stopped "
             f"or failing: check the Function App's logs and the jobs' poison queue, then wait again{hint}."
         )
+
+
+@contextlib.contextmanager
+def storage_refusal(action: str, role: str, resource: str) -> Iterator[None]:
+    """Inside the block, storage's 403 for lack of a data-plane role becomes MissingPermissionError.
+
+    ``action`` says what was refused, ``role`` the role that grants it, ``resource`` where. Any other
+    storage failure passes unchanged: a 403 with another code (``AuthenticationFailed``, say) is not
+    one a role assignment fixes.
+    """
+    try:
+        yield
+    except HttpResponseError as exc:
+        code = getattr(exc, "error_code", None)
+        if exc.status_code == 403 and code in STORAGE_PERMISSION_CODES:
+            raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
+        raise

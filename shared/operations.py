@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -34,11 +32,12 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import ValidationError
 
 from shared.connections import StorageEndpoints, create_credential
-from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE, STORAGE_PERMISSION_CODES
-from shared.errors import MissingPermissionError, QueueNotFoundError
+from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE
+from shared.errors import QueueNotFoundError, storage_refusal
 from shared.jobs import JobReference, RequeuedRef, Result
 from shared.messages import JobRefused, parse_message
 from shared.settings import StorageNames
+from shared.storage_clients import HoldsStorage, StorageClients
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns
 REPLAY_VISIBILITY = 300  # seconds a poison message being looked at stays invisible to others
@@ -107,19 +106,7 @@ class ReplayReport:
         return {**asdict(self), **counts}
 
 
-@contextlib.contextmanager
-def _refused(action: str, role: str, resource: str) -> Iterator[None]:
-    """A 403 for lack of a data role becomes MissingPermissionError naming the role; the rest passes."""
-    try:
-        yield
-    except HttpResponseError as exc:
-        code = getattr(exc, "error_code", None)
-        if exc.status_code == 403 and code in STORAGE_PERMISSION_CODES:
-            raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
-        raise
-
-
-class Operations:
+class Operations(HoldsStorage):
     """The jobs queue, its poison queue and the results and payloads containers, for an operator."""
 
     def __init__(
@@ -129,7 +116,7 @@ class Operations:
         names: StorageNames,
         credential: AsyncTokenCredential | None = None,
     ) -> None:
-        self._queues, self._blobs, self._credential = queues, blobs, credential
+        self._storage = StorageClients(queues, blobs, credential)  # the credential made for them: closed with them
         self.queue: QueueClient = queues.get_queue_client(names.jobs_queue)
         self.poison: QueueClient = queues.get_queue_client(f"{names.jobs_queue}-poison")
         self.results: ContainerClient = blobs.get_container_client(names.results_container)
@@ -138,25 +125,10 @@ class Operations:
     @classmethod
     def from_settings(cls, env: Mapping[str, str] | None = None) -> Self:
         """The worker's storage settings (``env`` defaults to ``os.environ``); ConfigurationError names a bad one."""
-        env = os.environ if env is None else env
         names = StorageNames.from_env(env)
         endpoints = StorageEndpoints.from_settings(env=env)
         credential = create_credential(env)  # no request until a token is needed (never with a connection string)
         return cls(endpoints.queue_service(credential), endpoints.blob_service(credential), names, credential)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._queues.close()
-        await self._blobs.close()
-        if self._credential is not None:
-            await self._credential.close()
 
     # ---- status ----
 
@@ -173,7 +145,7 @@ class Operations:
         return Status(queue, poison, results)
 
     async def _queue_state(self, queue: QueueClient, now: datetime) -> QueueState:
-        with _refused(f"reading queue {queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, queue.url):
+        with storage_refusal(f"reading queue {queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, queue.url):
             try:
                 properties = await queue.get_queue_properties()
             except ResourceNotFoundError:
@@ -187,7 +159,7 @@ class Operations:
         since = now - timedelta(minutes=minutes)
         statuses: Counter[str] = Counter()
         to_read: list[tuple[str, str | None]] = []  # (blob, status in its metadata)
-        listing = _refused("listing results", BLOB_READER_ROLE, self.results.url)
+        listing = storage_refusal("listing results", BLOB_READER_ROLE, self.results.url)
         with listing, contextlib.suppress(ResourceNotFoundError):  # no container yet: no results
             async for blob in self.results.list_blobs(include=["metadata"]):
                 # Results are the top-level <id>.json blobs; the retry store lives under retries/.
@@ -224,7 +196,7 @@ class Operations:
 
     async def _outcome(self, name: str) -> tuple[str, str | None] | None:
         """A stored result's (status, error code) from its body; None when there is no such blob."""
-        with _refused("reading results", BLOB_READER_ROLE, self.results.url):
+        with storage_refusal("reading results", BLOB_READER_ROLE, self.results.url):
             try:
                 body = await (await self.results.download_blob(name)).readall()
             except ResourceNotFoundError:
@@ -238,7 +210,7 @@ class Operations:
     async def _stored(self, job_id: str) -> tuple[str, str | None] | None:
         """The job's result (status from the blob metadata, the code from the body only when failed)."""
         name = f"{job_id}.json"
-        with _refused("reading results", BLOB_READER_ROLE, self.results.url):
+        with storage_refusal("reading results", BLOB_READER_ROLE, self.results.url):
             try:
                 properties = await self.results.get_blob_client(name).get_blob_properties()
             except ResourceNotFoundError:
@@ -273,7 +245,7 @@ class Operations:
         return report
 
     async def _plan(self, report: ReplayReport, rules: _Rules, limit: int | None) -> None:
-        with _refused(f"peeking at {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
+        with storage_refusal(f"peeking at {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
             try:
                 messages = await self.poison.peek_messages(max_messages=PEEK_MAX)
                 depth = (await self.poison.get_queue_properties()).approximate_message_count or 0
@@ -312,7 +284,7 @@ class Operations:
             await self._release([message for message in received if message.id not in deleted])
 
     async def _receive(self) -> list[QueueMessage]:
-        with _refused(f"receiving from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
+        with storage_refusal(f"receiving from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
             try:
                 pager = self.poison.receive_messages(
                     messages_per_page=PEEK_MAX, max_messages=PEEK_MAX, visibility_timeout=REPLAY_VISIBILITY
@@ -323,12 +295,12 @@ class Operations:
 
     async def _apply(self, item: ReplayItem, message: QueueMessage) -> None:
         if item.action == "replayed":  # send first: a crash before the delete duplicates, never loses
-            with _refused(f"sending to {self.queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.queue.url):
+            with storage_refusal(f"sending to {self.queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.queue.url):
                 try:
                     await self.queue.send_message(message.content)
                 except ResourceNotFoundError as exc:
                     raise QueueNotFoundError(self.queue.queue_name, self.queue.url) from exc
-        deleting = _refused(f"deleting from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url)
+        deleting = storage_refusal(f"deleting from {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url)
         with deleting, contextlib.suppress(ResourceNotFoundError):  # gone already: someone else moved it
             await self.poison.delete_message(message.id, message.pop_receipt)
 
@@ -377,7 +349,7 @@ class Operations:
             container, name = self.results, parsed.blob
         else:
             return None
-        with _refused(f"reading {container.container_name}", BLOB_READER_ROLE, container.url):
+        with storage_refusal(f"reading {container.container_name}", BLOB_READER_ROLE, container.url):
             if await container.get_blob_client(name).exists():
                 return None
         kind = "payload" if isinstance(parsed, JobReference) else "retry state"

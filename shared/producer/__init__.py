@@ -24,80 +24,85 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 
-from shared.constants import DEFAULT_JOBS_QUEUE, DEFAULT_PAYLOADS_CONTAINER, DEFAULT_RESULTS_CONTAINER
-from shared.jobs import Lane, Notice, Result
 from shared.producer import aio
+from shared.producer._helpers import ClientBase, Connect
 from shared.producer._jobs import JobInput, SubmitProgress, new_job_id, prepare_job
+from shared.settings import StorageNames
 
 __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 Credential = TokenCredential | AsyncTokenCredential
 
 
-class JobsClient:
+def _blocking(
+    method: Callable[Concatenate[aio.JobsClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[JobsClient, P], T]:
+    """The async client's ``method``, run to the end on the private loop: same parameters, same docstring."""
+
+    @functools.wraps(method)
+    def call(self: JobsClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._client, *args, **kwargs))
+
+    return call
+
+
+def _iterating(
+    method: Callable[Concatenate[aio.JobsClient, P], AsyncGenerator[T, None]],
+) -> Callable[Concatenate[JobsClient, P], Iterator[T]]:
+    """The async client's generator ``method`` as a plain iterator, each step run on the private loop.
+
+    What the caller did not get past (``break``, an exception) is left as the async generator
+    leaves it: a notice not yet deleted stays on the queue and comes back later.
+    """
+
+    @functools.wraps(method)
+    def call(self: JobsClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        following = method(self._client, *args, **kwargs)
+        try:
+            while (item := self._run(_next_or_none(following))) is not None:
+                yield item
+        finally:
+            # Finish it on its loop now rather than when collected; a closed client's loop has
+            # already shut it down.
+            if not self._closed:
+                self._run(following.aclose())
+
+    return call
+
+
+class JobsClient(ClientBase[Credential]):
     """Submit jobs to the worker's queue and read their results (blocking).
 
     The blocking twin of ``shared.producer.aio.JobsClient``: the same constructors, methods,
-    keyword options, errors and roles. It owns a private event loop and runs the async client on
-    it, so the async SDK clients stay bound to one loop for their whole life. Use ``with`` or call
-    ``close()``. Do not use it inside a running event loop (use the async client there); one
+    keyword options, errors and roles; ``credential`` may also be a blocking TokenCredential (each
+    token request then runs in a worker thread). It owns a private event loop and runs the async
+    client on it, so the async SDK clients stay bound to one loop for their whole life; each method
+    is the async client's, run to the end on that loop (``notices`` is a plain iterator, and
+    ``submit_many`` calls ``progress`` on the calling thread). Use ``with`` or call ``close()``. Do
+    not use it inside a running event loop (use the async client there: it raises RuntimeError); one
     instance is not thread-safe.
     """
 
-    def __init__(
-        self,
-        queue_account_url: str,
-        credential: Credential | None = None,
-        *,
-        blob_account_url: str | None = None,
-        queue: str = DEFAULT_JOBS_QUEUE,
-        results_container: str = DEFAULT_RESULTS_CONTAINER,
-        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
-        **client_kwargs: Any,
-    ) -> None:
-        """Connect to the queue and blob services of one storage account with an Entra ID credential.
-
-        ``queue_account_url`` is ``https://<account>.queue.core.windows.net``; ``blob_account_url``
-        is derived from it for public-cloud URLs (pass it for any other endpoint). ``credential`` is
-        any TokenCredential, blocking (``azure.identity.DefaultAzureCredential``) or async; by
-        default an async ``DefaultAzureCredential`` owned (and closed) by this client. A credential
-        passed in stays the caller's to close. The names must match the worker's ``JOBS_QUEUE``,
-        ``RESULTS_CONTAINER`` and ``PAYLOADS_CONTAINER``; ``client_kwargs`` go to both storage
-        clients. Nothing is sent yet, so no role is needed here.
-
-        Raises ConfigurationError for a name storage would refuse, ValueError when the blob URL
-        cannot be derived, RuntimeError inside a running event loop.
-        """
+    def _connect(self, names: StorageNames, credential: Credential | None, connect: Connect) -> None:
         on_loop = _on_loop(credential)
-        self._start(
-            lambda: aio.JobsClient(
-                queue_account_url,
-                on_loop,
-                blob_account_url=blob_account_url,
-                queue=queue,
-                results_container=results_container,
-                payloads_container=payloads_container,
-                **client_kwargs,
-            )
-        )
-
-    def _start(self, build: Callable[[], aio.JobsClient]) -> None:
         self._runner = asyncio.Runner()
         self._closed = False
 
         async def make() -> aio.JobsClient:
             # Built on the private loop: the SDK clients and an owned credential belong to it.
-            return build()
+            return aio.JobsClient._opened(names, on_loop, connect)
 
         try:
             self._client = self._run(make())
@@ -105,48 +110,6 @@ class JobsClient:
             self._closed = True
             self._runner.close()  # otherwise the loop is only closed when collected, with a ResourceWarning
             raise
-
-    @classmethod
-    def _wrapping(cls, build: Callable[[], aio.JobsClient]) -> Self:
-        self = cls.__new__(cls)
-        self._start(build)
-        return self
-
-    @classmethod
-    def from_connection_string(
-        cls,
-        connection_string: str,
-        *,
-        queue: str = DEFAULT_JOBS_QUEUE,
-        results_container: str = DEFAULT_RESULTS_CONTAINER,
-        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
-        **client_kwargs: Any,
-    ) -> Self:
-        """Connect with a storage connection string: for Azurite only (the Azure account allows no keys).
-
-        As ``shared.producer.aio.JobsClient.from_connection_string``; also RuntimeError inside a
-        running event loop.
-        """
-        return cls._wrapping(
-            lambda: aio.JobsClient.from_connection_string(
-                connection_string,
-                queue=queue,
-                results_container=results_container,
-                payloads_container=payloads_container,
-                **client_kwargs,
-            )
-        )
-
-    @classmethod
-    def from_settings(cls, env: Mapping[str, str] | None = None, *, credential: Credential | None = None) -> Self:
-        """Connect with the worker's own app settings (``env``, default ``os.environ``).
-
-        As ``shared.producer.aio.JobsClient.from_settings`` (ConfigurationError names a missing or
-        bad setting); ``credential`` may also be a blocking TokenCredential. RuntimeError inside a
-        running event loop.
-        """
-        on_loop = _on_loop(credential)
-        return cls._wrapping(lambda: aio.JobsClient.from_settings(env, credential=on_loop))
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:
@@ -165,21 +128,6 @@ class JobsClient:
     def queue_url(self) -> str:
         """URL of the jobs queue this client sends to (no request is made)."""
         return self._client.queue_url
-
-    @property
-    def queue_name(self) -> str:
-        """Name of the jobs queue (the worker's ``JOBS_QUEUE``)."""
-        return self._client.queue_name
-
-    @property
-    def results_container(self) -> str:
-        """Name of the results container (the worker's ``RESULTS_CONTAINER``)."""
-        return self._client.results_container
-
-    @property
-    def payloads_container(self) -> str:
-        """Name of the claim-check payloads container (the worker's ``PAYLOADS_CONTAINER``)."""
-        return self._client.payloads_container
 
     def __enter__(self) -> Self:
         """Return the client itself; ``close()`` runs when the block ends."""
@@ -204,96 +152,11 @@ class JobsClient:
         finally:
             self._runner.close()
 
-    def submit(self, job: JobInput, *, lane: Lane | None = None) -> str:
-        """Validate and enqueue one job; return its id.
-
-        As ``shared.producer.aio.JobsClient.submit`` (``lane="batch"``: the batch lane for a job that
-        names none): needs *Storage Queue Data Message Sender* on the jobs queue (and *Storage Blob
-        Data Contributor* on the payloads container for a claim-check job); raises InvalidJobError
-        before sending anything, QueueNotFoundError, MissingPermissionError on a 403, or the storage
-        SDK's HttpResponseError.
-        """
-        return self._run(self._client.submit(job, lane=lane))
-
-    def submit_many(
-        self,
-        jobs: Iterable[JobInput],
-        *,
-        concurrency: int = 16,
-        progress: Callable[[SubmitProgress], None] | None = None,
-        lane: Lane | None = None,
-    ) -> list[str]:
-        """Validate every job, then send them with at most ``concurrency`` sends in flight; return the ids.
-
-        As ``shared.producer.aio.JobsClient.submit_many``: one invalid job (InvalidJobError with
-        ``index``) means nothing is sent; ``progress`` is called after each job is on the queue, on
-        the calling thread; ``lane`` is ``submit``'s, for every job. Needs the roles of ``submit`` and
-        raises its errors.
-        """
-        return self._run(self._client.submit_many(jobs, concurrency=concurrency, progress=progress, lane=lane))
-
-    def get_result(self, job_id: str) -> Result | None:
-        """Return the job's stored result, or None if there is none yet.
-
-        As ``shared.producer.aio.JobsClient.get_result``: needs *Storage Blob Data Reader* on the
-        results container; raises InvalidJobError for a bad id, MissingPermissionError on a 403,
-        ProducerError for a blob that is not a result.
-        """
-        return self._run(self._client.get_result(job_id))
-
-    def wait(
-        self,
-        ids: Iterable[str],
-        timeout: float = 300.0,
-        *,
-        poll_interval: float = 0.5,
-        max_interval: float = 5.0,
-        concurrency: int = 16,
-    ) -> dict[str, Result]:
-        """Poll until every job has a result; return them keyed by id, in the order given.
-
-        As ``shared.producer.aio.JobsClient.wait``: raises WaitTimeoutError listing the ids still
-        missing after ``timeout`` seconds, and what ``get_result`` raises (whose role it needs).
-        """
-        return self._run(
-            self._client.wait(
-                ids, timeout, poll_interval=poll_interval, max_interval=max_interval, concurrency=concurrency
-            )
-        )
-
-    def notices(
-        self,
-        reply_queue: str,
-        *,
-        max_notices: int | None = None,
-        once: bool = False,
-        timeout: float | None = None,
-        poll_interval: float = 0.5,
-        max_interval: float = 5.0,
-    ) -> Iterator[Notice]:
-        """Follow a reply queue (a job's ``reply_to``): yield each notice, deleting it when the next is asked for.
-
-        As ``shared.producer.aio.JobsClient.notices``, as a plain iterator: a notice the caller did
-        not get past (``break``, an exception) stays on the queue and comes back later. Needs
-        *Storage Queue Data Message Processor* on the reply queue; raises ConfigurationError,
-        QueueNotFoundError, MissingPermissionError on a 403.
-        """
-        following = self._client.notices(
-            reply_queue,
-            max_notices=max_notices,
-            once=once,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            max_interval=max_interval,
-        )
-        try:
-            while (notice := self._run(_next_or_none(following))) is not None:
-                yield notice
-        finally:
-            # Finish it on its loop now rather than when collected; a closed client's loop has
-            # already shut it down.
-            if not self._closed:
-                self._run(following.aclose())
+    submit = _blocking(aio.JobsClient.submit)
+    submit_many = _blocking(aio.JobsClient.submit_many)
+    get_result = _blocking(aio.JobsClient.get_result)
+    wait = _blocking(aio.JobsClient.wait)
+    notices = _iterating(aio.JobsClient.notices)
 
 
 async def _next_or_none(iterator: AsyncIterator[T]) -> T | None:

@@ -5,7 +5,6 @@ the public names."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import InvalidJobError
-from shared.jobs import JOB_ID_PATTERN, Job, Lane
+from shared.jobs import Job, Lane
 from shared.messages import JobRefused, parse_job
 
 # What submit and submit_many take: a contract Job, or a dict of the same shape.
@@ -118,12 +117,3 @@ def _prepare(job: JobInput, *, index: int | None = None, lane: Lane | None = Non
             field = ".".join(str(part) for part in errors[0]["loc"]) or None
         error = InvalidJobError(f"{where}{exc.message}", field=field, code=exc.code, index=index)
         raise error from (cause if isinstance(cause, ValidationError) else exc)
-
-
-def _check_id(job_id: str) -> str:
-    # Ids become blob names: refuse anything outside the contract (no '/', no '..').
-    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
-        raise InvalidJobError(
-            f"{job_id!r} is not a job id: ids are 1-128 characters from A-Z a-z 0-9 _ -", field="id", code="invalid_id"
-        )
-    return job_id

@@ -16,87 +16,38 @@ goes into the job's ``traceparent``/``tracestate``, where the worker continues t
 that already carries a ``traceparent`` keeps it. With no SDK configured the span is a no-op with
 an invalid context, and the job is sent exactly as validated.
 
-Roles the identity needs (data plane, on the storage account or narrower):
-
-- *Storage Queue Data Message Sender* on the jobs queue, to submit;
-- *Storage Blob Data Reader* on the results container, to read results;
-- *Storage Blob Data Contributor* on the payloads container, only for jobs over the claim-check size;
-- *Storage Queue Data Message Processor* on a reply queue, to follow it with ``notices``.
+The data-plane roles the identity needs are listed in ``shared.producer`` and, one by one, in each
+method's docstring.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, NoReturn, Self
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncGenerator, Callable, Iterable
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import BlobServiceClient
-from azure.storage.queue.aio import QueueServiceClient
 from pydantic import ValidationError
 
-from shared.constants import (
-    BLOB_CONTRIBUTOR_ROLE,
-    BLOB_READER_ROLE,
-    DEFAULT_JOBS_QUEUE,
-    DEFAULT_PAYLOADS_CONTAINER,
-    DEFAULT_RESULTS_CONTAINER,
-    NAME_RULE,
-    QUEUE_PROCESSOR_ROLE,
-    QUEUE_SENDER_ROLE,
-    STORAGE_PERMISSION_CODES,
-    is_valid_name,
-)
-from shared.errors import (
-    ConfigurationError,
-    MissingPermissionError,
-    ProducerError,
-    QueueNotFoundError,
-    WaitTimeoutError,
-)
+from shared.constants import BLOB_CONTRIBUTOR_ROLE, BLOB_READER_ROLE, QUEUE_PROCESSOR_ROLE, QUEUE_SENDER_ROLE
+from shared.errors import ConfigurationError, ProducerError, QueueNotFoundError, WaitTimeoutError, storage_refusal
 from shared.jobs import CLAIM_CHECK_BYTES, JobReference, Lane, Notice, Result
 from shared.producer import _tracing
-from shared.producer._jobs import JobInput, SubmitProgress, _check_id, _prepare, _Prepared, new_job_id, prepare_job
+from shared.producer._helpers import ClientBase, Connect, check_id, check_name
+from shared.producer._jobs import JobInput, SubmitProgress, _prepare, _Prepared, new_job_id, prepare_job
+from shared.settings import StorageNames
+from shared.storage_clients import HoldsStorage
 
 __all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
 
 logger = logging.getLogger(__name__)
 
 
-# Payloads go up in pieces of at most 1 MiB: aiohttp warns (ResourceWarning) that a bigger single
-# bytes body can stall the event loop, and a payload is often just over that size.
-_BLOB_OPTIONS: dict[str, Any] = {"max_single_put_size": 1024 * 1024, "max_block_size": 1024 * 1024}
-
-
-def _check_name(name: str, setting: str) -> str:
-    if not is_valid_name(name):
-        raise ConfigurationError(f"{setting} is {name!r}: queue and container names are {NAME_RULE}.")
-    return name
-
-
-def _blob_url_for(queue_account_url: str) -> str:
-    """``https://acct.queue.core.windows.net`` -> ``https://acct.blob.core.windows.net``."""
-    parts = urlsplit(queue_account_url)
-    host = parts.hostname or ""
-    labels = host.split(".")
-    if len(labels) < 3 or labels[1] != "queue":
-        raise ValueError(
-            f"cannot derive the blob endpoint from {queue_account_url!r}: pass blob_account_url "
-            "(e.g. https://<account>.blob.core.windows.net)"
-        )
-    netloc = parts.netloc.replace(host, ".".join([labels[0], "blob", *labels[2:]]), 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-class JobsClient:
+class JobsClient(ClientBase[AsyncTokenCredential], HoldsStorage):
     """Submit jobs to the worker's queue and read their results (async).
 
     Build it with the constructor (account URLs and a credential), ``from_settings`` (the worker's
@@ -105,170 +56,18 @@ class JobsClient:
     raises ``MissingPermissionError`` naming that role and the resource.
     """
 
-    def __init__(
-        self,
-        queue_account_url: str,
-        credential: AsyncTokenCredential | None = None,
-        *,
-        blob_account_url: str | None = None,
-        queue: str = DEFAULT_JOBS_QUEUE,
-        results_container: str = DEFAULT_RESULTS_CONTAINER,
-        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
-        **client_kwargs: Any,
-    ) -> None:
-        """Connect to the queue and blob services of one storage account with an Entra ID credential.
-
-        ``queue_account_url`` is ``https://<account>.queue.core.windows.net``; ``blob_account_url``
-        is derived from it for public-cloud URLs (pass it for any other endpoint). ``credential`` is
-        any async TokenCredential; by default an async ``DefaultAzureCredential`` owned (and closed)
-        by this client. ``queue``, ``results_container`` and ``payloads_container`` must match the
-        worker's ``JOBS_QUEUE``, ``RESULTS_CONTAINER`` and ``PAYLOADS_CONTAINER``; ``client_kwargs``
-        go to both storage clients. Nothing is sent yet, so no role is needed here.
-
-        Raises ConfigurationError for a name storage would refuse, ValueError when the blob URL
-        cannot be derived.
-        """
-        owned = None
-        if credential is None:
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = owned = DefaultAzureCredential()
-        blob_url = blob_account_url or _blob_url_for(queue_account_url)
-        self._setup(
-            QueueServiceClient(queue_account_url, credential=credential, **client_kwargs),
-            BlobServiceClient(blob_url, credential=credential, **{**_BLOB_OPTIONS, **client_kwargs}),
-            queue=queue,
-            results_container=results_container,
-            payloads_container=payloads_container,
-            owned_credential=owned,
-        )
-
-    def _setup(
-        self,
-        queues: QueueServiceClient,
-        blobs: BlobServiceClient,
-        *,
-        queue: str,
-        results_container: str,
-        payloads_container: str,
-        owned_credential: AsyncTokenCredential | None,
-    ) -> None:
-        self._queues = queues
-        self._blobs = blobs
-        self._owned_credential = owned_credential
-        self.queue_name = _check_name(queue, "queue")
-        self.results_container = _check_name(results_container, "results_container")
-        self.payloads_container = _check_name(payloads_container, "payloads_container")
-        self._jobs = queues.get_queue_client(self.queue_name)
-        self._results = blobs.get_container_client(self.results_container)
-        self._payloads = blobs.get_container_client(self.payloads_container)
+    def _connect(self, names: StorageNames, credential: AsyncTokenCredential | None, connect: Connect) -> None:
+        self._storage = connect(credential)
+        self._queues = self._storage.queues
+        self._jobs = self._queues.get_queue_client(names.jobs_queue)
+        self._results = self._storage.blobs.get_container_client(names.results_container)
+        self._payloads = self._storage.blobs.get_container_client(names.payloads_container)
         self._results_container_seen = False
-
-    @classmethod
-    def _from_services(
-        cls,
-        queues: QueueServiceClient,
-        blobs: BlobServiceClient,
-        *,
-        queue: str,
-        results_container: str,
-        payloads_container: str,
-        owned_credential: AsyncTokenCredential | None = None,
-    ) -> Self:
-        self = cls.__new__(cls)
-        self._setup(
-            queues,
-            blobs,
-            queue=queue,
-            results_container=results_container,
-            payloads_container=payloads_container,
-            owned_credential=owned_credential,
-        )
-        return self
-
-    @classmethod
-    def from_connection_string(
-        cls,
-        connection_string: str,
-        *,
-        queue: str = DEFAULT_JOBS_QUEUE,
-        results_container: str = DEFAULT_RESULTS_CONTAINER,
-        payloads_container: str = DEFAULT_PAYLOADS_CONTAINER,
-        **client_kwargs: Any,
-    ) -> Self:
-        """Connect with a storage connection string: for Azurite only (the Azure account allows no keys).
-
-        ``connection_string`` is ``UseDevelopmentStorage=true`` expanded, or Azurite's full string;
-        the keyword options are the constructor's. Raises ConfigurationError for a bad name and
-        ValueError for a malformed connection string.
-        """
-        return cls._from_services(
-            QueueServiceClient.from_connection_string(connection_string, **client_kwargs),
-            BlobServiceClient.from_connection_string(connection_string, **{**_BLOB_OPTIONS, **client_kwargs}),
-            queue=queue,
-            results_container=results_container,
-            payloads_container=payloads_container,
-        )
-
-    @classmethod
-    def from_settings(
-        cls, env: Mapping[str, str] | None = None, *, credential: AsyncTokenCredential | None = None
-    ) -> Self:
-        """The worker's own settings: ``AzureWebJobsStorage`` (connection string) or its identity-based
-        ``AzureWebJobsStorage__*`` settings, ``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``.
-
-        ``env`` defaults to ``os.environ``; raises ConfigurationError naming a missing/bad setting.
-        Without ``credential``, the worker's credential (DefaultAzureCredential, ``AZURE_CLIENT_ID``
-        for a user-assigned identity) is created and owned by the client. Nothing is sent yet, so
-        no role is needed here.
-        """
-        # Imported here: shared.connections also builds the worker's OpenAI client, which a
-        # producer that passes URLs itself need not install.
-        from shared.connections import StorageEndpoints, create_credential
-        from shared.settings import StorageNames
-
-        env = os.environ if env is None else env
-        configured = StorageNames.from_env(env)
-        names = {
-            "queue": configured.jobs_queue,
-            "results_container": configured.results_container,
-            "payloads_container": configured.payloads_container,
-        }
-        endpoints = StorageEndpoints.from_settings(env=env)
-        if endpoints.connection_string:  # Azurite (StorageEndpoints expands UseDevelopmentStorage=true)
-            return cls.from_connection_string(endpoints.connection_string, **names)
-        owned = None
-        if credential is None:
-            credential = owned = create_credential(env)
-        assert endpoints.blob_url is not None  # StorageEndpoints sets both URLs without a connection string
-        return cls._from_services(
-            endpoints.queue_service(credential),
-            BlobServiceClient(endpoints.blob_url, credential=credential, **_BLOB_OPTIONS),
-            owned_credential=owned,
-            **names,
-        )
 
     @property
     def queue_url(self) -> str:
         """URL of the jobs queue this client sends to (shown in errors; no request is made)."""
         return str(self._jobs.url)
-
-    async def __aenter__(self) -> Self:
-        """Return the client itself; ``close()`` runs when the block ends."""
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Close the client (see ``close``)."""
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the storage clients and the credential this client created (never one passed in)."""
-        await self._queues.close()
-        await self._blobs.close()
-        if self._owned_credential is not None:
-            await self._owned_credential.close()
 
     # ---- sending ----
 
@@ -357,18 +156,20 @@ class JobsClient:
                 await self._upload_payload(f"{prepared.id}.json", text.encode())
                 text = JobReference.for_job(prepared.id).model_dump_json()
             try:
-                sent = await self._jobs.send_message(text)
+                with storage_refusal(f"sending to queue {self.queue_name}", QUEUE_SENDER_ROLE, self.queue_url):
+                    sent = await self._jobs.send_message(text)
             except HttpResponseError as exc:
                 if getattr(exc, "error_code", None) == "QueueNotFound":
                     raise QueueNotFoundError(self.queue_name, self.queue_url) from exc
-                _raise_storage_error(exc, f"sending to queue {self.queue_name}", QUEUE_SENDER_ROLE, self.queue_url)
+                raise
             sending.sent(sent.id)
 
     async def _upload_payload(self, name: str, data: bytes) -> None:
         settings = ContentSettings(content_type="application/json")
         for attempt in (1, 2):
             try:
-                await self._payloads.upload_blob(name, data, overwrite=True, content_settings=settings)
+                with storage_refusal(f"uploading payload {name}", BLOB_CONTRIBUTOR_ROLE, str(self._payloads.url)):
+                    await self._payloads.upload_blob(name, data, overwrite=True, content_settings=settings)
                 return
             except ResourceNotFoundError as exc:
                 # No container yet: infra creates it in Azure; locally (Azurite) make it once.
@@ -383,8 +184,6 @@ class JobsClient:
                         f"payloads container {self._payloads.url} does not exist and could not be created "
                         f"({create_error.status_code}): deploy the infra or set PAYLOADS_CONTAINER to the worker's"
                     ) from create_error
-            except HttpResponseError as exc:
-                _raise_storage_error(exc, f"uploading payload {name}", BLOB_CONTRIBUTOR_ROLE, str(self._payloads.url))
 
     # ---- results ----
 
@@ -395,15 +194,14 @@ class JobsClient:
         outside the contract, MissingPermissionError on a 403, ProducerError for a blob that is not a
         result, and the storage SDK's HttpResponseError for any other storage failure.
         """
-        name = f"{_check_id(job_id)}.json"
+        name = f"{check_id(job_id)}.json"
         try:
-            data = await (await self._results.download_blob(name)).readall()
+            with storage_refusal(f"reading result {name}", BLOB_READER_ROLE, str(self._results.url)):
+                data = await (await self._results.download_blob(name)).readall()
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) != "ContainerNotFound":
                 self._results_container_seen = True
             return None  # the worker creates the container with its first result
-        except HttpResponseError as exc:
-            _raise_storage_error(exc, f"reading result {name}", BLOB_READER_ROLE, str(self._results.url))
         self._results_container_seen = True
         try:
             return Result.model_validate_json(data)
@@ -430,7 +228,7 @@ class JobsClient:
         holds those that arrived), and whatever ``get_result`` raises, whose role it needs
         (*Storage Blob Data Reader* on the results container).
         """
-        order = [_check_id(job_id) for job_id in dict.fromkeys(ids)]
+        order = [check_id(job_id) for job_id in dict.fromkeys(ids)]
         found: dict[str, Result] = {}
         deadline = time.monotonic() + timeout
         delay = poll_interval
@@ -481,18 +279,19 @@ class JobsClient:
         for a bad queue name, QueueNotFoundError when it does not exist, MissingPermissionError on a
         403, and the storage SDK's HttpResponseError for any other storage failure.
         """
-        queue = self._queues.get_queue_client(_check_name(reply_queue, "reply queue"))
+        queue = self._queues.get_queue_client(check_name(reply_queue, "reply queue"))
         url = str(queue.url)
         seen = 0
         delay = poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
         while max_notices is None or seen < max_notices:
             try:
-                messages = [m async for m in queue.receive_messages(messages_per_page=32, max_messages=32)]
+                with storage_refusal(f"receiving from {reply_queue}", QUEUE_PROCESSOR_ROLE, url):
+                    messages = [m async for m in queue.receive_messages(messages_per_page=32, max_messages=32)]
             except HttpResponseError as exc:
                 if getattr(exc, "error_code", None) == "QueueNotFound":
                     raise QueueNotFoundError(reply_queue, url) from exc
-                _raise_storage_error(exc, f"receiving from {reply_queue}", QUEUE_PROCESSOR_ROLE, url)
+                raise
             for message in messages:
                 try:
                     notice = Notice.model_validate_json(message.content)
@@ -501,11 +300,10 @@ class JobsClient:
                     continue
                 yield notice
                 try:
-                    await queue.delete_message(message)
+                    with storage_refusal(f"deleting from {reply_queue}", QUEUE_PROCESSOR_ROLE, url):
+                        await queue.delete_message(message)
                 except ResourceNotFoundError:
                     pass  # its visibility ran out and another reader took it
-                except HttpResponseError as exc:
-                    _raise_storage_error(exc, f"deleting from {reply_queue}", QUEUE_PROCESSOR_ROLE, url)
                 seen += 1
                 if max_notices is not None and seen >= max_notices:
                     return
@@ -517,11 +315,3 @@ class JobsClient:
             pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
             delay = min(delay * 2, max_interval)
-
-
-def _raise_storage_error(exc: HttpResponseError, action: str, role: str, resource: str) -> NoReturn:
-    """A 403 for lack of a data role becomes MissingPermissionError; anything else is re-raised as is."""
-    code = getattr(exc, "error_code", None)
-    if exc.status_code == 403 and code in STORAGE_PERMISSION_CODES:
-        raise MissingPermissionError(action=action, role=role, resource=resource, error_code=str(code)) from exc
-    raise exc

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import read_jobs_file
+from shared.cli.jobs import read_jobs_file
 from shared.errors import InvalidJobError
 from shared.jobs import Job
 from shared.producer import JobsClient as BlockingJobsClient

@@ -1,58 +1,24 @@
-"""``python -m shared submit|result|wait|watch|status|replay``: enqueue jobs, read results and operate
-the queues from a shell, keyless.
-
-Settings are the worker's own app settings, read from the environment or from a
-``local.settings.json`` given with ``--settings`` (its ``Values``; variables already set win, as
-with Core Tools). Sign-in is ``DefaultAzureCredential``: ``az login`` on a laptop, the managed
-identity in Azure. Messages go to stderr in one line each; stdout carries only results and ids.
-"""
+"""The producer's commands: ``submit`` (one job, or a JSONL file, resumable), ``result``, ``wait``
+and ``watch``, over the async ``shared.producer.aio.JobsClient``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from shared.errors import ConfigurationError, InvalidJobError, ProducerError, WaitTimeoutError
-from shared.settings import apply_local_settings
+from shared.cli._run import EXIT_CODES, EXIT_JOB_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, adder
+from shared.errors import InvalidJobError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from shared.jobs import Job, Lane, Result
-    from shared.operations import Operations, ReplayReport, Status
     from shared.producer import SubmitProgress
     from shared.producer.aio import JobsClient
-
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_TIMEOUT = 4
-EXIT_ERROR = 5
-
-EXIT_CODES = """exit codes:
-  0  done: sent, or every result succeeded
-  1  a job's result is 'failed' (its error is printed)
-  2  usage error or invalid job; nothing was sent
-  3  configuration, sign-in or permission problem (the message names the setting or role)
-  4  timed out waiting for results ('result': no result yet)
-  5  storage error or other unexpected failure (try again)
-"""
-
-
-class UsageError(Exception):
-    """Bad command-line input (exit 2)."""
-
-
-Command = Callable[[argparse.Namespace, Any], Awaitable[int]]  # given the client its ``connect`` opened
-Connect = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 def _jobs_client() -> JobsClient:
@@ -62,40 +28,9 @@ def _jobs_client() -> JobsClient:
     return JobsClient.from_settings()
 
 
-def _operations() -> Operations:
-    from shared.operations import Operations
-
-    return Operations.from_settings()
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add submit, result, wait, watch, status and replay to ``python -m shared``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--settings",
-        type=Path,
-        metavar="FILE",
-        help="local.settings.json whose Values to use (environment variables win); default: environment only",
-    )
-
-    def add(
-        name: str,
-        help_text: str,
-        command: Command,
-        check: Callable[[argparse.Namespace], None] | None = None,
-        connect: Connect = _jobs_client,
-    ) -> argparse.ArgumentParser:
-        parser = subparsers.add_parser(
-            name,
-            parents=[common],
-            help=help_text,
-            description=help_text,
-            epilog=EXIT_CODES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        parser.set_defaults(func=lambda args: _main(args, command, check, connect))
-        return parser
-
+    """Add submit, result, wait and watch, each with the producer's client."""
+    add = adder(subparsers, _jobs_client)
     submit = add("submit", "Send a job (or every job in a JSONL file) to the jobs queue.", _submit, _check_submit)
     submit.add_argument("prompt", nargs="?", help="the prompt text (or use --file)")
     submit.add_argument("--file", type=Path, help="JSONL file, one job object per line; resumable (see below)")
@@ -146,107 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     watch.add_argument("--max", type=int, metavar="N", help="stop after N notices")
     watch.add_argument("--timeout", type=float, help="stop after this many seconds (exit 4 if --max not reached)")
     watch.add_argument("--json", action="store_true", help="print notices as JSON lines")
-
-    status = add(
-        "status",
-        "Show the jobs queue and its poison queue (depth, age of the message at the head) and the results "
-        "of the last minutes by status and error code.",
-        _status,
-        _check_status,
-        _operations,
-    )
-    status.add_argument("--minutes", type=int, default=60, help="results stored in the last N minutes (default 60)")
-    status.add_argument(
-        "--limit", type=int, default=1000, help="failed results whose body is read for its code (default 1000)"
-    )
-    status.add_argument("--json", action="store_true", help="print one JSON document")
-    status.epilog = (
-        "'messages' is the queue's approximate count (invisible messages included); 'oldest' is the age\n"
-        "of the message at the head of the queue (the first visible one). A result's status is read from\n"
-        "its blob metadata; only failed results are downloaded, for their error code.\n\n" + EXIT_CODES
-    )
-
-    replay = add(
-        "replay",
-        "Move poisoned jobs from <queue>-poison back to the jobs queue (never one that already succeeded).",
-        _replay,
-        _check_replay,
-        _operations,
-    )
-    replay.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
-    replay.add_argument("--code", help="only jobs whose failed result has this error code (e.g. transient_exhausted)")
-    replay.add_argument("--limit", type=int, metavar="N", help="replay at most N messages")
-    replay.add_argument(
-        "--include-invalid", action="store_true", help="also replay messages that are not valid jobs (default: left)"
-    )
-    replay.add_argument(
-        "--drop-succeeded", action="store_true", help="delete poison messages whose job already succeeded"
-    )
-    replay.add_argument("--json", action="store_true", help="print one JSON document")
-    replay.epilog = (
-        "Each message is sent to the jobs queue, then deleted from the poison queue (a crash in between\n"
-        "duplicates it, which the worker's idempotency by job id absorbs); the job's new result replaces\n"
-        "its failed one. Messages skipped stay in the poison queue, so running it again is safe. A dry run\n"
-        "peeks, which shows at most the first 32 messages.\n\n" + EXIT_CODES
-    )
-
-
-# ---- plumbing ----
-
-
-def _main(
-    args: argparse.Namespace,
-    command: Command,
-    check: Callable[[argparse.Namespace], None] | None,
-    connect: Connect = _jobs_client,
-) -> int:
-    try:
-        _load_settings(args.settings)
-        if check is not None:
-            check(args)  # input errors first: exit 2 whatever the settings, and before connecting
-
-        async def run() -> int:
-            async with connect() as client:
-                return await command(args, client)
-
-        return asyncio.run(run())
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        code, message = _describe(exc)
-        print(f"error: {message}", file=sys.stderr)
-        return code
-
-
-def _describe(exc: Exception) -> tuple[int, str]:
-    """Exit code and one line for an error. Never includes a token: only our messages and service codes."""
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
-    def first_line(text: str) -> str:
-        return (text.strip().splitlines() or [""])[0]
-
-    if isinstance(exc, UsageError | InvalidJobError):
-        return EXIT_USAGE, str(exc)
-    if isinstance(exc, WaitTimeoutError):
-        return EXIT_TIMEOUT, str(exc)
-    if isinstance(exc, ConfigurationError | ProducerError):
-        return EXIT_CONFIG, str(exc)
-    if isinstance(exc, ClientAuthenticationError):
-        return EXIT_CONFIG, (
-            f"could not authenticate to storage ({first_line(exc.message or str(exc))}): sign in with `az login`, "
-            "or run where a managed identity is available (AZURE_CLIENT_ID selects a user-assigned one)"
-        )
-    if isinstance(exc, HttpResponseError):
-        code = getattr(exc, "error_code", None) or exc.status_code
-        return EXIT_ERROR, f"storage answered {exc.status_code} {code}: {first_line(exc.message or '')}; try again"
-    if isinstance(exc, OSError):
-        return EXIT_ERROR, f"{type(exc).__name__}: {first_line(str(exc))}"
-    return EXIT_ERROR, f"unexpected {type(exc).__name__}: {first_line(str(exc))}"
-
-
-def _load_settings(path: Path | None) -> None:
-    if path is not None:
-        apply_local_settings(path)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Any]:
@@ -460,95 +294,6 @@ async def _watch(args: argparse.Namespace, client: JobsClient) -> int:
         print(f"timed out after {args.timeout:g} s with {seen} of {args.max} notice(s)", file=sys.stderr)
         return EXIT_TIMEOUT
     return EXIT_OK
-
-
-def _check_status(args: argparse.Namespace) -> None:
-    if args.minutes < 1:
-        raise UsageError("--minutes must be at least 1")
-    if args.limit < 0:
-        raise UsageError("--limit must not be negative")
-
-
-async def _status(args: argparse.Namespace, operations: Operations) -> int:
-    status = await operations.status(minutes=args.minutes, limit=args.limit)
-    if args.json:
-        print(json.dumps(status.to_dict(), indent=2))
-    else:
-        print(render_status(status))
-    return EXIT_OK
-
-
-def age(seconds: float | None) -> str:
-    """``45s``, ``3m 05s``, ``2h 04m``, ``3d 02h``; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if whole >= size:
-            return f"{whole // size}{unit} {whole % size // small_size:02d}{smaller}"
-    return f"{whole}s"
-
-
-def render_status(status: Status) -> str:
-    width = max(len("queue"), len(status.poison.name))
-    lines = [f"{'queue':<{width}}  {'messages':>8}  oldest (head)"]
-    for queue in (status.queue, status.poison):
-        count = str(queue.messages) if queue.exists else "missing"
-        lines.append(f"{queue.name:<{width}}  {count:>8}  {age(queue.oldest_seconds)}")
-    results = status.results
-    lines += ["", f"results in the last {results.minutes} min: {results.total}"]
-    rows = [(name, "-", count) for name, count in results.by_status.items() if name != "failed"]
-    rows += [("failed", code, count) for code, count in results.failed_by_code.items()]
-    if results.unread:
-        rows.append(("failed", "(not read: --limit)", results.unread))
-    if rows:
-        code_width = max(len("code"), *(len(code) for _, code, _ in rows))
-        lines.append(f"{'status':<9}  {'code':<{code_width}}  {'count':>6}")
-        lines += [f"{name:<9}  {code:<{code_width}}  {count:>6}" for name, code, count in rows]
-    return "\n".join(lines)
-
-
-def _check_replay(args: argparse.Namespace) -> None:
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-
-
-async def _replay(args: argparse.Namespace, operations: Operations) -> int:
-    report = await operations.replay(
-        dry_run=args.dry_run,
-        code=args.code,
-        limit=args.limit,
-        include_invalid=args.include_invalid,
-        drop_succeeded=args.drop_succeeded,
-    )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        for line in render_replay(report):
-            print(line)
-    print(replay_summary(report), file=sys.stderr)
-    return EXIT_OK
-
-
-def render_replay(report: ReplayReport) -> list[str]:
-    """One line per poison message looked at: action, job id, why."""
-    verbs = {"replayed": "would-replay", "dropped": "would-drop", "skipped": "skip"} if report.dry_run else {}
-    width = max((len(item.job_id or "-") for item in report.items), default=1)
-    return [
-        f"{verbs.get(item.action, item.action):<12}  {item.job_id or '-':<{width}}  {item.reason}"
-        for item in report.items
-    ]
-
-
-def replay_summary(report: ReplayReport) -> str:
-    replayed, dropped, skipped = (report.count(action) for action in ("replayed", "dropped", "skipped"))
-    if report.dry_run:
-        more = f"; {report.not_shown} more not shown (a peek shows 32)" if report.not_shown else ""
-        return (
-            f"dry run, nothing changed: would replay {replayed} to {report.queue}, drop {dropped}, "
-            f"leave {skipped} in {report.poison}{more}"
-        )
-    return f"replayed {replayed} to {report.queue}, dropped {dropped}, left {skipped} in {report.poison}"
 
 
 class ProgressBar:
