@@ -6,7 +6,6 @@ check fails on queries with a misspelled table or column."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from tests.infra import infra_checks as checks
 from tests.infra import kql
 from tests.infra.summary import SUMMARY
-from tests.infra.test_bicep import INFRA, infra, replace
+from tests.infra.test_bicep import broken_copy, infra, replace
 
 
 def test_every_deployed_query_parses_and_binds_to_the_documented_tables() -> None:
@@ -109,10 +108,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     """The problems of each broken copy, from ONE run of the language service (Node starts in seconds)."""
     queries = []
     for name, (relative, edit, _) in BREAKAGES.items():
-        root = tmp_path_factory.mktemp("infra") / "infra"
-        shutil.copytree(INFRA, root)
-        target = root / relative
-        target.write_text(edit(target.read_text()))
+        root = broken_copy(tmp_path_factory.mktemp("broken"), relative, edit)
         queries += [
             query._replace(where=f"[{name}] {query.where}") for query in kql.deployed_queries(checks.Infra.load(root))
         ]

@@ -4,7 +4,6 @@ evaluate, and shown to fail on broken copies of infra/."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from tests.infra import infra_checks as checks
 from tests.infra import sdk_models
 from tests.infra.summary import SUMMARY
-from tests.infra.test_bicep import FULL, INFRA, VARIANTS, infra, replace
+from tests.infra.test_bicep import FULL, VARIANTS, broken_copy, infra, replace
 
 
 @pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
@@ -128,10 +127,7 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_the_sdk_model_check_fails_on_a_broken_copy(tmp_path: Path, breakage: str) -> None:
     relative, edit, expected = BREAKAGES[breakage]
-    root = tmp_path / "infra"
-    shutil.copytree(INFRA, root)
-    target = root / relative
-    target.write_text(edit(target.read_text()))
+    root = broken_copy(tmp_path, relative, edit)
 
     problems = [
         problem
