@@ -588,6 +588,15 @@ def replace(old: str, new: str) -> Callable[[str], str]:
     return edit
 
 
+def broken_copy(folder: Path, relative: str, edit: Callable[[str], str]) -> Path:
+    """A copy of infra/ in `folder` with one file (relative to infra/) edited; its infra/ folder."""
+    root = folder / "infra"
+    shutil.copytree(INFRA, root)
+    target = root / relative
+    target.write_text(edit(target.read_text()))
+    return root
+
+
 BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
     "producer send role removed": (
         "app/rbac.bicep",
@@ -1183,11 +1192,8 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_checks_fail_on_a_broken_copy(tmp_path: Path, breakage: str) -> None:
     relative, edit, expected = BREAKAGES[breakage]
-    root = tmp_path / "infra"
-    shutil.copytree(INFRA, root)
+    root = broken_copy(tmp_path, relative, edit)
     shutil.copy(REPO / "azure.yaml", tmp_path / "azure.yaml")
-    target = root / relative
-    target.write_text(edit(target.read_text()))
 
     problems = run_all(root)
 
