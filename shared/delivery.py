@@ -6,10 +6,12 @@ trace it belongs to. It ends in one of three ways:
 
 - ``finish``: the result is built (``result_of``, with ``usage_of`` and the ``budget_exhausted`` check),
   stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
-  queue until its notice is confirmed sent; what the job left aside is released; the notice goes out
-  (at-least-once: a redelivery that finds the mark sends it again); one log line.
-- ``requeue``: the job and its new retry state go to the retry store and a pointer to it back on the jobs
-  queue, invisible for the delay ``shared.policy.plan_retry`` chose.
+  queue until its notice is confirmed sent; the notice goes out (at-least-once: a redelivery that finds
+  the mark sends it again); only then is what the job left aside released, so a redelivery after a
+  failed send still finds the job and its result; one log line.
+- ``requeue``: the job and its new retry state go to the retry store (replacing only the version this
+  delivery loaded, or create-only for a job's first wait) and a pointer carrying the state's new one-time
+  token back on the jobs queue, invisible for the delay ``shared.policy.plan_retry`` chose.
 - ``before_host_retry``: the host will redeliver the message; on its last attempt a failed result is stored
   first, keeping what the job left aside so the poisoned message can be replayed.
 """
@@ -59,6 +61,7 @@ class Delivery:
     redelivery: Redelivery | None = None  # from the retry store, never from the message
     payload: PayloadRef | None = None  # claim-check blob to delete with the result
     requeued: bool = False  # the job waits in the retry store: delete it with the result
+    state_version: str | None = None  # the retry state's version loaded (a re-enqueue replaces only that)
     served: PoolEntry | None = None  # the deployment that answered
     span: telemetry.JobSpan = field(default_factory=telemetry.JobSpan)  # this delivery's trace (no-op when off)
 
@@ -99,14 +102,16 @@ async def finish(
     delivery.span.outcome(result)
     with tracing.step("store result"):
         stored = await store.store_result(delivery.runtime, result, reply_to)
-    if not keep_leftovers:
-        await delivery.release()
-    if not stored:
+    if stored is None:
         logger.info("job %s: a result was already stored by another delivery; kept it", result.id)
+        if not keep_leftovers:
+            await delivery.release()
         return None
     tracing.finished(result)
     if reply_to:
-        await store.notify(delivery.runtime, result, reply_to)
+        await store.notify(delivery.runtime, result, reply_to, stored)
+    if not keep_leftovers:
+        await delivery.release()
     usage = result.usage
     logger.info(
         "job id=%s status=%s code=%s deployment=%s attempt=%d latency_ms=%d model_ms=%d tokens=%s",
@@ -129,7 +134,10 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
     # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
     update = {"id": delivery.job_id, **delivery.span.carrier()}
     state = RetryState(job=job.model_copy(update=update), redelivery=plan.redelivery, payload=delivery.payload)
-    ref = await store.save_retry_state(runtime, state)
+    ref = await store.save_retry_state(runtime, state, replaces=delivery.state_version)
+    if ref is None:
+        logger.warning("job %s: another delivery of it waits or moved it on; this one ends", delivery.job_id)
+        return
     queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
     await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(plan.delay)))
     redelivery = plan.redelivery

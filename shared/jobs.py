@@ -105,12 +105,29 @@ class Parameters(_Strict):
         return self
 
 
+RetryReason = Literal["throttled", "permission_denied", "outage"]
+
+
 class Redelivery(_Strict):
-    """How often and since when the worker has put a job back on the queue (kept in ``RetryState``)."""
+    """How often and since when the worker has put a job back on the queue (kept in ``RetryState``):
+    per cause (``attempt`` and ``first_seen`` of the current ``reason``) and across all causes."""
 
     attempt: Annotated[int, Field(ge=1)]
     first_seen: datetime = Field(strict=False)
-    reason: Literal["throttled", "permission_denied", "outage"]
+    reason: RetryReason
+    # Across every cause, so causes that alternate (429s and 5xx in one incident) still meet a bound.
+    # Defaults read a state written before these existed as one cause's history.
+    total: Annotated[int, Field(ge=0)] = 0
+    since: datetime | None = Field(default=None, strict=False)
+    causes: dict[RetryReason, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+    @property
+    def total_attempts(self) -> int:
+        return self.total or self.attempt
+
+    @property
+    def retrying_since(self) -> datetime:
+        return self.since or self.first_seen
 
 
 class Job(_Strict):
@@ -273,10 +290,12 @@ class JobReference(_Strict):
         return cls(id=job_id, payload=PayloadRef(blob=f"{job_id}.json"))
 
 
-# Retry state. A job the worker puts back on the queue (throttled, or waiting for a role assignment)
-# waits as ``retries/<id>.json`` in the results container, where producers can read but not write, and
-# the message is only a pointer to it: nothing a producer sends can set how often a job was retried.
+# Retry state. A job the worker puts back on the queue (throttled, waiting for a role assignment or out an
+# outage) waits as ``retries/<id>.json`` in the worker-only STAGING_CONTAINER, where producers hold no role,
+# and the message is only a pointer to it carrying the state's one-time token: a pointer nobody was given
+# runs nothing, and nothing a producer sends can set how often or when a job is retried.
 RETRY_PREFIX = "retries/"
+RETRY_TOKEN_PATTERN = r"^[0-9a-f]{32}$"
 
 
 class RequeuedRef(_Strict):
@@ -284,18 +303,26 @@ class RequeuedRef(_Strict):
 
     id: JobId
     requeued: Literal[True]
+    # Matches the stored state's: a forged or stale pointer is consumed without touching anything.
+    # (None only in pointers written before tokens existed, valid only for a state without one.)
+    token: Annotated[str, StringConstraints(pattern=RETRY_TOKEN_PATTERN)] | None = None
 
     @property
     def blob(self) -> str:
-        return f"{RETRY_PREFIX}{self.id}.json"
+        return retry_blob(self.id)
+
+
+def retry_blob(job_id: str) -> str:
+    return f"{RETRY_PREFIX}{job_id}.json"
 
 
 class RetryState(_Strict):
-    """Stored by the worker as ``retries/<id>.json`` in the results container; deleted with the result."""
+    """Stored by the worker as ``retries/<id>.json`` in the worker-only container; deleted with the result."""
 
     job: Job
     redelivery: Redelivery
     payload: PayloadRef | None = Field(default=None, description="Claim-check blob to delete with the result.")
+    token: Annotated[str, StringConstraints(pattern=RETRY_TOKEN_PATTERN)] | None = None
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

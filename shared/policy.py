@@ -163,20 +163,33 @@ def plan_retry(
 ) -> Requeue | GiveUp | Transient:
     """Decide whether a job asked to retry later goes back on the queue, and when.
 
-    Attempts and age count per reason: a job throttled after waiting out a role assignment starts
-    its throttling budget afresh. Throttling is bounded by ``THROTTLE_MAX_ATTEMPTS`` re-enqueues,
-    each waiting the advertised time capped by ``THROTTLE_MAX_DELAY_SECONDS``; a missing role by
-    ``PERMISSION_RETRY_SECONDS`` since it was first seen, with backoff ``PERMISSION_BACKOFF``; an
-    outage by ``MODEL_OUTAGE_TOLERANCE_SECONDS``, waiting the longer of ``OUTAGE_BACKOFF`` and the time
-    until a circuit half-opens. Past its bound an outage is left to the host's own retries (``Transient``:
-    then the poison queue, from which a job can be replayed), the others fail. Throttling and outage
-    delays carry up to 20 % jitter, so instances held up together do not return together.
+    Two bounds hold. Per cause, attempts and age count afresh when the cause changes: throttling is
+    bounded by ``THROTTLE_MAX_ATTEMPTS`` re-enqueues, each waiting the advertised time capped by
+    ``THROTTLE_MAX_DELAY_SECONDS``; a missing role by ``PERMISSION_RETRY_SECONDS`` since it was first seen,
+    with backoff ``PERMISSION_BACKOFF``; an outage by ``MODEL_OUTAGE_TOLERANCE_SECONDS``, waiting the longer
+    of ``OUTAGE_BACKOFF`` and the time until a circuit half-opens. Per job, across every cause (causes that
+    alternate, as 429s and 5xx do in one incident, would otherwise reset each other's bound for ever):
+    ``RETRY_MAX_ATTEMPTS`` re-enqueues and ``RETRY_MAX_SECONDS``. Past a cause's bound an outage is left to
+    the host's own retries (``Transient``: then the poison queue, from which a job can be replayed), the
+    others fail; past the job's bound it fails with the last cause and the causes seen. Throttling and
+    outage delays carry up to 20 % jitter, so instances held up together do not return together.
     """
     same = previous is not None and previous.reason == verdict.reason
     attempt = (previous.attempt if previous and same else 0) + 1
     first_seen = previous.first_seen if previous and same else now
     waited = (now - first_seen).total_seconds()
-    redelivery = Redelivery(attempt=attempt, first_seen=first_seen, reason=verdict.reason)
+    causes = dict(previous.causes) if previous else {}
+    causes[verdict.reason] = causes.get(verdict.reason, 0) + 1
+    redelivery = Redelivery(
+        attempt=attempt,
+        first_seen=first_seen,
+        reason=verdict.reason,
+        total=(previous.total_attempts if previous else 0) + 1,
+        since=previous.retrying_since if previous else now,
+        causes=causes,
+    )
+    if exhausted := _job_bound(redelivery, verdict, settings, now):
+        return exhausted
     if verdict.reason == "throttled":
         if attempt > settings.throttle_max_attempts:
             return GiveUp("throttled", f"{verdict.message}; gave up after {attempt - 1} re-enqueues")
@@ -192,6 +205,25 @@ def plan_retry(
         delay = PERMISSION_BACKOFF[min(attempt - 1, len(PERMISSION_BACKOFF) - 1)]
         return Requeue(redelivery, min(delay, max(1.0, settings.permission_retry_seconds - waited)))
     return Requeue(redelivery, delay * jitter(1.0, 1.2))
+
+
+# The code a job fails with when its last cause is the one past the job's bound.
+_CAUSE_CODES = {"throttled": "throttled", "permission_denied": "permission_denied", "outage": "model_unavailable"}
+
+
+def _job_bound(redelivery: Redelivery, verdict: RetryLater, settings: Settings, now: datetime) -> GiveUp | None:
+    """The job's bound across every cause: past ``RETRY_MAX_ATTEMPTS`` or ``RETRY_MAX_SECONDS``, a failure
+    with the last cause's code and the history (re-enqueues so far, how long, which causes how often)."""
+    spent = (now - redelivery.retrying_since).total_seconds()
+    done = redelivery.total - 1  # re-enqueues already made; this one would be the next
+    if done < settings.retry_max_attempts and spent < settings.retry_max_seconds:
+        return None
+    seen = ", ".join(f"{cause} {count}" for cause, count in sorted(redelivery.causes.items()))
+    return GiveUp(
+        _CAUSE_CODES[verdict.reason],
+        f"{verdict.message}; gave up after {done} re-enqueues over {spent:.0f} s ({seen}): the job's retry bound "
+        f"(RETRY_MAX_ATTEMPTS {settings.retry_max_attempts}, RETRY_MAX_SECONDS {settings.retry_max_seconds})",
+    )
 
 
 __all__ = [

@@ -68,6 +68,10 @@ SETTINGS: dict[str, str] = {
     "each allowed deployment.",
     "MODEL_OUTAGE_TOLERANCE_SECONDS": "How long a job waits out a model outage (every deployment it may use failing) "
     "by re-enqueuing itself, before the host's own retries and the poison queue (0: at once).",
+    "RETRY_MAX_ATTEMPTS": "Most re-enqueues of one job across every cause (throttling, a missing role, an outage), "
+    "then it fails with the last cause.",
+    "RETRY_MAX_SECONDS": "Longest time one job spends being re-enqueued across every cause, then it fails with the "
+    "last cause.",
     # The batch lane (shared/batch/): off while BATCH_DEPLOYMENT is empty.
     "BATCH_DEPLOYMENT": "GlobalBatch deployment on AZURE_OPENAI_ENDPOINT for jobs with lane batch; empty: batch lane "
     "off (such a job fails at once, batch_lane_off).",
@@ -221,6 +225,9 @@ class Settings:
     # Every deployment the worker may call, by priority: AZURE_OPENAI_POOL, else the endpoint's allowed ones.
     pool: tuple[PoolEntry, ...] = ()
     model_outage_tolerance_seconds: int = 1800
+    # One bound per job across every cause of a re-enqueue (each cause has its own bound too).
+    retry_max_attempts: int = 24
+    retry_max_seconds: int = 7200
 
     # The batch lane (shared/batch/); its two timer schedules are read by the host, not here.
     batch_deployment: str = ""  # the GlobalBatch deployment; empty: the batch lane is off
@@ -286,6 +293,8 @@ class Settings:
             model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
             pool=pool or tuple(PoolEntry(endpoint=endpoint, deployment=d) for d in allowed),
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
+            retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
+            retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
             **_batch_lane(env),
         )
 

@@ -1,17 +1,21 @@
 """Where a job's pieces live in storage, and the writes that make delivery safe to repeat.
 
 - Claim-check payloads (jobs too big for a message) in ``PAYLOADS_CONTAINER``.
-- The retry store: a job the worker re-enqueues waits as ``retries/<id>.json`` in the results
-  container (producers can read there, not write), so its retry count cannot come from a message.
+- The worker-only container (``STAGING_CONTAINER``, on which producers hold no role): the retry store,
+  where a job the worker re-enqueues waits as ``retries/<id>.json`` with a one-time token its pointer
+  must carry (so neither its retry count nor its timing can come from a message, and nobody but the
+  worker can read its prompt), and the batch lane's staged jobs and manifests (``shared.batch.records``).
 - Results as ``<id>.json``, written create-only (a *failed* one replaced only at the version read)
-  with their status and, until the notice is confirmed, the ``reply_to`` queue in blob metadata.
-- Notices, at-least-once.
+  with their status, the message that wrote them and, until the notice is confirmed, the ``reply_to``
+  queue in blob metadata.
+- Notices, at-least-once; what a job left aside is released only after its notice is confirmed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass
 
 from azure.core import MatchConditions
@@ -22,7 +26,7 @@ from pydantic import ValidationError
 
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import Job, JobReference, Notice, PayloadRef, RequeuedRef, Result, RetryState
+from shared.jobs import Job, JobReference, Notice, PayloadRef, RequeuedRef, Result, RetryState, retry_blob
 from shared.messages import JobRefused, parse_job
 
 logger = logging.getLogger(__name__)
@@ -34,14 +38,41 @@ class Stored:
 
     status: str | None  # None: written before results carried their status; treated as final
     notify: str | None  # the reply queue whose notice is not yet confirmed sent
+    message_id: str | None = None  # the queue message whose delivery wrote it (None: written before this)
+    etag: str | None = None  # the version read: the notice's mark is cleared on this version only
 
     @property
     def final(self) -> bool:
         return self.status != "failed"
 
+    def settles(self, message_id: str | None) -> bool:
+        """Whether this result ends a delivery of ``message_id`` without running the job: it is final, or it
+        was written by this very message (a redelivery after a crash or a failed notice, which must not
+        run the job again; a *new* message with the same id replaces a failed result)."""
+        return self.final or (message_id is not None and self.message_id == message_id)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A job waiting in the retry store, and the version read (a re-enqueue replaces this version only)."""
+
+    state: RetryState
+    etag: str
+
 
 def payloads(runtime: Runtime) -> ContainerClient:
     return runtime.blobs.get_container_client(runtime.settings.payloads_container)
+
+
+def worker_only(runtime: Runtime) -> ContainerClient:
+    """``STAGING_CONTAINER``: the worker's own state (retry store, staged batch jobs, manifests)."""
+    return runtime.blobs.get_container_client(runtime.settings.staging_container)
+
+
+async def ensure_worker_only(runtime: Runtime) -> ContainerClient:
+    container = worker_only(runtime)
+    await runtime.ensure_once("staging", container.create_container)
+    return container
 
 
 async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
@@ -67,28 +98,41 @@ async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
     return job
 
 
-async def load_retry_state(runtime: Runtime, ref: RequeuedRef) -> RetryState:
-    """The job and retry state the worker stored when it re-enqueued ``ref``."""
+async def load_retry_state(runtime: Runtime, ref: RequeuedRef) -> Waiting | None:
+    """The job and retry state the worker stored when it re-enqueued ``ref``, or None when ``ref`` is not the
+    pointer the state was last given (stale: the job moved on; forged: nobody gave it) or there is no state
+    (the job finished, or never waited): then there is nothing to run."""
     try:
-        body = await (await runtime.results().download_blob(ref.blob)).readall()
-        return RetryState.model_validate_json(body)
-    except ResourceNotFoundError as exc:
-        # Another delivery finished the job and deleted it (its result stands), or the message was
-        # not the worker's: either way there is nothing to run.
-        raise JobRefused(
-            "retry_state_missing", f"no stored retry state for job {ref.id}: submit the job again", job_id=ref.id
-        ) from exc
+        downloader = await worker_only(runtime).download_blob(ref.blob)
+        body = await downloader.readall()
+    except ResourceNotFoundError:
+        return None
+    try:
+        state = RetryState.model_validate_json(body)
     except ValidationError as exc:
         raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
+    if state.token != ref.token or state.job.id != ref.id:
+        return None
+    return Waiting(state, downloader.properties.etag)
+
+
+async def is_waiting(runtime: Runtime, job_id: str) -> bool:
+    """Whether a job of this id waits in the retry store (then a new message with its id is a duplicate)."""
+    try:
+        downloader = await worker_only(runtime).download_blob(retry_blob(job_id), offset=0, length=1)
+        await downloader.readall()
+    except ResourceNotFoundError:
+        return False
+    return True
 
 
 async def release(runtime: Runtime, job_id: str, *, payload: PayloadRef | None, requeued: bool) -> None:
-    """Delete what a job left aside (claim-check payload, retry state) once its result is stored.
-    Best effort: the result is already written, so a failure must not fail the job; blobs left over
-    are removed by the containers' lifecycle rules."""
+    """Delete what a job left aside (claim-check payload, retry state) once its result is stored and its
+    notice confirmed. Best effort: the result is already written, so a failure must not fail the job; blobs
+    left over are removed by the containers' lifecycle rules."""
     leftovers = [(payloads(runtime), payload.blob)] if payload else []
     if requeued:
-        leftovers.append((runtime.results(), RequeuedRef(id=job_id, requeued=True).blob))
+        leftovers.append((worker_only(runtime), retry_blob(job_id)))
     for container, name in leftovers:
         try:
             await container.delete_blob(name)
@@ -99,7 +143,7 @@ async def release(runtime: Runtime, job_id: str, *, payload: PayloadRef | None, 
 
 
 async def stored_result(runtime: Runtime, job_id: str) -> Stored | None:
-    """The stored result's status and pending notice, or None when there is no result yet."""
+    """The stored result's status, writer and pending notice, or None when there is no result yet."""
     # A one-byte GET rather than HEAD: a 404 to HEAD comes without Content-Length, so the HTTP
     # client drops the connection and the next job pays a new TLS handshake (measured in bench/).
     try:
@@ -107,52 +151,80 @@ async def stored_result(runtime: Runtime, job_id: str) -> Stored | None:
         await downloader.readall()
     except ResourceNotFoundError:
         return None
-    metadata = downloader.properties.metadata or {}
-    return Stored(status=metadata.get("status"), notify=metadata.get("notify"))
+    return _stored(downloader.properties.metadata or {}, downloader.properties.etag)
 
 
-async def store_result(runtime: Runtime, result: Result, reply_to: str | None) -> bool:
+def _stored(metadata: dict[str, str], etag: str | None) -> Stored:
+    return Stored(metadata.get("status"), metadata.get("notify"), metadata.get("message"), etag)
+
+
+async def store_result(runtime: Runtime, result: Result, reply_to: str | None) -> Stored | None:
     """Write the result create-only; replace a stored *failed* result (only the version we read, so of
-    concurrent deliveries one wins), never a succeeded one. False when another delivery's result stands.
+    concurrent deliveries one wins), never a succeeded one. None when another delivery's result stands.
 
-    The blob's metadata carries the status (read back by ``_stored`` with the existence check) and,
-    until the notice is confirmed sent, the reply queue: a redelivery then sends the notice again.
+    The blob's metadata carries the status and the message that wrote it (read back by ``stored_result``
+    with the existence check) and, until the notice is confirmed sent, the reply queue: a redelivery then
+    sends the notice again. Returns what was stored, with the version written.
     """
     container = runtime.results()
     await runtime.ensure_once("results", container.create_container)
     name, body = f"{result.id}.json", result.model_dump_json(exclude_none=True).encode()
-    metadata = {"status": result.status, **({"notify": reply_to} if reply_to else {})}
+    metadata = _metadata(result, notify=reply_to)
     settings = ContentSettings(content_type="application/json")
     try:
-        await container.upload_blob(name, body, overwrite=False, metadata=metadata, content_settings=settings)
-        return True
+        return await _upload(container, name, body, metadata, settings)
     except ResourceExistsError:
         pass
     try:
         downloader = await container.download_blob(name, offset=0, length=1)
         await downloader.readall()
     except ResourceNotFoundError:
-        return False  # deleted meanwhile by someone replaying the job: theirs to redo
+        return None  # deleted meanwhile by someone replaying the job: theirs to redo
     if (downloader.properties.metadata or {}).get("status") != "failed":
-        return False
+        return None
     try:
-        await container.upload_blob(
-            name,
-            body,
-            overwrite=True,
-            metadata=metadata,
-            content_settings=settings,
-            etag=downloader.properties.etag,
-            match_condition=MatchConditions.IfNotModified,
-        )
+        written = await _upload(container, name, body, metadata, settings, etag=downloader.properties.etag)
     except ResourceModifiedError:
-        return False
+        return None
     logger.info("job %s: replaced its earlier failed result", result.id)
-    return True
+    return written
 
 
-async def notify(runtime: Runtime, result: Result, reply_to: str) -> None:
-    """Send the notice, then clear the result's pending mark (at-least-once: consumers de-duplicate by id)."""
+def _if_unchanged(etag: str | None) -> MatchConditions | None:
+    """The condition that goes with ``etag``: that version only (None: unconditional, or create-only)."""
+    return MatchConditions.IfNotModified if etag else None
+
+
+def _metadata(result: Result, *, notify: str | None) -> dict[str, str]:
+    message = {"message": result.message_id} if result.message_id else {}
+    return {"status": result.status, **message, **({"notify": notify} if notify else {})}
+
+
+async def _upload(
+    container: ContainerClient,
+    name: str,
+    body: bytes,
+    metadata: dict[str, str],
+    settings: ContentSettings,
+    *,
+    etag: str | None = None,
+) -> Stored:
+    """Create-only, or (with ``etag``) replace only that version; the stored result as written."""
+    blob = container.get_blob_client(name)
+    response = await blob.upload_blob(
+        body,
+        overwrite=etag is not None,
+        metadata=metadata,
+        content_settings=settings,
+        etag=etag,
+        match_condition=_if_unchanged(etag),
+    )
+    return _stored(metadata, response.get("etag"))
+
+
+async def notify(runtime: Runtime, result: Result, reply_to: str, stored: Stored) -> None:
+    """Send the notice, then clear the result's pending mark on the version ``stored`` (at-least-once:
+    consumers de-duplicate by id). A result replaced meanwhile keeps its own mark: its writer notifies."""
     container = runtime.results()
     notice = Notice(
         id=result.id,
@@ -171,22 +243,38 @@ async def notify(runtime: Runtime, result: Result, reply_to: str) -> None:
             await queue.create_queue()
         await queue.send_message(body)
         logger.warning("job %s: reply queue %s was missing and has been created again", result.id, reply_to)
-    await container.get_blob_client(f"{result.id}.json").set_blob_metadata({"status": result.status})
+    try:
+        await container.get_blob_client(f"{result.id}.json").set_blob_metadata(
+            _metadata(result, notify=None), etag=stored.etag, match_condition=_if_unchanged(stored.etag)
+        )
+    except ResourceModifiedError:
+        logger.info("job %s: its result was replaced while the notice was sent; the new one keeps its mark", result.id)
 
 
 async def notify_pending(runtime: Runtime, job_id: str, stored: Stored) -> None:
     """A stored result whose notice was never confirmed (the sender died, or the send failed): send it."""
     if stored.notify is None or stored.notify not in runtime.settings.reply_queues_allowed:
         return
-    body = await (await runtime.results().download_blob(f"{job_id}.json")).readall()
-    await notify(runtime, Result.model_validate_json(body), stored.notify)
+    downloader = await runtime.results().download_blob(f"{job_id}.json")
+    result = Result.model_validate_json(await downloader.readall())
+    await notify(
+        runtime, result, stored.notify, _stored(downloader.properties.metadata or {}, downloader.properties.etag)
+    )
     logger.info("job %s: sent the notice a previous delivery had not confirmed", job_id)
 
 
-async def save_retry_state(runtime: Runtime, state: RetryState) -> RequeuedRef:
-    """Store a job about to be re-enqueued with its retry state; return the pointer to enqueue."""
-    ref = RequeuedRef(id=state.job.id or "", requeued=True)
-    container = runtime.results()
-    await runtime.ensure_once("results", container.create_container)
-    await container.upload_blob(ref.blob, state.model_dump_json(exclude_none=True).encode(), overwrite=True)
+async def save_retry_state(runtime: Runtime, state: RetryState, *, replaces: str | None) -> RequeuedRef | None:
+    """Store a job about to be re-enqueued with its retry state and a new one-time token; return the pointer
+    to enqueue. ``replaces``: the version this delivery loaded (None: a job's first wait, written
+    create-only). None when that fails: another delivery of the same job waits or moved it on first."""
+    token = secrets.token_hex(16)
+    ref = RequeuedRef(id=state.job.id or "", requeued=True, token=token)
+    container = await ensure_worker_only(runtime)
+    body = state.model_copy(update={"token": token}).model_dump_json(exclude_none=True).encode()
+    try:
+        await container.upload_blob(
+            ref.blob, body, overwrite=replaces is not None, etag=replaces, match_condition=_if_unchanged(replaces)
+        )
+    except (ResourceExistsError, ResourceModifiedError):
+        return None
     return ref

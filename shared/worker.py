@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
@@ -59,12 +60,14 @@ quiet_third_party_loggers()  # the app's own log levels for the SDKs, set once o
 
 async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Result | None:
     """Process one queue message. Returns the stored result, or None when there was nothing to do
-    (the result already existed, the job was re-enqueued or staged). Raises to make the host retry."""
+    (the result already existed, the job was re-enqueued, staged or is waiting already, or the message
+    was a pointer its job's state was not given). Raises to make the host retry."""
     runtime = runtime or get_runtime()
     delivery = Delivery(runtime, message, now(), job_id=message.id or "unknown")
     refused: ErrorInfo | None = None
     try:
-        await open_delivery(delivery)
+        if not await open_delivery(delivery):
+            return None
     except JobRefused as exc:
         # Keyed by the job's own id when it had a valid one; nothing of a refused job is echoed or notified.
         delivery.job, delivery.job_id = None, exc.job_id or delivery.job_id
@@ -73,7 +76,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     # the delivery's start; a stored job's fetch above runs in the host's context, which it links to.
     with _process_span(delivery) as delivery.span:
         if refused is not None:
-            return await finish(delivery, error=refused)
+            return await _refuse(delivery, refused)
         job_id = delivery.job_id
         if job_id in runtime.in_flight:
             logger.info("job %s is already in progress here; duplicate message %s consumed", job_id, message.id)
@@ -101,17 +104,29 @@ def _process_span(delivery: Delivery) -> AbstractContextManager[telemetry.JobSpa
     return telemetry.current().process(processing)
 
 
-async def open_delivery(delivery: Delivery) -> None:
+async def open_delivery(delivery: Delivery) -> bool:
     """Parse the message, fetch a job stored aside (claim check, retry store) and check it against
-    this deployment's settings; prove now that its result can be written. Raises JobRefused."""
+    this deployment's settings; prove now that its result can be written. Raises JobRefused. False for a
+    re-enqueue pointer that is not the one its job's state was last given (a stale copy, or forged):
+    it is consumed and nothing is touched (state, result, retry budget)."""
     runtime = delivery.runtime
     parsed = parse_message(delivery.message.get_body())
     if isinstance(parsed, JobReference):
         delivery.payload = parsed.payload
         job = await store.load_payload(runtime, parsed)
     elif isinstance(parsed, RequeuedRef):
-        state = await store.load_retry_state(runtime, parsed)
-        job, delivery.redelivery, delivery.payload, delivery.requeued = state.job, state.redelivery, state.payload, True
+        waiting = await store.load_retry_state(runtime, parsed)
+        if waiting is None:
+            logger.warning(
+                "message %s points at job %s's retry state, which was not given this pointer (stale or forged); "
+                "consumed, nothing changed",
+                delivery.message.id,
+                parsed.id,
+            )
+            return False
+        state = waiting.state
+        job, delivery.redelivery, delivery.payload = state.job, state.redelivery, state.payload
+        delivery.requeued, delivery.state_version = True, waiting.etag
     else:
         job = parsed
     delivery.job, delivery.job_id = job, job.id or delivery.job_id
@@ -120,17 +135,44 @@ async def open_delivery(delivery: Delivery) -> None:
         result_of(delivery).model_dump_json()
     except ValueError as exc:
         raise JobRefused("invalid_text", f"the job cannot be stored back: {brief(exc)}", job_id=job.id) from exc
+    return True
+
+
+async def _refuse(delivery: Delivery, error: ErrorInfo) -> Result | None:
+    """A refused job's failed result, unless a result this message cannot replace is there already (a
+    redelivery after the result was stored and what the job left aside released): then only its notice."""
+    if await _settled(delivery):
+        return None
+    return await finish(delivery, error=error)
+
+
+async def _settled(delivery: Delivery) -> bool:
+    """Whether the job already has a result this delivery must not replace (see ``Stored.settles``); then its
+    pending notice is sent and what the job left aside released."""
+    runtime, message = delivery.runtime, delivery.message
+    stored = await store.stored_result(runtime, delivery.job_id)
+    if stored is None or not stored.settles(message.id):
+        return False
+    logger.info("job %s already has a result; message %s consumed", delivery.job_id, message.id)
+    await store.notify_pending(runtime, delivery.job_id, stored)
+    await delivery.release()
+    return True
 
 
 async def run(delivery: Delivery) -> Result | None:
-    """A checked job: consumed if already answered, staged for the batch lane, or answered now."""
+    """A checked job: consumed if already answered or already waiting to be retried, staged for the batch
+    lane, or answered now."""
     runtime, job = delivery.runtime, delivery.job
     assert job is not None  # set by open_delivery
-    stored = await store.stored_result(runtime, delivery.job_id)
-    if stored is not None and stored.final:
-        logger.info("job %s already has a result; message %s consumed", delivery.job_id, delivery.message.id)
-        await store.notify_pending(runtime, delivery.job_id, stored)
-        await delivery.release()
+    settled, waiting = await asyncio.gather(
+        _settled(delivery), store.is_waiting(runtime, delivery.job_id) if not delivery.requeued else _no()
+    )
+    if settled:
+        return None
+    if waiting:  # the same id sent again while the first waits: the first runs (README, "The job contract")
+        logger.info(
+            "job %s waits to be retried; message %s with its id consumed as a duplicate", job.id, delivery.message.id
+        )
         return None
     if job.lane == "batch":  # staged for the next batch instead of a model call now
         return await stage(delivery)
@@ -150,6 +192,10 @@ async def run(delivery: Delivery) -> Result | None:
     return await finish(
         delivery, completion=completion, model_seconds=model_seconds, error=budget_exhausted(completion)
     )
+
+
+async def _no() -> bool:
+    return False
 
 
 def check_allowed(job: Job, settings: Settings) -> None:

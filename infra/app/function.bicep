@@ -107,6 +107,12 @@ param openAiPool array
 @description('How long a job waits out a model outage (every pool entry failing) by re-enqueuing itself, seconds.')
 param modelOutageToleranceSeconds int
 
+@description('Most re-enqueues of one job across every cause, then it fails with the last cause (RETRY_MAX_ATTEMPTS).')
+param retryMaxAttempts int = 24
+
+@description('Longest time one job spends being re-enqueued across every cause, in seconds (RETRY_MAX_SECONDS).')
+param retryMaxSeconds int = 7200
+
 @description('GlobalBatch deployment of the batch lane on openAiEndpoint (empty: batch lane off).')
 param batchDeploymentName string
 
@@ -272,6 +278,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'MODEL_OUTAGE_TOLERANCE_SECONDS'
           value: string(modelOutageToleranceSeconds)
+        }
+        {
+          name: 'RETRY_MAX_ATTEMPTS'
+          value: string(retryMaxAttempts)
+        }
+        {
+          name: 'RETRY_MAX_SECONDS'
+          value: string(retryMaxSeconds)
         }
         // The batch lane: off while BATCH_DEPLOYMENT is empty (a "lane": "batch" job then fails at once).
         {

@@ -31,6 +31,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared import store
 from shared.connections import Runtime
 from shared.constants import brief
 from shared.jobs import JOB_ID_PATTERN, Job, JobId
@@ -105,14 +106,9 @@ def staged_blob(job_id: str) -> str:
     return f"{STAGED_PREFIX}{job_id}.json"
 
 
-def staging(runtime: Runtime) -> ContainerClient:
-    return runtime.blobs.get_container_client(runtime.settings.staging_container)
-
-
-async def ensure_staging(runtime: Runtime) -> ContainerClient:
-    container = staging(runtime)
-    await runtime.ensure_once("staging", container.create_container)
-    return container
+# The batch lane's blobs live in the worker-only container beside the retry store (``shared.store``).
+staging = store.worker_only
+ensure_staging = store.ensure_worker_only
 
 
 # --- Staged jobs ----------------------------------------------------------------------------------------

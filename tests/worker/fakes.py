@@ -69,7 +69,7 @@ class FakeContainer:
         etag: str | None = None,
         match_condition: MatchConditions | None = None,
         **_: Any,
-    ) -> None:
+    ) -> dict[str, Any]:
         if match_condition is not None and self.before_conditional_upload is not None:
             rival, self.before_conditional_upload = self.before_conditional_upload, None
             rival()
@@ -79,17 +79,28 @@ class FakeContainer:
         if match_condition == MatchConditions.IfNotModified and (existing is None or existing.etag != etag):
             raise ResourceModifiedError(f"{name} changed")
         data.decode("utf-8")  # storage keeps bytes; the worker must have produced valid UTF-8
-        self.blobs[name] = Blob(bytes(data), dict(metadata or {}))
+        self.blobs[name] = blob = Blob(bytes(data), dict(metadata or {}))
+        return {"etag": blob.etag}
 
     async def delete_blob(self, name: str) -> None:
         if self.blobs.pop(name, None) is None:
             raise ResourceNotFoundError(f"{name} not found")
 
     def get_blob_client(self, name: str) -> Any:
-        async def set_blob_metadata(metadata: dict[str, str]) -> None:
-            self.blobs[name].metadata = dict(metadata)
+        async def upload_blob(data: bytes, **options: Any) -> dict[str, Any]:
+            return await self.upload_blob(name, data, **options)
 
-        return SimpleNamespace(set_blob_metadata=set_blob_metadata)
+        async def set_blob_metadata(
+            metadata: dict[str, str], etag: str | None = None, match_condition: MatchConditions | None = None
+        ) -> None:
+            blob = self.blobs.get(name)
+            if blob is None:
+                raise ResourceNotFoundError(f"{name} not found")
+            if match_condition == MatchConditions.IfNotModified and blob.etag != etag:
+                raise ResourceModifiedError(f"{name} changed")
+            self.blobs[name] = Blob(blob.body, dict(metadata))  # a new version, as in Azure
+
+        return SimpleNamespace(upload_blob=upload_blob, set_blob_metadata=set_blob_metadata)
 
 
 class FakeQueue:
@@ -213,6 +224,15 @@ class FakeWorld:
     @property
     def results(self) -> FakeContainer:
         return self.storage.get_container_client(self.runtime.settings.results_container)
+
+    @property
+    def payloads(self) -> FakeContainer:
+        return self.storage.get_container_client(self.runtime.settings.payloads_container)
+
+    @property
+    def worker_only(self) -> FakeContainer:
+        """STAGING_CONTAINER: the retry store, staged batch jobs and manifests."""
+        return self.storage.get_container_client(self.runtime.settings.staging_container)
 
     @property
     def jobs_queue(self) -> FakeQueue:

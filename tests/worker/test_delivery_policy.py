@@ -34,7 +34,8 @@ def world() -> FakeWorld:
 async def test_a_job_becomes_one_result_and_one_notice(world: FakeWorld) -> None:
     result = await handle(message({"id": "j1", "prompt": "hi", "reply_to": "replies"}), world.runtime)
     assert result is not None and result.status == "succeeded" and result.output == "echo: hi"
-    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded"}  # notice confirmed: mark cleared
+    # The result says which message wrote it; the notice is confirmed, so its mark is cleared.
+    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "message": "msg-1"}
     notices = world.storage.get_queue_client("replies").messages
     assert [json.loads(body)["id"] for body, _ in notices] == ["j1"]
 
@@ -45,12 +46,12 @@ async def test_a_notice_that_failed_to_send_is_sent_by_the_redelivery(world: Fak
     delivery = message({"id": "j1", "prompt": "hi", "reply_to": "replies"})
     with pytest.raises(Exception, match="connection reset"):
         await handle(delivery, world.runtime)  # the host will redeliver
-    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "notify": "replies"}
+    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "message": "msg-1", "notify": "replies"}
     delivery.dequeue_count = 2
     assert await handle(delivery, world.runtime) is None  # the result stands: no second model call
     assert len(world.model.calls) == 1
     assert [json.loads(body)["id"] for body, _ in replies.messages] == ["j1"]
-    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded"}
+    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "message": "msg-1"}
 
 
 async def test_a_reply_queue_deleted_between_two_jobs_is_made_again(world: FakeWorld) -> None:
@@ -59,7 +60,7 @@ async def test_a_reply_queue_deleted_between_two_jobs_is_made_again(world: FakeW
     replies.missing = True  # someone deleted it; this process had already made sure it existed
     await handle(message({"id": "j2", "prompt": "two", "reply_to": "replies"}, id="msg-2"), world.runtime)
     assert [json.loads(body)["id"] for body, _ in replies.messages] == ["j1", "j2"]
-    assert world.results.blobs["j2.json"].metadata == {"status": "succeeded"}
+    assert world.results.blobs["j2.json"].metadata == {"status": "succeeded", "message": "msg-2"}
 
 
 async def test_a_failed_result_is_replaced_by_a_corrected_resend(world: FakeWorld) -> None:
@@ -94,22 +95,26 @@ async def test_of_two_replacements_only_the_one_that_read_the_current_version_wi
     assert len(world.model.calls) == 1
 
 
-async def test_requeued_jobs_keep_their_retry_state_where_producers_cannot_write(world: FakeWorld) -> None:
+async def test_requeued_jobs_keep_their_retry_state_where_producers_have_no_role(world: FakeWorld) -> None:
     world.model.errors = [throttled(), throttled()]
     delivery = message({"id": "j1", "prompt": "hi", "metadata": {"k": 1}})
     assert await handle(delivery, world.runtime) is None
     (body, delay), *_ = world.jobs_queue.messages
-    assert json.loads(body) == {"id": "j1", "requeued": True} and 120 <= delay <= 144
-    state = json.loads(world.results.blobs["retries/j1.json"].body)
+    pointer = json.loads(body)
+    assert pointer == {"id": "j1", "requeued": True, "token": pointer["token"]} and 120 <= delay <= 144
+    assert not any(name.startswith("retries/") for name in world.results.blobs)  # not where producers read
+    state = json.loads(world.worker_only.blobs["retries/j1.json"].body)
     assert state["redelivery"]["attempt"] == 1 and state["job"]["metadata"] == {"k": 1}
+    assert state["token"] == pointer["token"]
 
     assert await handle(Message(body.encode(), id="msg-2"), world.runtime) is None  # throttled again
     body, _ = world.jobs_queue.messages[1]
-    assert json.loads(world.results.blobs["retries/j1.json"].body)["redelivery"]["attempt"] == 2
+    assert json.loads(body)["token"] != pointer["token"]  # a new token each time it goes back
+    assert json.loads(world.worker_only.blobs["retries/j1.json"].body)["redelivery"]["attempt"] == 2
     result = await handle(Message(body.encode(), id="msg-3"), world.runtime)
     assert result is not None and result.status == "succeeded" and result.attempts == 3
     assert result.metadata == {"k": 1}
-    assert "retries/j1.json" not in world.results.blobs  # released with the result
+    assert "retries/j1.json" not in world.worker_only.blobs  # released with the result
 
 
 async def test_producers_cannot_set_or_forge_retry_state(world: FakeWorld) -> None:
@@ -119,9 +124,10 @@ async def test_producers_cannot_set_or_forge_retry_state(world: FakeWorld) -> No
         world.runtime,
     )  # fmt: skip
     assert forged is not None and forged.error is not None and forged.error.code == "unknown_field"
-    pointer = await handle(message({"id": "j2", "requeued": True}), world.runtime)
-    assert pointer is not None and pointer.error is not None and pointer.error.code == "retry_state_missing"
-    assert world.model.calls == []
+    # A pointer nobody was given runs nothing and writes nothing: no result, no retry state touched.
+    assert await handle(message({"id": "j2", "requeued": True}), world.runtime) is None
+    assert await handle(message({"id": "j2", "requeued": True, "token": "0" * 32}), world.runtime) is None
+    assert world.model.calls == [] and "j2.json" not in world.results.blobs
 
 
 async def test_a_request_the_sdk_cannot_encode_fails_at_once(world: FakeWorld) -> None:
@@ -187,7 +193,109 @@ async def test_the_last_transient_attempt_keeps_the_job_for_a_replay() -> None:
     with pytest.raises(openai.InternalServerError):  # the host poisons the pointer
         await handle(Message(pointer.encode(), id="msg-2", dequeue_count=5), world.runtime)
     assert world.result("j1")["error"]["code"] == "transient_exhausted"
-    assert "retries/j1.json" in world.results.blobs  # what the poisoned pointer needs, kept
+    assert "retries/j1.json" in world.worker_only.blobs  # what the poisoned pointer needs, kept
     replayed = await handle(Message(pointer.encode(), id="msg-3"), world.runtime)
     assert replayed is not None and replayed.status == "succeeded"  # the failed result replaced
-    assert "retries/j1.json" not in world.results.blobs
+    assert "retries/j1.json" not in world.worker_only.blobs
+
+
+# --- Issue 21: the retry store as a trust boundary, notices on every path --------------------------------
+
+
+async def waiting_pointer(world: FakeWorld, job: dict[str, Any]) -> str:
+    """Throttle ``job`` once so that it waits in the retry store; the pointer the worker re-enqueued."""
+    world.model.errors = [throttled()]
+    assert await handle(message(job, id=f"first-{job['id']}"), world.runtime) is None
+    body, _ = world.jobs_queue.messages[-1]
+    return body
+
+
+async def test_a_forged_pointer_spends_no_budget_and_runs_nothing_early(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "rs-c", "prompt": "hi"})
+    before = world.worker_only.blobs["retries/rs-c.json"]
+    for i in range(8):  # the producer-side forgery of the report: the id and requeued, without the token
+        assert await handle(message({"id": "rs-c", "requeued": True}, id=f"forged-{i}"), world.runtime) is None
+    assert world.worker_only.blobs["retries/rs-c.json"] is before  # state, attempts and timing untouched
+    assert "rs-c.json" not in world.results.blobs and len(world.model.calls) == 1
+    result = await handle(Message(pointer.encode(), id="due"), world.runtime)  # the real pointer, when due
+    assert result is not None and result.status == "succeeded" and result.attempts == 2
+
+
+async def test_a_stale_pointer_never_overwrites_the_result(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})
+    world.model.errors = [openai.BadRequestError("no", response=_response(400), body={"code": "content_filter"})]
+    failed = await handle(Message(pointer.encode(), id="due"), world.runtime)
+    assert failed is not None and failed.error is not None and failed.error.code == "content_filter"
+    assert "retries/j1.json" not in world.worker_only.blobs
+    again = await handle(Message(pointer.encode(), id="a-copy"), world.runtime)  # its state is gone: stale
+    assert again is None and world.result("j1")["error"]["code"] == "content_filter"
+    assert len(world.model.calls) == 2
+
+
+async def test_the_same_id_sent_while_it_waits_is_a_duplicate_and_the_first_runs(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "rs-b", "prompt": "rs-b first"})
+    state = world.worker_only.blobs["retries/rs-b.json"]
+    assert await handle(message({"id": "rs-b", "prompt": "rs-b second"}, id="second"), world.runtime) is None
+    assert world.worker_only.blobs["retries/rs-b.json"] is state and len(world.model.calls) == 1
+    result = await handle(Message(pointer.encode(), id="due"), world.runtime)
+    assert result is not None and result.output == "echo: rs-b first"
+
+
+async def test_a_claim_check_job_gets_its_notice_when_the_first_send_fails(world: FakeWorld) -> None:
+    world.payloads.blobs["big.json"] = Blob(
+        json.dumps({"id": "big", "prompt": "large", "reply_to": "replies"}).encode(), {}
+    )
+    replies = world.storage.get_queue_client("replies")
+    replies.failing_sends = 1
+    reference = message({"id": "big", "payload": {"blob": "big.json"}})
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(reference, world.runtime)
+    assert "big.json" in world.payloads.blobs  # kept until the notice went
+    reference.dequeue_count = 2
+    assert await handle(reference, world.runtime) is None
+    assert [json.loads(body)["id"] for body, _ in replies.messages] == ["big"]
+    assert world.results.blobs["big.json"].metadata.get("notify") is None
+    assert "big.json" not in world.payloads.blobs and len(world.model.calls) == 1
+
+
+async def test_a_requeued_job_that_failed_keeps_its_result_and_gets_its_notice(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi", "reply_to": "replies"})
+    world.model.errors = [openai.BadRequestError("no", response=_response(400), body={"code": "content_filter"})]
+    replies = world.storage.get_queue_client("replies")
+    replies.failing_sends = 1
+    due = Message(pointer.encode(), id="due")
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(due, world.runtime)
+    due.dequeue_count = 2
+    assert await handle(due, world.runtime) is None  # the redelivery: the notice, not a second run
+    assert world.result("j1")["error"]["code"] == "content_filter" and len(world.model.calls) == 2
+    assert [json.loads(body)["status"] for body, _ in replies.messages] == ["failed"]
+    assert "retries/j1.json" not in world.worker_only.blobs
+
+
+async def test_a_refused_redelivery_after_the_payload_went_keeps_the_result(world: FakeWorld) -> None:
+    world.payloads.blobs["big.json"] = Blob(
+        json.dumps({"id": "big", "prompt": "large"}).encode(), {}
+    )
+    reference = message({"id": "big", "payload": {"blob": "big.json"}})
+    assert await handle(reference, world.runtime) is not None  # succeeded, payload released
+    reference.dequeue_count = 2  # the host redelivers it (the delete of the message was lost)
+    assert await handle(reference, world.runtime) is None  # payload_missing, but the result stands
+    assert world.result("big")["status"] == "succeeded"
+
+
+async def test_a_slow_notice_does_not_stamp_its_mark_on_a_newer_result(world: FakeWorld) -> None:
+    world.model.errors = [openai.NotFoundError("no", response=_response(404), body={"code": "DeploymentNotFound"})]
+    replies = world.storage.get_queue_client("replies")
+    original = replies.send_message
+
+    async def replaced_meanwhile(body: str, visibility_timeout: int = 0) -> None:
+        replies.send_message = original  # type: ignore[method-assign]
+        world.runtime.in_flight.clear()  # as if the corrected job reached another instance
+        assert await handle(message({"id": "j1", "prompt": "fixed"}, id="msg-2"), world.runtime) is not None
+        await original(body, visibility_timeout)
+
+    replies.send_message = replaced_meanwhile  # type: ignore[method-assign]
+    await handle(message({"id": "j1", "prompt": "hi", "reply_to": "replies"}), world.runtime)
+    assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "message": "msg-2"}
+    assert world.result("j1")["status"] == "succeeded"

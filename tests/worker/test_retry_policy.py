@@ -15,15 +15,14 @@ from shared.policy import PERMISSION_BACKOFF, GiveUp, Requeue, RetryLater, plan_
 from shared.settings import Settings
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-SETTINGS = Settings.from_env(
-    {
-        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": "d",
-        "THROTTLE_MAX_ATTEMPTS": "3",
-        "THROTTLE_MAX_DELAY_SECONDS": "60",
-        "PERMISSION_RETRY_SECONDS": "100",
-    }
-)
+ENV = {
+    "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "d",
+    "THROTTLE_MAX_ATTEMPTS": "3",
+    "THROTTLE_MAX_DELAY_SECONDS": "60",
+    "PERMISSION_RETRY_SECONDS": "100",
+}
+SETTINGS = Settings.from_env(ENV)
 THROTTLED = RetryLater("throttled", 20.0, "rate limited")
 DENIED = RetryLater("permission_denied", 0.0, "role missing")
 
@@ -53,7 +52,9 @@ def requeued(outcome: Requeue | GiveUp) -> Requeue:
 
 def test_first_throttle_is_attempt_one_first_seen_now() -> None:
     outcome = requeued(plan(THROTTLED, None))
-    assert outcome.redelivery == Redelivery(attempt=1, first_seen=T0, reason="throttled")
+    assert outcome.redelivery == Redelivery(
+        attempt=1, first_seen=T0, reason="throttled", total=1, since=T0, causes={"throttled": 1}
+    )
     assert outcome.delay == 20.0
 
 
@@ -80,10 +81,14 @@ def test_throttle_delay_is_capped_then_jittered_up_to_a_fifth() -> None:
 def test_counting_restarts_when_the_reason_changes() -> None:
     waited_for_role = Redelivery(attempt=4, first_seen=T0 - timedelta(minutes=9), reason="permission_denied")
     outcome = requeued(plan(THROTTLED, waited_for_role))
-    assert outcome.redelivery == Redelivery(attempt=1, first_seen=T0, reason="throttled")
+    assert (outcome.redelivery.attempt, outcome.redelivery.first_seen) == (1, T0)
+    assert outcome.redelivery.reason == "throttled"
     throttled_thrice = Redelivery(attempt=3, first_seen=T0 - timedelta(hours=1), reason="throttled")
     outcome = requeued(plan(DENIED, throttled_thrice))  # an hour of throttling does not use up the role budget
-    assert outcome.redelivery == Redelivery(attempt=1, first_seen=T0, reason="permission_denied")
+    assert (outcome.redelivery.attempt, outcome.redelivery.first_seen) == (1, T0)
+    # ...but the job's own bound counts both: four re-enqueues since an hour ago, by cause.
+    assert (outcome.redelivery.total, outcome.redelivery.since) == (4, T0 - timedelta(hours=1))
+    assert outcome.redelivery.causes == {"permission_denied": 1}  # a state from before causes were kept
 
 
 def test_permission_backoff_grows_then_stays_at_the_last_step() -> None:
@@ -105,3 +110,40 @@ def test_permission_retry_stops_at_the_deadline_and_never_waits_past_it() -> Non
     gave_up = plan(DENIED, first, now=T0 + timedelta(seconds=100))
     assert isinstance(gave_up, GiveUp) and gave_up.code == "permission_denied"
     assert "Still denied after 100 s" in gave_up.message
+
+
+def test_alternating_causes_meet_the_jobs_own_bound_by_attempts() -> None:
+    # 429s and 5xx in turn reset each cause's count: only the job's bound (RETRY_MAX_ATTEMPTS) ends it.
+    settings = Settings.from_env({**ENV, "RETRY_MAX_ATTEMPTS": "6", "RETRY_MAX_SECONDS": "100000"})
+    outage = RetryLater("outage", 0.0, "Azure OpenAI did not answer")
+    previous, now, outcome = None, T0, None
+    for step in range(100):
+        outcome = plan_retry(THROTTLED if step % 2 else outage, previous, settings, now=now, jitter=no_jitter)
+        if not isinstance(outcome, Requeue):
+            break
+        assert outcome.redelivery.attempt == 1  # each cause's own count starts afresh every time
+        previous, now = outcome.redelivery, now + timedelta(seconds=outcome.delay)
+    assert isinstance(outcome, GiveUp) and step == 6  # six re-enqueues, then the seventh cause fails the job
+    assert outcome.code == "model_unavailable"  # the last cause (an outage) names the failure
+    assert "gave up after 6 re-enqueues" in outcome.message and "outage 4, throttled 3" in outcome.message
+
+
+def test_alternating_causes_meet_the_jobs_own_bound_by_time() -> None:
+    settings = Settings.from_env({**ENV, "RETRY_MAX_ATTEMPTS": "1000", "RETRY_MAX_SECONDS": "600"})
+    outage = RetryLater("outage", 0.0, "down")
+    previous, now, outcome = None, T0, None
+    for step in range(1000):
+        outcome = plan_retry(THROTTLED if step % 2 else outage, previous, settings, now=now, jitter=no_jitter)
+        if not isinstance(outcome, Requeue):
+            break
+        previous, now = outcome.redelivery, now + timedelta(seconds=outcome.delay)
+    assert isinstance(outcome, GiveUp)
+    assert outcome.code == ("throttled" if step % 2 else "model_unavailable")  # the last cause names it
+    assert 600 <= (now - T0).total_seconds() < 600 + 60  # ends at the first planning past the bound
+    assert "RETRY_MAX_SECONDS 600" in outcome.message
+
+
+def test_the_job_bound_counts_a_state_written_before_it_existed_as_one_causes_history() -> None:
+    old = Redelivery(attempt=24, first_seen=T0 - timedelta(minutes=5), reason="permission_denied")
+    outcome = plan(DENIED, old)  # 24 re-enqueues already: the default job bound (24) is reached
+    assert isinstance(outcome, GiveUp) and outcome.code == "permission_denied"

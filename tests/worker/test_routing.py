@@ -174,7 +174,7 @@ async def test_an_outage_of_every_entry_re_enqueues_then_opens_the_circuits_so_n
     assert len(world.model.calls) == 2 * FAILURES_TO_OPEN  # every circuit open: nothing sent
     delays = [visibility for _, visibility in world.jobs_queue.messages]
     assert len(delays) == FAILURES_TO_OPEN + 1 and min(delays) >= OUTAGE_BACKOFF[0]
-    state = json.loads(world.results.blobs["retries/later.json"].body)
+    state = json.loads(world.worker_only.blobs["retries/later.json"].body)
     assert state["redelivery"]["reason"] == "outage"
 
 

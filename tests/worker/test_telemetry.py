@@ -120,9 +120,9 @@ async def test_a_throttled_job_keeps_its_trace_when_it_runs_again(world: FakeWor
     first = message({"id": "j1", "prompt": "hi", "traceparent": TRACEPARENT})
     assert await handle(first, world.runtime) is None
     [(pointer, delay)] = world.jobs_queue.messages
-    assert delay >= 1 and json.loads(pointer) == {"id": "j1", "requeued": True}
+    assert delay >= 1 and json.loads(pointer)["requeued"] is True
     [process_1] = otel.named("process ")
-    stored = json.loads(world.results.blobs[RequeuedRef(id="j1", requeued=True).blob].body)
+    stored = json.loads(world.worker_only.blobs[RequeuedRef(id="j1", requeued=True).blob].body)
     # The stored copy carries the first delivery's span, so the next one continues from it.
     assert stored["job"]["traceparent"] == f"00-{PRODUCER_TRACE}-{hex_span(process_1)}-01"
     [chat_1] = otel.named("chat ")
