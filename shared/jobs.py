@@ -95,7 +95,8 @@ class Parameters(_Strict):
     )
     verbosity: Literal["low", "medium", "high"] | None = Field(default=None, description="GPT-5 family only.")
     response_format: ResponseFormat | None = None
-    seed: int | None = None
+    # The service takes a 64-bit integer; a bigger one would be sent and refused (or worse, wrapped).
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stop: NonBlank | Annotated[list[NonBlank], Field(min_length=1, max_length=4)] | None = None
 
     @model_validator(mode="after")

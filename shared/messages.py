@@ -135,6 +135,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
 def _describe(error: ValidationError) -> tuple[str, str]:
     """First validation error -> (code, message naming the field)."""
     first = error.errors(include_url=False)[0]
@@ -145,6 +148,8 @@ def _describe(error: ValidationError) -> tuple[str, str]:
             allowed = ", ".join(Parameters.model_fields)
             return "parameter_not_allowed", f"parameter '{first['loc'][-1]}' is not allowed (allowed: {allowed})"
         return "unknown_field", f"unknown field '{loc}'"
+    if first["loc"][:1] == ("parameters",) and kind in _OUT_OF_RANGE:
+        return "invalid_parameter", f"{loc}: {first['msg']} (the range Azure OpenAI takes)"
     if first["loc"][:1] == ("id",):
         return "invalid_id", "id must be 1-128 characters from A-Z a-z 0-9 _ -"
     if first["loc"][:1] == ("reply_to",):

@@ -276,7 +276,11 @@ class Gate:
     in_flight: list[Ticket] = field(default_factory=list)
     heard: bool = False  # a response has been observed: until then one call at a time probes the service
     probe_sent: float = 0.0
-    longest_reset: float = 0.0  # the window is at least this long: the longest reset time seen
+    # The window is at least as long as the longest reset time still in force (a reset given at t says the
+    # window lasts until t + reset; past that it says nothing, so one outlier widens the window only until
+    # then). Kept as (until, reset), newest last, each longer than every later one: the longest is first.
+    resets: deque[tuple[float, float]] = field(default_factory=deque)
+    last_reset: float = 0.0  # the newest reset seen: the window's length when none is in force any more
     # ... and at most this: an answered call's reset time plus how long ago it went out (its charge is in the
     # window, so the window's newest charge is no older); equal to the window when it was the newest.
     span_bound: float = math.inf
@@ -327,7 +331,7 @@ class Gate:
         span = self.window() + EDGE
         for budget in (self.tokens, self.requests):
             if (reset := _read(budget, headers, now)) is not None:
-                self.longest_reset = max(self.longest_reset, reset)
+                self._reset_seen(reset, now)
                 if status == 200 and ticket is not None and ticket.gate is self and ticket.charge is not None:
                     self.span_bound = min(self.span_bound, reset + now - ticket.charge.at)
             if budget.seen == now:
@@ -339,11 +343,21 @@ class Gate:
                 wait = max((r for r in resets if r), default=DEFAULT_BACKOFF)
             self.hold_until = max(self.hold_until, now + min(wait, self.max_hold))
 
+    def _reset_seen(self, reset: float, now: float) -> None:
+        while self.resets and self.resets[-1][1] <= reset:  # shorter and sooner over: never the longest again
+            self.resets.pop()
+        self.resets.append((now + reset, reset))
+        self.last_reset = reset
+
     def window(self) -> float:
         """The rate window's length as the reset headers have shown it (``SPAN`` until they have)."""
-        if not self.longest_reset:
+        if not self.last_reset:
             return SPAN
-        return max(self.longest_reset, self.span_bound) if math.isfinite(self.span_bound) else self.longest_reset
+        now = self.clock()
+        while self.resets and self.resets[0][0] <= now:
+            self.resets.popleft()
+        longest = self.resets[0][1] if self.resets else self.last_reset
+        return max(longest, self.span_bound) if math.isfinite(self.span_bound) else longest
 
     def needed(self, tokens: int, now: float | None = None) -> float:
         """Seconds before a call estimated at ``tokens`` would be admitted (0: now)."""

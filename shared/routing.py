@@ -168,7 +168,7 @@ class Router:
                 answer = await send(route, last)
             except Exception as exc:
                 kind = failure_kind(exc)
-                self._record(route, kind, probe=probe)
+                self._record(route, exc, kind, probe=probe)
                 if kind is None:
                     raise
                 error = exc
@@ -182,7 +182,9 @@ class Router:
             raise error
         raise self.unavailable(entries)
 
-    def _record(self, route: Route, kind: str | None, *, probe: bool) -> None:
+    def _record(self, route: Route, exc: Exception, kind: str | None, *, probe: bool) -> None:
+        if isinstance(exc, AdmissionTimeout):
+            return  # never sent: it says nothing of the deployment (a probe is freed for the next call)
         if kind == "failed":
             route.circuit.failed(self.clock(), probe=probe)
         elif kind is None or probe:

@@ -36,7 +36,11 @@ def test_plain_and_base64_json_give_the_same_job() -> None:
         (b'{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}', "prompt_or_messages"),
         (b'{"prompt": 1}', "wrong_type"),
         (b'{"prompt": "a", "parameters": {"temperature": "hot"}}', "wrong_type"),
-        (b'{"prompt": "a", "parameters": {"temperature": 3}}', "invalid_job"),
+        (b'{"prompt": "a", "parameters": {"temperature": 3}}', "invalid_parameter"),
+        (b'{"prompt": "a", "parameters": {"max_completion_tokens": 0}}', "invalid_parameter"),
+        # Beyond the 64-bit integer the service takes: refused here, never sent.
+        (b'{"prompt": "a", "parameters": {"seed": 100000000000000000000000000000}}', "invalid_parameter"),
+        (b'{"prompt": "a", "parameters": {"seed": -9223372036854775809}}', "invalid_parameter"),
         (b'{"prompt": "a", "parameters": {"logit_bias": {}}}', "parameter_not_allowed"),
         (b'{"prompt": "a", "colour": "red"}', "unknown_field"),
         (b'{"id": "a/b", "prompt": "a"}', "invalid_id"),
@@ -52,6 +56,10 @@ def test_plain_and_base64_json_give_the_same_job() -> None:
 )
 def test_invalid_bodies_get_specific_codes(body: bytes, code: str) -> None:
     assert code_of(body)[0] == code
+
+
+def test_the_largest_seed_the_service_takes_is_accepted() -> None:
+    assert parse_job(b'{"prompt": "a", "parameters": {"seed": 9223372036854775807}}').parameters.seed == 2**63 - 1
 
 
 def test_failed_job_keeps_its_valid_id_and_drops_an_invalid_one() -> None:

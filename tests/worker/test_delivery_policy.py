@@ -274,9 +274,7 @@ async def test_a_requeued_job_that_failed_keeps_its_result_and_gets_its_notice(w
 
 
 async def test_a_refused_redelivery_after_the_payload_went_keeps_the_result(world: FakeWorld) -> None:
-    world.payloads.blobs["big.json"] = Blob(
-        json.dumps({"id": "big", "prompt": "large"}).encode(), {}
-    )
+    world.payloads.blobs["big.json"] = Blob(json.dumps({"id": "big", "prompt": "large"}).encode(), {})
     reference = message({"id": "big", "payload": {"blob": "big.json"}})
     assert await handle(reference, world.runtime) is not None  # succeeded, payload released
     reference.dequeue_count = 2  # the host redelivers it (the delete of the message was lost)

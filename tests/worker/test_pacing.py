@@ -281,3 +281,14 @@ async def test_a_429_under_the_gate_is_sent_again_through_the_gate_not_re_enqueu
     assert not world.jobs_queue.messages  # waited out in the gate: nothing went back on the queue
     gate = world.runtime.pacer.gate(world.runtime.settings.openai_endpoint, "gpt-test")
     assert gate.hold_until > 0  # the second call went only after the hold
+
+
+async def test_one_outlier_reset_widens_the_window_only_while_it_is_in_force(gate: Gate, vclock: VirtualClock) -> None:
+    gate.observe(200, limits(5000, reset="10s"))
+    assert gate.window() == 10.0
+    gate.observe(200, limits(5000, reset="600s"))  # one odd answer: the window lasts at least until then
+    gate.observe(200, limits(5000, reset="8s"))
+    assert gate.window() == 600.0
+    await vclock.advance(601)  # past the outlier's own reset: it says nothing any more
+    gate.observe(200, limits(5000, reset="9s"))
+    assert gate.window() == 9.0  # the window shrinks back to what the service says now

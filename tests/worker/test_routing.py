@@ -207,3 +207,30 @@ def test_an_outage_is_waited_out_with_growing_delays_up_to_the_tolerance() -> No
     throttled_before = Redelivery(attempt=3, first_seen=start - timedelta(hours=1), reason="throttled")
     fresh = plan_retry(verdict, throttled_before, settings, now=start, jitter=lambda a, b: a)
     assert isinstance(fresh, Requeue) and fresh.redelivery.attempt == 1  # counted per reason
+
+
+async def test_a_probe_that_timed_out_in_the_gate_leaves_the_circuit_half_open() -> None:
+    # The probe was never sent (the gate did not admit it in time): nothing is known of the deployment,
+    # so the circuit must not close; the next call may probe.
+    from shared.pacing import AdmissionTimeout
+
+    clock = Clock()
+    router = Router(Pacer(clock=clock), clock=clock)
+    entry = PoolEntry(endpoint="https://east.openai.azure.com", deployment="d")
+    circuit = router.route(entry).circuit
+    for _ in range(FAILURES_TO_OPEN):
+        circuit.failed(clock.now, probe=False)
+    clock.now = circuit.open_until  # half-open: the next call is the probe
+
+    async def not_admitted(route: object, last: bool) -> str:
+        raise AdmissionTimeout(3.0, "the window is full")
+
+    with pytest.raises(AdmissionTimeout):
+        await router.call((entry,), 10, not_admitted)
+    assert circuit.state(clock.now) == "half-open" and circuit.admits(clock.now)  # not closed, probe freed
+
+    async def answered(route: object, last: bool) -> str:
+        return "ok"
+
+    assert (await router.call((entry,), 10, answered))[0] == "ok"
+    assert circuit.state(clock.now) == "closed"  # a probe that was sent and answered closes it
