@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE
 from shared.errors import QueueNotFoundError, storage_refusal
-from shared.jobs import JobReference, RequeuedRef, Result
+from shared.jobs import JobReference, Result
 from shared.messages import JobRefused, parse_message
 from shared.settings import StorageNames
 from shared.storage_clients import HoldsStorage, StorageClients
@@ -229,15 +229,18 @@ class Operations(HoldsStorage):
         limit: int | None = None,
         include_invalid: bool = False,
         drop_succeeded: bool = False,
+        include_unnamed: bool = False,
     ) -> ReplayReport:
         """Move poisoned jobs back to the jobs queue: those with a failed result (with ``code`` only, if
         given) or none, at most ``limit``. A job whose result succeeded stays in the poison queue
         (deleted there with ``drop_succeeded``), and so does a message that is not a job unless
-        ``include_invalid``. ``dry_run`` peeks (the first PEEK_MAX messages) and changes nothing.
-        Safe to run again: what was replayed has left the poison queue, what was skipped is skipped again.
+        ``include_invalid``, and a job with no id of its own unless ``include_unnamed`` (its result is keyed
+        by a message id that poisoning does not keep, so whether it succeeded cannot be told). ``dry_run``
+        peeks (the first PEEK_MAX messages) and changes nothing. Safe to run again: what was replayed has
+        left the poison queue, what was skipped is skipped again.
         """
         report = ReplayReport(self.queue.queue_name, self.poison.queue_name, dry_run)
-        rules = _Rules(code, include_invalid, drop_succeeded)
+        rules = _Rules(code, include_invalid, drop_succeeded, include_unnamed)
         if dry_run:
             await self._plan(report, rules, limit)
         else:
@@ -320,6 +323,8 @@ class Operations(HoldsStorage):
             reason = "no job id: its result, if any, is under the original message's id, which poisoning does not keep"
             if rules.code is not None:
                 return ReplayItem(message.id, None, "skipped", f"{reason}; not replayed with --code")
+            if not rules.include_unnamed:  # it may have succeeded: replaying would run it again under a new id
+                return ReplayItem(message.id, None, "skipped", f"{reason}; --include-no-id replays it anyway")
             return ReplayItem(message.id, None, "replayed", reason)
         stored = await self._stored(parsed.id)
         if skip := rules.skip(message.id, parsed.id, stored):
@@ -342,18 +347,16 @@ class Operations(HoldsStorage):
         return ReplayItem(message_id, exc.job_id, "replayed", f"{what}: the worker will record it as failed", status)
 
     async def _missing_blob(self, parsed: object) -> str | None:
-        """The blob a reference points at, when it no longer exists (the worker deletes it with the result)."""
-        if isinstance(parsed, JobReference):
-            container, name = self.payloads, parsed.payload.blob
-        elif isinstance(parsed, RequeuedRef):
-            container, name = self.results, parsed.blob
-        else:
+        """The payload a claim-check reference points at, when it no longer exists (the worker deletes it with
+        the result). A re-enqueued pointer's state is in the worker-only container, which operators need not
+        read: replayed, a pointer whose state is gone is consumed by the worker without touching anything."""
+        if not isinstance(parsed, JobReference):
             return None
+        container, name = self.payloads, parsed.payload.blob
         with storage_refusal(f"reading {container.container_name}", BLOB_READER_ROLE, container.url):
             if await container.get_blob_client(name).exists():
                 return None
-        kind = "payload" if isinstance(parsed, JobReference) else "retry state"
-        return f"its {kind} blob {container.container_name}/{name}"
+        return f"its payload blob {container.container_name}/{name}"
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,7 @@ class _Rules:
     code: str | None
     include_invalid: bool
     drop_succeeded: bool
+    include_unnamed: bool
 
     def skip(self, message_id: str, job_id: str, stored: tuple[str, str | None] | None) -> ReplayItem | None:
         """Skipped (or dropped) for its stored result; None when the result does not stop a replay."""

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -190,9 +191,10 @@ async def store_result(runtime: Runtime, result: Result, reply_to: str | None) -
     return written
 
 
-def _if_unchanged(etag: str | None) -> MatchConditions | None:
-    """The condition that goes with ``etag``: that version only (None: unconditional, or create-only)."""
-    return MatchConditions.IfNotModified if etag else None
+def _if_unchanged(etag: str | None) -> dict[str, Any]:
+    """The options that write only the version ``etag`` ({} for none: the SDK passes a bare etag down to the
+    transport, which refuses it)."""
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
 
 
 def _metadata(result: Result, *, notify: str | None) -> dict[str, str]:
@@ -216,8 +218,7 @@ async def _upload(
         overwrite=etag is not None,
         metadata=metadata,
         content_settings=settings,
-        etag=etag,
-        match_condition=_if_unchanged(etag),
+        **_if_unchanged(etag),
     )
     return _stored(metadata, response.get("etag"))
 
@@ -245,7 +246,7 @@ async def notify(runtime: Runtime, result: Result, reply_to: str, stored: Stored
         logger.warning("job %s: reply queue %s was missing and has been created again", result.id, reply_to)
     try:
         await container.get_blob_client(f"{result.id}.json").set_blob_metadata(
-            _metadata(result, notify=None), etag=stored.etag, match_condition=_if_unchanged(stored.etag)
+            _metadata(result, notify=None), **_if_unchanged(stored.etag)
         )
     except ResourceModifiedError:
         logger.info("job %s: its result was replaced while the notice was sent; the new one keeps its mark", result.id)
@@ -272,9 +273,7 @@ async def save_retry_state(runtime: Runtime, state: RetryState, *, replaces: str
     container = await ensure_worker_only(runtime)
     body = state.model_copy(update={"token": token}).model_dump_json(exclude_none=True).encode()
     try:
-        await container.upload_blob(
-            ref.blob, body, overwrite=replaces is not None, etag=replaces, match_condition=_if_unchanged(replaces)
-        )
+        await container.upload_blob(ref.blob, body, overwrite=replaces is not None, **_if_unchanged(replaces))
     except (ResourceExistsError, ResourceModifiedError):
         return None
     return ref

@@ -312,6 +312,7 @@ def unique_names(label: str = "") -> dict[str, str]:
         "JOBS_QUEUE": f"jobs-{suffix}",
         "RESULTS_CONTAINER": f"results-{suffix}",
         "PAYLOADS_CONTAINER": f"payloads-{suffix}",
+        "STAGING_CONTAINER": f"staging-{suffix}",  # the worker-only container: retry store, batch staging
         "REPLY_QUEUES_ALLOWED": f"replies-{suffix}",
     }
 

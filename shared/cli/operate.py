@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     replay.add_argument(
         "--drop-succeeded", action="store_true", help="delete poison messages whose job already succeeded"
     )
+    replay.add_argument(
+        "--include-no-id",
+        action="store_true",
+        help="also replay jobs without an id (whether they succeeded cannot be told: default left)",
+    )
     replay.add_argument("--json", action="store_true", help="print one JSON document")
     replay.epilog = (
         "Each message is sent to the jobs queue, then deleted from the poison queue (a crash in between\n"
@@ -124,6 +129,7 @@ async def _replay(args: argparse.Namespace, operations: Operations) -> int:
         limit=args.limit,
         include_invalid=args.include_invalid,
         drop_succeeded=args.drop_succeeded,
+        include_unnamed=args.include_no_id,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

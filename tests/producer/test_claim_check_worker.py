@@ -89,7 +89,7 @@ async def test_payload_is_checked_like_a_message(runtime: Runtime, jobs: Jobs, a
     mismatch = await worker.handle(reference("mis-1"), runtime)
     invalid = await worker.handle(reference("bad-1"), runtime)
     assert mismatch is not None and mismatch.error is not None and mismatch.error.code == "payload_mismatch"
-    assert invalid is not None and invalid.error is not None and invalid.error.code == "invalid_job"
+    assert invalid is not None and invalid.error is not None and invalid.error.code == "invalid_parameter"
     assert "parameters.temperature" in invalid.error.message
     assert await blob_names(jobs, jobs.settings["PAYLOADS_CONTAINER"]) == []  # both released with their result
     assert aoai.stats()["requests"] == 0
@@ -99,9 +99,12 @@ async def test_throttled_large_job_waits_in_the_retry_store(
     local_dev_settings: dict[str, str], jobs: Jobs, aoai: OpenAIEmulator
 ) -> None:
     # A wait longer than the SDK honours makes the worker re-enqueue the job: the job and its retry
-    # state go to the retry store (results container, where producers cannot write) and the message
+    # state go to the retry store (the worker-only container, where producers hold no role) and the message
     # is a small pointer, whatever the job's size; the claim-checked payload goes with the result.
-    runtime = Runtime.from_env({**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "1"})
+    # Pacing off: a 429 past the SDK's wait re-enqueues at once instead of being waited out in the gate (60 s).
+    runtime = Runtime.from_env(
+        {**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "1", "MODEL_ADMISSION_WAIT_SECONDS": "0"}
+    )
     try:
         aoai.configure(tpm=1000, retry_after_override_seconds=150)
         prompt = "p" * (CLAIM_CHECK_BYTES + 1000)
@@ -112,9 +115,9 @@ async def test_throttled_large_job_waits_in_the_retry_store(
             if copies := await peek_bodies(jobs):
                 break
             await asyncio.sleep(0.1)
-        assert copies == [{"id": "slow-1", "requeued": True}]
-        results = jobs.blobs.get_container_client(jobs.settings["RESULTS_CONTAINER"])
-        state = json.loads(await (await results.download_blob("retries/slow-1.json")).readall())
+        assert copies == [{"id": "slow-1", "requeued": True, "token": copies[0]["token"]}]
+        worker_only = jobs.blobs.get_container_client(jobs.settings["STAGING_CONTAINER"])
+        state = json.loads(await (await worker_only.download_blob("retries/slow-1.json")).readall())
         assert state["redelivery"]["attempt"] == 1 and state["job"]["prompt"] == prompt
         assert state["payload"] == {"blob": "slow-1.json"}
         assert await blob_names(jobs, jobs.settings["PAYLOADS_CONTAINER"]) == ["slow-1.json"]  # kept until the end

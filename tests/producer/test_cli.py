@@ -111,7 +111,8 @@ async def test_invalid_input_exits_2_and_sends_nothing(
     jobs = await jobs_for(local_dev_settings)
     bad = await cli(local_dev_settings, "submit", "hi", "--param", "temperature=3")
     assert bad.code == 2
-    assert bad.stderr == "error: parameters.temperature: Input should be less than or equal to 2\n"
+    expected = "error: parameters.temperature: Input should be less than or equal to 2 (the range Azure OpenAI takes)"
+    assert bad.stderr == expected + "\n"
 
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"prompt": "ok"}\n{"prompt": "ok too"}\n{"prompt": "x", "deployment": "no spaces allowed"}\n')

@@ -138,6 +138,8 @@ async def test_replay_moves_failed_and_unfinished_jobs_and_nothing_else(
         "unfinished": json.dumps(job("unfinished")),
         "rejected": json.dumps(job("rejected")),
         "invalid": "this is not JSON",
+        # No id of its own: it may have succeeded under a message id the poison queue no longer has.
+        "unnamed": json.dumps({"prompt": "who knows"}),
         # A claim-check reference whose payload the worker deleted with the failed result.
         "big": json.dumps({"id": "big", "payload": {"blob": "big.json"}}),
     }
@@ -155,6 +157,8 @@ async def test_replay_moves_failed_and_unfinished_jobs_and_nothing_else(
         "-": "skip",
         "big": "skip",
     }, dry.stdout
+    assert sum(line.split()[:2] == ["skip", "-"] for line in dry.stdout.splitlines()) == 2  # invalid, unnamed
+    assert "--include-no-id replays it anyway" in dry.stdout
     assert "dry run, nothing changed: would replay 3" in dry.stderr
     assert await contents(jobs.poison) == everything
     assert await jobs.message_count() == 0
@@ -162,7 +166,7 @@ async def test_replay_moves_failed_and_unfinished_jobs_and_nothing_else(
     only_exhausted = await cli(settings, "replay", "--code", "transient_exhausted", "--json")
     assert only_exhausted.code == 0, only_exhausted
     report = json.loads(only_exhausted.stdout)
-    assert (report["replayed"], report["dropped"], report["skipped"]) == (1, 0, 5)
+    assert (report["replayed"], report["dropped"], report["skipped"]) == (1, 0, 6)
     by_job = {item["job_id"]: item for item in report["items"]}
     assert by_job["exhausted"]["action"] == "replayed"
     assert (
@@ -171,7 +175,7 @@ async def test_replay_moves_failed_and_unfinished_jobs_and_nothing_else(
     )
     assert by_job["rejected"]["reason"] == "failed: model_rejected, not transient_exhausted"
     assert await contents(jobs.queue) == [texts["exhausted"]]  # the message text exactly as it was
-    assert len(await contents(jobs.poison)) == 5  # the skipped ones are visible again at once
+    assert len(await contents(jobs.poison)) == 6  # the skipped ones are visible again at once
 
     one = await cli(settings, "replay", "--limit", "1", "--json")
     first = [item["job_id"] for item in json.loads(one.stdout)["items"] if item["action"] == "replayed"]
@@ -179,19 +183,19 @@ async def test_replay_moves_failed_and_unfinished_jobs_and_nothing_else(
     rest = await cli(settings, "replay")
     assert rest.code == 0, rest
     assert (
-        rest.stderr == f"replayed 1 to {settings['JOBS_QUEUE']}, dropped 0, left 3 in {settings['JOBS_QUEUE']}-poison\n"
+        rest.stderr == f"replayed 1 to {settings['JOBS_QUEUE']}, dropped 0, left 4 in {settings['JOBS_QUEUE']}-poison\n"
     )
     assert await contents(jobs.queue) == sorted([texts["exhausted"], texts["unfinished"], texts["rejected"]])
 
     again = await cli(settings, "replay")  # safe to run twice: only the skipped ones are looked at again
     assert again.code == 0 and again.stderr.startswith("replayed 0 to "), again
-    assert sorted(line.split()[1] for line in again.stdout.splitlines()) == ["-", "big", "done"]
+    assert sorted(line.split()[1] for line in again.stdout.splitlines()) == ["-", "-", "big", "done"]
 
     # What the default leaves: the invalid message on request, the succeeded job's message dropped.
-    cleanup = await cli(settings, "replay", "--include-invalid", "--drop-succeeded")
-    assert cleanup.code == 0 and "replayed 1 to" in cleanup.stderr and "dropped 1, left 1" in cleanup.stderr
+    cleanup = await cli(settings, "replay", "--include-invalid", "--include-no-id", "--drop-succeeded")
+    assert cleanup.code == 0 and "replayed 2 to" in cleanup.stderr and "dropped 1, left 1" in cleanup.stderr
     assert await contents(jobs.poison) == [texts["big"]]
-    assert texts["invalid"] in await contents(jobs.queue)
+    assert {texts["invalid"], texts["unnamed"]} <= set(await contents(jobs.queue))
     assert (await jobs.result("done") or {}).get("status") == "succeeded"  # never touched
 
 

@@ -110,7 +110,7 @@ async def test_one_trace_from_the_producer_through_model_and_storage(
     names = [span.name for span in under_job]
     assert "ContainerClient.download_blob" in names and names.count("GET") >= 2, names
     [store] = traced.named("store result")
-    assert {"ContainerClient.upload_blob", "PUT"} <= {span.name for span in descendants(spans, store)}
+    assert {"BlobClient.upload_blob", "PUT"} <= {span.name for span in descendants(spans, store)}
     assert {hex_trace(span) for span in under_job} == {PRODUCER_TRACE}
 
     exported = traced.everything()
@@ -229,7 +229,7 @@ async def test_one_trace_from_the_python_producer_through_the_host_over_otlp(
     assert (chat.kind, chat.parent_span_id) == ("CLIENT", process.span_id)
     assert chat.attributes["gen_ai.provider.name"] == "azure.ai.openai"
     assert result.usage is not None and chat.attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
-    assert "ContainerClient.upload_blob" in spans  # azure-core's storage spans, in the same trace
+    assert "BlobClient.upload_blob" in spans  # azure-core's storage spans, in the same trace
     assert receiver.summary(result.trace_id).startswith(f"send {queue} > process {queue} > [chat {deployment}")
     assert {"worker.jobs.finished", "gen_ai.client.operation.duration"} <= {m.name for m in receiver.metrics()}
     everything = json.dumps([span.to_json() for span in receiver.spans()], default=str)
