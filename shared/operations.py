@@ -162,7 +162,7 @@ class Operations(HoldsStorage):
         listing = storage_refusal("listing results", BLOB_READER_ROLE, self.results.url)
         with listing, contextlib.suppress(ResourceNotFoundError):  # no container yet: no results
             async for blob in self.results.list_blobs(include=["metadata"]):
-                # Results are the top-level <id>.json blobs; the retry store lives under retries/.
+                # Results are the top-level <id>.json blobs (older releases kept their retry store under retries/ here).
                 if "/" in blob.name or not blob.name.endswith(".json") or blob.last_modified < since:
                     continue
                 status = (blob.metadata or {}).get("status")

@@ -171,7 +171,7 @@ class Jobs:
         """Every stored result by job id (one list call, then downloads a few at a time)."""
         container = self.results_container
         try:
-            # Results are the top-level <id>.json blobs; the worker keeps its own state under prefixes (retries/).
+            # Results are the top-level <id>.json blobs (older releases kept their retry store under retries/ here).
             names = [blob.name async for blob in container.list_blobs() if "/" not in blob.name]
         except ResourceNotFoundError:
             return {}
