@@ -26,7 +26,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from emulators.stack.workers import HOST_MODULE, Jobs, WaitTimeout, WorkerHost, host_command, start_host, wait_until
 from emulators.tokens import Principal, TokenIssuer
-from shared.connections import StorageEndpoints
+from shared.storage_clients import StorageEndpoints
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HOST_MODULES = (HOST_MODULE, "bench.profiled_host")  # the ones taking the local host's arguments

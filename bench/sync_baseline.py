@@ -36,7 +36,7 @@ from openai import OpenAI
 
 from emulators import functions_host
 from emulators._server import run_until_signalled
-from shared.connections import StorageEndpoints, create_credential
+from shared.storage_clients import StorageEndpoints, create_credential
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import Result, Timings, Usage
 from shared.messages import parse_job

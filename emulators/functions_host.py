@@ -52,7 +52,7 @@ from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from emulators._server import run_until_signalled
-from shared.connections import StorageEndpoints, create_credential
+from shared.storage_clients import StorageEndpoints, create_credential
 from shared.settings import apply_local_settings
 
 logger = logging.getLogger("emulators.functions_host")

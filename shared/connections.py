@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
@@ -26,44 +25,10 @@ from shared import telemetry
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.pacing import Pacer
 from shared.routing import Router
-from shared.settings import (
-    Settings,
-    StorageConnection,
-    TelemetrySettings,
-    proxy_configured,
-    user_assigned_client_id,
-)
+from shared.settings import Settings, TelemetrySettings
+from shared.storage_clients import StorageEndpoints, create_credential
 
 logger = logging.getLogger(__name__)
-
-
-def create_credential(env: Mapping[str, str] | None = None) -> DefaultAzureCredential:
-    """The process's one credential. ``AZURE_CLIENT_ID`` picks a user-assigned identity."""
-    client_id, _ = user_assigned_client_id(env)
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
-
-
-class StorageEndpoints(StorageConnection):
-    """A storage connection (``shared.settings.StorageConnection``) and the clients that reach it."""
-
-    def queue_service(self, credential: AsyncTokenCredential) -> QueueServiceClient:
-        if self.connection_string:
-            return QueueServiceClient.from_connection_string(self.connection_string, **_transport_options())
-        assert self.queue_url is not None
-        return QueueServiceClient(self.queue_url, credential=credential, **_transport_options())
-
-    def blob_service(self, credential: AsyncTokenCredential) -> BlobServiceClient:
-        if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string, **_transport_options())
-        assert self.blob_url is not None
-        return BlobServiceClient(self.blob_url, credential=credential, **_transport_options())
-
-
-def _transport_options() -> dict[str, Any]:
-    """Read proxy settings from the environment only when there are some: with it on, the HTTP
-    client looks up ~/.netrc and the proxy variables in a worker thread on every request
-    (measured in bench/ at about half a millisecond of CPU per storage call)."""
-    return {"use_env_settings": proxy_configured()}
 
 
 @dataclass

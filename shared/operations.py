@@ -31,13 +31,12 @@ from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import ValidationError
 
-from shared.connections import StorageEndpoints, create_credential
 from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE
 from shared.errors import QueueNotFoundError, storage_refusal
 from shared.jobs import JobReference, Result
 from shared.messages import JobRefused, parse_message
 from shared.settings import StorageNames
-from shared.storage_clients import HoldsStorage, StorageClients
+from shared.storage_clients import HoldsStorage, StorageClients, StorageEndpoints, create_credential
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns
 REPLAY_VISIBILITY = 300  # seconds a poison message being looked at stays invisible to others

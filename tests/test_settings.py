@@ -38,7 +38,7 @@ def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:
 
 
 def test_development_storage_shorthand_means_azurite_default_ports() -> None:
-    from shared.connections import StorageEndpoints
+    from shared.storage_clients import StorageEndpoints
 
     endpoints = StorageEndpoints.from_settings(env={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert endpoints.connection_string is not None
@@ -46,7 +46,7 @@ def test_development_storage_shorthand_means_azurite_default_ports() -> None:
 
 
 def test_identity_based_storage_from_account_name() -> None:
-    from shared.connections import StorageEndpoints
+    from shared.storage_clients import StorageEndpoints
 
     endpoints = StorageEndpoints.from_settings(env={"AzureWebJobsStorage__accountName": "stjobs"})
     assert endpoints.queue_url == "https://stjobs.queue.core.windows.net"
@@ -55,7 +55,7 @@ def test_identity_based_storage_from_account_name() -> None:
 
 
 def test_missing_storage_settings_say_what_to_set() -> None:
-    from shared.connections import StorageEndpoints
+    from shared.storage_clients import StorageEndpoints
 
     with pytest.raises(ConfigurationError, match="AzureWebJobsStorage__accountName"):
         StorageEndpoints.from_settings(env={})

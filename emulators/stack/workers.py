@@ -26,7 +26,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from emulators import _process
 from emulators.stack.environment import REPO, child_environment
-from shared.connections import StorageEndpoints
+from shared.storage_clients import StorageEndpoints
 
 HOST_MODULE = "emulators.functions_host"
 LOG_TAIL = 3000  # characters of a host's log quoted in a failure

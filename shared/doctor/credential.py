@@ -11,11 +11,12 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError
 
-from shared.connections import create_credential, identity_from_token
+from shared.connections import identity_from_token
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.doctor.environment import in_container
 from shared.doctor.model import CREDENTIAL, SCOPE, Attempt, Check, Context, Outcome, one_line
 from shared.settings import user_assigned_client_id
+from shared.storage_clients import create_credential
 
 EXPECTED_AUDIENCE = COGNITIVE_SERVICES_SCOPE.removesuffix("/.default")
 IDENTITY_ASSIGN = "az functionapp identity assign -n <app> -g <rg>"

@@ -11,9 +11,9 @@ from typing import Any, Literal, TextIO
 
 from azure.identity.aio import DefaultAzureCredential
 
-from shared.connections import StorageEndpoints
 from shared.constants import COGNITIVE_SERVICES_SCOPE, brief
 from shared.settings import Settings
+from shared.storage_clients import StorageEndpoints
 
 Status = Literal["ok", "fail", "warn", "skip"]
 Outcome = Literal["served", "unavailable", "failed"]

@@ -15,7 +15,6 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.connections import StorageEndpoints
 from shared.constants import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
@@ -28,6 +27,7 @@ from shared.constants import (
 from shared.doctor.model import STORAGE, STORAGE_ACCESS, Check, Context, one_line
 from shared.errors import ConfigurationError
 from shared.settings import Settings
+from shared.storage_clients import StorageEndpoints
 
 PROBE_TEXT = "python -m shared doctor: storage probe (deleted at once)"
 UNKNOWN_ACCOUNT = "<storage account>"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -29,10 +29,7 @@ from shared.constants import (
 from shared.errors import ConfigurationError, InvalidJobError
 from shared.jobs import JOB_ID_PATTERN
 from shared.settings import StorageNames
-from shared.storage_clients import StorageClients
-
-if TYPE_CHECKING:  # imported when used: shared.connections also builds the worker's OpenAI client
-    from shared.connections import StorageEndpoints
+from shared.storage_clients import StorageClients, StorageEndpoints, create_credential
 
 # Payloads go up in pieces of at most 1 MiB: aiohttp warns (ResourceWarning) that a bigger single
 # bytes body can stall the event loop, and a payload is often just over that size.
@@ -110,8 +107,6 @@ def settings_connect(endpoints: StorageEndpoints, env: Mapping[str, str] | None)
         return connection_string_connect(endpoints.connection_string, {})
 
     def connect(credential: AsyncTokenCredential | None) -> StorageClients:
-        from shared.connections import create_credential
-
         owned = None
         if credential is None:
             credential = owned = create_credential(env)
@@ -197,10 +192,6 @@ class ClientBase(abc.ABC, Generic[C]):
         no role is needed here. The blocking client also takes a blocking credential, and raises
         RuntimeError inside a running event loop.
         """
-        # Imported here: shared.connections also builds the worker's OpenAI client, which a
-        # producer that passes URLs itself need not install.
-        from shared.connections import StorageEndpoints
-
         names = StorageNames.from_env(env)  # checked there, each error naming its setting
         return cls._opened(names, credential, settings_connect(StorageEndpoints.from_settings(env=env), env))
 

@@ -17,7 +17,7 @@ from azure.identity.aio import DefaultAzureCredential
 
 from emulators.azurite import Azurite
 from shared.__main__ import main
-from shared.connections import StorageEndpoints
+from shared.storage_clients import StorageEndpoints
 from tests.conftest import DEPLOYMENT, AzureCli, IdentityEndpoint, OpenAIEmulator
 
 

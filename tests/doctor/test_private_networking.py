@@ -14,7 +14,7 @@ import openai
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared.connections import StorageEndpoints
+from shared.storage_clients import StorageEndpoints
 from shared.constants import QUEUE_CONTRIBUTOR_ROLE, STORAGE_CONNECTION
 from shared.doctor.model import Context, Options
 from shared.doctor.openai_probe import _openai_failed
