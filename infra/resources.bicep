@@ -22,7 +22,7 @@ param environmentName string
 @description('Region of every resource. It must offer the Flex Consumption plan. Default: the region of the resource group.')
 param location string = resourceGroup().location
 
-@description('Object id of the person running azd up (azd: AZURE_PRINCIPAL_ID). Optional: gets Cognitive Services OpenAI User on the OpenAI account and Storage Queue Data Contributor + Storage Blob Data Contributor on the storage account, to enqueue jobs and read results from a laptop.')
+@description('Object id of the person running azd up (azd: AZURE_PRINCIPAL_ID). Optional: gets Cognitive Services OpenAI User on the OpenAI account and Storage Queue Data Contributor + Storage Blob Data Contributor on the storage account, to enqueue jobs, read results and inspect the worker\'s own state from a laptop (the operator; a producer service is producerPrincipalId).')
 param principalId string = ''
 
 @allowed([
@@ -33,7 +33,7 @@ param principalId string = ''
 @description('Kind of principalId: User for a person; ServicePrincipal when azd runs in CI.')
 param principalType string = 'User'
 
-@description('Object id of a service that submits jobs (optional). Gets ONLY Storage Queue Data Message Sender on the jobs queue, Storage Blob Data Reader on the results container, Storage Blob Data Contributor on the payloads container (claim-check bodies) and Storage Queue Data Message Processor on its reply queue (producerReplyQueueName).')
+@description('Object id of a service that submits jobs (optional). Gets ONLY Storage Queue Data Message Sender on the jobs queue, Storage Blob Data Reader on the results container, Storage Blob Data Contributor on the payloads container (claim-check bodies) and Storage Queue Data Message Processor on its reply queue (producerReplyQueueName); nothing on the worker-only staging container.')
 param producerPrincipalId string = ''
 
 @allowed([
@@ -221,7 +221,7 @@ param throttleMaxAttempts int = 8
 @description('Longest wait, in seconds, before a re-enqueued throttled job runs again: caps the retry-after of the service (THROTTLE_MAX_DELAY_SECONDS).')
 param throttleMaxDelaySeconds int = 300
 
-@description('Blob container for jobs staged for the batch lane and for batch manifests (STAGING_CONTAINER).')
+@description('Worker-only blob container: retry state, staged batch jobs and batch manifests; producers get no role on it (STAGING_CONTAINER).')
 param stagingContainerName string = 'staging'
 
 @description('NCRONTAB schedule (six fields, UTC) of the timer that packs staged jobs into batch files and submits them (BATCH_SUBMIT_SCHEDULE).')

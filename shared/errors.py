@@ -4,6 +4,7 @@ One tree, so a caller can catch them all with ``QueueWorkerError``::
 
     QueueWorkerError
     ├── ConfigurationError
+    │   └── ContainerClashError
     └── ProducerError
         ├── InvalidJobError (also a ValueError)
         ├── MissingPermissionError
@@ -35,6 +36,17 @@ class QueueWorkerError(Exception):
 
 class ConfigurationError(QueueWorkerError):
     """An app setting is missing or malformed; the message names the setting."""
+
+
+class ContainerClashError(ConfigurationError):
+    """Two container settings name one container, which would undo what each role allows: producers read
+    ``RESULTS_CONTAINER``, write ``PAYLOADS_CONTAINER`` and hold no role on ``STAGING_CONTAINER`` (the
+    worker's own state). ``settings`` names both settings, ``container`` the container they share."""
+
+    def __init__(self, message: str, *, settings: tuple[str, str], container: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+        self.container = container
 
 
 class ProducerError(QueueWorkerError):

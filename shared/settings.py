@@ -32,7 +32,7 @@ from shared.constants import (
     is_development_shorthand,
     is_valid_name,
 )
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, ContainerClashError
 
 DEFAULT_STAGING_CONTAINER = "staging"
 BATCH_MAX_REQUESTS_PER_FILE = 50_000  # default; the service takes up to 100,000 (and 200 MB) per file
@@ -75,7 +75,8 @@ SETTINGS: dict[str, str] = {
     # The batch lane (shared/batch/): off while BATCH_DEPLOYMENT is empty.
     "BATCH_DEPLOYMENT": "GlobalBatch deployment on AZURE_OPENAI_ENDPOINT for jobs with lane batch; empty: batch lane "
     "off (such a job fails at once, batch_lane_off).",
-    "STAGING_CONTAINER": "Blob container for jobs staged for the batch lane and for batch manifests.",
+    "STAGING_CONTAINER": "Worker-only blob container: retry state, staged batch jobs, manifests; producers hold no "
+    "role on it.",
     "BATCH_SUBMIT_SCHEDULE": "NCRONTAB schedule of the timer that submits staged jobs as batch files (every 5 min).",
     "BATCH_COLLECT_SCHEDULE": "NCRONTAB schedule of the timer that polls submitted batches and stores their results "
     "(every minute).",
@@ -126,6 +127,33 @@ def _name(env: Mapping[str, str], setting: str, default: str | None = None) -> s
     return name
 
 
+# Each container setting names a container of its own: producers read RESULTS_CONTAINER and write
+# PAYLOADS_CONTAINER, and hold no role on STAGING_CONTAINER (infra/app/rbac.bicep). One container under two
+# of these settings would give producers what that pair says.
+_CLASHES = {
+    frozenset({"RESULTS_CONTAINER", "PAYLOADS_CONTAINER"}): "producers, who write claim-check payloads, could "
+    "write results",
+    frozenset({"RESULTS_CONTAINER", "STAGING_CONTAINER"}): "producers, who read results, could read the worker's "
+    "retry state and staged jobs (other producers' prompts)",
+    frozenset({"PAYLOADS_CONTAINER", "STAGING_CONTAINER"}): "producers, who write claim-check payloads, could read "
+    "and rewrite the worker's retry state, staged jobs and manifests",
+}
+
+
+def _refuse_clash(containers: Mapping[str, str]) -> None:
+    """Raise ContainerClashError naming the first two of these settings (name -> container) that share a container."""
+    seen: dict[str, str] = {}
+    for setting, container in containers.items():
+        other = seen.setdefault(container, setting)
+        if other != setting:
+            raise ContainerClashError(
+                f"App settings {other} and {setting} both name container {container!r}: "
+                f"{_CLASHES[frozenset({other, setting})]}. Give each its own container.",
+                settings=(other, setting),
+                container=container,
+            )
+
+
 @dataclass(frozen=True)
 class StorageNames:
     """The queue and containers the worker and its producers share (what a producer needs to know)."""
@@ -138,12 +166,16 @@ class StorageNames:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StorageNames:
         """JOBS_QUEUE, RESULTS_CONTAINER, PAYLOADS_CONTAINER and REPLY_QUEUES_ALLOWED, checked against
-        storage's naming rule; raise ConfigurationError naming the setting to fix."""
+        storage's naming rule, the two containers distinct; raise ConfigurationError naming the setting to fix
+        (ContainerClashError naming both when the containers are one)."""
         env = os.environ if env is None else env
+        results = _name(env, "RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER)
+        payloads = _name(env, "PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER)
+        _refuse_clash({"RESULTS_CONTAINER": results, "PAYLOADS_CONTAINER": payloads})
         return cls(
             jobs_queue=_name(env, "JOBS_QUEUE", DEFAULT_JOBS_QUEUE),
-            results_container=_name(env, "RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER),
-            payloads_container=_name(env, "PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER),
+            results_container=results,
+            payloads_container=payloads,
             reply_queues_allowed=tuple(
                 _name({"REPLY_QUEUES_ALLOWED": reply}, "REPLY_QUEUES_ALLOWED")
                 for reply in _csv(env.get("REPLY_QUEUES_ALLOWED"))
@@ -251,7 +283,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate settings; raise ConfigurationError naming the setting to fix."""
+        """Read and validate settings; raise ConfigurationError naming the setting to fix (ContainerClashError
+        naming both when two of RESULTS_CONTAINER, PAYLOADS_CONTAINER and STAGING_CONTAINER are one container)."""
         env = environment() if env is None else env
         pool = _pool(env)
         endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/") or (pool[0].endpoint if pool else "")
@@ -276,6 +309,14 @@ class Settings:
             if deployment not in allowed:
                 allowed = (deployment, *allowed)
         names = StorageNames.from_env(env)
+        lane = _batch_lane(env)
+        _refuse_clash(
+            {
+                "RESULTS_CONTAINER": names.results_container,
+                "PAYLOADS_CONTAINER": names.payloads_container,
+                "STAGING_CONTAINER": lane["staging_container"],
+            }
+        )
         return cls(
             openai_endpoint=endpoint,
             default_deployment=deployment,
@@ -295,7 +336,7 @@ class Settings:
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
             retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
-            **_batch_lane(env),
+            **lane,
         )
 
 

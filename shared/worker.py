@@ -1,15 +1,17 @@
 """The live lane: how a queued job becomes a stored result, in the order ``handle`` goes.
 
-1. ``open_delivery``: the message is parsed and checked (``shared.jobs`` turns any bad input into
+1. ``open_delivery``: the message is parsed and checked (``shared.messages`` turns any bad input into
    ``JobRefused``); a claim-check reference (a job too big for a message) is resolved from the payloads
-   container, a re-enqueued pointer from the retry store (``retries/<id>.json`` in the results container,
-   where producers cannot write: how often a job was retried is never taken from a message); the job is
-   checked against this deployment's settings and the result that will echo it is serialised once, so it
-   is known to be writable before any model spend. A refused job becomes a ``failed`` result at once and
-   its message is consumed (never retried, never poisoned).
-2. ``run``: a job with a succeeded result is consumed without calling the model (redelivery, or a producer
-   sending the same id again); a job with a *failed* result runs again and replaces it. A ``"lane": "batch"``
-   job is staged for the batch lane (``shared.batch.stage``).
+   container, a re-enqueued pointer from the retry store (``retries/<id>.json`` in the worker-only
+   container, where producers hold no role; a pointer without the state's one-time token runs nothing);
+   the job is checked against this deployment's settings and the result that will echo it is serialised
+   once, so it is known to be writable before any model spend. A refused job becomes a ``failed`` result
+   at once and its message is consumed (never retried, never poisoned), unless a result it may not replace
+   is stored already.
+2. ``run``: a job with a result it may not replace (a succeeded one, or one this very message wrote) is
+   consumed without calling the model, its pending notice sent; so is a job whose id waits in the retry
+   store (the first one runs); a job with a *failed* result from another message runs again and replaces
+   it. A ``"lane": "batch"`` job is staged for the batch lane (``shared.batch.stage``).
 3. ``call_model``: one chat completion through the deployment pool (``shared.routing``) and each
    deployment's pacing gate (``shared.pacing``).
 4. A model error becomes a verdict (``shared.policy.classify``), bounded by ``plan_retry``: a failed result

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.settings import Settings
+from shared.errors import ConfigurationError, ContainerClashError
+from shared.settings import Settings, StorageNames
 
 BASE = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/", "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini"}
 
@@ -78,3 +78,43 @@ def test_the_model_is_reached_on_the_v1_route_with_no_api_version() -> None:
     settings = Settings.from_env(BASE)
     assert settings.openai_base_url == "https://res.openai.azure.com/openai/v1/"
     assert not hasattr(settings, "api_version")
+
+
+@pytest.mark.parametrize(
+    ("containers", "named"),
+    [
+        ({"STAGING_CONTAINER": "results"}, ("RESULTS_CONTAINER", "STAGING_CONTAINER")),
+        ({"STAGING_CONTAINER": "job-payloads"}, ("PAYLOADS_CONTAINER", "STAGING_CONTAINER")),
+        ({"PAYLOADS_CONTAINER": "results"}, ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER")),
+        ({"RESULTS_CONTAINER": "shared", "STAGING_CONTAINER": "shared"}, ("RESULTS_CONTAINER", "STAGING_CONTAINER")),
+        ({"RESULTS_CONTAINER": "staging"}, ("RESULTS_CONTAINER", "STAGING_CONTAINER")),  # the staging default
+    ],
+)
+def test_two_container_settings_naming_one_container_are_refused_naming_both(
+    containers: dict[str, str], named: tuple[str, str]
+) -> None:
+    # Producers read results and write payloads, and hold no role on the worker's own container: one
+    # container under two of these settings would let them read the worker's state or write results.
+    with pytest.raises(ContainerClashError) as raised:
+        Settings.from_env({**BASE, **containers})
+    assert raised.value.settings == named
+    assert all(name in str(raised.value) for name in named)
+    assert isinstance(raised.value, ConfigurationError)  # what every caller of from_env already handles
+
+
+def test_a_producer_refuses_results_and_payloads_in_one_container_but_knows_nothing_of_staging() -> None:
+    # A producer's settings (StorageNames) have no STAGING_CONTAINER: only the pair it uses is checked.
+    with pytest.raises(ContainerClashError, match="RESULTS_CONTAINER and PAYLOADS_CONTAINER"):
+        StorageNames.from_env({"RESULTS_CONTAINER": "box", "PAYLOADS_CONTAINER": "box"})
+    assert StorageNames.from_env({"RESULTS_CONTAINER": "staging"}).results_container == "staging"
+
+
+def test_three_distinct_containers_are_accepted() -> None:
+    settings = Settings.from_env(
+        {**BASE, "RESULTS_CONTAINER": "a-results", "PAYLOADS_CONTAINER": "a-payloads", "STAGING_CONTAINER": "a-own"}
+    )
+    assert (settings.results_container, settings.payloads_container, settings.staging_container) == (
+        "a-results",
+        "a-payloads",
+        "a-own",
+    )

@@ -1,7 +1,10 @@
 // Every role assignment of the deployment. Each is scoped to the ONE resource it is needed on
 // (the OpenAI account, the second OpenAI account of the deployment pool, the storage account, App
 // Insights, the jobs queue, the results and payloads containers, the producer's reply queue):
-// never to the resource group or the subscription. Names come from guid() over scope + principal +
+// never to the resource group or the subscription. Producers get nothing on the worker-only
+// container (STAGING_CONTAINER: the retry store, staged batch jobs, manifests), nor on the account or
+// blob service above it: only the worker and the person running azd up (the operator) hold a blob
+// role that covers it (tests/infra checks it). Names come from guid() over scope + principal +
 // role, so re-deploying is idempotent. The batch lane's custom role is the one role definition
 // this deployment creates (see batchDataActions below).
 
@@ -35,7 +38,7 @@ param replyQueueNames array
 @description('Principal (object) id of the user-assigned identity of the worker.')
 param appPrincipalId string
 
-@description('Object id of the person running azd up (optional): can enqueue jobs, read results and call the model from a laptop.')
+@description('Object id of the person running azd up (optional): the operator, who can enqueue jobs, read results and the worker\'s own state (status, replay, a worker run from a laptop) and call the model. Not for a producer service: use producerPrincipalId.')
 param principalId string = ''
 
 @allowed([
@@ -46,7 +49,7 @@ param principalId string = ''
 @description('Kind of principalId: User for a person, ServicePrincipal when azd runs in CI.')
 param principalType string = 'User'
 
-@description('Object id of a producer service (optional): gets ONLY send on the jobs queue, read on the results container, write on the payloads container and read + delete on its reply queue.')
+@description('Object id of a producer service (optional): gets ONLY send on the jobs queue, read on the results container, write on the payloads container and read + delete on its reply queue; nothing on the worker-only container.')
 param producerPrincipalId string = ''
 
 @allowed([
@@ -70,8 +73,8 @@ var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
 // Storage Blob Data Owner: the Functions host takes blob leases and manages its own containers.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 
-// Storage Blob Data Contributor: read/write/delete blobs (a person inspecting results and
-// payloads; a producer uploading claim-check bodies to the payloads container).
+// Storage Blob Data Contributor: read/write/delete blobs (a person inspecting results, payloads
+// and the worker's state; a producer uploading claim-check bodies to the payloads container only).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 // Storage Blob Data Reader: read blobs only (a producer fetching its results).
@@ -242,7 +245,7 @@ resource appBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'Worker: host storage (leases), deployment package, results and payload blobs.'
+    description: 'Worker: host storage (leases), deployment package, results and payload blobs, its own state (retry store, staged batch jobs, manifests).'
   }
 }
 
@@ -335,7 +338,7 @@ resource userBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: principalId
     principalType: principalType
-    description: 'Developer: read results, write claim-check payloads.'
+    description: 'Developer: read results and the worker\'s own state, write claim-check payloads.'
   }
 }
 

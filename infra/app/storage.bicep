@@ -1,7 +1,7 @@
 // One storage account for everything the worker touches: the Functions host's own state
 // (leases, timers, diagnostics tables), the Flex Consumption deployment package, the jobs
 // queue and its poison queue, reply queues, result blobs, claim-check payload blobs and the
-// batch lane's staged jobs and manifests.
+// worker's own state (retry store, the batch lane's staged jobs and manifests).
 // Shared keys are OFF: every caller (host, worker, producers, people) uses Entra ID.
 // With vnetEnabled the public endpoint is off too: the app reaches blob, queue and table through
 // private endpoints (private-endpoints.bicep), anyone else from inside (or peered with) the VNet.
@@ -29,7 +29,7 @@ param resultsContainerName string
 @description('Container for job bodies too large for a queue message (app setting PAYLOADS_CONTAINER).')
 param payloadsContainerName string
 
-@description('Container for jobs staged for the batch lane and its batch manifests (app setting STAGING_CONTAINER).')
+@description('Worker-only container: retry state, staged batch jobs and batch manifests; producers get no role on it (app setting STAGING_CONTAINER).')
 param stagingContainerName string
 
 @description('Container Flex Consumption deploys the app package from (functionAppConfig.deployment).')
@@ -128,11 +128,12 @@ resource payloadsContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   }
 }
 
-// The batch lane: jobs with "lane": "batch" wait here until the submit timer packs them into a
-// batch file, and each submitted batch's manifest lives here until its results are collected. Only
-// the worker writes it (Storage Blob Data Owner on the account); producers get no role on it.
-// Created whether or not a batch deployment exists: the setting always names it, and an empty
-// container costs nothing.
+// The worker's own state, worker-only: the retry store (retries/<id>.json, a re-enqueued job's whole
+// prompt and its one-time token), the batch lane's staged jobs (jobs/<id>.json) and its manifests
+// (batches/<id>.json). Only the worker's identity and the person running azd up (the operator) hold a
+// role that covers it, their blob roles on the account; producers get none on it, nor on the account
+// or blob service above it (rbac.bicep; tests/infra checks it). Created whether or not a batch
+// deployment exists: the retry store is always used.
 resource stagingContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: stagingContainerName
@@ -141,10 +142,18 @@ resource stagingContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
-// The worker deletes a payload once the job's result is stored; a payload whose job never
-// reached the worker (or whose delete failed) is removed after a week, which also bounds how
-// long prompt text sits in storage.
-resource payloadLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+// What the worker leaves behind is deleted by these rules (it deletes each blob itself once its job is
+// settled; a crash or a failed delete leaves one). Each keeps a blob longer than the code may still
+// need it, counted from its last write (tests/infra checks each against the deployed settings):
+// - payloads and retries/: a queue message (a claim-check reference, a re-enqueued pointer) can be
+//   delivered until its time-to-live runs out, 7 days after it was sent (Azure's default, which every
+//   sender keeps), and a job is re-enqueued for at most RETRY_MAX_SECONDS (2 h): 8 days covers both.
+//   A shorter rule would let a pointer still in the queue find no state, and its job end unanswered.
+// - jobs/ and batches/: a staged job or a manifest is rewritten at each step, but not while its batch
+//   runs (the 24 h window) and its request file can still be read (14 days, the expiry the submitter
+//   sets): 21 days leaves a week more for a collector that was stopped.
+// No prompt text stays longer, but for soft delete (deleteRetentionPolicy above: 7 days more).
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: storage
   name: 'default'
   properties: {
@@ -161,7 +170,55 @@ resource payloadLifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@
             }
             actions: {
               baseBlob: {
-                delete: { daysAfterModificationGreaterThan: 7 }
+                delete: { daysAfterModificationGreaterThan: 8 }
+              }
+            }
+          }
+        }
+        {
+          name: 'expire-retry-state'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${stagingContainerName}/retries/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: { daysAfterModificationGreaterThan: 8 }
+              }
+            }
+          }
+        }
+        {
+          name: 'expire-staged-batch-jobs'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${stagingContainerName}/jobs/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: { daysAfterModificationGreaterThan: 21 }
+              }
+            }
+          }
+        }
+        {
+          name: 'expire-batch-manifests'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${stagingContainerName}/batches/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: { daysAfterModificationGreaterThan: 21 }
               }
             }
           }

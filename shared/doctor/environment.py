@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from shared.constants import STORAGE_CONNECTION
 from shared.doctor.model import ENVIRONMENT, KEYS, SETTINGS, Check, Context
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, ContainerClashError
 from shared.settings import Settings
 
 PLATFORM_PREFIXES = ("WEBSITE_", "CONTAINER_", "GPG_")  # App Service / image variables, not app settings
@@ -27,6 +27,14 @@ _SETTING_NAME = re.compile(r"\b([A-Z][A-Z0-9_]+[A-Z0-9])\b")
 async def check_settings(ctx: Context) -> Check:
     try:
         ctx.settings = Settings.from_env(ctx.env)
+    except ContainerClashError as exc:
+        first, second = exc.settings
+        return SETTINGS.fail(
+            "container_clash",
+            f"{ctx.source}: {exc}",
+            f"set {second} (or {first}) to a container of its own in {_settings_place(ctx)}: infra/ creates "
+            "results, job-payloads and staging, and grants producers no role on staging",
+        )
     except ConfigurationError as exc:
         return SETTINGS.fail("settings_invalid", f"{ctx.source}: {exc}", _settings_fix(ctx, str(exc)))
     s = ctx.settings
@@ -49,10 +57,14 @@ async def check_settings(ctx: Context) -> Check:
     return SETTINGS.ok("\n".join(lines))
 
 
+def _settings_place(ctx: Context) -> str:
+    """Where the settings the doctor read are set."""
+    return "local.settings.json Values" if ctx.options.settings_file else "the app settings (environment)"
+
+
 def _settings_fix(ctx: Context, message: str) -> str:
-    where = "local.settings.json Values" if ctx.options.settings_file else "the app settings (environment)"
     name = _SETTING_NAME.search(message)
-    return f"set {name.group(1) if name else 'the setting named above'} in {where}"
+    return f"set {name.group(1) if name else 'the setting named above'} in {_settings_place(ctx)}"
 
 
 def settings_file_failed(path: Path | None, problem: str) -> Check:

@@ -82,7 +82,9 @@ class CheckKind:
 
 
 # The checks, in the order they run and are reported, each with the reasons it gives besides "ok".
-SETTINGS = CheckKind("settings", "Settings", ("settings_invalid", "regional_endpoint", "settings_file_invalid"))
+SETTINGS = CheckKind(
+    "settings", "Settings", ("settings_invalid", "container_clash", "regional_endpoint", "settings_file_invalid")
+)
 CREDENTIAL = CheckKind(
     "credential",
     "Credential",

@@ -365,6 +365,18 @@ def test_missing_setting_skips_what_needs_it(
     assert result["openai"]["fix"] is None
 
 
+def test_a_container_clash_is_named_before_any_probe(doctor: Doctor, dev_settings: dict[str, str]) -> None:
+    # The worker-only container set to the results container: producers, who read results, could read
+    # the worker's retry state. The settings check names both settings and nothing is probed.
+    result = doctor({**dev_settings, "STAGING_CONTAINER": dev_settings["RESULTS_CONTAINER"]}, "--json")
+    assert result.code == 1
+    assert result["settings"]["reason"] == "container_clash"
+    assert "RESULTS_CONTAINER" in result["settings"]["detail"]
+    assert "STAGING_CONTAINER" in result["settings"]["detail"]
+    assert result["settings"]["fix"].startswith("set STAGING_CONTAINER (or RESULTS_CONTAINER)")
+    assert result.reasons()["storage-access"] == result.reasons()["openai"] == "settings_failed"
+
+
 def test_regional_endpoint_is_refused_before_any_call(doctor: Doctor, dev_settings: dict[str, str]) -> None:
     endpoint = "https://eastus.api.cognitive.microsoft.com"
     result = doctor({**dev_settings, "AZURE_OPENAI_ENDPOINT": endpoint}, "--json")  # never dialled: guarded

@@ -16,6 +16,7 @@ import pytest
 from shared.constants import OPENAI_USER_ROLE, STORAGE_CONNECTION
 from shared.doctor import CHECKS, Options
 from shared.doctor.credential import _credential_failed
+from shared.doctor.environment import check_settings
 from shared.doctor.model import COMMON_REASONS, OPENAI, Attempt, Context, one_line
 from shared.doctor.openai_probe import _openai_failed
 from shared.doctor.storage import check_storage
@@ -137,6 +138,36 @@ def test_why_no_token(env: dict[str, str], attempts: list[Attempt], reason: str,
     assert check.fix is not None and fact in check.fix
     for attempt in attempts:  # every credential's own words are in the detail
         assert f"{attempt.credential}: {attempt.outcome}: {attempt.message}" in check.detail
+
+
+# --- Settings -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("containers", "named"),
+    [
+        ({"STAGING_CONTAINER": "results"}, ("RESULTS_CONTAINER", "STAGING_CONTAINER")),
+        ({"STAGING_CONTAINER": "job-payloads"}, ("PAYLOADS_CONTAINER", "STAGING_CONTAINER")),
+        ({"PAYLOADS_CONTAINER": "results"}, ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER")),
+    ],
+)
+async def test_a_container_clash_names_both_settings_and_stops_the_probes(
+    containers: dict[str, str], named: tuple[str, str]
+) -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://aoai-x.openai.azure.com",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-5.4-mini",
+        "RESULTS_CONTAINER": "results",
+        "PAYLOADS_CONTAINER": "job-payloads",
+        **containers,
+    }
+    ctx = context(env)
+    check = await check_settings(ctx)
+    assert (check.status, check.reason) == ("fail", "container_clash")
+    assert all(name in check.detail for name in named)
+    assert check.fix is not None and check.fix.startswith(f"set {named[1]} (or {named[0]})")
+    assert "the app settings" in check.fix  # no settings file: the environment is where to set it
+    assert ctx.settings is None  # nothing that needs the settings probes a container
 
 
 # --- Storage settings -------------------------------------------------------------------------------

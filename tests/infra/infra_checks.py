@@ -40,7 +40,10 @@ from typing import Any, cast
 
 from pycep import BicepParser
 
+from shared.batch.records import MANIFEST_PREFIX, STAGED_PREFIX
+from shared.batch.submitter import COMPLETION_WINDOW, FILE_EXPIRY_SECONDS
 from shared.constants import ROLE_IDS
+from shared.jobs import RETRY_PREFIX
 
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
@@ -984,6 +987,203 @@ def check_security(infra: Infra) -> list[str]:
 def _code(text: str) -> str:
     """Bicep text without // comments (a comment may say 'no listKeys()')."""
     return "\n".join(re.sub(r"(^|\s)//.*$", "", line) for line in text.splitlines())
+
+
+# ---------------------------------------------------------------- the worker's own state
+
+BLOB_SERVICE = "Microsoft.Storage/storageAccounts/blobServices"
+MANAGEMENT_POLICY = "Microsoft.Storage/storageAccounts/managementPolicies"
+# The container settings, each naming a container of its own (shared/settings.py refuses a clash too).
+WORKER_ONLY_SETTING = "STAGING_CONTAINER"
+CONTAINER_SETTINGS = ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER", WORKER_ONLY_SETTING)
+# Who may hold a blob role that covers the worker-only container: the worker, and the person running
+# azd up (the operator: `status`, `replay` and a worker run from a laptop read it). A producer, and any
+# principal added later, may not: it could read other producers' prompts in the retry store.
+WORKER_SIDE = {"app", "user"}
+BLOB_ROLE_PREFIX = "Storage Blob Data "  # the roles with blob data actions (Owner, Contributor, Reader)
+WRITES_BLOBS = {"Storage Blob Data Owner", "Storage Blob Data Contributor"}
+_WIDE_SCOPES = ("Microsoft.Resources/resourceGroups", "Microsoft.Resources/subscriptions")
+
+
+def setting_containers(infra: Infra, problems: list[str]) -> dict[str, str]:
+    """CONTAINER_SETTINGS -> the key of the created container each names."""
+    settings = infra.app_settings(problems)
+    found = {}
+    for setting in CONTAINER_SETTINGS:
+        if setting not in settings:
+            problems.append(f"app setting {setting} is not set")
+            continue
+        origin = infra.resolve(*settings[setting])
+        keys = [key for key, _, _, _ in infra.created_of_type(CONTAINER) if key.endswith(f" {origin}>")]
+        found[setting] = keys[0] if keys else f"<no container {origin}>"
+    return found
+
+
+def check_worker_only_store(infra: Infra) -> list[str]:
+    """The worker-only container (STAGING_CONTAINER: the retry store, staged batch jobs, manifests) is its
+    own, no principal outside WORKER_SIDE holds a blob role on it or on anything above it (the blob
+    service, the account, the resource group), and the worker holds one that writes it."""
+    problems = list(infra.problems)
+    containers = setting_containers(infra, problems)
+    named: dict[str, str] = {}
+    for setting, key in containers.items():
+        if (other := named.setdefault(key, setting)) != setting:
+            problems.append(f"app settings {other} and {setting} name one container, {key}: each needs its own")
+    staging = containers.get(WORKER_ONLY_SETTING)
+    if staging is None:
+        return problems
+    covering = roles_covering(infra, staging, problems)
+    for where, principal, role, over in covering:
+        if principal not in WORKER_SIDE:
+            problems.append(
+                f"{where}: {principal} gets {role} on {over}, which covers the worker-only container "
+                f"{WORKER_ONLY_SETTING} ({staging}): producers hold no role on it"
+            )
+    if not any(principal == "app" and role in WRITES_BLOBS for _, principal, role, _ in covering):
+        problems.append(f"the worker's identity holds no role that writes the worker-only container {staging}")
+    return problems
+
+
+def roles_covering(infra: Infra, container_key: str, problems: list[str]) -> list[tuple[str, str, str, str]]:
+    """The blob roles whose scope covers a container: (where, principal as in EXPECTED_ROLES, role, scope)."""
+    identity = infra.only(IDENTITY, problems)
+    identity_key = identity[0] if identity else "<no identity>"
+    found = []
+    for scope, symbol, resource in infra.all_resources():
+        if resource["type"] != ROLE_ASSIGNMENT:
+            continue
+        where = f"{infra.file(scope).path.name}:{symbol}"
+        config = body(resource)
+        properties = config.get("properties") or {}
+        role = _role(infra, scope, where, properties.get("roleDefinitionId"), [])  # check_roles reports a bad one
+        over = _covering_scope(infra, scope, config.get("scope"), container_key)
+        if role is not None and role.startswith(BLOB_ROLE_PREFIX) and over is not None:
+            principal = _principal(infra.resolve(scope, properties.get("principalId")), identity_key)
+            found.append((where, principal, role, over))
+    return found
+
+
+def _covering_scope(infra: Infra, scope: str | None, target: Any, container_key: str) -> str | None:
+    """What an assignment scoped to `target` is on, when that covers the container: the container itself,
+    the blob service or account above it, or anything wider than one resource; else None."""
+    file = infra.file(scope)
+    if not (isinstance(target, str) and target in file.resources):
+        return "the whole deployment scope"  # no scope, or one this file does not declare: assume the widest
+    if file.resources[target]["type"] in _WIDE_SCOPES:
+        return str(file.resources[target]["type"])
+    key = infra.resource_key(scope, target)
+    # A key holds its parents' keys, each followed by '/': the target is the container or above it.
+    return key if key == container_key or f"{key}/" in container_key else None
+
+
+DAY = 86_400
+# Azure Queue Storage's default time-to-live of a message, which every message here keeps (no sender,
+# producer or worker, sets time_to_live): a claim-check reference and a re-enqueued pointer can be
+# delivered until then, and each needs its blob.
+QUEUE_MESSAGE_TTL_SECONDS = 7 * DAY
+
+
+def lifecycle_bounds(infra: Infra, problems: list[str]) -> dict[str, tuple[int, str]]:
+    """Each prefix the worker leaves blobs under, as a rule's prefixMatch resolves ('{<container>}/<prefix>'),
+    with how long after its last write the code may still need such a blob (seconds) and why. The numbers
+    come from the deployed settings and the code, not from here."""
+    containers = setting_containers(infra, problems)
+    settings = infra.app_settings(problems)
+    retry_seconds = _setting_number(infra, settings, "RETRY_MAX_SECONDS", problems)
+    window = int(COMPLETION_WINDOW.removesuffix("h")) * 3600
+    batch = (
+        window + FILE_EXPIRY_SECONDS,
+        f"a batch runs up to its {COMPLETION_WINDOW} window and its request file lives {FILE_EXPIRY_SECONDS} s",
+    )
+    payloads = containers.get("PAYLOADS_CONTAINER", "")
+    staging = containers.get(WORKER_ONLY_SETTING, "")
+    return {
+        _prefix(infra, payloads, ""): (
+            QUEUE_MESSAGE_TTL_SECONDS,
+            f"a claim-check message may wait {QUEUE_MESSAGE_TTL_SECONDS} s (the queue's message time-to-live)",
+        ),
+        _prefix(infra, staging, RETRY_PREFIX): (
+            retry_seconds + QUEUE_MESSAGE_TTL_SECONDS,
+            f"a job re-enqueues for up to RETRY_MAX_SECONDS ({retry_seconds} s) and its last pointer may wait "
+            f"{QUEUE_MESSAGE_TTL_SECONDS} s (the queue's message time-to-live)",
+        ),
+        _prefix(infra, staging, STAGED_PREFIX): batch,
+        _prefix(infra, staging, MANIFEST_PREFIX): batch,
+    }
+
+
+def _prefix(infra: Infra, container_key: str, prefix: str) -> str:
+    """'{<the container's name as resolved>}/<prefix>', as a rule's '${name}/<prefix>' resolves."""
+    name = re.fullmatch(r".* ([^ ]+)>", container_key)
+    return f"{{{name.group(1) if name else container_key}}}/{prefix}"
+
+
+def _setting_number(
+    infra: Infra, settings: Mapping[str, tuple[str | None, Any]], name: str, problems: list[str]
+) -> int:
+    """The deployed value of a numeric app setting: a literal in its module, or a main.bicep default."""
+    if name not in settings:
+        problems.append(f"app setting {name} is not set")
+        return 0
+    origin = infra.resolve(*settings[name])
+    literal = re.fullmatch(r"string\((\d+)\)", origin)
+    value = int(literal.group(1)) if literal else _default_behind(infra, origin)
+    if not isinstance(value, int):
+        problems.append(f"app setting {name} ({origin}): no number this check can read")
+        return 0
+    return value
+
+
+def lifecycle_rules(infra: Infra, problems: list[str]) -> dict[str, tuple[int, str]]:
+    """The storage account's delete rules: resolved prefix -> (daysAfterModificationGreaterThan, where)."""
+    policy = infra.only(MANAGEMENT_POLICY, problems)
+    if policy is None:
+        return {}
+    scope, where = policy[1], _where(infra, policy)
+    rules: dict[str, tuple[int, str]] = {}
+    for rule in _at(body(policy[3]), "properties.policy.rules") or []:
+        here = f"{where} rule {rule.get('name')}"
+        days = _at(rule, "definition.actions.baseBlob.delete.daysAfterModificationGreaterThan")
+        prefixes = _at(rule, "definition.filters.prefixMatch")
+        if rule.get("enabled") is not True or rule.get("type") != "Lifecycle":
+            problems.append(f"{here}: must be enabled, of type Lifecycle")
+        if "blockBlob" not in (_at(rule, "definition.filters.blobTypes") or []):
+            problems.append(f"{here}: blobTypes must include blockBlob (every blob the worker writes is one)")
+        if not isinstance(days, int):
+            problems.append(f"{here}: must delete base blobs after daysAfterModificationGreaterThan days")
+            continue
+        if not isinstance(prefixes, list) or not prefixes:
+            problems.append(f"{here}: no prefixMatch, so it deletes every blob of the account (results included)")
+            continue
+        for prefix in prefixes:
+            resolved = infra.resolve(scope, prefix)
+            if resolved in rules:
+                problems.append(f"{here}: {resolved} has a rule already ({rules[resolved][1]})")
+            rules[resolved] = (days, here)
+    return rules
+
+
+def check_lifecycle(infra: Infra) -> list[str]:
+    """Every prefix the worker leaves blobs under (payloads, retries/, jobs/, batches/) has a delete rule
+    that waits longer than the code may still need such a blob, and no rule deletes anything else
+    (results, the host's blobs, the deployment package)."""
+    problems = list(infra.problems)
+    wanted = lifecycle_bounds(infra, problems)
+    rules = lifecycle_rules(infra, problems)
+    for prefix, (bound, why) in wanted.items():
+        if prefix not in rules:
+            problems.append(f"no lifecycle rule deletes {prefix}* ({why})")
+            continue
+        days, where = rules[prefix]
+        if days * DAY <= bound:
+            problems.append(
+                f"{where}: {prefix}* is deleted after {days} days, not longer than the {bound / DAY:.2f} days the "
+                f"code may still need it: {why}"
+            )
+    for prefix, (_, where) in rules.items():
+        if prefix not in wanted:
+            problems.append(f"{where}: deletes {prefix}*, none of the worker's leftovers {sorted(wanted)}")
+    return problems
 
 
 # ---------------------------------------------------------------- private networking

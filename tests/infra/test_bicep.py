@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SETTINGS
+from shared.settings import SETTINGS, Settings
 from tests.infra import infra_checks as checks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +73,8 @@ def run_all(root: Path) -> list[str]:
                 *checks.check_model_deployment(loaded),
                 *checks.check_network(loaded),
                 *checks.check_monitoring(loaded),
+                *checks.check_worker_only_store(loaded),
+                *checks.check_lifecycle(loaded),
             ]
     loaded = checks.Infra.load(root)
     return [
@@ -134,6 +136,50 @@ def test_producer_gets_only_its_four_roles_each_on_one_queue_or_container(entry:
             ("queues", "param:producerReplyQueueName", checks.ROLE_IDS["Storage Queue Data Message Processor"]),
         ]
     )
+
+
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_producers_hold_no_role_on_the_worker_only_container_and_the_worker_writes_it(
+    entry: str, vnet: bool, full: bool
+) -> None:
+    assert checks.check_worker_only_store(infra(entry, vnet, full)) == []
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_only_the_worker_and_the_operator_hold_a_blob_role_covering_the_worker_only_container(entry: str) -> None:
+    # The retry store holds other producers' whole prompts: the worker writes it (Owner on the account);
+    # the person running azd up reads it (`status`, `replay`, a worker on a laptop). A producer's blob roles
+    # are on the results and payloads containers only, neither of which covers it.
+    loaded = infra(entry)
+    staging = checks.setting_containers(loaded, [])[checks.WORKER_ONLY_SETTING]
+    assert staging.endswith(" param:stagingContainerName>")
+    assert {(who, role) for _, who, role, _ in checks.roles_covering(loaded, staging, [])} == {
+        ("app", "Storage Blob Data Owner"),
+        ("user", "Storage Blob Data Contributor"),
+    }
+
+
+@pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
+def test_every_prefix_the_worker_leaves_blobs_under_has_a_delete_rule_outliving_its_use(
+    entry: str, vnet: bool, full: bool
+) -> None:
+    assert checks.check_lifecycle(infra(entry, vnet, full)) == []
+
+
+def test_lifecycle_retention_is_read_against_the_deployed_settings_and_the_code() -> None:
+    loaded, sample = infra(), sample_values()
+    bounds, rules = checks.lifecycle_bounds(loaded, []), checks.lifecycle_rules(loaded, [])
+    payloads, staging = "{param:payloadsContainerName}/", "{param:stagingContainerName}/"
+    retries = f"{staging}retries/"
+    assert set(bounds) == set(rules) == {payloads, retries, f"{staging}jobs/", f"{staging}batches/"}
+    # RETRY_MAX_SECONDS as deployed (function.bicep's default) is the sample's, which the code's default is.
+    assert bounds[retries][0] == int(sample["RETRY_MAX_SECONDS"]) + checks.QUEUE_MESSAGE_TTL_SECONDS
+    unset = {name: value for name, value in sample.items() if name != "RETRY_MAX_SECONDS"}
+    assert Settings.from_env(unset).retry_max_seconds == int(sample["RETRY_MAX_SECONDS"])
+    # The values docs/deploy.md states.
+    assert {prefix: days for prefix, (days, _) in rules.items()} == {
+        payloads: 8, retries: 8, f"{staging}jobs/": 21, f"{staging}batches/": 21
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(("entry", "vnet", "full"), VARIANTS)
@@ -1177,6 +1223,75 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         replace("    modelAdmissionWaitSeconds: modelAdmissionWaitSeconds\n", ""),
         "main.bicep does not pass modelAdmissionWaitSeconds to resources.bicep",
     ),
+    "producer reads the whole blob service": (
+        "app/rbac.bicep",
+        replace("  scope: resultsContainer\n", "  scope: blobService\n"),
+        "blobServices default>, which covers the worker-only container STAGING_CONTAINER",
+    ),
+    "producer payloads role on the storage account": (
+        "app/rbac.bicep",
+        replace("  scope: payloadsContainer\n", "  scope: storage\n"),
+        "rbac.bicep:producerPayloadsWriter: producer gets Storage Blob Data Contributor on <Microsoft.Storage/",
+    ),
+    "producer payloads role on the staging container": (
+        "resources.bicep",
+        replace(
+            "    payloadsContainerName: storage.outputs.payloadsContainerName\n    replyQueueNames",
+            "    payloadsContainerName: storage.outputs.stagingContainerName\n    replyQueueNames",
+        ),
+        "containers param:stagingContainerName>, which covers the worker-only container STAGING_CONTAINER",
+    ),
+    "worker's blob role narrowed to the results container": (
+        "app/rbac.bicep",
+        replace(
+            "  name: guid(storage.id, appPrincipalId, storageBlobDataOwner)\n  scope: storage\n",
+            "  name: guid(resultsContainer.id, appPrincipalId, storageBlobDataOwner)\n  scope: resultsContainer\n",
+        ),
+        "the worker's identity holds no role that writes the worker-only container",
+    ),
+    "STAGING_CONTAINER set to the results container": (
+        "app/function.bicep",
+        replace(
+            "          name: 'STAGING_CONTAINER'\n          value: stagingContainerName\n",
+            "          name: 'STAGING_CONTAINER'\n          value: resultsContainerName\n",
+        ),
+        "app settings RESULTS_CONTAINER and STAGING_CONTAINER name one container",
+    ),
+    "retry state deleted after two days": (
+        "app/storage.bicep",
+        replace(
+            "retries/' ]\n            }\n            actions: {\n              baseBlob: {\n"
+            "                delete: { daysAfterModificationGreaterThan: 8 }",
+            "retries/' ]\n            }\n            actions: {\n              baseBlob: {\n"
+            "                delete: { daysAfterModificationGreaterThan: 2 }",
+        ),
+        "{param:stagingContainerName}/retries/* is deleted after 2 days, not longer than the 7.08 days",
+    ),
+    "payloads deleted after a week, while their message may still wait": (
+        "app/storage.bicep",
+        replace(
+            "{payloadsContainerName}/' ]\n            }\n            actions: {\n              baseBlob: {\n"
+            "                delete: { daysAfterModificationGreaterThan: 8 }",
+            "{payloadsContainerName}/' ]\n            }\n            actions: {\n              baseBlob: {\n"
+            "                delete: { daysAfterModificationGreaterThan: 7 }",
+        ),
+        "{param:payloadsContainerName}/* is deleted after 7 days, not longer than the 7.00 days",
+    ),
+    "manifests without a rule": (
+        "app/storage.bicep",
+        replace("'${stagingContainerName}/batches/'", "'${stagingContainerName}/batch/'"),
+        "no lifecycle rule deletes {param:stagingContainerName}/batches/*",
+    ),
+    "a rule deleting results": (
+        "app/storage.bicep",
+        replace("'${payloadsContainerName}/'", "'${resultsContainerName}/'"),
+        "deletes {param:resultsContainerName}/*, none of the worker's leftovers",
+    ),
+    "a rule with no prefix": (
+        "app/storage.bicep",
+        replace("              prefixMatch: [ '${stagingContainerName}/jobs/' ]\n", ""),
+        "rule expire-staged-batch-jobs: no prefixMatch, so it deletes every blob of the account",
+    ),
     "secondary endpoint output not emptied without a second account": (
         "resources.bicep",
         replace(
@@ -1198,11 +1313,3 @@ def test_checks_fail_on_a_broken_copy(tmp_path: Path, breakage: str) -> None:
     problems = run_all(root)
 
     assert any(expected in problem for problem in problems), "\n".join(problems)
-
-
-def test_orphaned_claim_check_payloads_expire() -> None:
-    # The worker deletes each payload after its result; a lifecycle rule catches the rest.
-    storage = re.sub(r"\s+", " ", (INFRA / "app" / "storage.bicep").read_text())
-    assert "Microsoft.Storage/storageAccounts/managementPolicies@" in storage
-    assert "prefixMatch: [ '${payloadsContainerName}/' ]" in storage
-    assert re.search(r"delete: \{ daysAfterModificationGreaterThan: \d+ \}", storage)

@@ -106,6 +106,13 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         "properties.principalType comes from parameter principalType, whose @allowed value 'Robot' is not one of "
         "PrincipalType",
     ),
+    "a misspelled lifecycle rule property (the staged jobs' rule)": (
+        "app/storage.bicep",
+        replace("daysAfterModificationGreaterThan: 21", "daysAfterModifiedGreaterThan: 21"),
+        "storage.bicep:lifecycle (Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01): "
+        "properties.policy.rules[2].definition.actions.baseBlob.delete.daysAfterModifiedGreaterThan is not a "
+        "property of DateAfterModification; closest: daysAfterModificationGreaterThan",
+    ),
     "a bool given as a string": (
         "app/function.bicep",
         replace("    httpsOnly: true\n", "    httpsOnly: 'true'\n"),
