@@ -35,7 +35,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from openai import OpenAI
 
 from emulators import functions_host
-from emulators._server import run_until_signalled
+from emulators.signals import run_until_signalled
 from shared.connections import StorageEndpoints, create_credential
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import Result, Timings, Usage, parse_job

@@ -51,7 +51,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from emulators._server import run_until_signalled
+from emulators.signals import run_until_signalled
 from shared.connections import StorageEndpoints, create_credential
 from shared.settings import apply_local_settings
 
