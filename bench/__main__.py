@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     # keyless Azurite's certificate. Then this process dials nothing but loopback, like the tests.
     cert_dir = environment.trust_local_certificate()
     netguard.install()
+    from bench.config import FULL, SMOKE
     from bench.report import markdown, write_outputs
-    from bench.scenarios import FULL, SMOKE, run_all
+    from bench.scenarios import run_all
     from emulators.stack.services import start_local_azure
 
     shutil.rmtree(args.workdir, ignore_errors=True)

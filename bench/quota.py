@@ -25,16 +25,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import harness
+from bench.config import Bench, Scale
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from emulators.aoai import estimate_request_tokens
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator, start_openai_emulator, unique_names
 from emulators.stack.workers import Jobs
-
-if TYPE_CHECKING:
-    from bench.scenarios import Bench, Scale
 
 REQUEUED = "re-enqueued"  # the worker's log line for a job sent back to the queue
 
@@ -136,13 +134,11 @@ class Run:
 
     def job_seconds(self) -> list[float]:
         """Send → result written, for every result of a job this run sent."""
-        return [
-            harness._ts(r["timings"]["finished_at"]) - self.sent[r["id"]] for r in self.results if r["id"] in self.sent
-        ]
+        return [harness.finished_at(r) - self.sent[r["id"]] for r in self.results if r["id"] in self.sent]
 
     def drain_seconds(self) -> float:
         """First job sent → last result written."""
-        finished = [harness._ts(r["timings"]["finished_at"]) for r in self.results]
+        finished = [harness.finished_at(r) for r in self.results]
         return max(finished) - self.sent_at if finished else 0.0
 
 
@@ -365,7 +361,7 @@ def _timed(run: Run, outage: dict[str, float] | None) -> dict[str, Any]:
         "job_s_max": max(seconds, default=0.0),
     }
     if outage is not None:
-        finished = max((harness._ts(r["timings"]["finished_at"]) for r in run.results), default=outage["ends_at"])
+        finished = max((harness.finished_at(r) for r in run.results), default=outage["ends_at"])
         out["outage"] = {
             "seconds": outage["seconds"],
             "after_first_send_s": outage["started_at"] - run.sent_at,

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS
+from bench.config import SMOKE
 from bench.report import markdown, write_outputs
-from bench.scenarios import SMOKE, run_all
+from bench.scenarios import run_all
 from emulators.stack.environment import REPO
 from emulators.stack.services import LocalAzure
 
