@@ -346,9 +346,3 @@ def limit_use(admitted: Sequence[float], tokens_each: int, limit: int, window: f
         "measured_requests": count,
         "admitted_per_window": [by_window[i] for i in range(max(by_window) + 1)],  # from the first admission
     }
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import time
@@ -414,7 +415,7 @@ def import_times(b: Bench) -> dict[str, Any]:
     for i in range(b.scale.import_runs):  # interleaved, the order rotating each round
         for key in order[i % len(order) :] + order[: i % len(order)]:
             times[key].append(_import_seconds(codes[key], env))
-    med = {k: harness.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
     # The breakdown only names modules and their share within the app's own run: both at once is fine.
     with ThreadPoolExecutor(2) as pool:
         app_future = pool.submit(_importtime, codes["function_app"], env)
