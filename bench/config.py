@@ -44,7 +44,7 @@ class Scale:
     outage_s: float  # the only deployment down this long ...
     outage_margin_s: float  # ... starting this long after the first job, arrivals going on this long after it
     outage_jobs_per_s: float
-    long_outage_s: float  # the pool's primary down this long, its secondary healthy
+    long_outage_s: float  # the pool's primary down this long, its secondary healthy (with --long-outage)
     long_outage_jobs_per_s: float
 
 
@@ -110,12 +110,14 @@ SMOKE = Scale(
 
 @dataclass
 class Bench:
-    """One run: the local stack, the scale, where outputs and worker logs go, and host.json's queue options."""
+    """One run: the local stack, the scale, where outputs and worker logs go, whether the long outage runs
+    (``python -m bench --long-outage``), and host.json's queue options."""
 
     stack: LocalAzure
     scale: Scale
     out_dir: Path
     logs: Path
+    long_outage: bool = False
 
     def __post_init__(self) -> None:
         self.options = functions_host.QueueOptions.from_host_json(REPO / "host.json")

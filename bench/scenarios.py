@@ -607,11 +607,17 @@ async def _rate_limit(b: Bench, report: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_all(
-    stack: LocalAzure, scale: Scale, out_dir: Path, logs: Path, only: Sequence[str] | None = None
+    stack: LocalAzure,
+    scale: Scale,
+    out_dir: Path,
+    logs: Path,
+    only: Sequence[str] | None = None,
+    *,
+    long_outage: bool = False,
 ) -> dict[str, Any]:
-    """Every section of SECTIONS in order, or those in ``only``."""
+    """Every section of SECTIONS in order, or those in ``only``; the outage section's long run if ``long_outage``."""
     began = time.monotonic()
-    b = Bench(stack, scale, out_dir, logs)
+    b = Bench(stack, scale, out_dir, logs, long_outage)
     chosen = [name for name in SECTIONS if only is None or name in only]
     report: dict[str, Any] = {
         "meta": {
@@ -619,6 +625,7 @@ async def run_all(
             "scale": asdict(scale),
             "machine": machine(),
             "sections": chosen,
+            "long_outage": long_outage,
         }
     }
     sections: dict[str, float] = {}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import SECTIONS
+from bench import SECTIONS, quota
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
 from bench.scenarios import run_all
@@ -138,9 +138,9 @@ async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
 # --- Issue 13: scale-out, pool, outages ------------------------------------------------------------
 
 
-async def _run_one(section: str, stack: LocalAzure, tmp_path: Path) -> dict[str, Any]:
+async def _run_one(section: str, stack: LocalAzure, tmp_path: Path, *, long_outage: bool = False) -> dict[str, Any]:
     out = tmp_path / "out"
-    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section])
+    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section], long_outage=long_outage)
     write_outputs(report, out)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     assert report["meta"]["sections"] == [section]
@@ -219,7 +219,8 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
 
 
 async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
-    report = await _run_one("outage", stack, tmp_path)
+    report = await _run_one("outage", stack, tmp_path, long_outage=True)
+    assert report["meta"]["long_outage"] is True
     o = report["outage"]
     assert o["worker_settings"]["MODEL_OUTAGE_TOLERANCE_SECONDS"] == str(SMOKE.outage_tolerance_s)
     calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
@@ -241,3 +242,10 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert sum(pooled["served_by"].values()) == pooled["results"]
     assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
     assert markdown(report).count("\n| ") == 3  # header + 2 rows
+    # Without --long-outage the failover run is not made, and its row says so instead of showing figures.
+    assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
+    report["outage"]["primary_down_with_secondary"] = None
+    table = markdown(report)
+    assert table.count("\n| ") == 3
+    assert "| not run: pass `--long-outage`" in table
+    assert set(quota.targets({"outage": report["outage"]})["outage"]["value"]) == {"only_deployment_down"}
