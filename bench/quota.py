@@ -379,16 +379,26 @@ def _both(first: OpenAIEmulator, second: OpenAIEmulator) -> Callable[[], None]:
     return reset
 
 
-async def _one_deployment(b: Bench) -> dict[str, Any]:
-    """The only deployment down ``outage_s``, beside the same arrivals on a healthy resource (two runs at once)."""
+async def _one_deployment(b: Bench, quiet: asyncio.Event) -> dict[str, Any]:
+    """The only deployment down ``outage_s``, beside the same arrivals on a healthy resource (two runs at once).
+    ``quiet`` is set once the healthy run is over and every job has been sent (the outage run then only waits)."""
     s = b.scale
     short = Arrivals(round(s.outage_jobs_per_s * (2 * s.outage_margin_s + s.outage_s)), s.outage_jobs_per_s)
     with resource(b, latency_ms=s.latency_ms) as healthy, resource(b, latency_ms=s.latency_ms) as down:
         failing = Arrivals(short.count, short.rate, (down, s.outage_margin_s, s.outage_s))
         calm_settings = single_settings(b, "outage-none", healthy)
         hit_settings = single_settings(b, "outage-only", down)
+
+        async def calm_run() -> tuple[Run, dict[str, float] | None]:
+            try:  # the same arrivals as the outage run, so its sending is over too when this returns
+                return await run_workers(
+                    b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s
+                )
+            finally:
+                quiet.set()
+
         (calm, _), (hit, hit_outage) = await asyncio.gather(
-            run_workers(b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s),
+            calm_run(),
             run_workers(b, "outage-only", hit_settings, failing, reset=down.reset, timeout=s.timeout_s),
         )
         without = {**_timed(calm, None), **_quota(healthy.stats(), calm.jobs)}
@@ -428,11 +438,13 @@ async def _not_run() -> None:
     return None
 
 
-async def outage(b: Bench) -> dict[str, Any]:
+async def outage(b: Bench, quiet: asyncio.Event | None = None) -> dict[str, Any]:
     """(c): the runs at once, each with its own resource(s) so every emulator's counters are its own. The long
-    one (the pool's primary down ``long_outage_s``) only when ``b.long_outage``; else it is reported as not run."""
+    one (the pool's primary down ``long_outage_s``) only when ``b.long_outage``; else it is reported as not run.
+    ``quiet`` is set once the runs only wait for jobs re-enqueued by the outage (see ``_one_deployment``)."""
     s = b.scale
-    one, failover = await asyncio.gather(_one_deployment(b), _failover(b) if b.long_outage else _not_run())
+    quiet = quiet or asyncio.Event()
+    one, failover = await asyncio.gather(_one_deployment(b, quiet), _failover(b) if b.long_outage else _not_run())
     return {
         "latency_s": s.latency_ms / 1000,
         "worker_settings": worker_settings(s),

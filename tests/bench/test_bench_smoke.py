@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import SECTIONS, quota
+from bench import SECTIONS
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
 from bench.scenarios import run_all
@@ -242,10 +242,22 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert sum(pooled["served_by"].values()) == pooled["results"]
     assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
     assert markdown(report).count("\n| ") == 3  # header + 2 rows
-    # Without --long-outage the failover run is not made, and its row says so instead of showing figures.
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
-    report["outage"]["primary_down_with_secondary"] = None
+
+
+async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: LocalAzure, tmp_path: Path) -> None:
+    # As make bench runs them: no long outage (its row says so, not figures), figure 9 once figure 8 only waits.
+    sections = ["outage", "batch_lane"]
+    report = await run_all(stack, SMOKE, tmp_path / "out", tmp_path / "logs", sections)
+    assert report["meta"]["long_outage"] is False
+    assert set(report["meta"]["section_seconds"]) == set(sections)
+    o, lane = report["outage"], report["batch_lane"]
+    assert o["primary_down_with_secondary"] is None
+    _consistent(o["without_outage"])
+    _consistent(o["only_deployment_down"], faults=True)
+    assert set(report["targets"]["outage"]["value"]) == {"only_deployment_down"}
+    assert KEYS["batch_lane"] <= set(lane)
+    assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 3
+    assert table.count("\n| ") == 4  # header + 2 outage rows + the batch lane
     assert "| not run: pass `--long-outage`" in table
-    assert set(quota.targets({"outage": report["outage"]})["outage"]["value"]) == {"only_deployment_down"}
