@@ -47,8 +47,9 @@ check: lint typecheck test
 run: setup
 	$(PY) -m emulators.run
 
+# BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage), --only scaleout (see python -m bench --help).
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 infra-check:
 	bash .ci/checkov.sh

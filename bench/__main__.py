@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="where results.json/.md and profile.txt go (default: bench/; with --only, the workdir)"
     )
     parser.add_argument("--workdir", type=Path, default=HERE / "out", help="logs and scratch (emptied first)")
+    parser.add_argument(
+        "--long-outage",
+        action="store_true",
+        help="also run figure 8's long outage (the pool's primary down 10 minutes at full scale); "
+        "without it, its row says it was not run",
+    )
     args = parser.parse_args(argv)
     only = [name.strip() for value in args.only or [] for name in value.split(",") if name.strip()] or None
     unknown = sorted(set(only or []) - set(SECTIONS))
@@ -44,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     # keyless Azurite's certificate. Then this process dials nothing but loopback, like the tests.
     cert_dir = environment.trust_local_certificate()
     netguard.install()
+    from bench.config import FULL, SMOKE
     from bench.report import markdown, write_outputs
-    from bench.scenarios import FULL, SMOKE, run_all
+    from bench.scenarios import run_all
     from emulators.stack.services import start_local_azure
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     scale = FULL if args.scale == "full" else SMOKE
-    print(f"bench: scale {scale.name}; sections {', '.join(only or SECTIONS)}; logs in {args.workdir}", flush=True)
+    long = "with" if args.long_outage else "without"
+    sections = ", ".join(only or SECTIONS)
+    print(f"bench: scale {scale.name}; sections {sections}, {long} the long outage; logs in {args.workdir}", flush=True)
     with start_local_azure(args.workdir, cert_dir) as stack:
-        report = asyncio.run(run_all(stack, scale, out, args.workdir / "logs", only))
+        report = asyncio.run(run_all(stack, scale, out, args.workdir / "logs", only, long_outage=args.long_outage))
     write_outputs(report, out)
     print(markdown(report))
     return 0

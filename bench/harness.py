@@ -249,8 +249,14 @@ def log_time(log: str, text: str) -> float | None:
 # --- Figures from stored results -------------------------------------------------------------------
 
 
-def _ts(value: str) -> float:
+def epoch(value: str) -> float:
+    """An ISO 8601 time from a result document (``timings.started_at``, ``finished_at``) as epoch seconds."""
     return datetime.fromisoformat(value).timestamp()
+
+
+def finished_at(result: dict[str, Any]) -> float:
+    """When a result document says its job finished (``timings.finished_at``), in epoch seconds."""
+    return epoch(result["timings"]["finished_at"])
 
 
 def steady_state(results: list[dict[str, Any]], skip: int) -> dict[str, float]:
@@ -259,7 +265,7 @@ def steady_state(results: list[dict[str, Any]], skip: int) -> dict[str, float]:
     Little's law splits it: rate = mean jobs in flight / mean seconds per job, where in-flight is
     each result's ``timings.started_at``..``finished_at`` overlapping the window.
     """
-    spans = sorted((_ts(r["timings"]["started_at"]), _ts(r["timings"]["finished_at"])) for r in results)
+    spans = sorted((epoch(r["timings"]["started_at"]), epoch(r["timings"]["finished_at"])) for r in results)
     model = [r["timings"].get("model_seconds") or 0.0 for r in results]
     finishes = sorted(end for _, end in spans)
     n = len(finishes)
@@ -310,7 +316,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def admitted_times(results: list[dict[str, Any]], latency: float) -> list[float]:
     """When each success was admitted by the model's quota (epoch s, sorted): the emulator admits, then
     sleeps the latency, so ~``latency`` before the result was written."""
-    return sorted(_ts(r["timings"]["finished_at"]) - latency for r in results if r["status"] == "succeeded")
+    return sorted(finished_at(r) - latency for r in results if r["status"] == "succeeded")
 
 
 def limit_use(admitted: Sequence[float], tokens_each: int, limit: int, window: float) -> dict[str, Any]:
@@ -340,9 +346,3 @@ def limit_use(admitted: Sequence[float], tokens_each: int, limit: int, window: f
         "measured_requests": count,
         "admitted_per_window": [by_window[i] for i in range(max(by_window) + 1)],  # from the first admission
     }
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -8,7 +8,8 @@
   one process asks for: throughput ÷ (L1 + L2).
 - ``outage`` (c): jobs arriving at a steady rate while the only deployment answers 503 for ``outage_s``,
   next to the same arrivals on a healthy resource (p95 job time compared within the run); and, at the
-  same time, the primary of a two-resource pool down for ``long_outage_s`` with the secondary healthy.
+  same time, with ``--long-outage`` only, the primary of a two-resource pool down for ``long_outage_s``
+  with the secondary healthy.
 
 Every run switches pacing on (``MODEL_ADMISSION_WAIT_SECONDS``) and sets ``MODEL_OUTAGE_TOLERANCE_SECONDS``;
 a worker that does not know a setting ignores it. Each emulator's own counters (they count 429s and 503s)
@@ -25,16 +26,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import harness
+from bench.config import Bench, Scale
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from emulators.aoai import estimate_request_tokens
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator, start_openai_emulator, unique_names
 from emulators.stack.workers import Jobs
-
-if TYPE_CHECKING:
-    from bench.scenarios import Bench, Scale
 
 REQUEUED = "re-enqueued"  # the worker's log line for a job sent back to the queue
 
@@ -136,13 +135,11 @@ class Run:
 
     def job_seconds(self) -> list[float]:
         """Send → result written, for every result of a job this run sent."""
-        return [
-            harness._ts(r["timings"]["finished_at"]) - self.sent[r["id"]] for r in self.results if r["id"] in self.sent
-        ]
+        return [harness.finished_at(r) - self.sent[r["id"]] for r in self.results if r["id"] in self.sent]
 
     def drain_seconds(self) -> float:
         """First job sent → last result written."""
-        finished = [harness._ts(r["timings"]["finished_at"]) for r in self.results]
+        finished = [harness.finished_at(r) for r in self.results]
         return max(finished) - self.sent_at if finished else 0.0
 
 
@@ -365,7 +362,7 @@ def _timed(run: Run, outage: dict[str, float] | None) -> dict[str, Any]:
         "job_s_max": max(seconds, default=0.0),
     }
     if outage is not None:
-        finished = max((harness._ts(r["timings"]["finished_at"]) for r in run.results), default=outage["ends_at"])
+        finished = max((harness.finished_at(r) for r in run.results), default=outage["ends_at"])
         out["outage"] = {
             "seconds": outage["seconds"],
             "after_first_send_s": outage["started_at"] - run.sent_at,
@@ -382,47 +379,79 @@ def _both(first: OpenAIEmulator, second: OpenAIEmulator) -> Callable[[], None]:
     return reset
 
 
-async def outage(b: Bench) -> dict[str, Any]:
-    """(c): three runs at once, each with its own resource(s) so every emulator's counters are its own."""
+async def _one_deployment(b: Bench, quiet: asyncio.Event) -> dict[str, Any]:
+    """The only deployment down ``outage_s``, beside the same arrivals on a healthy resource (two runs at once).
+    ``quiet`` is set once the healthy run is over and every job has been sent (the outage run then only waits)."""
     s = b.scale
     short = Arrivals(round(s.outage_jobs_per_s * (2 * s.outage_margin_s + s.outage_s)), s.outage_jobs_per_s)
-    long_count = round(s.long_outage_jobs_per_s * (2 * s.outage_margin_s + s.long_outage_s))
-    with contextlib.ExitStack() as stack:
-        healthy, down, primary, secondary = (stack.enter_context(resource(b, latency_ms=s.latency_ms)) for _ in "abcd")
+    with resource(b, latency_ms=s.latency_ms) as healthy, resource(b, latency_ms=s.latency_ms) as down:
         failing = Arrivals(short.count, short.rate, (down, s.outage_margin_s, s.outage_s))
-        failover = Arrivals(long_count, s.long_outage_jobs_per_s, (primary, s.outage_margin_s, s.long_outage_s))
         calm_settings = single_settings(b, "outage-none", healthy)
         hit_settings = single_settings(b, "outage-only", down)
-        pool_run_settings = pool_settings(b, "outage-pool", primary, secondary)
-        (calm, _), (hit, hit_outage), (pooled, pooled_outage) = await asyncio.gather(
-            run_workers(b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s),
+
+        async def calm_run() -> tuple[Run, dict[str, float] | None]:
+            try:  # the same arrivals as the outage run, so its sending is over too when this returns
+                return await run_workers(
+                    b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s
+                )
+            finally:
+                quiet.set()
+
+        (calm, _), (hit, hit_outage) = await asyncio.gather(
+            calm_run(),
             run_workers(b, "outage-only", hit_settings, failing, reset=down.reset, timeout=s.timeout_s),
-            run_workers(
-                b, "outage-pool", pool_run_settings, failover, reset=_both(primary, secondary), timeout=s.timeout_s
-            ),
         )
         without = {**_timed(calm, None), **_quota(healthy.stats(), calm.jobs)}
         only = {**_timed(hit, hit_outage), **_quota(down.stats(), hit.jobs)}
+    return {
+        "without_outage": {**without, "arrival_jobs_per_s": short.rate},
+        "only_deployment_down": {**only, "arrival_jobs_per_s": short.rate},
+        "p95_over_without": only["job_s_p95"] / without["job_s_p95"] if without["job_s_p95"] else 0.0,
+    }
+
+
+async def _failover(b: Bench) -> dict[str, Any]:
+    """The primary of a two-resource pool down ``long_outage_s``, its secondary healthy."""
+    s = b.scale
+    count = round(s.long_outage_jobs_per_s * (2 * s.outage_margin_s + s.long_outage_s))
+    with resource(b, latency_ms=s.latency_ms) as primary, resource(b, latency_ms=s.latency_ms) as secondary:
+        arrivals = Arrivals(count, s.long_outage_jobs_per_s, (primary, s.outage_margin_s, s.long_outage_s))
+        settings = pool_settings(b, "outage-pool", primary, secondary)
+        pooled, pooled_outage = await run_workers(
+            b, "outage-pool", settings, arrivals, reset=_both(primary, secondary), timeout=s.timeout_s
+        )
         names = {primary.endpoint.rstrip("/"): "primary", secondary.endpoint.rstrip("/"): "secondary"}
         by_resource = {
             "primary": _quota(primary.stats(), pooled.jobs),
             "secondary": _quota(secondary.stats(), pooled.jobs),
         }
-        failover_run = {
-            **_timed(pooled, pooled_outage),
-            **_total(by_resource, pooled.jobs),
-            "by_resource": by_resource,
-            "served_by": _served(pooled.results, names),
-        }
+    return {
+        **_timed(pooled, pooled_outage),
+        **_total(by_resource, pooled.jobs),
+        "by_resource": by_resource,
+        "served_by": _served(pooled.results, names),
+        "arrival_jobs_per_s": arrivals.rate,
+    }
+
+
+async def _not_run() -> None:
+    return None
+
+
+async def outage(b: Bench, quiet: asyncio.Event | None = None) -> dict[str, Any]:
+    """(c): the runs at once, each with its own resource(s) so every emulator's counters are its own. The long
+    one (the pool's primary down ``long_outage_s``) only when ``b.long_outage``; else it is reported as not run.
+    ``quiet`` is set once the runs only wait for jobs re-enqueued by the outage (see ``_one_deployment``)."""
+    s = b.scale
+    quiet = quiet or asyncio.Event()
+    one, failover = await asyncio.gather(_one_deployment(b, quiet), _failover(b) if b.long_outage else _not_run())
     return {
         "latency_s": s.latency_ms / 1000,
         "worker_settings": worker_settings(s),
         "outage_s": s.outage_s,
         "long_outage_s": s.long_outage_s,
-        "without_outage": {**without, "arrival_jobs_per_s": short.rate},
-        "only_deployment_down": {**only, "arrival_jobs_per_s": short.rate},
-        "p95_over_without": only["job_s_p95"] / without["job_s_p95"] if without["job_s_p95"] else 0.0,
-        "primary_down_with_secondary": {**failover_run, "arrival_jobs_per_s": failover.rate},
+        **one,
+        "primary_down_with_secondary": failover,  # None: not run (python -m bench --long-outage runs it)
     }
 
 
@@ -440,9 +469,10 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         }
     if "outage" in report:
         o = report["outage"]
-        runs = {k: o[k] for k in ("only_deployment_down", "primary_down_with_secondary")}
+        runs = {k: o[k] for k in ("only_deployment_down", "primary_down_with_secondary") if o.get(k) is not None}
+        with_failover = ", primary down with a healthy secondary (long_outage_s)" if len(runs) > 1 else ""
         goals["outage"] = {
-            "target": "0 failed, 0 poisoned: only deployment down (outage_s), primary down with a healthy secondary",
+            "target": f"0 failed, 0 poisoned: only deployment down (outage_s){with_failover}",
             "value": {k: {"failed_jobs": r["failed_jobs"], "poisoned": r["poisoned"]} for k, r in runs.items()},
             "met": all(r["failed_jobs"] == 0 and r["poisoned"] == 0 for r in runs.values()),
         }

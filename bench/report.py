@@ -160,10 +160,26 @@ def _pool_rows(report: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _failover_row(o: dict[str, Any], met: str) -> Row:
+    pooled = o["primary_down_with_secondary"]
+    figure = f"Primary down {o['long_outage_s']:.0f} s, healthy secondary in the pool"
+    if pooled is None:
+        return ("8", figure, "not run: pass `--long-outage` (`make bench BENCH_ARGS=--long-outage`)", "", "")
+    served = ", ".join(f"{name} {count}" for name, count in sorted(pooled["served_by"].items()))
+    return (
+        "8",
+        f"{figure}, {pooled['jobs']} jobs at {pooled['arrival_jobs_per_s']:g}/s",
+        f"**{pooled['failed_jobs']}** failed, **{pooled['poisoned']}** poisoned; "
+        f"p95 job {pooled['job_s_p95']:.1f} s; {pooled['by_resource']['primary']['unavailable_503']} 503s "
+        f"from the primary; served by {served}",
+        "0 failed, 0 poisoned",
+        met,
+    )
+
+
 def _outage_rows(report: dict[str, Any]) -> list[Row]:
     o = report["outage"]
-    calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
-    served = ", ".join(f"{name} {count}" for name, count in sorted(pooled["served_by"].items()))
+    calm, hit = o["without_outage"], o["only_deployment_down"]
     met = _met(report["targets"]["outage"]["met"])
     return [
         (
@@ -177,16 +193,7 @@ def _outage_rows(report: dict[str, Any]) -> list[Row]:
             "0 failed, 0 poisoned",
             met,
         ),
-        (
-            "8",
-            f"Primary down {o['long_outage_s']:.0f} s, healthy secondary in the pool, {pooled['jobs']} jobs at "
-            f"{pooled['arrival_jobs_per_s']:g}/s",
-            f"**{pooled['failed_jobs']}** failed, **{pooled['poisoned']}** poisoned; "
-            f"p95 job {pooled['job_s_p95']:.1f} s; {pooled['by_resource']['primary']['unavailable_503']} 503s "
-            f"from the primary; served by {served}",
-            "0 failed, 0 poisoned",
-            met,
-        ),
+        _failover_row(o, met),
     ]
 
 

@@ -10,21 +10,22 @@ import asyncio
 import contextlib
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS, harness, quota
 from bench.batch_lane import BATCH_JOBS, batch_lane
+from bench.config import Bench, Scale
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from bench.sync_baseline import thread_count
-from emulators import functions_host
 from emulators.aoai import estimate_request_tokens
 from emulators.stack.environment import REPO, child_environment
 from emulators.stack.services import COGNITIVE, STORAGE, AzureCli, LocalAzure, unique_names
@@ -40,116 +41,6 @@ DEPENDENCIES = (
 )
 LISTENING = harness.LISTENING
 IDLE = {"<method 'poll' of 'select.epoll' objects>", "<method 'select' of 'select.epoll' objects>"}
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How much work each scenario does. ``FULL`` is ``make bench``; ``SMOKE`` exercises every path once."""
-
-    name: str
-    throughput_jobs: int
-    latency_ms: float
-    cpu_jobs: int
-    profile_jobs: int
-    az_jobs: int
-    import_runs: int
-    cold_sync_jobs: int
-    rate_window_s: float
-    rate_steady_windows: int
-    rate_max_retries: int  # worker settings for the rate-limit run (the shipped defaults: 2 and 300)
-    rate_max_delay_s: int
-    rate_max_jobs: int
-    timeout_s: float
-    poll_s: float
-    # Issue 13 (bench/quota.py): pacing on, a shorter rate window than Azure's 60 s (as the rate-limit run).
-    quota_window_s: float
-    admission_wait_s: int  # MODEL_ADMISSION_WAIT_SECONDS for those runs
-    outage_tolerance_s: int  # MODEL_OUTAGE_TOLERANCE_SECONDS (the shipped default)
-    scaleout_processes: tuple[int, ...]
-    scaleout_jobs: int
-    pool_processes: int
-    pool_jobs: int
-    outage_s: float  # the only deployment down this long ...
-    outage_margin_s: float  # ... starting this long after the first job, arrivals going on this long after it
-    outage_jobs_per_s: float
-    long_outage_s: float  # the pool's primary down this long, its secondary healthy
-    long_outage_jobs_per_s: float
-
-
-FULL = Scale(
-    name="full",
-    throughput_jobs=480,
-    latency_ms=500,
-    cpu_jobs=1000,
-    profile_jobs=480,
-    az_jobs=1000,
-    import_runs=9,
-    cold_sync_jobs=24,
-    rate_window_s=10,
-    rate_steady_windows=3,
-    rate_max_retries=2,
-    rate_max_delay_s=300,
-    rate_max_jobs=3000,
-    timeout_s=300,
-    poll_s=0.5,
-    quota_window_s=10,
-    admission_wait_s=60,
-    outage_tolerance_s=1800,
-    scaleout_processes=(1, 4, 8, 16),
-    scaleout_jobs=1200,
-    pool_processes=1,
-    pool_jobs=1200,
-    outage_s=60,
-    outage_margin_s=15,
-    outage_jobs_per_s=2,
-    long_outage_s=600,
-    long_outage_jobs_per_s=0.25,
-)
-SMOKE = Scale(
-    name="smoke",
-    throughput_jobs=10,
-    latency_ms=200,
-    cpu_jobs=10,
-    profile_jobs=10,
-    az_jobs=10,
-    import_runs=1,
-    cold_sync_jobs=6,
-    rate_window_s=1,
-    rate_steady_windows=1,
-    rate_max_retries=2,
-    rate_max_delay_s=300,
-    rate_max_jobs=20,
-    timeout_s=60,
-    poll_s=0.1,
-    quota_window_s=1,
-    admission_wait_s=60,
-    outage_tolerance_s=1800,
-    scaleout_processes=(1, 2),
-    scaleout_jobs=24,
-    pool_processes=1,
-    pool_jobs=20,
-    outage_s=2,
-    outage_margin_s=1,
-    outage_jobs_per_s=4,
-    long_outage_s=3,
-    long_outage_jobs_per_s=4,
-)
-
-
-@dataclass
-class Bench:
-    stack: LocalAzure
-    scale: Scale
-    out_dir: Path
-    logs: Path
-
-    def __post_init__(self) -> None:
-        self.options = functions_host.QueueOptions.from_host_json(REPO / "host.json")
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-
-    def log_path(self, label: str) -> Path:
-        return self.logs / label / "worker.log"
 
 
 def _tokens(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -500,7 +391,7 @@ def _import_seconds(code: str, env: dict[str, str]) -> float:
 
 
 def _importtime(code: str, env: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """module -> (self µs, cumulative µs) from ``python -X importtime``."""
+    """module -> (self microseconds, cumulative microseconds) from ``python -X importtime``."""
     run = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], cwd=REPO, env=env, check=True, capture_output=True, text=True
     )
@@ -524,7 +415,7 @@ def import_times(b: Bench) -> dict[str, Any]:
     for i in range(b.scale.import_runs):  # interleaved, the order rotating each round
         for key in order[i % len(order) :] + order[: i % len(order)]:
             times[key].append(_import_seconds(codes[key], env))
-    med = {k: harness.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
     # The breakdown only names modules and their share within the app's own run: both at once is fine.
     with ThreadPoolExecutor(2) as pool:
         app_future = pool.submit(_importtime, codes["function_app"], env)
@@ -566,7 +457,7 @@ async def first_result(b: Bench) -> dict[str, Any]:
     finally:
         await jobs.close()
     listening = harness.log_time(worker.host.log(), LISTENING)
-    finished = harness._ts(result["timings"]["finished_at"])
+    finished = harness.finished_at(result)
     return {
         "seconds_to_first_result": seen_at - worker.spawned_at,
         "spawn_to_listening_s": (listening - worker.spawned_at) if listening else None,
@@ -619,7 +510,7 @@ async def rate_limit(b: Bench, demand_jobs_per_s: float) -> dict[str, Any]:
         await jobs.close()
     stats = b.stack.model_stats()
     # Each success was admitted ~latency before its result was written (the emulator sleeps after admitting).
-    admitted = sorted(harness._ts(r["timings"]["finished_at"]) - latency for r in results if r["status"] == "succeeded")
+    admitted = harness.admitted_times(results, latency)
     start = (admitted[0] if admitted else 0.0) + window  # skip the first window: it starts empty (a burst)
     end = start + steady * window
     in_window = sum(1 for t in admitted if start <= t < end)
@@ -716,11 +607,17 @@ async def _rate_limit(b: Bench, report: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_all(
-    stack: LocalAzure, scale: Scale, out_dir: Path, logs: Path, only: Sequence[str] | None = None
+    stack: LocalAzure,
+    scale: Scale,
+    out_dir: Path,
+    logs: Path,
+    only: Sequence[str] | None = None,
+    *,
+    long_outage: bool = False,
 ) -> dict[str, Any]:
-    """Every section of SECTIONS in order, or those in ``only``."""
+    """Every section of SECTIONS in order, or those in ``only``; the outage section's long run if ``long_outage``."""
     began = time.monotonic()
-    b = Bench(stack, scale, out_dir, logs)
+    b = Bench(stack, scale, out_dir, logs, long_outage)
     chosen = [name for name in SECTIONS if only is None or name in only]
     report: dict[str, Any] = {
         "meta": {
@@ -728,29 +625,46 @@ async def run_all(
             "scale": asdict(scale),
             "machine": machine(),
             "sections": chosen,
+            "long_outage": long_outage,
         }
     }
     sections: dict[str, float] = {}
-    steps: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
-        "throughput": lambda: _as("throughput", throughput(b)),
-        "cpu_and_tokens": lambda: cpu_and_tokens(b),
-        "cold_start": lambda: _as("cold_start", cold_start(b)),
-        "rate_limit": lambda: _as("rate_limit", _rate_limit(b, report)),
-        "scaleout": lambda: _as("scaleout", quota.scaleout(b)),
-        "pool": lambda: _as("pool", quota.pool(b)),
-        "outage": lambda: _as("outage", quota.outage(b)),
-        "batch_lane": lambda: _as("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name])),
-    }
-    for name in chosen:
+
+    async def timed(name: str, work: Awaitable[dict[str, Any]], *, keys: bool = False) -> None:
+        """Run one section into ``report[name]`` (or, with ``keys``, into the report keys it returns)."""
         mark = time.monotonic()
-        report.update(await steps[name]())
+        found = await work
+        report.update(found if keys else {name: found})
         sections[name] = round(time.monotonic() - mark, 1)
         print(f"bench: {name} done in {sections[name]:.0f} s", flush=True)
+
+    async def lane_beside_outage(quiet: asyncio.Event) -> None:
+        # Figure 9 is counts, not times: it runs while figure 8 only waits out its re-enqueue delays.
+        await quiet.wait()
+        await timed("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name]))
+
+    steps: dict[str, Callable[[], Awaitable[None]]] = {
+        "throughput": lambda: timed("throughput", throughput(b)),
+        "cpu_and_tokens": lambda: timed("cpu_and_tokens", cpu_and_tokens(b), keys=True),  # figures 2 and 3
+        "cold_start": lambda: timed("cold_start", cold_start(b)),
+        "rate_limit": lambda: timed("rate_limit", _rate_limit(b, report)),
+        "scaleout": lambda: timed("scaleout", quota.scaleout(b)),
+        "pool": lambda: timed("pool", quota.pool(b)),
+        "outage": lambda: timed("outage", quota.outage(b)),
+        "batch_lane": lambda: timed("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name])),
+    }
+    if "outage" in chosen and "batch_lane" in chosen:
+        quiet = asyncio.Event()
+
+        async def outage_and_lane() -> None:
+            await asyncio.gather(timed("outage", quota.outage(b, quiet)), lane_beside_outage(quiet))
+
+        steps["outage"], chosen_steps = outage_and_lane, [name for name in chosen if name != "batch_lane"]
+    else:
+        chosen_steps = chosen
+    for name in chosen_steps:
+        await steps[name]()
     report["targets"] = targets(report)
     report["meta"]["duration_s"] = time.monotonic() - began
     report["meta"]["section_seconds"] = sections
     return report
-
-
-async def _as(name: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    return {name: await work}

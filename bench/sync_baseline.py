@@ -35,12 +35,12 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from openai import OpenAI
 
 from emulators import functions_host
-from emulators._server import run_until_signalled
-from shared.storage_clients import StorageEndpoints, create_credential
+from emulators.signals import run_until_signalled
 from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import Result, Timings, Usage
 from shared.messages import parse_job
 from shared.settings import Settings, host_json_path
+from shared.storage_clients import StorageEndpoints, create_credential
 
 logger = logging.getLogger("bench.sync_baseline")
 

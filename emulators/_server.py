@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+
+from emulators.signals import run_until_signalled
 
 LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
@@ -46,20 +47,6 @@ async def serve(app: web.Application, *, host: str = LOOPBACK, port: int = 0) ->
 def loopback_args(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--host", default=LOOPBACK, help="loopback address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="port (0 = any free; default %(default)s)")
-
-
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` in a new event loop, where SIGINT and SIGTERM set ``stop`` instead of killing the
-    process, so ``main`` can finish what it is doing and clean up."""
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
-
-    asyncio.run(run())
 
 
 def run_forever(start: Callable[[], Awaitable[Running]], banner: Callable[[Running], str]) -> None:

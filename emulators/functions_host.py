@@ -16,9 +16,10 @@ extension's semantics read from ``host.json``:
 - the function gets an ``azure.functions.queue.QueueMessage`` with ``dequeue_count`` and times.
 
 Timer triggers run on their six-field NCRONTAB schedule (``Schedule``: the subset an app of this
-size needs), in UTC, one invocation at a time, and with ``runOnStartup`` once at start; a failed
-invocation is logged and the schedule goes on (the real host does not retry timers either). One
-local process is the whole app, so the timer's singleton lock across instances has nothing to do.
+size needs, seconds first; ``croniter`` finds the occurrences), in UTC, one invocation at a time,
+and with ``runOnStartup`` once at start; a failed invocation is logged and the schedule goes on
+(the real host does not retry timers either). One local process is the whole app, so the timer's
+singleton lock across instances has nothing to do.
 
 Run: ``python -m emulators.functions_host [--app-dir .]``; stop with SIGINT/SIGTERM (it lets
 running invocations finish).
@@ -40,7 +41,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,11 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from croniter import CroniterError, croniter
 
-from emulators._server import run_until_signalled
-from shared.storage_clients import StorageEndpoints, create_credential
+from emulators.signals import run_until_signalled
 from shared.settings import apply_local_settings
+from shared.storage_clients import StorageEndpoints, create_credential
 
 logger = logging.getLogger("emulators.functions_host")
 
@@ -131,21 +133,20 @@ class QueueFunction:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A six-field NCRONTAB expression, ``{second} {minute} {hour} {day} {month} {day-of-week}``.
+    """A six-field NCRONTAB expression, ``{second} {minute} {hour} {day} {month} {day-of-week}``, seconds first.
 
     Each field takes ``*``, a number, a range ``a-b``, a step ``*/n``, ``a/n`` or ``a-b/n``, and
     comma-separated lists of those; months also JAN-DEC, days of the week 0-6 (0 and 7 are Sunday)
     or SUN-SAT. Not supported (refused with a clear error): restricting both the day of the month
     and the day of the week, and the TimeSpan form (``00:05:00``) of App Service plans.
+
+    ``parse`` reads each field as NCRONTAB does and hands ``croniter`` the values it selects, listed
+    (``cron``); croniter finds the occurrences. Not the fields as written: croniter reads an equal range
+    (``7-7``) as the whole cycle, and a wrapped one (``5-2``) or a stepped 7 (``7/5``) otherwise too.
     """
 
     expression: str
-    seconds: tuple[int, ...]
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
+    cron: str  # the same schedule as croniter reads it, seconds first
 
     @classmethod
     def parse(cls, expression: str) -> Schedule:
@@ -158,42 +159,30 @@ class Schedule:
         second, minute, hour, day, month, weekday = fields
         if day not in ("*", "?") and weekday not in ("*", "?"):
             raise ValueError(f"timer schedule {expression!r}: restrict the day of the month or of the week, not both")
-        return cls(
-            expression=expression,
-            seconds=tuple(sorted(_cron_field(second, 0, 59))),
-            minutes=tuple(sorted(_cron_field(minute, 0, 59))),
-            hours=tuple(sorted(_cron_field(hour, 0, 23))),
-            days=frozenset(_cron_field(day, 1, 31)),
-            months=frozenset(_cron_field(month, 1, 12, _MONTHS)),
-            weekdays=frozenset(value % 7 for value in _cron_field(weekday, 0, 7, _WEEKDAYS)),
+        schedule = cls(
+            expression,
+            " ".join(
+                (
+                    _cron_field(second, 0, 59),
+                    _cron_field(minute, 0, 59),
+                    _cron_field(hour, 0, 23),
+                    _cron_field(day, 1, 31),
+                    _cron_field(month, 1, 12, _MONTHS),
+                    _cron_field(weekday, 0, 7, _WEEKDAYS, modulo=7),
+                )
+            ),
         )
+        try:  # a date that never comes (30 FEB) is refused here, not at the first wait for it
+            schedule.next_after(datetime.now(UTC))
+        except CroniterError as exc:
+            raise ValueError(f"timer schedule {expression!r} never fires: {exc}") from exc
+        return schedule
 
     def next_after(self, moment: datetime) -> datetime:
         """The first occurrence strictly after ``moment`` (whole seconds, in ``moment``'s time zone)."""
-        start = moment.replace(microsecond=0) + timedelta(seconds=1)
-        day = start.date()
-        for _ in range(366 * 8):  # leap days recur within 8 years
-            if self._runs_on(day):
-                after = (start.hour, start.minute, start.second) if day == start.date() else (0, 0, 0)
-                if (found := self._first_time(after)) is not None:
-                    return datetime(day.year, day.month, day.day, *found, tzinfo=moment.tzinfo)
-            day += timedelta(days=1)
-        raise ValueError("the schedule never fires (a day that does not exist in its months?)")
-
-    def _runs_on(self, day: date) -> bool:
-        return day.month in self.months and day.day in self.days and (day.weekday() + 1) % 7 in self.weekdays
-
-    def _first_time(self, after: tuple[int, int, int]) -> tuple[int, int, int] | None:
-        for hour in self.hours:
-            if hour < after[0]:
-                continue
-            for minute in self.minutes:
-                if (hour, minute) < after[:2]:
-                    continue
-                for second in self.seconds:
-                    if (hour, minute, second) >= after:
-                        return hour, minute, second
-        return None
+        # Leap days recur within 8 years: a schedule with no occurrence in 8 years has none.
+        found = croniter(self.cron, moment, ret_type=datetime, second_at_beginning=True, max_years_between_matches=8)
+        return found.get_next(datetime)
 
 
 _MONTHS = {
@@ -203,13 +192,17 @@ _MONTHS = {
 _WEEKDAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
 
 
-def _cron_field(text: str, low: int, high: int, names: Mapping[str, int] | None = None) -> set[int]:
+def _cron_field(text: str, low: int, high: int, names: Mapping[str, int] | None = None, modulo: int = 0) -> str:
+    """One NCRONTAB field as croniter should read it: ``*``, or the values it selects, listed."""
+
     def number(token: str) -> int:
         value = (names or {}).get(token.upper())
         if value is None and not token.isdigit():
             raise ValueError(f"timer schedule field {text!r}: {token!r} is not a number")
         return int(token) if value is None else value
 
+    if text in ("*", "?"):
+        return "*"
     values: set[int] = set()
     for part in text.split(","):
         base, _, step_text = part.partition("/")
@@ -225,8 +218,8 @@ def _cron_field(text: str, low: int, high: int, names: Mapping[str, int] | None 
             last = high if step_text else first
         if not low <= first <= last <= high:
             raise ValueError(f"timer schedule field {text!r}: values must be {low}-{high}, ranges low to high")
-        values.update(range(first, last + 1, step or 1))
-    return values
+        values.update(value % modulo if modulo else value for value in range(first, last + 1, step or 1))
+    return ",".join(str(value) for value in sorted(values))
 
 
 def load_local_settings(path: Path) -> None:

@@ -20,8 +20,9 @@ two reported quirks: ``-1``/``0`` rate-limit headers and 429s without ``retry-af
 
 Modules: ``config`` (what can be tuned), ``models`` (known models and each family's rules), ``answers``
 (deterministic replies and token counts), ``rates`` (sliding-window quotas and their headers), ``state`` (the live
-state), ``app`` (the aiohttp app, ``start``) and ``cli`` (``main``). This package re-exports what tests, bench and
-``make run`` use.
+state), ``dataplane`` (auth, validation, error bodies and the completion, which both route modules use), ``app`` (the
+aiohttp app and its chat route, ``start``), ``batches`` and ``batch_routes`` (Files and Batches) and ``cli``
+(``main``). This package re-exports what tests, bench and ``make run`` use.
 """
 
 from emulators.aoai.answers import (
@@ -31,9 +32,10 @@ from emulators.aoai.answers import (
     estimate_request_tokens,
     fill_schema,
 )
-from emulators.aoai.app import STATE, Running, start
+from emulators.aoai.app import Running, start
 from emulators.aoai.cli import main
 from emulators.aoai.config import OUTAGE_MODES, Deployment, EmulatorConfig, Outage, OutageMode
+from emulators.aoai.dataplane import STATE
 from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model
 from emulators.aoai.state import EmulatorState
 

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -17,26 +15,12 @@ from pydantic import ValidationError
 
 from emulators import _server
 from emulators.aoai import batch_routes, models
-from emulators.aoai.answers import count_prompt_tokens, estimate_request_tokens, message_text, reply_for
+from emulators.aoai.answers import estimate_request_tokens
 from emulators.aoai.config import Deployment, EmulatorConfig
+from emulators.aoai.dataplane import STATE, answer_body, authenticate, bad_request, error, validate
 from emulators.aoai.state import EmulatorState
-from emulators.tokens import TokenError, verify
 
-# Azure's own values and wording, so clients (and their error handling) see what the real service sends.
-AUDIENCE = "https://cognitiveservices.azure.com"
-SAFE = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
-FLAGGED = {**SAFE, "hate": {"filtered": True, "severity": "high"}}
-UNAUTHORIZED = (
-    "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), "
-    "or have expired."
-)
-FILTERED_PROMPT = (
-    "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify "
-    "your prompt and retry. To learn more about our content filtering policies please read our documentation: "
-    "https://go.microsoft.com/fwlink/?linkid=2198766"
-)
-KEYS_DISABLED = "Key based authentication is disabled for this resource."
-NO_ROLE = "Principal does not have access to API/Operation."
+# Azure's own values and wording (the rest are in dataplane), so clients see what the real service sends.
 SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenAI behind it) words them
     "fault_500": (
         500,
@@ -54,59 +38,11 @@ NOT_DEPLOYED = (
     "please wait a moment and try again."
 )
 
-STATE = web.AppKey("openai_emulator_state", EmulatorState)
 DEPLOYMENT = web.RequestKey("deployment", str)  # the deployment a data-plane request named
 DROPPED = web.RequestKey("dropped", bool)
 
 
 # --- Data plane -------------------------------------------------------------------------------------
-
-
-def _error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=http_status)
-
-
-def _bad_request(message: str, param: str | None = None) -> web.Response:
-    return _error(400, "BadRequest", message, param=param, type="invalid_request_error")
-
-
-def _authenticate(request: web.Request, state: EmulatorState) -> web.Response | None:
-    """API key, then bearer token, then the role: the order Azure reports them in."""
-    if "api-key" in request.headers:
-        return _error(state.config.api_key_status, "AuthenticationTypeDisabled", KEYS_DISABLED)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
-    state.tokens.add(hashlib.sha256(token.strip().encode()).hexdigest())
-    try:
-        claims = verify(token.strip(), state.public_pem, audience=AUDIENCE)
-    except TokenError:
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
-    oid = str(claims["oid"])
-    state.principals.add(oid)
-    if not state.has_role(oid):
-        return _error(state.config.permission_denied_status, "PermissionDenied", NO_ROLE)
-    return None
-
-
-def _validate(body: Any) -> web.Response | None:
-    if not isinstance(body, dict):
-        return _bad_request("The request body must be a JSON object.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return _bad_request("'messages' is a required property and must be a non-empty array.", "messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            return _bad_request(f"messages[{i}] must be an object with a 'role'.", f"messages[{i}]")
-        if not isinstance(message.get("content"), str | list | None):
-            return _bad_request(f"messages[{i}].content must be a string or an array of parts.", f"messages[{i}]")
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            return _bad_request(f"Invalid '{key}': must be an integer >= 1.", key)
-    if body.get("stream"):
-        return _bad_request("stream=true is not supported by this emulator.", "stream")
-    return None
 
 
 def _throttled(spec: Deployment, state: EmulatorState, wait: float, kind: str, api_version: str) -> web.Response:
@@ -117,7 +53,7 @@ def _throttled(spec: Deployment, state: EmulatorState, wait: float, kind: str, a
         f"{kind} rate limit of your current AIServices S0 pricing tier. Please retry after {seconds} seconds. Please "
         "go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
     )
-    response = _error(429, "429", message)
+    response = error(429, "429", message)
     if spec.omit_retry_after:  # the reported quirk: a 429 telling the client nothing about when to come back
         return response
     # The SDK prefers retry-after-ms, so both must carry an override (else it would wait the short one).
@@ -131,7 +67,7 @@ async def _outage(request: web.Request, state: EmulatorState, deployment: str) -
     if outage is None:
         return None
     if outage.mode == "503":
-        return _error(*SERVER_FAULTS["fault_503"])
+        return error(*SERVER_FAULTS["fault_503"])
     if outage.mode == "timeout":
         await state.sleep(outage.until - time.time())  # then close: a request caught in an outage never succeeds
     return _drop(request)
@@ -143,7 +79,7 @@ async def _fault(request: web.Request, state: EmulatorState) -> web.Response | N
     config, draw = state.config, state.rng.random()
     for field, (status, code, message) in SERVER_FAULTS.items():
         if draw < getattr(config, field):
-            return _error(status, code, message)
+            return error(status, code, message)
         draw -= getattr(config, field)
     if draw < config.fault_drop:
         return _drop(request)
@@ -165,22 +101,22 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
     state = request.app[STATE]
     if deployment is not None:
         request[DEPLOYMENT] = deployment
-    if denied := _authenticate(request, state):
+    if denied := authenticate(request, state):
         return denied
     try:
         body = await request.json()
     except ValueError:
-        return _bad_request("The request body is not valid JSON.")
+        return bad_request("The request body is not valid JSON.")
     if deployment is None:  # the v1 route names the deployment in the body
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            return _bad_request("'model' is a required property.", "model")
+            return bad_request("'model' is a required property.", "model")
         deployment = request[DEPLOYMENT] = body["model"]
     spec = state.config.deployments.get(deployment)
     if spec is None:
-        return _error(404, "DeploymentNotFound", NOT_DEPLOYED)
+        return error(404, "DeploymentNotFound", NOT_DEPLOYED)
     if down := await _outage(request, state, deployment):
         return down
-    if invalid := _validate(body):
+    if invalid := validate(body):
         return invalid
     if refused := models.refusal(body, spec.model):  # the model's rules: reasoning families refuse some parameters
         return web.json_response(refused, status=400)
@@ -189,62 +125,6 @@ async def _chat(request: web.Request, deployment: str | None, api_version: str) 
     if throttled := state.admit(deployment, estimate_request_tokens(body, state.config.default_max_tokens)):
         return _throttled(spec, state, *throttled, api_version)
     return await _complete(request, state, body, deployment, spec.model)
-
-
-@dataclass(frozen=True)
-class Answered:
-    """The completion the model gives an admitted request, and its token counts."""
-
-    body: dict[str, Any]
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-
-
-def answer_body(config: EmulatorConfig, body: dict[str, Any], deployment: str, model: str) -> web.Response | Answered:
-    """The content filter and the (deterministic) reply to an admitted request, as the live route and a batch
-    line both answer it. Reasoning models spend ``models.reasoning_tokens`` out of the budget first."""
-    messages = body["messages"]
-    prompt = "\n".join(message_text(m) for m in messages)
-    if config.filter_trigger_prompt and config.filter_trigger_prompt in prompt:
-        inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": FLAGGED}
-        return _error(400, "content_filter", FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner)
-    reply = reply_for(body, deployment, models.reasoning_tokens(body, model))
-    completion_tokens, finish, filtered = reply.completion_tokens, reply.finish_reason, SAFE
-    content: str | None = reply.content
-    if config.filter_trigger_output and config.filter_trigger_output in reply.content:
-        content, finish, filtered = None, "content_filter", FLAGGED  # generated (and billed), then withheld
-    prompt_tokens = count_prompt_tokens(messages)
-    completion = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "finish_reason": finish,
-                "logprobs": None,
-                "content_filter_results": filtered,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens_details": {
-                "accepted_prediction_tokens": 0,
-                "audio_tokens": 0,
-                "reasoning_tokens": reply.reasoning_tokens,  # 0 for non-reasoning models
-                "rejected_prediction_tokens": 0,
-            },
-            "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
-        },
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
-        "system_fingerprint": config.system_fingerprint,
-    }
-    return Answered(completion, prompt_tokens, completion_tokens, reply.reasoning_tokens)
 
 
 async def _complete(
@@ -267,7 +147,7 @@ async def _complete(
 async def deployment_chat(request: web.Request) -> web.Response:
     api_version = request.query.get("api-version", "").strip()
     if not api_version:  # Azure routes nothing without it: 404, not 400 (as publicly reported)
-        return _error(404, "404", "Resource not found")
+        return error(404, "404", "Resource not found")
     return await _chat(request, request.match_info["deployment"], api_version)
 
 
@@ -284,7 +164,7 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:  # unrouted paths/methods: Azure's generic body, not aiohttp's text
-        response = _error(exc.status, str(exc.status), "Resource not found" if exc.status == 404 else exc.reason)
+        response = error(exc.status, str(exc.status), "Resource not found" if exc.status == 404 else exc.reason)
     state = request.app[STATE]
     request_id = str(uuid.uuid4())
     response.headers.update({"apim-request-id": request_id, "x-request-id": request_id})

@@ -11,11 +11,10 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from pydantic import ValidationError
 
-# app imports this module to wire the routes; its names are only read when a request runs, so the cycle is harmless.
-from emulators.aoai import app as live
 from emulators.aoai import models
 from emulators.aoai.batch_objects import Outcome
 from emulators.aoai.batches import FILE_EXPIRY_SECONDS, Refused
+from emulators.aoai.dataplane import STATE, answer_body, authenticate, error, validate
 from emulators.aoai.state import EmulatorState
 
 Handler = Callable[[web.Request, EmulatorState], Awaitable[web.StreamResponse]]
@@ -27,15 +26,15 @@ CHUNK = 1 << 20
 
 def answer(state: EmulatorState, body: dict[str, Any]) -> Outcome:
     """What ``POST /openai/v1/chat/completions`` answers ``body`` once admitted, minus what is not the model's
-    (auth, outages, injected faults, quota, latency): the same checks in the same order and the same body as
-    ``app._chat``/``app._complete`` build (a test holds them equal). ``body["model"]`` is a known deployment."""
+    (auth, outages, injected faults, quota, latency): the same checks in the same order as the live route and the
+    same ``dataplane.answer_body`` (a test holds them equal). ``body["model"]`` is a known deployment."""
     deployment = str(body["model"])
     model = state.config.deployments[deployment].model
-    if invalid := live._validate(body):
+    if invalid := validate(body):
         return _outcome(invalid)
     if refused := models.refusal(body, model):
         return Outcome(400, refused)
-    answered = live.answer_body(state.config, body, deployment, model)
+    answered = answer_body(state.config, body, deployment, model)
     if isinstance(answered, web.Response):
         return _outcome(answered)
     return Outcome(200, answered.body, answered.prompt_tokens, answered.completion_tokens, answered.reasoning_tokens)
@@ -52,14 +51,14 @@ def _api(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespon
     """The handler behind the chat route's checks (API key refused, bearer token, role), errors as Azure words them."""
 
     async def run(request: web.Request) -> web.StreamResponse:
-        state = request.app[live.STATE]
-        if denied := live._authenticate(request, state):
+        state = request.app[STATE]
+        if denied := authenticate(request, state):
             return denied
         try:
             return await handler(request, state)
         except Refused as refused:
             kind = "invalid_request_error" if refused.status == 400 else None
-            return live._error(refused.status, refused.code, refused.message, param=refused.param, type=kind)
+            return error(refused.status, refused.code, refused.message, param=refused.param, type=kind)
 
     return run
 
@@ -197,7 +196,7 @@ async def _control_body(request: web.Request) -> dict[str, Any]:
 async def patch_batch_config(request: web.Request) -> web.Response:
     """Partial update of ``EmulatorConfig.batch`` (``config.BatchConfig``)."""
     try:
-        batch = request.app[live.STATE].update_batch_config(**await _control_body(request))
+        batch = request.app[STATE].update_batch_config(**await _control_body(request))
     except ValidationError as exc:
         return web.json_response({"error": json.loads(exc.json(include_url=False))}, status=400)
     except (ValueError, TypeError) as exc:
@@ -207,7 +206,7 @@ async def patch_batch_config(request: web.Request) -> web.Response:
 
 async def force_batch(request: web.Request) -> web.Response:
     """``POST /_emulator/batches/{id}/expire`` (``{"done"?: n}``) or ``.../fail`` (``{"code"?, "message"?}``)."""
-    state, now = request.app[live.STATE], time.time()
+    state, now = request.app[STATE], time.time()
     try:
         body = await _control_body(request)
         batch_id = request.match_info["batch_id"]
@@ -227,7 +226,7 @@ async def force_batch(request: web.Request) -> web.Response:
 
 
 async def reset_batches(request: web.Request) -> web.Response:
-    request.app[live.STATE].reset_batches()
+    request.app[STATE].reset_batches()
     return web.Response(status=204)
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS
+from bench.config import SMOKE
 from bench.report import markdown, write_outputs
-from bench.scenarios import SMOKE, run_all
+from bench.scenarios import run_all
 from emulators.stack.environment import REPO
 from emulators.stack.services import LocalAzure
 
@@ -137,9 +138,9 @@ async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
 # --- Issue 13: scale-out, pool, outages ------------------------------------------------------------
 
 
-async def _run_one(section: str, stack: LocalAzure, tmp_path: Path) -> dict[str, Any]:
+async def _run_one(section: str, stack: LocalAzure, tmp_path: Path, *, long_outage: bool = False) -> dict[str, Any]:
     out = tmp_path / "out"
-    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section])
+    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section], long_outage=long_outage)
     write_outputs(report, out)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     assert report["meta"]["sections"] == [section]
@@ -218,7 +219,8 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
 
 
 async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
-    report = await _run_one("outage", stack, tmp_path)
+    report = await _run_one("outage", stack, tmp_path, long_outage=True)
+    assert report["meta"]["long_outage"] is True
     o = report["outage"]
     assert o["worker_settings"]["MODEL_OUTAGE_TOLERANCE_SECONDS"] == str(SMOKE.outage_tolerance_s)
     calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
@@ -240,3 +242,22 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert sum(pooled["served_by"].values()) == pooled["results"]
     assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
     assert markdown(report).count("\n| ") == 3  # header + 2 rows
+    assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
+
+
+async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: LocalAzure, tmp_path: Path) -> None:
+    # As make bench runs them: no long outage (its row says so, not figures), figure 9 once figure 8 only waits.
+    sections = ["outage", "batch_lane"]
+    report = await run_all(stack, SMOKE, tmp_path / "out", tmp_path / "logs", sections)
+    assert report["meta"]["long_outage"] is False
+    assert set(report["meta"]["section_seconds"]) == set(sections)
+    o, lane = report["outage"], report["batch_lane"]
+    assert o["primary_down_with_secondary"] is None
+    _consistent(o["without_outage"])
+    _consistent(o["only_deployment_down"], faults=True)
+    assert set(report["targets"]["outage"]["value"]) == {"only_deployment_down"}
+    assert KEYS["batch_lane"] <= set(lane)
+    assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
+    table = markdown(report)
+    assert table.count("\n| ") == 4  # header + 2 outage rows + the batch lane
+    assert "| not run: pass `--long-outage`" in table

@@ -14,12 +14,12 @@ import openai
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared.storage_clients import StorageEndpoints
 from shared.constants import QUEUE_CONTRIBUTOR_ROLE, STORAGE_CONNECTION
 from shared.doctor.model import Context, Options
 from shared.doctor.openai_probe import _openai_failed
 from shared.doctor.storage import _storage_failed
 from shared.settings import Settings
+from shared.storage_clients import StorageEndpoints
 
 OID = "5a1e0000-0000-4000-8000-00000000f002"
 ACCOUNT = "stabc123"
