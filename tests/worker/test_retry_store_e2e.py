@@ -187,3 +187,46 @@ async def test_a_requeued_job_that_failed_keeps_its_result_and_gets_its_notice(
     # A stale copy of the pointer arriving later changes nothing.
     assert await worker.handle(message(due, "late-copy"), runtime) is None
     assert (await jobs.results())["cf"] == result
+
+
+async def test_causes_that_alternate_still_meet_the_jobs_retry_bound(
+    local_dev_settings: dict[str, str], jobs: Jobs, aoai: OpenAIEmulator
+) -> None:
+    # 429s and 5xx in turn, as in an Azure incident: each resets the other's own count, the job's bound holds.
+    settings = {
+        **local_dev_settings,
+        "THROTTLE_MAX_DELAY_SECONDS": "1",
+        "MODEL_ADMISSION_WAIT_SECONDS": "0",
+        "AZURE_OPENAI_MAX_RETRIES": "0",
+        "RETRY_MAX_ATTEMPTS": "3",
+    }
+    runtime = Runtime.from_env(settings)
+    queue = jobs.queues.get_queue_client(jobs.settings["JOBS_QUEUE"])
+    try:
+        body: dict[str, Any] = {"id": "flaky", "prompt": "hi"}
+        for attempt in range(4):
+            throttle = attempt % 2 == 0
+            aoai.configure(
+                tpm=1000 if throttle else None,
+                retry_after_override_seconds=150 if throttle else None,
+                fault_500=0.0 if throttle else 1.0,
+            )
+            outcome = await worker.handle(message(body, f"delivery-{attempt}"), runtime)
+            if outcome is not None:
+                break
+            for _ in range(100):  # the re-enqueued pointer, once visible
+                received = [m async for m in queue.receive_messages(visibility_timeout=30)]
+                if received:
+                    await queue.delete_message(received[0])
+                    body = json.loads(received[0].content)
+                    break
+                await asyncio.sleep(0.1)
+        assert outcome is not None and outcome.error is not None, outcome
+        assert attempt == 3  # three re-enqueues (throttled, outage, throttled), then the bound
+        assert outcome.error.code == "model_unavailable"  # the last cause: every deployment failing
+        assert "gave up after 3 re-enqueues" in outcome.error.message
+        assert "outage 2, throttled 2" in outcome.error.message  # every cause met, the last one included
+        assert await retry_state(jobs, "flaky") is None
+    finally:
+        aoai.configure(tpm=None, retry_after_override_seconds=None, fault_500=0.0)
+        await runtime.close()
