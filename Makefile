@@ -25,7 +25,7 @@ $(WHEELHOUSE)/.downloaded: $(STAMP) pyproject.toml
 
 # The producer package (pyproject.toml: keyless-openai-jobs, import path shared.producer): a wheel and an
 # sdist in dist/, built offline with the pinned hatchling. `pip install dist/*.whl` is all a service needs.
-dist: setup
+dist: $(STAMP)
 	rm -rf dist
 	$(PY) -m build --no-isolation --outdir dist .
 
