@@ -4,16 +4,30 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+WHEELHOUSE := .wheelhouse
 
-.PHONY: setup test test-fast lint format typecheck check run bench infra-check clean
+.PHONY: setup test test-fast lint format typecheck check run bench infra-check dist clean
 
-setup: $(STAMP) node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
+setup: $(STAMP) $(WHEELHOUSE)/.downloaded node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# The producer package's dependencies as wheels, at the app's pins: tests/producer/test_wheel.py installs
+# the built package into a clean venv from here with --no-index, so the tests never leave loopback.
+$(WHEELHOUSE)/.downloaded: $(STAMP) pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(PY) -m pip download --quiet --no-build-isolation --dest $(WHEELHOUSE) -c requirements.txt ".[tracing]"
+	touch $@
+
+# The producer package (pyproject.toml: keyless-openai-jobs, import path shared.producer): a wheel and an
+# sdist in dist/, built offline with the pinned hatchling. `pip install dist/*.whl` is all a service needs.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -55,4 +69,4 @@ infra-check:
 	bash .ci/checkov.sh
 
 clean:
-	rm -rf $(VENV) .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache dist $(WHEELHOUSE)

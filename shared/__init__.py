@@ -22,7 +22,8 @@ A map, by audience:
 - **The producer client** (other services): ``producer`` (blocking ``JobsClient``) and
   ``producer.aio`` (its async twin), which share their setup in ``producer._helpers``; it imports
   neither ``azure.functions`` nor ``openai``. ``storage_clients`` holds the storage clients it and
-  ``operations`` use.
+  ``operations`` use. ``make dist`` builds them, with the contract and the command line below (less the
+  doctor), into the ``keyless-openai-jobs`` package a service installs alone (``pyproject.toml``).
 - **The command line** (people and scripts): ``python -m shared`` (``__main__``) with ``cli``
   (``cli.jobs``: submit, result, wait, watch; ``cli.operate``: status and replay, over
   ``operations``) and ``doctor`` (diagnoses a keyless setup).

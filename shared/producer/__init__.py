@@ -7,10 +7,12 @@ anything is sent, give it an id, store jobs too big for a queue message as a pay
 check) and read ``<results container>/<id>.json``. They authenticate with Entra ID only.
 
 The package imports neither ``azure.functions`` nor ``openai``: a producer service needs only the
-storage and identity SDKs, pydantic and ``opentelemetry-api``. With an OpenTelemetry SDK configured,
-each job is sent in a PRODUCER span ``send {queue}`` whose W3C context goes into the job's
-``traceparent``/``tracestate`` (unless the job already has one), so the worker's trace continues it;
-without one, nothing is added.
+storage and identity SDKs (with aiohttp, their async transport) and pydantic; it installs alone as the
+``keyless-openai-jobs`` distribution (``make dist``), whose version is ``__version__`` and whose job
+contract is ``SCHEMA_VERSION``. With ``opentelemetry-api`` installed (the ``tracing`` extra) and an
+OpenTelemetry SDK configured, each job is sent in a PRODUCER span ``send {queue}`` whose W3C context
+goes into the job's ``traceparent``/``tracestate`` (unless the job already has one), so the worker's
+trace continues it; without either, nothing is added.
 
 Roles the identity needs (data plane, on the storage account or narrower):
 
@@ -33,12 +35,16 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 
+from shared.jobs import SCHEMA_VERSION
 from shared.producer import aio
 from shared.producer._helpers import ClientBase, Connect
 from shared.producer._jobs import JobInput, SubmitProgress, new_job_id, prepare_job
 from shared.settings import StorageNames
 
-__all__ = ["JobInput", "JobsClient", "SubmitProgress", "new_job_id", "prepare_job"]
+__all__ = ["SCHEMA_VERSION", "JobInput", "JobsClient", "SubmitProgress", "__version__", "new_job_id", "prepare_job"]
+
+# The keyless-openai-jobs distribution's version (its one source: the build reads it from here).
+__version__ = "0.1.0"
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -8,9 +8,10 @@ batch send), so every job gets one PRODUCER span named ``send {queue}`` and that
 the message's creation context. The conventions' per-message ``create`` spans are for one batch
 operation publishing several messages, which never happens here.
 
-Only the OpenTelemetry API is used. Without an SDK the tracer is a no-op: the span has an invalid
-context (unless the caller's context is already a valid remote one, which the API passes through),
-nothing is injected and the job is sent byte for byte as validated.
+Only the OpenTelemetry API is used, and only when it is installed (the producer package's ``tracing``
+extra): without it there is no span and the job is sent byte for byte as validated. Without an SDK
+the tracer is a no-op: the span has an invalid context (unless the caller's context is already a
+valid remote one, which the API passes through), nothing is injected and the job is sent as validated.
 """
 
 from __future__ import annotations
@@ -22,35 +23,41 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from shared.jobs import TRACEPARENT_PATTERN
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.trace import Span, SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # installed without the "tracing" extra: no spans, nothing added to a job
+    TRACING = False
+else:
+    TRACING = True
 
 # No registered messaging.system value exists for Azure Storage queues; the conventions allow a custom one.
 MESSAGING_SYSTEM = "azure.storage.queue"
 TRACESTATE_MAX_CHARS = 512  # the contract's limit on a job's tracestate
 _TRACESTATE_ENTRY_MAX = 128  # W3C: when truncating, drop entries longer than this first
 
-# Resolved on each use: once the application installs an SDK, spans are recorded. Tests swap it.
-tracer = trace.get_tracer("shared.producer")
+if TRACING:
+    # Resolved on each use: once the application installs an SDK, spans are recorded. Tests swap it.
+    tracer = trace.get_tracer("shared.producer")
 
-# W3C Trace Context exactly, whatever the application's global propagator is: the job's fields
-# are traceparent and tracestate, and nothing else (baggage, B3) has a place to go.
-_W3C = TraceContextTextMapPropagator()
+    # W3C Trace Context exactly, whatever the application's global propagator is: the job's fields
+    # are traceparent and tracestate, and nothing else (baggage, B3) has a place to go.
+    _W3C = TraceContextTextMapPropagator()
 
 
 class Sending:
     """One job's send: ``stamp`` gives the text to send, ``sent`` records the queue message id."""
 
-    def __init__(self, span: Span, inject: bool) -> None:
-        self._span = span
+    def __init__(self, span: Span | None, inject: bool) -> None:
+        self._span = span  # None without the OpenTelemetry API
         self._inject = inject
 
     def stamp(self, job: Mapping[str, Any], text: str) -> str:
         """``text`` (the validated JSON of ``job``) with this span's context added, when there is one to add."""
-        if not self._inject:
+        if not self._inject or self._span is None:
             return text
         context = self._span.get_span_context()
         if not context.is_valid:
@@ -68,7 +75,7 @@ class Sending:
         return _dumps({**data, **fields})
 
     def sent(self, message_id: str | None) -> None:
-        if message_id and self._span.is_recording():
+        if message_id and self._span is not None and self._span.is_recording():
             self._span.set_attribute("messaging.message.id", message_id)
 
 
@@ -79,7 +86,11 @@ def send_span(queue: str, queue_url: str, job: Mapping[str, Any]) -> Iterator[Se
     A job that already has a ``traceparent`` keeps it (and its ``tracestate``), and the span joins
     that trace as its child, so the send and the worker's processing end up in the caller's trace.
     Otherwise the span is a child of the current context and its own context goes into the job.
+    Without the OpenTelemetry API there is no span and the job is sent as it is.
     """
+    if not TRACING:
+        yield Sending(None, inject=False)
+        return
     given = job.get("traceparent")
     parent = None
     if isinstance(given, str):

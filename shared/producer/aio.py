@@ -7,14 +7,15 @@ same models the worker uses before anything is sent, gives it an id, sends it as
 ``DefaultAzureCredential`` unless you pass a credential (or, for Azurite, a connection string).
 
 It does not import ``azure.functions`` or ``openai``: a producer service needs only the storage
-and identity SDKs, pydantic and ``opentelemetry-api``. Its blocking twin, with the same methods, is
+and identity SDKs (with aiohttp) and pydantic. Its blocking twin, with the same methods, is
 ``shared.producer.JobsClient``.
 
-Tracing (OpenTelemetry API only): each job is sent in its own PRODUCER span ``send {queue}``
-(messaging conventions, ``messaging.system`` ``azure.storage.queue``), and the span's W3C context
-goes into the job's ``traceparent``/``tracestate``, where the worker continues the trace. A job
-that already carries a ``traceparent`` keeps it. With no SDK configured the span is a no-op with
-an invalid context, and the job is sent exactly as validated.
+Tracing (OpenTelemetry API only, when ``opentelemetry-api`` is installed: the package's ``tracing``
+extra): each job is sent in its own PRODUCER span ``send {queue}`` (messaging conventions,
+``messaging.system`` ``azure.storage.queue``), and the span's W3C context goes into the job's
+``traceparent``/``tracestate``, where the worker continues the trace. A job that already carries a
+``traceparent`` keeps it. Without the API, or with no SDK configured (the span is then a no-op with
+an invalid context), the job is sent exactly as validated.
 
 The data-plane roles the identity needs are listed in ``shared.producer`` and, one by one, in each
 method's docstring.
