@@ -221,32 +221,23 @@ class Operations(HoldsStorage):
     # ---- replay ----
 
     async def replay(
-        self,
-        *,
-        dry_run: bool = False,
-        code: str | None = None,
-        limit: int | None = None,
-        include_invalid: bool = False,
-        drop_succeeded: bool = False,
-        include_unnamed: bool = False,
+        self, rules: ReplayRules | None = None, *, dry_run: bool = False, limit: int | None = None
     ) -> ReplayReport:
-        """Move poisoned jobs back to the jobs queue: those with a failed result (with ``code`` only, if
-        given) or none, at most ``limit``. A job whose result succeeded stays in the poison queue
-        (deleted there with ``drop_succeeded``), and so does a message that is not a job unless
-        ``include_invalid``, and a job with no id of its own unless ``include_unnamed`` (its result is keyed
-        by a message id that poisoning does not keep, so whether it succeeded cannot be told). ``dry_run``
-        peeks (the first PEEK_MAX messages) and changes nothing. Safe to run again: what was replayed has
-        left the poison queue, what was skipped is skipped again.
+        """Move poisoned jobs back to the jobs queue, as ``rules`` say (default: those with a failed result
+        or none), at most ``limit``. A job whose result succeeded stays in the poison queue (deleted there
+        with ``rules.drop_succeeded``), and so do a message that is not a job and a job with no id of its own
+        unless the rules include them. ``dry_run`` peeks (the first PEEK_MAX messages) and changes nothing.
+        Safe to run again: what was replayed has left the poison queue, what was skipped is skipped again.
         """
         report = ReplayReport(self.queue.queue_name, self.poison.queue_name, dry_run)
-        rules = _Rules(code, include_invalid, drop_succeeded, include_unnamed)
+        rules = rules or ReplayRules()
         if dry_run:
             await self._plan(report, rules, limit)
         else:
             await self._move(report, rules, limit)
         return report
 
-    async def _plan(self, report: ReplayReport, rules: _Rules, limit: int | None) -> None:
+    async def _plan(self, report: ReplayReport, rules: ReplayRules, limit: int | None) -> None:
         with storage_refusal(f"peeking at {self.poison.queue_name}", QUEUE_CONTRIBUTOR_ROLE, self.poison.url):
             try:
                 messages = await self.poison.peek_messages(max_messages=PEEK_MAX)
@@ -259,7 +250,7 @@ class Operations(HoldsStorage):
             report.items.append(await self._decide(message, rules))
         report.not_shown = max(0, depth - len(messages))
 
-    async def _move(self, report: ReplayReport, rules: _Rules, limit: int | None) -> None:
+    async def _move(self, report: ReplayReport, rules: ReplayRules, limit: int | None) -> None:
         """Receive the poison queue in batches; each message is replayed, dropped or left. Whatever was
         received and not deleted (skipped, past the limit, or when an error stops the run) is made
         visible again at the end, so the next run sees it at once."""
@@ -312,7 +303,7 @@ class Operations(HoldsStorage):
             with contextlib.suppress(HttpResponseError):
                 await self.poison.update_message(message.id, message.pop_receipt, visibility_timeout=0)
 
-    async def _decide(self, message: QueueMessage, rules: _Rules) -> ReplayItem:
+    async def _decide(self, message: QueueMessage, rules: ReplayRules) -> ReplayItem:
         text = message.content if isinstance(message.content, str) else str(message.content)
         try:
             parsed = parse_message(text.encode())
@@ -333,7 +324,7 @@ class Operations(HoldsStorage):
             return ReplayItem(message.id, parsed.id, "skipped", f"{gone} is gone: submit the job again", status, code)
         return ReplayItem(message.id, parsed.id, "replayed", _describe_outcome(stored), status, code)
 
-    async def _decide_invalid(self, message_id: str, exc: JobRefused, rules: _Rules) -> ReplayItem:
+    async def _decide_invalid(self, message_id: str, exc: JobRefused, rules: ReplayRules) -> ReplayItem:
         stored = await self._stored(exc.job_id) if exc.job_id else None
         if exc.job_id and (skip := rules.skip(message_id, exc.job_id, stored)):
             return skip
@@ -359,11 +350,13 @@ class Operations(HoldsStorage):
 
 
 @dataclass(frozen=True)
-class _Rules:
-    code: str | None
-    include_invalid: bool
-    drop_succeeded: bool
-    include_unnamed: bool
+class ReplayRules:
+    """Which poisoned messages ``replay`` moves back."""
+
+    code: str | None = None  # only jobs whose failed result has this error code
+    include_invalid: bool = False  # also messages that are not valid jobs
+    drop_succeeded: bool = False  # delete the messages of jobs that already succeeded
+    include_unnamed: bool = False  # also jobs without an id of their own (whether they succeeded is unknown)
 
     def skip(self, message_id: str, job_id: str, stored: tuple[str, str | None] | None) -> ReplayItem | None:
         """Skipped (or dropped) for its stored result; None when the result does not stop a replay."""

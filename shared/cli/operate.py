@@ -123,14 +123,15 @@ def _check_replay(args: argparse.Namespace) -> None:
 
 
 async def _replay(args: argparse.Namespace, operations: Operations) -> int:
-    report = await operations.replay(
-        dry_run=args.dry_run,
+    from shared.operations import ReplayRules
+
+    rules = ReplayRules(
         code=args.code,
-        limit=args.limit,
         include_invalid=args.include_invalid,
         drop_succeeded=args.drop_succeeded,
         include_unnamed=args.include_no_id,
     )
+    report = await operations.replay(rules, dry_run=args.dry_run, limit=args.limit)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.jobs import Redelivery
-from shared.policy import PERMISSION_BACKOFF, GiveUp, Requeue, RetryLater, plan_retry
+from shared.policy import PERMISSION_BACKOFF, GiveUp, Requeue, RetryLater, Transient, plan_retry
 from shared.settings import Settings
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -112,17 +112,23 @@ def test_permission_retry_stops_at_the_deadline_and_never_waits_past_it() -> Non
     assert "Still denied after 100 s" in gave_up.message
 
 
-def test_alternating_causes_meet_the_jobs_own_bound_by_attempts() -> None:
-    # 429s and 5xx in turn reset each cause's count: only the job's bound (RETRY_MAX_ATTEMPTS) ends it.
-    settings = Settings.from_env({**ENV, "RETRY_MAX_ATTEMPTS": "6", "RETRY_MAX_SECONDS": "100000"})
+def alternate(settings: Settings) -> tuple[Requeue | GiveUp | Transient, int, datetime]:
+    """An outage and a 429 in turn, each re-enqueue waited out, until the plan is not a re-enqueue: that
+    plan, how many re-enqueues came before it, and when."""
     outage = RetryLater("outage", 0.0, "Azure OpenAI did not answer")
-    previous, now, outcome = None, T0, None
-    for step in range(100):
+    previous, now = None, T0
+    for step in range(1000):
         outcome = plan_retry(THROTTLED if step % 2 else outage, previous, settings, now=now, jitter=no_jitter)
         if not isinstance(outcome, Requeue):
-            break
+            return outcome, step, now
         assert outcome.redelivery.attempt == 1  # each cause's own count starts afresh every time
         previous, now = outcome.redelivery, now + timedelta(seconds=outcome.delay)
+    raise AssertionError("never bounded")
+
+
+def test_alternating_causes_meet_the_jobs_own_bound_by_attempts() -> None:
+    # 429s and 5xx in turn reset each cause's count: only the job's bound (RETRY_MAX_ATTEMPTS) ends it.
+    outcome, step, _ = alternate(Settings.from_env({**ENV, "RETRY_MAX_ATTEMPTS": "6", "RETRY_MAX_SECONDS": "100000"}))
     assert isinstance(outcome, GiveUp) and step == 6  # six re-enqueues, then the seventh cause fails the job
     assert outcome.code == "model_unavailable"  # the last cause (an outage) names the failure
     assert "gave up after 6 re-enqueues" in outcome.message and "outage 4, throttled 3" in outcome.message
@@ -130,13 +136,7 @@ def test_alternating_causes_meet_the_jobs_own_bound_by_attempts() -> None:
 
 def test_alternating_causes_meet_the_jobs_own_bound_by_time() -> None:
     settings = Settings.from_env({**ENV, "RETRY_MAX_ATTEMPTS": "1000", "RETRY_MAX_SECONDS": "600"})
-    outage = RetryLater("outage", 0.0, "down")
-    previous, now, outcome = None, T0, None
-    for step in range(1000):
-        outcome = plan_retry(THROTTLED if step % 2 else outage, previous, settings, now=now, jitter=no_jitter)
-        if not isinstance(outcome, Requeue):
-            break
-        previous, now = outcome.redelivery, now + timedelta(seconds=outcome.delay)
+    outcome, step, now = alternate(settings)
     assert isinstance(outcome, GiveUp)
     assert outcome.code == ("throttled" if step % 2 else "model_unavailable")  # the last cause names it
     assert 600 <= (now - T0).total_seconds() < 600 + 60  # ends at the first planning past the bound
