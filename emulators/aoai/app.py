@@ -49,6 +49,10 @@ SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenA
         "The service is temporarily unable to process your request. Try again later.",
     ),
 }
+# A Foundry project's OpenAI-compatible route takes only ai.azure.com tokens, and its 401 names that audience (as
+# publicly reported, e.g. microsoft/agent-framework#7201; the exact wording is assumed to follow the one above).
+PROJECT_AUDIENCE = "https://ai.azure.com"
+PROJECT_UNAUTHORIZED = UNAUTHORIZED.replace(AUDIENCE, PROJECT_AUDIENCE)
 NOT_DEPLOYED = (
     "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, "
     "please wait a moment and try again."
@@ -57,6 +61,7 @@ NOT_DEPLOYED = (
 STATE = web.AppKey("openai_emulator_state", EmulatorState)
 DEPLOYMENT = web.RequestKey("deployment", str)  # the deployment a data-plane request named
 DROPPED = web.RequestKey("dropped", bool)
+AUDIENCE_TAKEN = web.RequestKey("audience", str)  # the route's audience, when not the resource's (AUDIENCE)
 
 
 # --- Data plane -------------------------------------------------------------------------------------
@@ -75,13 +80,15 @@ def _authenticate(request: web.Request, state: EmulatorState) -> web.Response | 
     if "api-key" in request.headers:
         return _error(state.config.api_key_status, "AuthenticationTypeDisabled", KEYS_DISABLED)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    audience = request.get(AUDIENCE_TAKEN, AUDIENCE)
+    unauthorized = PROJECT_UNAUTHORIZED if audience == PROJECT_AUDIENCE else UNAUTHORIZED
     if scheme.lower() != "bearer" or not token.strip():
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+        return web.json_response({"statusCode": 401, "message": unauthorized}, status=401)
     state.tokens.add(hashlib.sha256(token.strip().encode()).hexdigest())
     try:
-        claims = verify(token.strip(), state.public_pem, audience=AUDIENCE)
+        claims = verify(token.strip(), state.public_pem, audience=audience)
     except TokenError:
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+        return web.json_response({"statusCode": 401, "message": unauthorized}, status=401)
     oid = str(claims["oid"])
     state.principals.add(oid)
     if not state.has_role(oid):
@@ -275,11 +282,18 @@ async def v1_chat(request: web.Request) -> web.Response:
     return await _chat(request, None, "v1")
 
 
+async def project_v1_chat(request: web.Request) -> web.Response:
+    """``/api/projects/{project}/openai/v1/chat/completions``: a Foundry project endpoint on this resource, the
+    same deployments behind the ai.azure.com audience (any project name is one)."""
+    request[AUDIENCE_TAKEN] = PROJECT_AUDIENCE
+    return await _chat(request, None, "v1")
+
+
 @web.middleware
 async def data_plane(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids and the six ``x-ratelimit-*`` headers (``rates.headers``) on every data-plane answer that names
     a deployment (200, 4xx, 429, 5xx alike), and the per-request counters."""
-    if not request.path.startswith("/openai/"):
+    if not request.path.startswith(("/openai/", "/api/projects/")):
         return await handler(request)
     try:
         response: web.StreamResponse = await handler(request)
@@ -378,6 +392,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", deployment_chat)
     app.router.add_post("/openai/v1/chat/completions", v1_chat)
+    app.router.add_post("/api/projects/{project}/openai/v1/chat/completions", project_v1_chat)
     batch_routes.add_routes(app)
     app.router.add_get("/_emulator/stats", get_stats)
     app.router.add_post("/_emulator/stats/reset", reset_stats)
