@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format typecheck check run bench infra-check clean
+.PHONY: setup test test-fast lint format typecheck check run up bench infra-check clean
 
 setup: $(STAMP) node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -46,6 +46,11 @@ check: lint typecheck test
 
 run: setup
 	$(PY) -m emulators.run
+
+# The same local stack as `run`, kept up until Ctrl-C for your own producers; its exports go to
+# .local-azure/env.sh (source it in another shell).
+up: setup
+	$(PY) -m emulators.up
 
 bench: setup
 	$(PY) -m bench
