@@ -3,12 +3,15 @@ through the CLI (and the TypeScript producer) and answered, then Ctrl-C, after w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -16,7 +19,7 @@ import pytest
 
 from emulators.aoai import answer_for
 from emulators.stack.environment import REPO, child_environment
-from emulators.stack.services import DEPLOYMENT
+from emulators.stack.services import DEPLOYMENT, AzureCli
 from emulators.up import exports, render
 from tests.producer.test_typescript import node
 
@@ -75,28 +78,63 @@ def test_the_exports_source_back_as_written(tmp_path: Path) -> None:
     assert sourced(path) == exported
 
 
-@pytest.mark.e2e  # Azurite, the emulators and a worker host, as `make up` starts them
-def test_up_serves_the_cli_and_the_typescript_producer_then_stops_leaving_no_process(tmp_path: Path) -> None:
-    env = child_environment({"LOCAL_AZURE_DIR": str(tmp_path)})
-    env.pop("AZURE_OPENAI_ENDPOINT", None)
+@dataclass
+class Up:
+    """A running `make up`: its process, what it exported (as a shell that sourced the file sees it), the
+    processes it had started, and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    exported: dict[str, str]
+    started: list[psutil.Process]
+    started_names: set[str]  # read while they ran (a process that is gone has no name to read)
+    output: Path
+
+
+@contextlib.contextmanager
+def make_up(tmp_path: Path, settings: dict[str, str]) -> Iterator[Up]:
+    """`make up` in its own process (behind the network guard) until its env file is written; Ctrl-C after."""
+    env = child_environment({"LOCAL_AZURE_DIR": str(tmp_path), **settings})
+    if "AZURE_OPENAI_ENDPOINT" not in settings:
+        env.pop("AZURE_OPENAI_ENDPOINT", None)
     output = tmp_path / "make-up.out"
     with output.open("wb") as out:
-        up = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "emulators.up", "--settings", str(tmp_path / "absent.json")],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    started: list[psutil.Process] = []
     try:
-        env_file = tmp_path / "env.sh"
-        wait_for_env_file(up, env_file, output)
-        started = psutil.Process(up.pid).children(recursive=True)
-        assert {"python", "node"} <= {p.name().split(".")[0] for p in started}, started  # the worker, Azurite
-        exported = sourced(env_file)
+        wait_for_env_file(process, tmp_path / "env.sh", output)
+        started = psutil.Process(process.pid).children(recursive=True)
+        names: set[str] = set()
+        for child in started:
+            with contextlib.suppress(psutil.NoSuchProcess):  # a short-lived one (an `az` run) may be gone already
+                names.add(child.name().split(".")[0])
+        yield Up(process, sourced(tmp_path / "env.sh"), started, names, output)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=120)
+
+
+def assert_stopped_cleanly(up: Up, tmp_path: Path) -> None:
+    log = up.output.read_text(errors="replace")
+    assert up.process.returncode == 0, log
+    assert log.rstrip().endswith("stopped"), log
+    assert {"python", "node"} <= up.started_names, up.started  # the worker, Azurite
+    assert [p for p in up.started if p.is_running()] == [], log
+    assert not (tmp_path / "env.sh").exists()  # the ports it named are gone
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.e2e  # Azurite, the emulators and a worker host, as `make up` starts them
+def test_up_serves_the_cli_and_the_typescript_producer_then_stops_leaving_no_process(tmp_path: Path) -> None:
+    with make_up(tmp_path, {}) as up:
+        exported = up.exported
         assert "AzureWebJobsStorage" not in exported and exported["AzureWebJobsStorage__queueServiceUri"].startswith(
             "https://127.0.0.1:"
         )  # keyless: a URL and an identity, no key
         assert exported["AZURE_TOKEN_CREDENTIALS"] == "ManagedIdentityCredential" and exported["IDENTITY_ENDPOINT"]
-        assert f"export JOBS_QUEUE={exported['JOBS_QUEUE']}" in output.read_text()  # printed as well
+        assert f"export JOBS_QUEUE={exported['JOBS_QUEUE']}" in up.output.read_text()  # printed as well
 
         # A shell that sourced the file: nothing of this test's own environment but the network guard.
         shell = child_environment(exported)
@@ -113,13 +151,21 @@ def test_up_serves_the_cli_and_the_typescript_producer_then_stops_leaving_no_pro
         assert json.loads(typescript.stdout)["status"] == "succeeded"
         status = cli(shell, tmp_path, "status", "--json")
         assert status.returncode == 0, status.stderr
-    finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGINT)  # Ctrl-C
-        up.wait(timeout=120)
-    log = output.read_text(errors="replace")
-    assert up.returncode == 0, log
-    assert log.rstrip().endswith("stopped"), log
-    assert started and [p for p in started if p.is_running()] == [], log
-    assert not env_file.exists()  # the ports it named are gone
-    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+    assert_stopped_cleanly(up, tmp_path)
+
+
+@pytest.mark.e2e
+def test_up_with_a_real_endpoint_signs_in_with_az_login_as_make_run_does(tmp_path: Path) -> None:
+    # The az stand-in is the developer's login; the endpoint is never called (no job is sent): the worker and
+    # the exports use it, and storage takes tokens from that login.
+    login = AzureCli.sign_in(tmp_path / "az")
+    endpoint = "https://res.openai.azure.com"
+    with make_up(tmp_path, {**login.env, "AZURE_OPENAI_ENDPOINT": endpoint}) as up:
+        exported = up.exported
+        assert (exported["AZURE_OPENAI_ENDPOINT"], exported["AZURE_TOKEN_CREDENTIALS"]) == (endpoint, "dev")
+        assert "IDENTITY_ENDPOINT" not in exported  # no managed-identity endpoint, no emulator
+        assert f"Azure OpenAI: {endpoint} (your az login)" in up.output.read_text()
+        status = cli(child_environment({**login.env, **exported}), tmp_path, "status", "--json")
+        assert status.returncode == 0, status.stderr  # the queues up made with the same login
+    assert login.invocations() >= 2  # up's own provisioning, then the CLI
+    assert_stopped_cleanly(up, tmp_path)
