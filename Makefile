@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
 
-.PHONY: setup test test-fast lint format typecheck check run bench infra-check dist clean
+.PHONY: setup test test-fast lint format typecheck check run up bench infra-check dist clean
 
 setup: $(STAMP) $(WHEELHOUSE)/.downloaded node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -60,6 +60,11 @@ check: lint typecheck test
 
 run: setup
 	$(PY) -m emulators.run
+
+# The same local stack as `run`, kept up until Ctrl-C for your own producers; its exports go to
+# .local-azure/env.sh (source it in another shell).
+up: setup
+	$(PY) -m emulators.up
 
 # BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage), --only scaleout (see python -m bench --help).
 bench: setup

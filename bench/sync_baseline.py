@@ -36,7 +36,6 @@ from openai import OpenAI
 
 from emulators import functions_host
 from emulators.signals import run_until_signalled
-from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.jobs import Result, Timings, Usage
 from shared.messages import parse_job
 from shared.settings import Settings, host_json_path
@@ -54,7 +53,7 @@ def thread_count() -> int:
 def make_function(settings: Settings, *, warm: bool = True) -> Callable[[QueueMessage], None]:
     """Module-level clients, as a sync Functions app would create them, and the function body."""
     credential = DefaultAzureCredential()
-    provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+    provider = get_bearer_token_provider(credential, settings.token_scope)
     if warm:
         provider()  # one token before any thread races for it
     client = OpenAI(

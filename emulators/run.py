@@ -12,6 +12,8 @@ collected while you watch.
 
 With a real endpoint, the worker authenticates with your `az login` (AZURE_TOKEN_CREDENTIALS=dev),
 exactly the code path it uses with a managed identity in Azure.
+
+``start_stack`` starts all of it; `make up` (emulators/up.py) starts the same, keyless, and keeps it up.
 """
 
 from __future__ import annotations
@@ -257,11 +259,13 @@ async def print_traces(receiver: OtlpReceiver, jobs: list[Sample], queue: str, w
         print(f"  metrics: {', '.join(stats['metric_names'])}")
 
 
-def start_traces(stack: contextlib.ExitStack, env: dict[str, str]) -> OtlpReceiver:
-    """The OTLP receiver, the worker's settings to export to it, and this process's SDK exporting there."""
+def start_traces(stack: contextlib.ExitStack, env: dict[str, str], *, producer_spans: bool = True) -> OtlpReceiver:
+    """The OTLP receiver, the worker's settings to export to it, and (``producer_spans``) this process's SDK
+    exporting there."""
     receiver = stack.enter_context(start_otlp_receiver())
     env.update(receiver.env())  # OTEL_EXPORTER_OTLP_ENDPOINT and short export intervals, for the worker
-    stack.callback(start_tracing(receiver.endpoint).shutdown)  # flushed before the receiver stops
+    if producer_spans:
+        stack.callback(start_tracing(receiver.endpoint).shutdown)  # flushed before the receiver stops
     print(f"traces: OTLP receiver at {receiver.endpoint} (the worker's OTEL_EXPORTER_OTLP_ENDPOINT)")
     return receiver
 
@@ -289,50 +293,80 @@ def runnable(samples: list[Path], *, batch_answers_soon: bool) -> list[Path]:
     return kept
 
 
+@dataclass
+class LocalStack:
+    """What `make run` and `make up` start, all stopped by the ExitStack they were started in."""
+
+    env: dict[str, str]  # the worker's environment: its app settings and how it reaches each stand-in
+    endpoint: str | None  # the real Azure OpenAI endpoint configured, or None: the emulator
+    receiver: OtlpReceiver
+    worker: subprocess.Popen[bytes]
+    log_path: Path
+    ca_bundle: Path | None  # what trusts the keyless Azurite's certificate (None: plain HTTP with the key)
+
+
+def start_stack(
+    stack: contextlib.ExitStack,
+    settings: dict[str, str],
+    *,
+    keyless: bool = False,
+    cert_dir: Path | None = None,
+    producer_spans: bool = True,
+) -> LocalStack:
+    """Azurite (``keyless``: HTTPS and tokens, as in Azure, its certificate made in ``cert_dir``; else the
+    development key), the OTLP receiver and, unless ``settings`` name a real endpoint, the managed-identity
+    endpoint and the Azure OpenAI emulator (its batch lane on); then the worker. Each is stopped when ``stack``
+    closes."""
+    state, endpoint = state_dir(), real_endpoint(settings)
+    print(f"starting Azurite ({'keyless: HTTPS and tokens, ' if keyless else ''}in memory, telemetry off) ...")
+    azurite = stack.enter_context(start_azurite(keyless=keyless, cert_dir=cert_dir))
+    env = {**os.environ, **settings, **azurite.settings()}
+    env.setdefault("JOBS_QUEUE", "jobs")
+    env.setdefault("RESULTS_CONTAINER", "results")
+    env.setdefault("REPLY_QUEUES_ALLOWED", "job-replies")
+    # Local storage is this Azurite: by its connection string, or keyless by the __*ServiceUri settings it gave
+    # (a connection string would win over those, so none may be left).
+    for name in ("AzureWebJobsStorage__credential", "AzureWebJobsStorage__accountName"):
+        env.pop(name, None)
+    if keyless:
+        env.pop("AzureWebJobsStorage", None)
+    if endpoint:
+        print(f"Azure OpenAI: {endpoint} (your az login)")
+        env["AZURE_TOKEN_CREDENTIALS"] = "dev"
+    else:
+        issuer = TokenIssuer(state)
+        mi = stack.enter_context(start_identity_endpoint(issuer))
+        grants = [identity.SYSTEM_ASSIGNED.object_id]
+        aoai = stack.enter_context(start_openai_emulator(issuer, grants=grants, latency_ms=200))
+        print(f"Azure OpenAI: emulator at {aoai.endpoint} (managed identity at {mi.running.url})")
+        env.update(mi.env)
+        env.update(
+            AZURE_OPENAI_ENDPOINT=aoai.endpoint,
+            AZURE_OPENAI_DEPLOYMENT=DEPLOYMENTS[0],
+            AZURE_OPENAI_ALLOWED_DEPLOYMENTS=",".join(DEPLOYMENTS),
+            AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",
+        )
+        env.update(batch_lane(aoai))
+    receiver = start_traces(stack, env, producer_spans=producer_spans)
+    log_path = state / "worker.log"
+    worker = start_worker(env, log_path)
+    stack.callback(_process.stop, worker)
+    print(f"worker log: {log_path}")
+    return LocalStack(env, endpoint, receiver, worker, log_path, azurite.ca_bundle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=Path, default=REPO_ROOT / "samples")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--settings", type=Path, default=REPO_ROOT / "local.settings.json")
     args = parser.parse_args(argv)
-    settings = configured_settings(args.settings)
-    state = state_dir()
-    endpoint = real_endpoint(settings)
     with contextlib.ExitStack() as stack:
-        print("starting Azurite (in memory, telemetry off) ...")
-        azurite = stack.enter_context(start_azurite(keyless=False))
-        env = {**os.environ, **settings, **azurite.settings()}
-        env.setdefault("JOBS_QUEUE", "jobs")
-        env.setdefault("RESULTS_CONTAINER", "results")
-        env.setdefault("REPLY_QUEUES_ALLOWED", "job-replies")
-        for name in ("AzureWebJobsStorage__credential", "AzureWebJobsStorage__accountName"):
-            env.pop(name, None)  # local storage is Azurite, reached by its connection string
-        if endpoint:
-            print(f"Azure OpenAI: {endpoint} (your az login)")
-            env["AZURE_TOKEN_CREDENTIALS"] = "dev"
-        else:
-            issuer = TokenIssuer(state)
-            mi = stack.enter_context(start_identity_endpoint(issuer))
-            grants = [identity.SYSTEM_ASSIGNED.object_id]
-            aoai = stack.enter_context(start_openai_emulator(issuer, grants=grants, latency_ms=200))
-            print(f"Azure OpenAI: emulator at {aoai.endpoint} (managed identity at {mi.running.url})")
-            env.update(mi.env)
-            env.update(
-                AZURE_OPENAI_ENDPOINT=aoai.endpoint,
-                AZURE_OPENAI_DEPLOYMENT=DEPLOYMENTS[0],
-                AZURE_OPENAI_ALLOWED_DEPLOYMENTS=",".join(DEPLOYMENTS),
-                AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",
-            )
-            env.update(batch_lane(aoai))
-        receiver = start_traces(stack, env)
-        log_path = state / "worker.log"
-        worker = start_worker(env, log_path)
-        stack.callback(_process.stop, worker)
-        print(f"worker log: {log_path}")
-        samples = runnable(sorted(args.samples.glob("*.json")), batch_answers_soon=not endpoint)
-        code = asyncio.run(run_samples(env, samples, args.timeout, receiver))
-        if worker.poll() is not None:
-            print(f"the worker exited early (code {worker.returncode}); see {log_path}")
+        local = start_stack(stack, configured_settings(args.settings))
+        samples = runnable(sorted(args.samples.glob("*.json")), batch_answers_soon=not local.endpoint)
+        code = asyncio.run(run_samples(local.env, samples, args.timeout, local.receiver))
+        if local.worker.poll() is not None:
+            print(f"the worker exited early (code {local.worker.returncode}); see {local.log_path}")
             return 1
         return code
 

@@ -22,10 +22,9 @@ from azure.storage.queue.aio import QueueServiceClient
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from shared import telemetry
-from shared.constants import COGNITIVE_SERVICES_SCOPE
 from shared.pacing import Pacer
 from shared.routing import Router
-from shared.settings import Settings, TelemetrySettings
+from shared.settings import Settings, TelemetrySettings, v1_base_url
 from shared.storage_clients import StorageEndpoints, create_credential
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,8 @@ class Runtime:
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
         pacer = Pacer(max_hold=settings.throttle_max_delay_seconds)
-        provider = _token_provider(credential, identity)  # one token serves every resource of the pool
+        # One token serves every resource of the pool: one scope (AZURE_OPENAI_TOKEN_SCOPE) for all of them.
+        provider = _token_provider(credential, identity, settings.token_scope)
         others = {e.endpoint for e in settings.pool} - {settings.openai_endpoint}
         return cls(
             settings=settings,
@@ -113,8 +113,8 @@ def create_openai_client(
     pacer: Pacer | None = None,
     endpoint: str | None = None,
 ) -> AsyncOpenAI:
-    """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/`` (default AZURE_OPENAI_ENDPOINT), authenticated
-    with an Entra token.
+    """The Azure OpenAI v1 client: ``{endpoint}/openai/v1/`` (default AZURE_OPENAI_ENDPOINT; a Foundry project's
+    endpoint too), authenticated with an Entra token for ``settings.token_scope``.
 
     The token provider goes in ``api_key``: the plain ``AsyncOpenAI`` awaits it on every attempt and
     sends ``Authorization: Bearer <token>``. (The same callable given to ``AsyncAzureOpenAI`` as
@@ -126,7 +126,7 @@ def create_openai_client(
     if telemetry.current().enabled:  # every 429 counted, the SDK's own retries included (they raise nothing)
         hooks.append(_count_throttled)
     return AsyncOpenAI(
-        base_url=f"{endpoint.rstrip('/')}/openai/v1/" if endpoint else settings.openai_base_url,
+        base_url=v1_base_url(endpoint) if endpoint else settings.openai_base_url,
         api_key=token_provider,
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries if max_retries is None else max_retries,
@@ -149,9 +149,11 @@ async def _count_throttled(response: Any) -> None:
     telemetry.current().throttled(deployment)
 
 
-def _token_provider(credential: DefaultAzureCredential, identity: dict[str, Any]) -> Callable[[], Awaitable[str]]:
-    """The SDK's caching provider, noting once which credential answered and for whom."""
-    inner = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+def _token_provider(
+    credential: DefaultAzureCredential, identity: dict[str, Any], scope: str
+) -> Callable[[], Awaitable[str]]:
+    """The SDK's caching provider for ``scope``, noting once which credential answered and for whom."""
+    inner = get_bearer_token_provider(credential, scope)
 
     async def provider() -> str:
         token = await inner()

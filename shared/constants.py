@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import re
 
-# Entra ID audience of Azure OpenAI. A token for any other resource is refused with 401.
+# Entra ID scopes of Azure OpenAI. A token for any other audience is refused with 401.
+# The app asks for AZURE_OPENAI_TOKEN_SCOPE (shared/settings.py), by default the classic one; a Foundry project
+# endpoint (https://<resource>.services.ai.azure.com/api/projects/<project>) accepts only the ai.azure.com audience.
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+AI_FOUNDRY_SCOPE = "https://ai.azure.com/.default"
+SCOPE_SUFFIX = "/.default"
+# Azure's 401 names the audience(s) it takes: "... audience is incorrect (https://cognitiveservices.azure.com), ..."
+# and, on endpoints that take either, "(https://cognitiveservices.azure.com/ or https://ai.azure.com/)".
+_AUDIENCE_NAMED = re.compile(r"audience is incorrect \(([^)]*)\)", re.IGNORECASE)
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 # --- Data-plane roles --------------------------------------------------------------------------------
@@ -51,6 +58,22 @@ _NAME = re.compile(NAME_PATTERN)
 def is_valid_name(name: str) -> bool:
     """True when ``name`` may name a queue or a blob container."""
     return _NAME.match(name) is not None and "--" not in name
+
+
+# --- Token audiences -----------------------------------------------------------------------------------
+
+
+def audience_of(scope: str) -> str:
+    """``https://x/.default`` -> ``https://x``: the ``aud`` a token asked for with that scope carries."""
+    return scope.removesuffix(SCOPE_SUFFIX).rstrip("/")
+
+
+def audiences_named(message: str) -> tuple[str, ...]:
+    """The audiences an Azure OpenAI 401 says it accepts (none when the message names none)."""
+    found = _AUDIENCE_NAMED.search(message)
+    if found is None:
+        return ()
+    return tuple(url.rstrip("/") for url in re.findall(r"https://[^\s,)]+", found.group(1)))
 
 
 # --- Azurite -------------------------------------------------------------------------------------------

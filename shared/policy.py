@@ -31,7 +31,7 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared import pacing
 from shared.connections import Runtime
-from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE, brief
+from shared.constants import OPENAI_USER_ROLE, SCOPE_SUFFIX, audience_of, audiences_named, brief
 from shared.jobs import ErrorInfo, Redelivery
 from shared.routing import ModelUnavailable, failure_kind
 from shared.settings import Settings
@@ -132,10 +132,23 @@ def _denied(exc: openai.AuthenticationError | openai.PermissionDeniedError, runt
             f"create --assignee {principal} --role '{OPENAI_USER_ROLE}' --scope <OpenAI resource id>; "
             "a new assignment takes up to ~10 minutes to apply.",
         )
-    return GiveUp(
-        "token_rejected",
+    return GiveUp("token_rejected", _rejected(exc, runtime.settings.token_scope))
+
+
+def _rejected(exc: openai.AuthenticationError | openai.PermissionDeniedError, scope: str) -> str:
+    """Why the token was refused: an audience the endpoint does not take (its 401 names the ones it does, so the
+    scope to set is known: a Foundry project endpoint takes only https://ai.azure.com), else expiry or tenant."""
+    accepted = audiences_named(f"{exc.message} {exc.body}")
+    if accepted and audience_of(scope) not in accepted:
+        wanted = f"{accepted[0]}{SCOPE_SUFFIX}"
+        return (
+            f"Azure OpenAI rejected the token (HTTP {exc.status_code}): the endpoint accepts tokens for "
+            f"{' or '.join(accepted)}, and this worker asks for the scope {scope}. Set AZURE_OPENAI_TOKEN_SCOPE="
+            f"{wanted}. Service said: {brief(exc)}"
+        )
+    return (
         f"Azure OpenAI rejected the token (HTTP {exc.status_code}): it must be issued for the scope "
-        f"{COGNITIVE_SERVICES_SCOPE} and be unexpired. Service said: {brief(exc)}",
+        f"{scope} (AZURE_OPENAI_TOKEN_SCOPE) and be unexpired. Service said: {brief(exc)}"
     )
 
 

@@ -19,15 +19,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from shared.constants import (
+    AI_FOUNDRY_SCOPE,
+    COGNITIVE_SERVICES_SCOPE,
     DEFAULT_JOBS_QUEUE,
     DEFAULT_PAYLOADS_CONTAINER,
     DEFAULT_RESULTS_CONTAINER,
     DEVELOPMENT_STORAGE,
     NAME_RULE,
+    SCOPE_SUFFIX,
     STORAGE_CONNECTION,
     is_development_shorthand,
     is_valid_name,
@@ -48,7 +52,11 @@ SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__tableServiceUri": "Identity-based storage: table endpoint (used by the Functions host only).",
     "AzureWebJobsStorage__credential": "`managedidentity` in Azure only; never set it for local runs.",
     "AzureWebJobsStorage__clientId": "Client id of the user-assigned identity the host uses for storage.",
-    "AZURE_OPENAI_ENDPOINT": "https://<resource>.openai.azure.com (custom subdomain, required for Entra auth).",
+    "AZURE_OPENAI_ENDPOINT": "https://<resource>.openai.azure.com (custom subdomain, required for Entra auth), or a "
+    "Foundry project's https://<resource>.services.ai.azure.com/api/projects/<project> (then set "
+    "AZURE_OPENAI_TOKEN_SCOPE); the worker adds /openai/v1/ (a trailing /openai/v1 given here is dropped).",
+    "AZURE_OPENAI_TOKEN_SCOPE": f"Entra ID scope of the model's tokens (default {COGNITIVE_SERVICES_SCOPE}); "
+    f"{AI_FOUNDRY_SCOPE} for a Foundry project endpoint, which accepts no other audience.",
     "AZURE_OPENAI_DEPLOYMENT": "Deployment used when a job names none.",
     "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": "Comma-separated deployments a job may name (default: the default deployment).",
     "AZURE_OPENAI_TIMEOUT_SECONDS": "Per-request timeout for model calls.",
@@ -187,7 +195,39 @@ def _check_endpoint(endpoint: str, setting: str) -> str:
     endpoint = endpoint.strip().rstrip("/")
     if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise ConfigurationError(f"{setting} must be an https URL, got {endpoint!r}.")
+    # A Foundry project's OpenAI-compatible URL is often copied whole (.../api/projects/<p>/openai/v1): the route
+    # is v1_base_url's to add, so a copy that carries it must not get it twice.
+    for route in ("/openai/v1", "/openai"):
+        endpoint = endpoint.removesuffix(route)
     return endpoint
+
+
+def v1_base_url(endpoint: str) -> str:
+    """The v1 data-plane route of an endpoint (a resource's, or a Foundry project's ``.../api/projects/<p>``):
+    no api-version; ``model`` is the deployment name."""
+    return f"{endpoint.rstrip('/')}/openai/v1/"
+
+
+def is_project_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` is a Foundry project's (``.../api/projects/<project>``), which takes only
+    ``AI_FOUNDRY_SCOPE`` tokens."""
+    return "/api/projects/" in urlsplit(endpoint).path
+
+
+def token_scope(env: Mapping[str, str]) -> str:
+    """AZURE_OPENAI_TOKEN_SCOPE: an https URL ending in /.default (what get_token takes for a resource)."""
+    scope = env.get("AZURE_OPENAI_TOKEN_SCOPE", "").strip() or COGNITIVE_SERVICES_SCOPE
+    parts = urlsplit(scope)
+    well_formed = parts.scheme == "https" and parts.hostname and not (parts.query or parts.fragment)
+    if not well_formed or not parts.path.endswith(SCOPE_SUFFIX) or any(c.isspace() for c in scope):
+        raise ConfigurationError(f"App setting AZURE_OPENAI_TOKEN_SCOPE has {scope!r}: {_SCOPE_RULE}")
+    return scope
+
+
+_SCOPE_RULE = (
+    f"use an https URL ending in {SCOPE_SUFFIX}: {COGNITIVE_SERVICES_SCOPE} (Azure OpenAI, the default) or "
+    f"{AI_FOUNDRY_SCOPE} (a Foundry project endpoint)"
+)
 
 
 class PoolEntry(BaseModel):
@@ -260,6 +300,8 @@ class Settings:
     # One bound per job across every cause of a re-enqueue (each cause has its own bound too).
     retry_max_attempts: int = 24
     retry_max_seconds: int = 7200
+    # AZURE_OPENAI_TOKEN_SCOPE: one scope for every endpoint of the pool (the provider caches one token).
+    token_scope: str = COGNITIVE_SERVICES_SCOPE
 
     # The batch lane (shared/batch/); its two timer schedules are read by the host, not here.
     batch_deployment: str = ""  # the GlobalBatch deployment; empty: the batch lane is off
@@ -269,8 +311,8 @@ class Settings:
 
     @property
     def openai_base_url(self) -> str:
-        """The v1 data-plane route: no api-version; ``model`` is the deployment name."""
-        return f"{self.openai_endpoint}/openai/v1/"
+        """The v1 data-plane route of AZURE_OPENAI_ENDPOINT (``v1_base_url``)."""
+        return v1_base_url(self.openai_endpoint)
 
     def entries_for(self, deployment: str | None) -> tuple[PoolEntry, ...]:
         """The pool entries a job naming ``deployment`` (None: the default) may be sent to, by priority."""
@@ -336,6 +378,7 @@ class Settings:
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
             retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
+            token_scope=token_scope(env),
             **lane,
         )
 

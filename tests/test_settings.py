@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigurationError, ContainerClashError
-from shared.settings import Settings, StorageNames
+from shared.settings import Settings, StorageNames, is_project_endpoint, v1_base_url
 
 BASE = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/", "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini"}
 
@@ -118,3 +118,52 @@ def test_three_distinct_containers_are_accepted() -> None:
         "a-payloads",
         "a-own",
     )
+
+
+# --- The token scope and Foundry project endpoints --------------------------------------------------------
+
+PROJECT = "https://res.services.ai.azure.com/api/projects/proj"
+
+
+def test_the_token_scope_defaults_to_azure_openais() -> None:
+    assert Settings.from_env(BASE).token_scope == "https://cognitiveservices.azure.com/.default"
+    foundry = Settings.from_env({**BASE, "AZURE_OPENAI_TOKEN_SCOPE": " https://ai.azure.com/.default "})
+    assert foundry.token_scope == "https://ai.azure.com/.default"
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "https://ai.azure.com",  # a resource, not a scope: get_token wants /.default
+        "http://ai.azure.com/.default",
+        "ai.azure.com/.default",
+        "https:///.default",
+        "https://ai.azure.com/.default?x=1",
+        "https://ai.azure.com/.default https://cognitiveservices.azure.com/.default",
+    ],
+)
+def test_a_bad_token_scope_names_the_setting_and_both_good_values(scope: str) -> None:
+    with pytest.raises(ConfigurationError, match="AZURE_OPENAI_TOKEN_SCOPE") as caught:
+        Settings.from_env({**BASE, "AZURE_OPENAI_TOKEN_SCOPE": scope})
+    assert "https://cognitiveservices.azure.com/.default" in str(caught.value)
+    assert "https://ai.azure.com/.default" in str(caught.value)
+
+
+@pytest.mark.parametrize("given", [PROJECT, f"{PROJECT}/", f"{PROJECT}/openai/v1", f"{PROJECT}/openai/v1/"])
+def test_a_project_endpoint_is_reached_on_its_own_v1_route(given: str) -> None:
+    settings = Settings.from_env({**BASE, "AZURE_OPENAI_ENDPOINT": given})
+    assert settings.openai_endpoint == PROJECT
+    assert settings.openai_base_url == f"{PROJECT}/openai/v1/"
+    assert is_project_endpoint(settings.openai_endpoint)
+    assert not is_project_endpoint(Settings.from_env(BASE).openai_endpoint)
+
+
+def test_a_resource_endpoint_given_with_its_v1_route_gets_it_once() -> None:
+    pool = '[{"endpoint": "https://two.openai.azure.com/openai/v1/", "deployment": "d2"}]'
+    settings = Settings.from_env(
+        {**BASE, "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/openai/v1/", "AZURE_OPENAI_POOL": pool,
+         "AZURE_OPENAI_DEPLOYMENT": "d2"}
+    )  # fmt: skip
+    assert settings.openai_base_url == "https://res.openai.azure.com/openai/v1/"
+    assert [e.endpoint for e in settings.pool] == ["https://two.openai.azure.com"]
+    assert v1_base_url(settings.pool[0].endpoint) == "https://two.openai.azure.com/openai/v1/"

@@ -17,6 +17,8 @@ every data-plane answer naming a deployment carries ``x-ratelimit-{limit,remaini
 Each deployment has its own limits and window; each emulator instance is one resource (start several for regions).
 A deployment can be taken down for a while (``Deployment.outage``: 503, stall or dropped connection) and can show
 two reported quirks: ``-1``/``0`` rate-limit headers and 429s without ``retry-after`` (see ``config.Deployment``).
+Chat completions are also served on a Foundry project's route (``/api/projects/<project>/openai/v1/...``): the same
+deployments, but only for tokens with the ``https://ai.azure.com`` audience (its 401 names that audience).
 
 Modules: ``config`` (what can be tuned), ``models`` (known models and each family's rules), ``answers``
 (deterministic replies and token counts), ``rates`` (sliding-window quotas and their headers), ``state`` (the live

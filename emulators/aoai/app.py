@@ -17,7 +17,16 @@ from emulators import _server
 from emulators.aoai import batch_routes, models
 from emulators.aoai.answers import estimate_request_tokens
 from emulators.aoai.config import Deployment, EmulatorConfig
-from emulators.aoai.dataplane import STATE, answer_body, authenticate, bad_request, error, validate
+from emulators.aoai.dataplane import (
+    AUDIENCE_TAKEN,
+    PROJECT_AUDIENCE,
+    STATE,
+    answer_body,
+    authenticate,
+    bad_request,
+    error,
+    validate,
+)
 from emulators.aoai.state import EmulatorState
 
 # Azure's own values and wording (the rest are in dataplane), so clients see what the real service sends.
@@ -155,11 +164,18 @@ async def v1_chat(request: web.Request) -> web.Response:
     return await _chat(request, None, "v1")
 
 
+async def project_v1_chat(request: web.Request) -> web.Response:
+    """``/api/projects/{project}/openai/v1/chat/completions``: a Foundry project endpoint on this resource, the
+    same deployments behind the ai.azure.com audience (any project name is one)."""
+    request[AUDIENCE_TAKEN] = PROJECT_AUDIENCE
+    return await _chat(request, None, "v1")
+
+
 @web.middleware
 async def data_plane(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids and the six ``x-ratelimit-*`` headers (``rates.headers``) on every data-plane answer that names
     a deployment (200, 4xx, 429, 5xx alike), and the per-request counters."""
-    if not request.path.startswith("/openai/"):
+    if not request.path.startswith(("/openai/", "/api/projects/")):
         return await handler(request)
     try:
         response: web.StreamResponse = await handler(request)
@@ -258,6 +274,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", deployment_chat)
     app.router.add_post("/openai/v1/chat/completions", v1_chat)
+    app.router.add_post("/api/projects/{project}/openai/v1/chat/completions", project_v1_chat)
     batch_routes.add_routes(app)
     app.router.add_get("/_emulator/stats", get_stats)
     app.router.add_post("/_emulator/stats/reset", reset_stats)

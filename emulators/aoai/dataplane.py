@@ -31,10 +31,15 @@ FILTERED_PROMPT = (
     "your prompt and retry. To learn more about our content filtering policies please read our documentation: "
     "https://go.microsoft.com/fwlink/?linkid=2198766"
 )
+# A Foundry project's OpenAI-compatible route takes only ai.azure.com tokens, and its 401 names that audience (as
+# publicly reported, e.g. microsoft/agent-framework#7201; the exact wording is assumed to follow the one above).
+PROJECT_AUDIENCE = "https://ai.azure.com"
+PROJECT_UNAUTHORIZED = UNAUTHORIZED.replace(AUDIENCE, PROJECT_AUDIENCE)
 KEYS_DISABLED = "Key based authentication is disabled for this resource."
 NO_ROLE = "Principal does not have access to API/Operation."
 
 STATE = web.AppKey("openai_emulator_state", EmulatorState)
+AUDIENCE_TAKEN = web.RequestKey("audience", str)  # the route's audience, when not the resource's (AUDIENCE)
 
 
 def error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -50,13 +55,15 @@ def authenticate(request: web.Request, state: EmulatorState) -> web.Response | N
     if "api-key" in request.headers:
         return error(state.config.api_key_status, "AuthenticationTypeDisabled", KEYS_DISABLED)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    audience = request.get(AUDIENCE_TAKEN, AUDIENCE)
+    unauthorized = PROJECT_UNAUTHORIZED if audience == PROJECT_AUDIENCE else UNAUTHORIZED
     if scheme.lower() != "bearer" or not token.strip():
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+        return web.json_response({"statusCode": 401, "message": unauthorized}, status=401)
     state.tokens.add(hashlib.sha256(token.strip().encode()).hexdigest())
     try:
-        claims = verify(token.strip(), state.public_pem, audience=AUDIENCE)
+        claims = verify(token.strip(), state.public_pem, audience=audience)
     except TokenError:
-        return web.json_response({"statusCode": 401, "message": UNAUTHORIZED}, status=401)
+        return web.json_response({"statusCode": 401, "message": unauthorized}, status=401)
     oid = str(claims["oid"])
     state.principals.add(oid)
     if not state.has_role(oid):

@@ -210,6 +210,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'AZURE_OPENAI_ENDPOINT'
           value: openAiEndpoint
         }
+        // The audience of the account openai.bicep creates (a Foundry project endpoint would take
+        // https://ai.azure.com/.default instead: README, Configuration).
+        {
+          name: 'AZURE_OPENAI_TOKEN_SCOPE'
+          value: 'https://cognitiveservices.azure.com/.default'
+        }
         {
           name: 'AZURE_OPENAI_DEPLOYMENT'
           value: openAiDeploymentName

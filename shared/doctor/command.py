@@ -44,8 +44,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--scope",
-        default=COGNITIVE_SERVICES_SCOPE,
-        help=f"token scope to test (default: the app's {COGNITIVE_SERVICES_SCOPE})",
+        default=None,
+        help=f"token scope to test (default: the app's AZURE_OPENAI_TOKEN_SCOPE, {COGNITIVE_SERVICES_SCOPE} "
+        "unless set)",
     )
     parser.add_argument(
         "--azure",

@@ -12,19 +12,18 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError
 
 from shared.connections import identity_from_token
-from shared.constants import COGNITIVE_SERVICES_SCOPE
+from shared.constants import AI_FOUNDRY_SCOPE, SCOPE_SUFFIX, audience_of
 from shared.doctor.environment import in_container
 from shared.doctor.model import CREDENTIAL, SCOPE, Attempt, Check, Context, Outcome, one_line
-from shared.settings import user_assigned_client_id
+from shared.settings import is_project_endpoint, user_assigned_client_id
 from shared.storage_clients import create_credential
 
-EXPECTED_AUDIENCE = COGNITIVE_SERVICES_SCOPE.removesuffix("/.default")
 IDENTITY_ASSIGN = "az functionapp identity assign -n <app> -g <rg>"
 # A credential that raised (rather than said "unavailable") ends the chain: what its failure means.
 _HARD_FAILURES = {
     "AzureCliCredential": (
         "az_token_failed",
-        "`az account get-access-token --resource https://cognitiveservices.azure.com` fails: run `az login`",
+        "`az account get-access-token --resource {resource}` fails: run `az login`",
     ),
     "EnvironmentCredential": (
         "service_principal_refused",
@@ -143,7 +142,7 @@ async def check_credential(ctx: Context) -> Check:
         credential.credentials = tuple(recorders)  # the same credentials, in the same order
     narrowed = f" (AZURE_TOKEN_CREDENTIALS={chain})" if chain else ""
     try:
-        token = await credential.get_token(ctx.options.scope)
+        token = await credential.get_token(ctx.scope)
     except ClientAuthenticationError as exc:
         if not ctx.attempts:  # no recorders: fall back to the chain's own summary
             ctx.attempts.extend(_attempts_from_message(exc.message or ""))
@@ -198,7 +197,10 @@ def _hard_failure(ctx: Context, hard: Attempt) -> tuple[str, str]:
                 f"{source}",
             )
         return "managed_identity_failed", f"enable the app's system-assigned identity ({IDENTITY_ASSIGN})"
-    return _HARD_FAILURES.get(hard.credential, ("credential_failed", f"{hard.credential} failed: {hard.message}"))
+    reason, fix = _HARD_FAILURES.get(
+        hard.credential, ("credential_failed", f"{hard.credential} failed: {hard.message}")
+    )
+    return reason, fix.replace("{resource}", audience_of(ctx.scope))
 
 
 def _no_credential(ctx: Context) -> tuple[str, str]:
@@ -243,23 +245,47 @@ def _no_credential(ctx: Context) -> tuple[str, str]:
 # --- Scope ---------------------------------------------------------------------------------------------
 
 
+def expected_audience(ctx: Context) -> str:
+    """The audience the configured endpoint takes: ai.azure.com for a Foundry project endpoint (it takes no
+    other), else that of the app's AZURE_OPENAI_TOKEN_SCOPE."""
+    if ctx.settings is not None and is_project_endpoint(ctx.settings.openai_endpoint):
+        return audience_of(AI_FOUNDRY_SCOPE)
+    return audience_of(ctx.app_scope)
+
+
 def wrong_audience(ctx: Context) -> str | None:
-    """The token's audience when it is not Azure OpenAI's, else None."""
+    """The token's audience when it is not the one the endpoint takes, else None."""
     audience = str(ctx.claims.get("aud", ""))
-    return None if audience.rstrip("/") == EXPECTED_AUDIENCE else audience
+    return None if audience.rstrip("/") == expected_audience(ctx) else audience
+
+
+def scope_fix(ctx: Context, scope: str) -> str:
+    """How to get tokens for ``scope``: set AZURE_OPENAI_TOKEN_SCOPE, unless the app asks for it already."""
+    if scope != ctx.app_scope:
+        return f"set AZURE_OPENAI_TOKEN_SCOPE={scope} in the app settings (now {ctx.app_scope})"
+    if ctx.scope != scope:
+        return (
+            f"request the token with scope {scope}, the app's AZURE_OPENAI_TOKEN_SCOPE (--scope asked for {ctx.scope})"
+        )
+    return f"request the token with scope {scope} (AZURE_OPENAI_TOKEN_SCOPE)"
 
 
 async def check_scope(ctx: Context) -> Check:
     if not ctx.has_token:
         return SCOPE.skip("no_token", "no token to inspect (Credential failed)")
-    scope = ctx.options.scope
-    override = "" if scope == COGNITIVE_SERVICES_SCOPE else f" (--scope overrides the app's {COGNITIVE_SERVICES_SCOPE})"
+    scope = ctx.scope
+    override = "" if scope == ctx.app_scope else f" (--scope overrides the app's {ctx.app_scope})"
     audience = wrong_audience(ctx)
     if audience is None:
         return SCOPE.ok(f"token audience {ctx.claims.get('aud', '')} (scope {scope}){override}")
+    expected = expected_audience(ctx)
+    if ctx.settings is not None and is_project_endpoint(ctx.settings.openai_endpoint):
+        wanted = f"AZURE_OPENAI_ENDPOINT is a Foundry project endpoint, which takes only {expected}"
+    else:
+        wanted = f"the app asks for {expected} (AZURE_OPENAI_TOKEN_SCOPE {ctx.app_scope})"
     return SCOPE.fail(
         "wrong_audience",
-        f"token audience is {audience or '<none>'} from scope {scope}{override}; "
-        f"Azure OpenAI accepts only {EXPECTED_AUDIENCE} and answers 401 to anything else",
-        f"request the token with scope {COGNITIVE_SERVICES_SCOPE} (shared.connections.COGNITIVE_SERVICES_SCOPE)",
+        f"token audience is {audience or '<none>'} from scope {scope}{override}; {wanted}, and Azure OpenAI "
+        "answers 401 to an audience it does not take",
+        scope_fix(ctx, f"{expected}{SCOPE_SUFFIX}"),
     )

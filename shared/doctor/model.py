@@ -12,7 +12,8 @@ from typing import Any, Literal, TextIO
 from azure.identity.aio import DefaultAzureCredential
 
 from shared.constants import COGNITIVE_SERVICES_SCOPE, brief
-from shared.settings import Settings
+from shared.errors import ConfigurationError
+from shared.settings import Settings, token_scope
 from shared.storage_clients import StorageEndpoints
 
 Status = Literal["ok", "fail", "warn", "skip"]
@@ -178,7 +179,7 @@ class Attempt:
 @dataclass(frozen=True)
 class Options:
     settings_file: Path | None = None
-    scope: str = COGNITIVE_SERVICES_SCOPE
+    scope: str | None = None  # --scope: the token scope to test; None: the app's AZURE_OPENAI_TOKEN_SCOPE
     wait: float = 0.0  # seconds to keep retrying PermissionDenied; 0 = do not wait
     azure: bool = False  # judge the settings as Azure app settings even without an Azure environment
     openai_resource_id: str | None = None
@@ -204,6 +205,21 @@ class Context:
     @property
     def has_token(self) -> bool:
         return self.served_by is not None
+
+    @property
+    def app_scope(self) -> str:
+        """The scope the worker asks for (AZURE_OPENAI_TOKEN_SCOPE; the default while that setting is invalid)."""
+        if self.settings is not None:
+            return self.settings.token_scope
+        try:  # another setting may be what failed: the scope is still the one configured
+            return token_scope(self.env)
+        except ConfigurationError:
+            return COGNITIVE_SERVICES_SCOPE
+
+    @property
+    def scope(self) -> str:
+        """The scope this run asks tokens for: ``--scope``, else the app's."""
+        return self.options.scope or self.app_scope
 
     @property
     def managed_identity_environment(self) -> list[str]:

@@ -16,9 +16,9 @@ from azure.identity.aio import get_bearer_token_provider
 from openai import AsyncOpenAI
 
 from shared.connections import create_openai_client
-from shared.constants import COGNITIVE_SERVICES_SCOPE, OPENAI_USER_ROLE
+from shared.constants import OPENAI_USER_ROLE, SCOPE_SUFFIX, audiences_named
 from shared.doctor.batch_probe import check_batch
-from shared.doctor.credential import EXPECTED_AUDIENCE, wrong_audience
+from shared.doctor.credential import expected_audience, scope_fix, wrong_audience
 from shared.doctor.model import OPENAI, Check, Context, one_line
 from shared.settings import Settings
 
@@ -103,7 +103,7 @@ async def _check_deployment(ctx: Context, settings: Settings) -> Check:
     where = f"{settings.openai_endpoint}, deployment {settings.default_deployment}"
     client = create_openai_client(
         dataclasses.replace(settings, openai_timeout=min(settings.openai_timeout, 30.0)),
-        get_bearer_token_provider(ctx.credential, ctx.options.scope),
+        get_bearer_token_provider(ctx.credential, ctx.scope),
         max_retries=0,
     )
     started = time.monotonic()
@@ -204,12 +204,20 @@ def _unauthorized(ctx: Context, exc: openai.AuthenticationError | openai.Permiss
             "the request carried an api-key header: remove AZURE_OPENAI_API_KEY / api_key and use Entra ID",
         )
     detail = f"{exc.status_code} from {where}: {_service_message(exc)}"
-    audience = wrong_audience(ctx)
-    if audience is not None:
+    audience = str(ctx.claims.get("aud", "")).rstrip("/")
+    # The 401 names the audiences the endpoint takes: that, not a guess from its URL, says which scope to set.
+    if (accepted := audiences_named(_service_message(exc))) and audience not in accepted:
         return OPENAI.fail(
             "wrong_audience",
-            f"{detail}\nthe token's audience is {audience or '?'}, not {EXPECTED_AUDIENCE} (see Scope)",
-            f"request the token with scope {COGNITIVE_SERVICES_SCOPE}",
+            f"{detail}\nthe endpoint takes tokens for {' or '.join(accepted)}; this one's audience is "
+            f"{audience or '?'} (scope {ctx.scope})",
+            scope_fix(ctx, f"{accepted[0]}{SCOPE_SUFFIX}"),
+        )
+    if not accepted and wrong_audience(ctx) is not None:
+        return OPENAI.fail(
+            "wrong_audience",
+            f"{detail}\nthe token's audience is {audience or '?'}, not {expected_audience(ctx)} (see Scope)",
+            scope_fix(ctx, f"{expected_audience(ctx)}{SCOPE_SUFFIX}"),
         )
     return OPENAI.fail(
         "token_rejected",
@@ -231,7 +239,8 @@ def _not_found(settings: Settings, exc: openai.NotFoundError) -> Check:
     return OPENAI.fail(
         "endpoint_not_found",
         f"404 from {settings.openai_base_url}chat/completions: {_service_message(exc)}",
-        "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path: the worker adds /openai/v1/)",
+        "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path: the worker adds /openai/v1/), "
+        "or a Foundry project's https://<resource>.services.ai.azure.com/api/projects/<project>",
     )
 
 
