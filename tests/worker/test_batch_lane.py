@@ -382,7 +382,7 @@ async def test_a_crash_after_a_result_before_its_staged_copy_goes(
 ) -> None:
     await world.deliver(*(job(f"s{i}") for i in range(3)))
     await world.submit()
-    crash_after(monkeypatch, collector, "delete_staged")  # the first job's result is stored, its staged copy stays
+    crash_after(monkeypatch, records, "delete_staged")  # the first job's result is stored, its staged copy stays
     with pytest.raises(Crash):
         await world.collect()
     first = {blob.name: blob.etag async for blob in world.jobs.results_container.list_blobs()}
@@ -570,16 +570,21 @@ async def test_a_collector_keeps_its_lock_while_it_settles_a_big_batch(
     await world.deliver(*(job(f"k{i}") for i in range(7)))
     await world.submit()
     renewals: list[datetime] = []
-    real_save = collector.save
+    real_acquire, real_save = records.acquire, records.save
+
+    async def acquire_aged(container: Any, held: records.Held, owner: str, now: datetime) -> records.Held | None:
+        """Taken as usual, then most of its time gone (one minute left), as after a long download."""
+        taken = await real_acquire(container, held, owner, now)
+        return None if taken is None else await real_save(container, taken, lock_until=now + timedelta(seconds=60))
 
     async def save(container: Any, held: records.Held, **changes: Any) -> records.Held:
-        renewals.append(changes["lock_until"])
+        if set(changes) == {"lock_until"}:  # a renewal (taking and giving back also set the owner)
+            renewals.append(changes["lock_until"])
         return await real_save(container, held, **changes)
 
     monkeypatch.setattr(collector, "CHUNK", 2)  # settle two answers at a time
-    # A lock of 3 x 10 min: the 10 min left of the one taken are under half of it, so the first check renews.
-    monkeypatch.setattr(collector, "LOCK_SECONDS", 3 * records.LOCK_SECONDS)
-    monkeypatch.setattr(collector, "save", save)
+    monkeypatch.setattr(records, "acquire", acquire_aged)
+    monkeypatch.setattr(records, "save", save)
     assert (await world.collect()).written == 7
     assert len(renewals) == 1  # then it had more than half of its time left at each check
-    assert renewals[0] - datetime.now(UTC) > timedelta(seconds=2 * records.LOCK_SECONDS)
+    assert renewals[0] - datetime.now(UTC) > timedelta(seconds=records.LOCK_SECONDS / 2)
