@@ -104,7 +104,8 @@ async def _world(
     settings: dict[str, str], aoai: OpenAIEmulator, jobs_for: Callable[[dict[str, str]], Awaitable[Jobs]], **extra: str
 ) -> AsyncIterator[BatchWorld]:
     aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=model_for(DEPLOYMENT))
-    aoai.configure_batches(processing_seconds=0)  # a batch completes as soon as it is read
+    # An upload is processed and a batch completes as soon as they are read (tests of waiting set their own times).
+    aoai.configure_batches(processing_seconds=0, file_processing_seconds=0)
     settings = {
         **settings,
         "BATCH_DEPLOYMENT": BATCH_DEPLOYMENT,
