@@ -61,8 +61,9 @@ class BatchWorld:
         return await batch.collect(self.runtime)
 
     async def staged(self) -> dict[str, dict[str, str]]:
-        """Staged job id -> its blob metadata (claim, restage count)."""
-        return {job.job_id: job.metadata for job in await batch.list_staged(batch.staging(self.runtime))}
+        """Staged job id -> its blob metadata (claim, restage count...; its token estimate left out)."""
+        listed = await batch.list_staged(batch.staging(self.runtime))
+        return {job.job_id: {k: v for k, v in job.metadata.items() if k != records.TOKENS} for job in listed}
 
     async def manifests(self) -> list[batch.Manifest]:
         return [held.manifest for held in await batch.list_manifests(batch.staging(self.runtime))]
@@ -315,7 +316,7 @@ async def test_a_crash_before_batch_creation_creates_it_once(
     await world.deliver(*(job(f"b{i}") for i in range(4)))
     crash_before(monkeypatch, world.runtime.openai.batches, "create")
     await submit_crashing(world)
-    assert (await world.manifests())[0].state == "uploaded"
+    assert (await world.manifests())[0].state == "processed"
     await world.expire_locks()
     resumed = await world.submit()
     assert (resumed.reused_uploads, resumed.uploads, len(resumed.submitted)) == (0, 0, 1)
@@ -330,7 +331,7 @@ async def test_a_crash_right_after_batch_creation_adopts_the_batch(
     created = crash_after(monkeypatch, world.runtime.openai.batches, "create")
     await submit_crashing(world)
     (manifest,) = await world.manifests()
-    assert (manifest.state, manifest.batch_id) == ("uploaded", None)  # created, not recorded
+    assert (manifest.state, manifest.batch_id) == ("processed", None)  # created, not recorded
     await world.expire_locks()
     resumed = await world.submit()
     assert resumed.submitted == [created[0].id]  # found by its input file, not created again
@@ -467,7 +468,8 @@ async def test_a_batch_refused_for_quota_waits_without_failing(world: BatchWorld
     deferred = await world.submit()
     assert (deferred.uploads, deferred.submitted, deferred.deferred) == (1, [], 1)
     (manifest,) = await world.manifests()
-    assert (manifest.state, manifest.owner) == ("uploaded", None)  # given back for the next tick
+    assert (manifest.state, manifest.owner) == ("processed", None)  # given back for the next tick
+    assert manifest.quota_since is not None and manifest.errors == []  # when the wait began; nothing failed
     world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, token_limit=None)
     resumed = await world.submit()
     assert (resumed.uploads, len(resumed.submitted)) == (0, 1)
