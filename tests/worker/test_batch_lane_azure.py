@@ -9,13 +9,12 @@ own waits (a file's, quota's, a failing step's) are ended by moving the time the
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
 import pytest
-import pytest_asyncio
 
 from emulators.aoai import count_prompt_tokens
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
@@ -27,15 +26,18 @@ from shared.connections import Runtime
 from shared.jobs import Job
 from shared.operations import Operations
 from tests.worker.fakes import Message
-from tests.worker.test_batch_lane import BATCH_DEPLOYMENT, BatchWorld, Crash, _world, answer, crash_after, job
+from tests.worker.test_batch_lane import (
+    BATCH_DEPLOYMENT,
+    BatchWorld,
+    Crash,
+    _world,
+    answer,
+    crash_after,
+    job,
+    world,
+)
 
-
-@pytest_asyncio.fixture
-async def world(
-    keyless_settings: dict[str, str], aoai: OpenAIEmulator, jobs_for: Callable[[dict[str, str]], Awaitable[Jobs]]
-) -> AsyncIterator[BatchWorld]:
-    async for made in _world(keyless_settings, aoai, jobs_for):
-        yield made
+__all__ = ["world"]  # the keyless batch-lane fixture of test_batch_lane.py, used here as is
 
 
 async def change_manifest(world: BatchWorld, **changes: Any) -> None:
