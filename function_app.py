@@ -40,12 +40,14 @@ async def sample_queues(timer: func.TimerRequest) -> None:
 @app.function_name("submit_batches")
 @app.timer_trigger(arg_name="timer", schedule="%BATCH_SUBMIT_SCHEDULE%", run_on_startup=False)
 async def submit_batches(timer: func.TimerRequest) -> None:
-    """Staged batch-lane jobs -> request files -> Global Batch batches (no-op with BATCH_DEPLOYMENT empty)."""
+    """Staged batch-lane jobs -> request files -> Global Batch batches (with BATCH_DEPLOYMENT emptied: staged
+    jobs go to the live lane or fail, per BATCH_ON_FAILURE)."""
     await batch.submit()
 
 
 @app.function_name("collect_batches")
 @app.timer_trigger(arg_name="timer", schedule="%BATCH_COLLECT_SCHEDULE%", run_on_startup=False)
 async def collect_batches(timer: func.TimerRequest) -> None:
-    """Ended batches -> stored results and notices, as the live lane stores them (no-op with BATCH_DEPLOYMENT empty)."""
+    """Ended batches -> stored results and notices, as the live lane stores them (with BATCH_DEPLOYMENT emptied
+    too: batches still out are collected)."""
     await batch.collect()

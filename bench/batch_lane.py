@@ -4,9 +4,9 @@ Both lanes run in this process with the app's own code (the queue trigger's ``wo
 submit and collect timers' functions) against keyless Azurite and the Azure OpenAI emulator, and
 every number comes from the emulator's own counters:
 
-- model API calls: the batch lane's Files and Batches calls (upload, create, one poll per collect tick
-  until the batch ends, the output and error files read, three deletes) against the live lane's chat
-  completions (one per job);
+- model API calls: the batch lane's Files and Batches calls (upload, the file's status read until it is
+  processed, create, one poll per collect tick until the batch ends, the output and error files read,
+  three deletes) against the live lane's chat completions (one per job);
 - tokens billed at the batch price over the live price: each lane's prompt + completion tokens
   (reasoning included, as Azure bills them), the batch lane's at ``BATCH_PRICE_FACTOR`` of the live
   price. Global Batch costs 50 % of Global Standard, input and output alike, so the ratio is 0.5 when
@@ -95,6 +95,8 @@ def _kinds(calls: Counter[str]) -> dict[str, int]:
             kinds["batch_creates"] += n
         elif method == "GET" and "{batch_id}" in path:
             kinds["polls"] += n
+        elif method == "GET" and "{file_id}" in path:
+            kinds["file_polls"] += n  # a new upload's status, read until the service has processed it
         else:
             kinds["other"] += n
     return dict(kinds)
@@ -171,6 +173,7 @@ def describe(figure: dict[str, Any]) -> str:
         f"{kinds.get(k, 0)} {label}"
         for k, label in (
             ("uploads", "upload"),
+            ("file_polls", "file status reads"),
             ("batch_creates", "create"),
             ("polls", "polls"),
             ("file_reads", "file reads"),

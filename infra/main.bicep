@@ -248,6 +248,10 @@ param batchOnFailure string = 'restage'
 @description('Most requests in one batch file (BATCH_MAX_REQUESTS_PER_FILE); the service takes up to 100,000 requests and 200 MB per file.')
 param batchMaxRequestsPerFile int = 50000
 
+@minValue(1)
+@description('Most estimated enqueued tokens in one batch file (BATCH_MAX_TOKENS_PER_FILE: prompt plus output budget, as the live lane estimates them); at most the batch deployment\'s enqueued-token quota.')
+param batchMaxTokensPerFile int = 100000000
+
 // ---- The resource group and everything in it ----
 
 var tags = {
@@ -303,6 +307,7 @@ module resources 'resources.bicep' = {
     batchCollectSchedule: batchCollectSchedule
     batchOnFailure: batchOnFailure
     batchMaxRequestsPerFile: batchMaxRequestsPerFile
+    batchMaxTokensPerFile: batchMaxTokensPerFile
     alertEmail: alertEmail
     alertFailedJobsThreshold: alertFailedJobsThreshold
     alertQueueWaitP95Seconds: alertQueueWaitP95Seconds

@@ -47,6 +47,10 @@ DEFAULT_JOBS_QUEUE = "jobs"
 DEFAULT_RESULTS_CONTAINER = "results"
 DEFAULT_PAYLOADS_CONTAINER = "job-payloads"
 DEFAULT_REPLY_QUEUE = "job-replies"
+# The batch lane's blobs in the worker-only container (STAGING_CONTAINER, beside the retry store's
+# ``retries/``): staged jobs and manifests (shared/batch/records.py); ``status`` counts them too.
+STAGED_PREFIX = "jobs/"
+MANIFEST_PREFIX = "batches/"
 # Storage's rule for queue and container names: 3-63 lower-case letters, digits and hyphens, starting
 # and ending with a letter or digit, no two hyphens in a row.
 # NAME_PATTERN is also the JSON Schema's (no look-ahead there), so the double-hyphen rule is separate.

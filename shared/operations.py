@@ -1,13 +1,16 @@
 """Operating the worker from a shell, keyless and storage only: what ``status`` and ``replay`` do.
 
 Both use the worker's own settings (``AzureWebJobsStorage`` or its identity-based ``__`` settings,
-``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``) and sign in as producers do
-(``DefaultAzureCredential``). Roles, on the storage account or narrower: *Storage Queue Data
-Contributor* on the jobs queue and ``<queue>-poison``, *Storage Blob Data Reader* on the results and
-payloads containers (what ``azd up`` grants the person running it).
+``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``, ``STAGING_CONTAINER``) and sign in as
+producers do (``DefaultAzureCredential``). Roles, on the storage account or narrower: *Storage Queue Data
+Contributor* on the jobs queue and ``<queue>-poison``, *Storage Blob Data Reader* on the results, payloads
+and worker-only (staging) containers (``azd up`` grants the person running it more: Contributor on both
+services of the account).
 
 - ``status``: each queue's approximate depth and the age of the message at its head; the results
-  stored in the last N minutes by status, and the failed ones by error code.
+  stored in the last N minutes by status, and the failed ones by error code; what the worker-only
+  container holds: jobs staged for the batch lane (and the oldest one's age), batches out and being
+  submitted (its manifests, by state), jobs waiting in the retry store.
 - ``replay``: moves poisoned messages back to the jobs queue, never one whose job already succeeded.
   A message is sent to the jobs queue before it is deleted from the poison queue, so a crash in
   between duplicates it rather than loses it (the worker's idempotency by job id makes the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,11 +35,11 @@ from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import ValidationError
 
-from shared.constants import BLOB_READER_ROLE, QUEUE_CONTRIBUTOR_ROLE
-from shared.errors import QueueNotFoundError, storage_refusal
-from shared.jobs import JobReference, Result
+from shared.constants import BLOB_READER_ROLE, MANIFEST_PREFIX, QUEUE_CONTRIBUTOR_ROLE, STAGED_PREFIX
+from shared.errors import MissingPermissionError, QueueNotFoundError, storage_refusal
+from shared.jobs import RETRY_PREFIX, JobReference, Result
 from shared.messages import JobRefused, parse_message
-from shared.settings import StorageNames
+from shared.settings import DEFAULT_STAGING_CONTAINER, StorageNames, staging_container
 from shared.storage_clients import HoldsStorage, StorageClients, StorageEndpoints, create_credential
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns
@@ -65,10 +69,26 @@ class ResultCounts:
 
 
 @dataclass(frozen=True)
+class WorkerStore:
+    """The worker-only container (``STAGING_CONTAINER``): the batch lane's staged jobs and manifests, and the
+    retry store. ``refused``: why it could not be read (the rest of ``status`` does not need it)."""
+
+    name: str
+    exists: bool
+    staged_jobs: int = 0  # jobs/<id>.json: waiting for a batch, or in one
+    oldest_staged_seconds: float | None = None
+    open_batches: int = 0  # manifests submitted: a batch out (or refused) that the collector will settle
+    batches_by_state: dict[str, int] = field(default_factory=dict)  # every manifest, by state
+    waiting_retries: int = 0  # retries/<id>.json: jobs re-enqueued to try again later
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     queue: QueueState
     poison: QueueState
     results: ResultCounts
+    worker: WorkerStore
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,12 +134,15 @@ class Operations(HoldsStorage):
         blobs: BlobServiceClient,
         names: StorageNames,
         credential: AsyncTokenCredential | None = None,
+        *,
+        staging: str = DEFAULT_STAGING_CONTAINER,
     ) -> None:
         self._storage = StorageClients(queues, blobs, credential)  # the credential made for them: closed with them
         self.queue: QueueClient = queues.get_queue_client(names.jobs_queue)
         self.poison: QueueClient = queues.get_queue_client(f"{names.jobs_queue}-poison")
         self.results: ContainerClient = blobs.get_container_client(names.results_container)
         self.payloads: ContainerClient = blobs.get_container_client(names.payloads_container)
+        self.worker_only: ContainerClient = blobs.get_container_client(staging)
 
     @classmethod
     def from_settings(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -127,7 +150,8 @@ class Operations(HoldsStorage):
         names = StorageNames.from_env(env)
         endpoints = StorageEndpoints.from_settings(env=env)
         credential = create_credential(env)  # no request until a token is needed (never with a connection string)
-        return cls(endpoints.queue_service(credential), endpoints.blob_service(credential), names, credential)
+        queues, blobs = endpoints.queue_service(credential), endpoints.blob_service(credential)
+        return cls(queues, blobs, names, credential, staging=staging_container(env))
 
     # ---- status ----
 
@@ -138,10 +162,13 @@ class Operations(HoldsStorage):
         from its body, so only failed results are downloaded, at most ``limit`` of them.
         """
         now = now or datetime.now(UTC)
-        queue, poison, results = await asyncio.gather(
-            self._queue_state(self.queue, now), self._queue_state(self.poison, now), self._results(minutes, limit, now)
+        queue, poison, results, worker = await asyncio.gather(
+            self._queue_state(self.queue, now),
+            self._queue_state(self.poison, now),
+            self._results(minutes, limit, now),
+            self._worker_store(now),
         )
-        return Status(queue, poison, results)
+        return Status(queue, poison, results, worker)
 
     async def _queue_state(self, queue: QueueClient, now: datetime) -> QueueState:
         with storage_refusal(f"reading queue {queue.queue_name}", QUEUE_CONTRIBUTOR_ROLE, queue.url):
@@ -192,6 +219,59 @@ class Operations(HoldsStorage):
             failed_by_code=dict(codes.most_common()),
             unread=sum(1 for _, status in unread if status != "succeeded"),
         )
+
+    async def _worker_store(self, now: datetime) -> WorkerStore:
+        """One listing of the worker-only container, and each manifest read for its state (manifests are few:
+        one per request file of up to 50,000 jobs)."""
+        container = self.worker_only
+        name, staged, retries, oldest = container.container_name, 0, 0, None
+        manifests: list[str] = []
+        try:
+            with storage_refusal(f"listing {name}", BLOB_READER_ROLE, container.url):
+                async for blob in container.list_blobs():
+                    if blob.name.startswith(STAGED_PREFIX):
+                        staged += 1
+                        since = blob.creation_time or blob.last_modified
+                        oldest = since if oldest is None or (since and since < oldest) else oldest
+                    elif blob.name.startswith(MANIFEST_PREFIX):
+                        manifests.append(blob.name)
+                    elif blob.name.startswith(RETRY_PREFIX):
+                        retries += 1
+        except ResourceNotFoundError:
+            return WorkerStore(name, exists=False)
+        except MissingPermissionError as exc:
+            return WorkerStore(name, exists=True, refused=str(exc))
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def state(blob: str) -> str | None:
+            async with gate:
+                return await self._manifest_state(blob)
+
+        states = Counter(found for found in await asyncio.gather(*(state(m) for m in manifests)) if found)
+        age = round(max(0.0, (now - oldest).total_seconds()), 1) if oldest else None
+        return WorkerStore(
+            name,
+            exists=True,
+            staged_jobs=staged,
+            oldest_staged_seconds=age,
+            open_batches=states["submitted"],
+            batches_by_state=dict(states.most_common()),
+            waiting_retries=retries,
+        )
+
+    async def _manifest_state(self, blob: str) -> str | None:
+        """A manifest's state (``unknown`` when its body says none); None when it went since the listing."""
+        container = self.worker_only
+        with storage_refusal(f"reading {container.container_name}", BLOB_READER_ROLE, container.url):
+            try:
+                body = await (await container.download_blob(blob)).readall()
+            except ResourceNotFoundError:
+                return None
+        try:
+            state = json.loads(body).get("state")
+        except (ValueError, AttributeError):
+            return "unknown"
+        return state if isinstance(state, str) else "unknown"
 
     async def _outcome(self, name: str) -> tuple[str, str | None] | None:
         """A stored result's (status, error code) from its body; None when there is no such blob."""

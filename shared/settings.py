@@ -41,6 +41,9 @@ from shared.errors import ConfigurationError, ContainerClashError
 DEFAULT_STAGING_CONTAINER = "staging"
 BATCH_MAX_REQUESTS_PER_FILE = 50_000  # default; the service takes up to 100,000 (and 200 MB) per file
 BATCH_SERVICE_MAX_REQUESTS = 100_000
+# Default bound on a batch file's estimated enqueued tokens: half the smallest default enqueued-token quota
+# documented (gpt-4o 200M; gpt-4o-mini 1B), so a file fits the quota with another one running.
+BATCH_MAX_TOKENS_PER_FILE = 100_000_000
 BatchOnFailure = Literal["restage", "live"]
 
 # Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
@@ -90,6 +93,8 @@ SETTINGS: dict[str, str] = {
     "(every minute).",
     "BATCH_ON_FAILURE": "`restage` or `live`: what a failed, expired or cancelled batch does with its jobs, once.",
     "BATCH_MAX_REQUESTS_PER_FILE": "Most requests in one batch file (the service takes up to 100,000 and 200 MB).",
+    "BATCH_MAX_TOKENS_PER_FILE": "Most estimated enqueued tokens in one batch file (prompt + output budget, as the "
+    "live lane estimates them): at most the batch deployment's enqueued-token quota.",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
     # Telemetry (shared/telemetry/): off unless the first of these or an OTLP endpoint is set.
@@ -308,6 +313,7 @@ class Settings:
     staging_container: str = DEFAULT_STAGING_CONTAINER
     batch_on_failure: BatchOnFailure = "restage"
     batch_max_requests_per_file: int = BATCH_MAX_REQUESTS_PER_FILE
+    batch_max_tokens_per_file: int = BATCH_MAX_TOKENS_PER_FILE
 
     @property
     def openai_base_url(self) -> str:
@@ -384,7 +390,8 @@ class Settings:
 
 
 def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
-    """BATCH_DEPLOYMENT, STAGING_CONTAINER, BATCH_ON_FAILURE and BATCH_MAX_REQUESTS_PER_FILE, checked."""
+    """BATCH_DEPLOYMENT, STAGING_CONTAINER, BATCH_ON_FAILURE, BATCH_MAX_REQUESTS_PER_FILE and
+    BATCH_MAX_TOKENS_PER_FILE, checked."""
     deployment = env.get("BATCH_DEPLOYMENT", "").strip()
     if deployment and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", deployment):
         raise ConfigurationError(f"App setting BATCH_DEPLOYMENT has {deployment!r}: name a deployment of the resource.")
@@ -397,17 +404,23 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
             f"App setting BATCH_MAX_REQUESTS_PER_FILE is {per_file}: the service takes 1 to "
             f"{BATCH_SERVICE_MAX_REQUESTS:,} requests per file."
         )
+    tokens = _int(env, "BATCH_MAX_TOKENS_PER_FILE", BATCH_MAX_TOKENS_PER_FILE)
+    if tokens < 1:
+        raise ConfigurationError(
+            "App setting BATCH_MAX_TOKENS_PER_FILE is 0: set the batch deployment's enqueued-token quota (or less)."
+        )
     return {
         "batch_deployment": deployment,
-        "staging_container": _name(env, "STAGING_CONTAINER", DEFAULT_STAGING_CONTAINER),
+        "staging_container": staging_container(env),
         "batch_on_failure": on_failure,
         "batch_max_requests_per_file": per_file,
+        "batch_max_tokens_per_file": tokens,
     }
 
 
-def batch_lane_on(env: Mapping[str, str] | None = None) -> bool:
-    """Whether BATCH_DEPLOYMENT is set: the batch timers' check before they make any client."""
-    return bool((environment() if env is None else env).get("BATCH_DEPLOYMENT", "").strip())
+def staging_container(env: Mapping[str, str] | None = None) -> str:
+    """STAGING_CONTAINER, the worker-only container (retry store, staged batch jobs, manifests), checked."""
+    return _name(environment() if env is None else env, "STAGING_CONTAINER", DEFAULT_STAGING_CONTAINER)
 
 
 @dataclass

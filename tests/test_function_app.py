@@ -60,13 +60,25 @@ def test_the_batch_timers_have_defaults_for_hosts_that_resolve_from_the_environm
         assert os.environ[setting]  # set on import unless the environment had its own
 
 
-async def test_the_batch_timers_do_nothing_with_the_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import connections
+async def test_the_batch_timers_run_with_the_lane_off_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emptying BATCH_DEPLOYMENT must not strand what the lane holds: the timers still collect the batches
+    out and end the staged jobs (tests/worker/test_batch_lane.py runs that against Azurite and the emulator)."""
+    from shared import batch
+
+    ran: list[str] = []
+
+    async def submit() -> None:
+        ran.append("submit")
+
+    async def collect() -> None:
+        ran.append("collect")
 
     monkeypatch.delenv("BATCH_DEPLOYMENT", raising=False)
+    monkeypatch.setattr(batch, "submit", submit)
+    monkeypatch.setattr(batch, "collect", collect)
     await function_app.submit_batches(None)  # type: ignore[arg-type]  # the timer's request is unused
     await function_app.collect_batches(None)  # type: ignore[arg-type]
-    assert connections._runtime is None  # no clients made, no storage or model call
+    assert ran == ["submit", "collect"]
 
 
 def test_importing_the_app_creates_no_clients() -> None:

@@ -37,9 +37,19 @@ class StoredFile:
     data: bytes
     created_at: float
     expires_at: float | None = None
+    # An uploaded file reads "pending" until then (Azure processes a new upload before a batch may use it),
+    # then "processed", or "error" with ``error`` as its status_details. None: processed from the start.
+    processed_at: float | None = None
+    error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def status(self, now: float) -> str:
+        if self.processed_at is not None and now < self.processed_at:
+            return "pending"
+        return "error" if self.error is not None else "processed"
+
+    def to_json(self, now: float) -> dict[str, Any]:
         expires_at = None if self.expires_at is None else int(self.expires_at)
+        status = self.status(now)
         return {
             "id": self.id,
             "object": "file",
@@ -47,9 +57,9 @@ class StoredFile:
             "created_at": int(self.created_at),
             "filename": self.filename,
             "purpose": self.purpose,
-            "status": "processed",
+            "status": status,
             "expires_at": expires_at,
-            "status_details": None,
+            "status_details": self.error if status == "error" else None,
         }
 
 
@@ -114,6 +124,7 @@ class Batch:
     error_file_id: str | None = None
     counts: tuple[int, int] = (0, 0)  # (completed, failed) once ended
     usage: dict[str, Any] | None = None
+    reported_status: str | None = None  # a status the API shows instead of the real one (``report_status``)
 
     def processed(self, at: float) -> int:
         """Requests done by ``at``: evenly over the in-progress window."""
@@ -132,7 +143,7 @@ class Batch:
         return "in_progress" if now < self.schedule.finalizing_at else "finalizing"
 
     def to_json(self, now: float) -> dict[str, Any]:
-        status = self.status(now)
+        status = self.reported_status or self.status(now)
         # Work stops when cancelling starts or the batch ends; a stage after that was never reached.
         stop = self.cancelling_at if self.cancelling_at is not None else self.ended[1] if self.ended else now
         ran = not self.errors and self.schedule.in_progress_at < stop

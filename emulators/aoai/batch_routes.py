@@ -103,8 +103,9 @@ async def upload_file(request: web.Request, state: EmulatorState) -> web.StreamR
     if data is None:
         raise Refused(400, "invalid_request", "'file' is a required property.", "file")
     purpose, expires_after = fields.get("purpose", ""), _expiry(fields)
-    stored = state.batches.add_file(filename, purpose, data, expires_after, state.config.batch, time.time())
-    return web.json_response(stored.to_json())
+    now = time.time()
+    stored = state.batches.add_file(filename, purpose, data, expires_after, state.config.batch, now)
+    return web.json_response(stored.to_json(now))
 
 
 def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
@@ -135,12 +136,14 @@ async def list_files(request: web.Request, state: EmulatorState) -> web.StreamRe
     order = request.query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise Refused(400, "invalid_request", "'order' must be 'asc' or 'desc'.", "order")
-    files = state.batches.list_files(time.time(), request.query.get("purpose"), descending=order == "desc")
-    return _page(request, [f.to_json() for f in files], 10_000, 10_000)
+    now = time.time()
+    files = state.batches.list_files(now, request.query.get("purpose"), descending=order == "desc")
+    return _page(request, [f.to_json(now) for f in files], 10_000, 10_000)
 
 
 async def get_file(request: web.Request, state: EmulatorState) -> web.StreamResponse:
-    return web.json_response(state.batches.file(request.match_info["file_id"], time.time()).to_json())
+    now = time.time()
+    return web.json_response(state.batches.file(request.match_info["file_id"], now).to_json(now))
 
 
 async def file_content(request: web.Request, state: EmulatorState) -> web.StreamResponse:

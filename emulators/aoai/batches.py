@@ -28,22 +28,30 @@ or ``PATCH /_emulator/batch-config`` (a partial object):
   in the error file as ``{"response": null, "error": {"code": fail_code ("server_error"), ...}}``;
   ``fail_batches_code`` fails every new batch at validation with that code.
 - ``shuffle_seed`` (0): output order; None keeps the file's order.
+- files: ``file_processing_seconds`` (1) a new upload reads ``pending`` before ``processed`` (``batches.create`` on
+  it until then: 400 "The input file '<id>' is in 'pending' state. Only files with status 'Processed' are accepted
+  for batch inferencing. ..."); ``file_error`` (None) makes the uploads that follow end ``error`` instead, with
+  that ``status_details``.
 
 Per batch (``OpenAIEmulator`` methods, or control routes): ``expire_batch(id, done=None)``
 (``POST /_emulator/batches/{id}/expire``, ``done`` = requests kept, default those done by now), ``fail_batch(id,
 code, message)`` (``.../fail``), ``batch_snapshot(id)`` (its JSON, no API call counted); ``reset()`` (or ``POST
-/_emulator/batches/reset``) forgets every file and batch. Cancel is the API's own ``POST .../batches/{id}/cancel``.
+/_emulator/batches/reset``) forgets every file and batch. In process only (``OpenAIEmulator``): ``process_files()``
+ends every pending upload's processing now; ``report_batch_status(id, status)`` shows a status the service may add
+one day (None: the real one again). Cancel is the API's own ``POST .../batches/{id}/cancel``.
 Stats: ``stats()["by_route"]`` counts every data-plane call per route (``"POST /openai/v1/files"``...);
 ``stats()["batch"]`` counts files, batches per status, enqueued tokens and the tokens batches answered.
 
 Our assumptions (not from a source): unprocessed requests of an expired/cancelled batch are error lines with codes
 ``batch_expired``/``batch_cancelled`` and count as failed; a failed batch has no output or error file; a batch's
 ``request_counts.total`` is 0 while validating (Azure's sample); 400 ``invalid_request`` for a bad create or upload
-parameter, 404 ``NotFound`` for an unknown id, 409 ``invalid_state`` to cancel a finished batch, 400
-``file_limit_exceeded`` over the input-file count; expired input files are gone (404) and free their slot; the
-``token_limit_exceeded`` message starts with its code (Azure's sample retries on ``'token_limit_exceeded' in
-str(error)``); enqueued tokens are the prompt tokens. Not modelled: the Responses API in batches, live calls refused
-on a Global Batch deployment (here it also answers live), the window of 24 h (Azure no longer expires batches).
+parameter, the same 400 ``invalid_request`` (param ``input_file_id``) for an input file not yet processed (Azure's
+status and code for it are unconfirmed; its message is the one users report), 404 ``NotFound`` for an unknown id,
+409 ``invalid_state`` to cancel a finished batch, 400 ``file_limit_exceeded`` over the input-file count; expired
+input files are gone (404) and free their slot; the ``token_limit_exceeded`` message starts with its code (Azure's
+sample retries on ``'token_limit_exceeded' in str(error)``); enqueued tokens are the prompt tokens. Not modelled:
+the Responses API in batches, live calls refused on a Global Batch deployment (here it also answers live), the
+window of 24 h (Azure no longer expires batches).
 """
 
 from __future__ import annotations
@@ -130,7 +138,10 @@ class BatchStore:
             message = f"This resource already holds {len(inputs)} batch input files, the most allowed ({limit})."
             raise Refused(400, "file_limit_exceeded", message, "file")
         expires_at = None if expires_after is None else now + expires_after
-        return self._store(StoredFile(f"file-{uuid.uuid4().hex}", filename, purpose, data, now, expires_at))
+        processed_at = now + config.file_processing_seconds
+        stored = StoredFile(f"file-{uuid.uuid4().hex}", filename, purpose, data, now, expires_at, processed_at)
+        stored.error = config.file_error
+        return self._store(stored)
 
     def _store(self, stored: StoredFile) -> StoredFile:
         self.files[stored.id] = stored
@@ -146,6 +157,13 @@ class BatchStore:
         if file_id not in self.files:
             raise Refused(404, "NotFound", f"File '{file_id}' not found.")
         return self.files[file_id]
+
+    def process_files(self, now: float) -> list[str]:
+        """End every pending upload's processing now (as ``processed``, or ``error`` if it was uploaded to fail)."""
+        pending = [f for f in self._live_files(now) if f.status(now) == "pending"]
+        for stored in pending:
+            stored.processed_at = now
+        return [f.id for f in pending]
 
     def delete_file(self, file_id: str, now: float) -> dict[str, Any]:
         del self.files[self.file(file_id, now).id]
@@ -176,6 +194,12 @@ class BatchStore:
         if not isinstance(file_id, str) or file_id not in self.files or self.files[file_id].purpose != "batch":
             self._live_files(now)
             raise Refused(400, "invalid_request", f"No batch input file '{file_id}'.", "input_file_id")
+        if (status := self.files[file_id].status(now)) != "processed":  # Azure's words (Microsoft Q&A 2203029)
+            message = (
+                f"The input file '{file_id}' is in '{status}' state. Only files with status 'Processed' are accepted "
+                "for batch inferencing. Please check the file status and try again"
+            )
+            raise Refused(400, "invalid_request", message, "input_file_id")
         data = self.files[file_id].data
         requests, errors = parse(data, config.max_requests_per_file, deployments, config.deployments)
         if config.fail_batches_code and not errors:
@@ -252,6 +276,13 @@ class BatchStore:
         if batch.ended is None:
             batch.errors = [*batch.errors, error(code, message)]
             self._finish(batch, "failed", now, 0)
+        return batch
+
+    def report_status(self, batch_id: str, now: float, status: str | None) -> Batch:
+        """Make the API show ``status`` for this batch (one the service may add, say) while it runs on as
+        scheduled; None shows its real status again."""
+        batch = self.batch(batch_id, now)
+        batch.reported_status = status
         return batch
 
     def enqueued(self, deployment: str, now: float) -> int:

@@ -63,6 +63,11 @@ class BatchConfig(BaseModel):
     max_file_bytes: int = Field(default=200_000_000, ge=1)
     max_input_files: int = Field(default=500, ge=0)
     max_input_files_with_expiry: int = Field(default=10_000, ge=0)
+    # A new upload reads "pending" for ``file_processing_seconds`` (Azure processes a file before a batch may use
+    # it; creating one earlier is refused), then "processed", or "error" (its status_details ``file_error``) when
+    # ``file_error`` is set at upload.
+    file_processing_seconds: float = Field(default=1, ge=0)
+    file_error: str | None = None
     # Simulated durations (seconds) of validating, in_progress (the requests are done evenly over it), finalizing
     # and cancelling; ``expire_after_seconds`` expires a batch still in progress that long after it started.
     validating_seconds: float = Field(default=0, ge=0)

@@ -158,6 +158,16 @@ class OpenAIEmulator:
         """End the batch as ``failed`` now with ``errors.data = [{code, message}]``; its JSON."""
         return self._batch(lambda batches, now: batches.fail(batch_id, now, code, message))
 
+    def process_files(self) -> list[str]:
+        """End every pending upload's processing now (``file_processing_seconds``); the ids of those it ended."""
+        now = time.time()
+        return self.server.call(lambda app: app[aoai.STATE].batches.process_files(now))
+
+    def report_batch_status(self, batch_id: str, status: str | None) -> dict[str, Any]:
+        """Have the API show ``status`` for the batch (a status the service may add) while it runs as scheduled;
+        None: its real status again. Its JSON."""
+        return self._batch(lambda batches, now: batches.report_status(batch_id, now, status))
+
     def batch_snapshot(self, batch_id: str) -> dict[str, Any]:
         """The batch's JSON as ``GET /openai/v1/batches/{id}`` would answer now (no auth, not counted)."""
         return self._batch(lambda batches, now: batches.batch(batch_id, now))

@@ -131,6 +131,9 @@ param batchOnFailure string
 @description('Most requests the batch lane puts in one batch file.')
 param batchMaxRequestsPerFile int
 
+@description('Most estimated enqueued tokens the batch lane puts in one batch file.')
+param batchMaxTokensPerFile int
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -313,6 +316,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'BATCH_MAX_REQUESTS_PER_FILE'
           value: string(batchMaxRequestsPerFile)
+        }
+        {
+          name: 'BATCH_MAX_TOKENS_PER_FILE'
+          value: string(batchMaxTokensPerFile)
         }
         // azure-identity: use the managed identity, this one, and skip every other credential.
         {

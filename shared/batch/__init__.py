@@ -5,13 +5,16 @@ stored exactly as the live lane stores them.
 Three steps, each safe to repeat, to crash in and to race (see each module's docstring):
 
 - ``staging.stage`` (the queue trigger, from ``shared.worker.run``): a checked batch-lane job is stored
-  create-only as ``jobs/<id>.json`` in ``STAGING_CONTAINER`` and its message consumed; with
-  ``BATCH_DEPLOYMENT`` empty it fails at once (``batch_lane_off``).
+  create-only as ``jobs/<id>.json`` in ``STAGING_CONTAINER`` (its estimated enqueued tokens in the blob
+  metadata) and its message consumed; with ``BATCH_DEPLOYMENT`` empty it fails at once (``batch_lane_off``).
 - ``submitter.submit`` (timer, ``BATCH_SUBMIT_SCHEDULE``): staged jobs claimed into manifests
-  (``batches/<id>.json``), each a JSONL request file (``lines``) uploaded with the Files API and made
-  a batch on ``BATCH_DEPLOYMENT``; the manifest records every step.
+  (``batches/<id>.json``), each a JSONL request file (``lines``, sized by requests, bytes and estimated
+  tokens) uploaded with the Files API and, once Azure has processed it, made a batch on
+  ``BATCH_DEPLOYMENT``; the manifest records every step, and every wait (the file, quota, a failing
+  step) is bounded. With the lane switched off it ends what is staged (``BATCH_ON_FAILURE``).
 - ``collector.collect`` (timer, ``BATCH_COLLECT_SCHEDULE``): ended batches' output and error lines become
-  results through the live lane's own store path; jobs a batch never ran go back once.
+  results through the live lane's own store path; jobs a batch never ran go back once (or wait for
+  quota, bounded); batches still out are collected with the lane switched off too.
 
 ``records`` holds the blobs and their conditional writes. Everything uses the worker's one credential
 and v1 client (``Runtime.openai``); for the Files and Batches APIs the identity needs their data actions:

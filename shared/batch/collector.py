@@ -12,8 +12,17 @@ and settles each of its jobs:
 - a job the batch never ran (the batch ``failed``, ``expired`` or was ``cancelled``, or a completed one
   left it out) goes back to staging once (``BATCH_ON_FAILURE=restage``, the default) or to the live
   jobs queue (``live``); sent back once already, it fails with ``batch_expired``, ``batch_failed``,
-  ``batch_cancelled`` or ``batch_result_missing``. A batch the service failed for lack of enqueued-token
-  quota (``token_limit_exceeded``) sends its jobs back without counting: they wait for quota.
+  ``batch_cancelled`` or ``batch_result_missing``. A batch the service failed (or the submitter gave up
+  creating) for lack of enqueued-token quota (``token_limit_exceeded``) sends its jobs back without
+  counting: they wait for quota, up to ``records.QUOTA_WAIT`` since a batch holding them was first
+  refused, then fail with ``batch_token_limit``;
+- with the lane switched off (``BATCH_DEPLOYMENT`` emptied) batches still out are collected all the same,
+  and a job one never ran goes to the live queue (``live``) or fails with ``batch_lane_off``: sent back
+  to staging it would wait for a lane that is off.
+
+A status this worker does not know counts as still running (the service may add one): a batch is
+settled only once it says ``completed``, ``failed``, ``expired`` or ``cancelled``. A staged job whose blob
+does not parse fails alone (``batch_staged_unreadable``) instead of stopping its batch from being settled.
 
 Each job's staged copy is deleted once it is settled, then the batch's files, then the manifest. A crash
 anywhere leaves the manifest (its lock runs out) and the files, and the next collector redoes only what
@@ -37,26 +46,22 @@ from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
 from shared.delivery import budget_exhausted, finish
-from shared.jobs import ErrorInfo, JobReference, Result
-from shared.settings import batch_lane_on
+from shared.jobs import ErrorInfo, Result
 
 from . import records
 from .lines import Answer, parse_answer
-
-# Named here, not through ``records``: tests stand in for these three in the collector alone.
-from .records import LOCK_SECONDS, delete_staged, save
-from .staging import delivery_for
+from .staging import delivery_for, end_with_lane_off, fail_unreadable, send_live
 
 logger = logging.getLogger(__name__)
 
-OPEN = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+OPEN = frozenset({"validating", "in_progress", "finalizing", "cancelling"})  # those the API documents
 NOT_RUN_CODES = {
     "failed": "batch_failed",
     "expired": "batch_expired",
     "cancelled": "batch_cancelled",
     "completed": "batch_result_missing",
 }
-QUOTA_CODE = "token_limit_exceeded"
+ENDED = frozenset(NOT_RUN_CODES)  # only these end a batch: any other status, known or not, is still running
 DOWNLOAD_TIMEOUT_SECONDS = 600.0
 SPOOL_BYTES = 32 * 1024 * 1024  # an output file bigger than this waits on disk, not in memory
 CHUNK = 256  # answers settled together (each at most ``records.CONCURRENCY`` storage calls at a time)
@@ -73,18 +78,15 @@ class CollectReport:
     written: int = 0  # results stored by this collector
     restaged: int = 0
     to_live: int = 0
-    failed_unrun: int = 0  # jobs failed because the batch ended without running them, twice
+    failed_unrun: int = 0  # jobs failed because batches ended without running them (twice, out of quota, lane off)
     unreadable_lines: int = 0
+    unreadable_staged: int = 0  # staged blobs that did not parse: their jobs failed alone
 
 
 async def collect(runtime: Runtime | None = None) -> CollectReport:
-    """One tick: poll every submitted batch; settle the ended ones."""
-    if runtime is None:
-        if not batch_lane_on():
-            return CollectReport()  # the lane is off (set it again to collect batches still out)
-        runtime = get_runtime()
-    if not runtime.settings.batch_deployment:
-        return CollectReport()
+    """One tick: poll every submitted batch; settle the ended ones (with the lane switched off too: the
+    batches it left out still end, and their results are stored)."""
+    runtime = runtime or get_runtime()
     collector = _Collector(runtime, await records.ensure_staging(runtime), owner=uuid.uuid4().hex)
     for held in await records.list_manifests(collector.container):
         if held.manifest.state != "submitted":
@@ -116,8 +118,11 @@ class _Collector:
         if manifest.batch_id is not None:
             batch = await self.runtime.openai.batches.retrieve(manifest.batch_id)
             self.report.polled += 1
-        status = batch.status if batch is not None else (manifest.status or "failed")
-        if status in OPEN:
+        status = str(batch.status) if batch is not None else (manifest.status or "failed")
+        if status not in ENDED:
+            if status not in OPEN:
+                what = "a status this worker does not know: taken as still running"
+                logger.warning("batch %s says %r, %s", manifest.batch_id, status, what)
             self.report.open += 1
             return
         self.taken = await records.acquire(self.container, held, self.owner, _now())
@@ -174,8 +179,10 @@ class _Collector:
         """Keep the manifest while a big batch is settled (raises Lost if another collector has it now)."""
         assert self.taken is not None
         lock_until, now = self.taken.manifest.lock_until, _now()
-        if lock_until is None or lock_until - now < timedelta(seconds=LOCK_SECONDS / 2):
-            self.taken = await save(self.container, self.taken, lock_until=now + timedelta(seconds=LOCK_SECONDS))
+        if lock_until is None or lock_until - now < timedelta(seconds=records.LOCK_SECONDS / 2):
+            self.taken = await records.save(
+                self.container, self.taken, lock_until=now + timedelta(seconds=records.LOCK_SECONDS)
+            )
 
     async def _settle_answer(self, answer: Answer, *, manifest: records.Manifest, batch: Batch) -> None:
         staged = await self._ours(answer.job_id, manifest)
@@ -189,47 +196,85 @@ class _Collector:
             delivery = delivery_for(self.runtime, staged)
             written = await finish(delivery, completion=answer.completion, error=error, amend=amend)
             self.report.written += written is not None
-        await delete_staged(self.container, answer.job_id)
+        await records.delete_staged(self.container, answer.job_id)
 
     async def _send_back(self, job_id: str, *, manifest: records.Manifest, batch: Batch | None, status: str) -> None:
-        """A job the batch never ran: back to staging or the live queue once, else a failed result."""
+        """A job the batch never ran: waits for quota, goes back to staging or the live queue once, or fails."""
         staged = await self._ours(job_id, manifest)
         if staged is None:
             return
         stored = await store.stored_result(self.runtime, job_id)
         if stored is not None and stored.final:
-            await delete_staged(self.container, job_id)
+            await records.delete_staged(self.container, job_id)
             return
         reported = batch.errors.data or [] if batch is not None and batch.errors is not None else []
         errors = [f"{error.code}: {error.message}" for error in reported] or manifest.errors
-        quota = bool(errors) and all(error.startswith(QUOTA_CODE) for error in errors)
-        settings = self.runtime.settings
-        if settings.batch_on_failure == "live" and not quota:
-            await self._to_live(staged)
-            await delete_staged(self.container, job_id)
+        said = f" ({'; '.join(errors)})" if errors else ""
+        why = f"batch {manifest.batch_id or '(not created)'} {status} without running this job{said}"
+        if not self.runtime.settings.batch_deployment:
+            ended = await end_with_lane_off(self.runtime, self.container, staged, why=why)
+            self.report.to_live += ended == "live"
+            self.report.failed_unrun += ended == "failed"
+        elif errors and all(error.startswith(records.QUOTA_CODE) for error in errors):
+            await self._wait_for_quota(staged, manifest, batch, why)
+        elif self.runtime.settings.batch_on_failure == "live":
+            await send_live(self.runtime, staged)
+            await records.delete_staged(self.container, job_id)
+            logger.info("job %s sent to the live lane after its batch ended without running it", job_id)
             self.report.to_live += 1
-        elif staged.restaged < 1 or quota:
-            metadata = {k: v for k, v in staged.metadata.items() if k != records.CLAIM}
-            metadata[records.RESTAGED] = str(staged.restaged + (0 if quota else 1))
-            if await records.set_claim(self.container, job_id, staged.etag, metadata):
-                self.report.restaged += 1
+        elif staged.restaged < 1:
+            await self._restage(staged, {records.RESTAGED: str(staged.restaged + 1)})
         else:
+            again = "send the job again (with lane live to have it answered now)"
+            message = f"{why}, and it had already been sent back once: {again}"
             code = NOT_RUN_CODES.get(status, "batch_failed")
-            said = f" ({'; '.join(errors)})" if errors else ""
-            message = (
-                f"batch {manifest.batch_id or '(not created)'} {status} without running this job{said}, and it "
-                "had already been sent back once: send the job again (with lane live to have it answered now)"
-            )
-            amend = partial(as_batch, deployment=manifest.deployment, batch=batch)
-            delivery = delivery_for(self.runtime, staged)
-            failed = await finish(delivery, error=ErrorInfo(code=code, message=message), amend=amend)
-            self.report.failed_unrun += failed is not None
-            await delete_staged(self.container, job_id)
+            await self._fail(staged, manifest, batch, ErrorInfo(code=code, message=message))
+
+    async def _wait_for_quota(
+        self, staged: records.Staged, manifest: records.Manifest, batch: Batch | None, why: str
+    ) -> None:
+        """Refused for enqueued-token quota: back to staging uncounted, until ``records.QUOTA_WAIT`` has passed
+        since a batch holding the job was first refused; then failed with ``batch_token_limit``."""
+        now = _now()
+        since = min(when for when in (staged.quota_since, manifest.quota_since, now) if when is not None)
+        if now - since < records.QUOTA_WAIT:
+            await self._restage(staged, {records.QUOTA_SINCE: since.isoformat()})
+            return
+        hours = records.QUOTA_WAIT.total_seconds() / 3600
+        message = (
+            f"{why}: batches holding this job have been refused for the batch deployment's enqueued-token quota "
+            f"since {since:%Y-%m-%d %H:%M} UTC, longer than the lane waits ({hours:g} h). Raise the deployment's "
+            "enqueued-token quota (BATCH_MAX_TOKENS_PER_FILE at most that), or send the job again later"
+        )
+        await self._fail(staged, manifest, batch, ErrorInfo(code=records.TOKEN_LIMIT, message=message))
+
+    async def _restage(self, staged: records.Staged, changes: dict[str, str]) -> None:
+        """Back to staging for the next submit: its claim dropped, ``changes`` made to its metadata."""
+        metadata = {k: v for k, v in staged.metadata.items() if k != records.CLAIM}
+        job_id = staged.record.job.id
+        assert job_id is not None
+        if await records.set_claim(self.container, job_id, staged.etag, {**metadata, **changes}):
+            self.report.restaged += 1
+
+    async def _fail(
+        self, staged: records.Staged, manifest: records.Manifest, batch: Batch | None, error: ErrorInfo
+    ) -> None:
+        amend = partial(as_batch, deployment=manifest.deployment, batch=batch)
+        failed = await finish(delivery_for(self.runtime, staged), error=error, amend=amend)
+        self.report.failed_unrun += failed is not None
+        job_id = staged.record.job.id
+        assert job_id is not None
+        await records.delete_staged(self.container, job_id)
 
     async def _ours(self, job_id: str, manifest: records.Manifest) -> records.Staged | None:
         """The staged job, if it is still staged and held by this manifest (a job sent back may be held
-        by a newer manifest already, and a settled one is gone)."""
-        staged = await records.load_staged(self.container, job_id)
+        by a newer manifest already, and a settled one is gone). One whose blob does not parse fails alone."""
+        try:
+            staged = await records.load_staged(self.container, job_id)
+        except ValueError as exc:
+            self.report.unreadable_staged += 1
+            await fail_unreadable(self.runtime, self.container, job_id, exc)
+            return None
         return staged if staged is not None and staged.claim == manifest.id else None
 
     async def _stored(self, staged: records.Staged) -> bool:
@@ -247,17 +292,6 @@ class _Collector:
                 return False
         await store.notify_pending(self.runtime, job_id, stored)
         return True
-
-    async def _to_live(self, staged: records.Staged) -> None:
-        """The job on the live jobs queue, through the claim check (it may be too big for a message)."""
-        job = staged.record.job.model_copy(update={"lane": "live"})
-        assert job.id is not None
-        payloads = store.payloads(self.runtime)
-        await self.runtime.ensure_once("payloads", payloads.create_container)
-        await payloads.upload_blob(f"{job.id}.json", job.model_dump_json(exclude_none=True).encode(), overwrite=True)
-        queue = self.runtime.queues.get_queue_client(self.runtime.settings.jobs_queue)
-        await queue.send_message(JobReference.for_job(job.id).model_dump_json())
-        logger.info("job %s sent to the live lane after its batch ended without running it", job.id)
 
     async def _delete_files(self, manifest: records.Manifest, batch: Batch | None) -> None:
         ids = [manifest.file_id] + ([batch.output_file_id, batch.error_file_id] if batch is not None else [])

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from shared.constants import brief
 from shared.jobs import JOB_ID_PATTERN, ErrorInfo, Job
+from shared.pacing import estimate_tokens
 
 REQUEST_URL = "/chat/completions"  # per line and for the batch (the v1 batch format Azure documents)
 MAX_FILE_BYTES = 200_000_000  # the service's 200 MB per file
@@ -35,19 +36,38 @@ def request_line(job: Job, deployment: str) -> bytes:
     return json.dumps(line, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
-def plan_files(jobs: Sequence[tuple[str, int]], max_requests: int, max_bytes: int = MAX_FILE_BYTES) -> list[list[str]]:
-    """Split ``(job id, line size bound)`` into files of at most ``max_requests`` lines and ``max_bytes``,
-    keeping their order. A job whose line alone could exceed ``max_bytes`` still gets a file of its own
-    (a job's size is bounded by MAX_PROMPT_CHARS long before that)."""
+def job_tokens(job: Job) -> int:
+    """What the job holds of the deployment's enqueued-token quota, by the live lane's own admission
+    estimate (prompt plus output budget: more than the prompt tokens the service may count, never less)."""
+    return estimate_tokens(job.chat_messages(), job.request_parameters().get("max_completion_tokens"))
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A staged job as files are planned: its id, a bound on its line's size and its estimated tokens."""
+
+    job_id: str
+    line_bytes: int
+    tokens: int
+
+
+def plan_files(
+    jobs: Sequence[Planned], max_requests: int, max_bytes: int = MAX_FILE_BYTES, max_tokens: int | None = None
+) -> list[list[str]]:
+    """Split jobs into files of at most ``max_requests`` lines, ``max_bytes`` and ``max_tokens`` estimated
+    enqueued tokens, keeping their order. A job over a limit alone still gets a file of its own (its size
+    is bounded by MAX_PROMPT_CHARS long before 200 MB; one over the token limit waits for quota, bounded)."""
     files: list[list[str]] = []
     current: list[str] = []
-    size = 0
-    for job_id, line_bytes in jobs:
-        if current and (len(current) >= max_requests or size + line_bytes > max_bytes):
+    size = tokens = 0
+    for job in jobs:
+        full = len(current) >= max_requests or size + job.line_bytes > max_bytes
+        if current and (full or (max_tokens is not None and tokens + job.tokens > max_tokens)):
             files.append(current)
-            current, size = [], 0
-        current.append(job_id)
-        size += line_bytes
+            current, size, tokens = [], 0, 0
+        current.append(job.job_id)
+        size += job.line_bytes
+        tokens += job.tokens
     if current:
         files.append(current)
     return files

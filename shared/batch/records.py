@@ -2,8 +2,10 @@
 to repeat or to race.
 
 - ``jobs/<id>.json``: a staged job (``StagedJob``), written create-only by the queue trigger. Its blob
-  metadata says which manifest has claimed it (``manifest``) and how often a failed batch sent it
-  back (``restaged``); a claim is set only at the ETag read, so of two submitters one wins each job.
+  metadata says which manifest has claimed it (``manifest``), how often a failed batch sent it back
+  (``restaged``), since when batches holding it have been refused for enqueued-token quota
+  (``quota_since``) and its estimated enqueued tokens (``tokens``, what files are sized by); a claim is
+  set only at the ETag read, so of two submitters one wins each job.
 - ``batches/<manifest id>.json``: a manifest (``Manifest``): the jobs of one request file and one
   batch, the file and batch ids once known, and its state. Created create-only, then every change is
   written at the ETag last read (``save``); a holder takes it for a while (``acquire``: ``owner`` and
@@ -33,22 +35,28 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared import store
 from shared.connections import Runtime
-from shared.constants import brief
+from shared.constants import MANIFEST_PREFIX, STAGED_PREFIX, brief
 from shared.jobs import JOB_ID_PATTERN, Job, JobId
 
 logger = logging.getLogger(__name__)
 
-STAGED_PREFIX = "jobs/"
-MANIFEST_PREFIX = "batches/"
 MANIFEST_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$"
 LOCK_SECONDS = 600.0  # far longer than any one step's calls with their timeouts and retries
 CONCURRENCY = 16  # storage calls in flight for one manifest's jobs
 CLAIM = "manifest"  # staged blob metadata: the manifest that has claimed the job
 RESTAGED = "restaged"  # staged blob metadata: how often a failed batch sent the job back
+QUOTA_SINCE = "quota_since"  # staged blob metadata: when a batch holding it was first refused for quota
+TOKENS = "tokens"  # staged blob metadata: the job's estimated enqueued tokens (``lines.job_tokens``)
 _JSON = ContentSettings(content_type="application/json")
+# Enqueued-token quota: the service's code for a batch refused for it (at create, or failed after validation),
+# how long the lane waits for quota since a batch holding a job was first refused, and the code a job then fails
+# with. A day: quota frees as other batches end, and a batch runs up to about that long.
+QUOTA_CODE = "token_limit_exceeded"
+QUOTA_WAIT = timedelta(hours=24)
+TOKEN_LIMIT = "batch_token_limit"
 
 T = TypeVar("T")
-ManifestState = Literal["claiming", "claimed", "uploaded", "submitted"]
+ManifestState = Literal["claiming", "claimed", "uploaded", "processed", "submitted"]
 
 
 class StagedJob(BaseModel):
@@ -66,8 +74,9 @@ class Manifest(BaseModel):
     """One request file and the batch made from it.
 
     States, in order: ``claiming`` (written before its jobs are claimed; ``job_ids`` are candidates),
-    ``claimed`` (``job_ids`` are exactly the jobs it holds), ``uploaded`` (``file_id`` known),
-    ``submitted`` (``batch_id`` known, or ``status`` failed when the service refused the file). The
+    ``claimed`` (``job_ids`` are exactly the jobs it holds), ``uploaded`` (``file_id`` known; waiting for
+    the service to process the file), ``processed`` (the file may become a batch), ``submitted``
+    (``batch_id`` known, or ``status`` failed when the service refused the file or a bound ran out). The
     collector deletes it once every job has its result, went back to staging or to the live queue.
     """
 
@@ -84,6 +93,13 @@ class Manifest(BaseModel):
     submitted_at: datetime | None = None
     owner: str | None = None
     lock_until: datetime | None = None
+    uploaded_at: datetime | None = None
+    file_status: str | None = Field(default=None, description="The input file's status when last read.")
+    quota_since: datetime | None = Field(
+        default=None, description="Since when its batch (or, for one of its jobs, an earlier one) is refused for quota."
+    )
+    deferred_since: datetime | None = Field(default=None, description="When a step of it first failed and waited.")
+    deferrals: int = Field(default=0, ge=0, description="Ticks a failed step has waited.")
 
     @property
     def blob(self) -> str:
@@ -131,15 +147,30 @@ class Staged:
         raw = self.metadata.get(RESTAGED, "0")
         return int(raw) if raw.isdigit() else 0
 
+    @property
+    def quota_since(self) -> datetime | None:
+        return metadata_time(self.metadata.get(QUOTA_SINCE))
 
-async def put_staged(container: ContainerClient, record: StagedJob) -> bool:
-    """Stage a job create-only; False when it was already staged (a redelivery, or the same id sent again)."""
+
+def metadata_time(raw: str | None) -> datetime | None:
+    """A metadata timestamp (ISO 8601 with its offset); None when absent or not one."""
+    try:
+        when = datetime.fromisoformat(raw or "")
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+async def put_staged(container: ContainerClient, record: StagedJob, tokens: int) -> bool:
+    """Stage a job create-only, with its estimated enqueued tokens in the metadata; False when it was
+    already staged (a redelivery, or the same id sent again)."""
     assert record.job.id is not None
     try:
         await container.upload_blob(
             staged_blob(record.job.id),
             record.model_dump_json(exclude_none=True).encode(),
             overwrite=False,
+            metadata={TOKENS: str(tokens)},
             content_settings=_JSON,
         )
     except ResourceExistsError:
@@ -181,6 +212,12 @@ class Listed:
     etag: str
     size: int
     metadata: dict[str, str]
+
+    @property
+    def tokens(self) -> int | None:
+        """Its estimated enqueued tokens; None for a job staged before they were recorded."""
+        raw = self.metadata.get(TOKENS, "")
+        return int(raw) if raw.isdigit() else None
 
 
 async def list_staged(container: ContainerClient) -> list[Listed]:

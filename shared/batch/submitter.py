@@ -1,27 +1,46 @@
 """Submit (the ``BATCH_SUBMIT_SCHEDULE`` timer): staged jobs -> request files -> batches.
 
-Each manifest goes ``claiming`` -> ``claimed`` -> ``uploaded`` -> ``submitted``, every state written at
-the ETag read, by the instance that holds it (``records.acquire``). A tick first resumes the manifests
-an earlier tick left part-way (a crash, a timeout), then makes new ones from the jobs no manifest holds:
+Each manifest goes ``claiming`` -> ``claimed`` -> ``uploaded`` -> ``processed`` -> ``submitted``, every state
+written at the ETag read, by the instance that holds it (``records.acquire``). A tick first resumes the
+manifests an earlier tick left part-way (a crash, a timeout, a wait), then makes new ones from the jobs no
+manifest holds, in files of at most ``BATCH_MAX_REQUESTS_PER_FILE`` requests, 200 MB and
+``BATCH_MAX_TOKENS_PER_FILE`` estimated enqueued tokens (``lines.job_tokens``, recorded at staging):
 
 - ``claiming``: the manifest exists before any of its jobs is claimed; each claim is a conditional
   metadata write on the staged job, so a job two submitters both listed is claimed by exactly one, and
   the manifest then keeps only the jobs it won. A job whose result is already final is dropped (and its
   staged copy deleted): an id finished meanwhile is not run again.
 - ``claimed`` -> upload: a resumed manifest first looks for its file at the Files API by name
-  (``<manifest id>.jsonl``): an upload made just before a crash is reused, extra copies are deleted.
-- ``uploaded`` -> create the batch: a resumed manifest first looks for a batch on its file (a batch
+  (``<manifest id>.jsonl``): an upload made just before a crash is reused, extra copies are deleted. A job
+  whose staged copy does not parse, or whose request cannot be encoded, fails alone and is left out.
+- ``uploaded`` -> wait for the file: Azure takes a batch only from a file it has ``processed`` (a fresh upload
+  reads ``pending``). ``files.retrieve`` is polled for up to ``FILE_WAIT_IN_TICK_SECONDS`` a tick (shared by
+  the tick's manifests), then the manifest waits for the next tick, which resumes the wait (the file is
+  never uploaded again). A file that ends ``error``, or is not processed ``FILE_WAIT`` after its upload,
+  fails the batch (its jobs go back once, as for any failed batch).
+- ``processed`` -> create the batch: a resumed manifest first looks for a batch on its file (a batch
   created just before a crash is adopted, never created twice); the lock is renewed just before the call.
 
-A refusal the service will repeat (400, 404) marks the manifest ``submitted`` with status ``failed``,
-which the collector treats as a failed batch; anything else (429, 5xx, a missing role) leaves it for
-the next tick.
+Refusals: a file the service says is not processed yet goes back to waiting; ``token_limit_exceeded``
+(the deployment's enqueued-token quota is full) waits, the file kept, for the next tick, up to
+``records.QUOTA_WAIT`` since it was first refused, then the batch fails and its jobs with it
+(``batch_token_limit``); another refusal the service will repeat (400, 404) marks the manifest
+``submitted`` with status ``failed``, which the collector treats as a failed batch. Anything else (429, 5xx,
+a missing role or a refused token, a storage error, an error in this code) leaves the manifest for the next
+tick, up to ``STEP_RETRY`` since a step of it first failed; then it fails.
+
+With the lane switched off (``BATCH_DEPLOYMENT`` emptied) a tick creates nothing: manifests not yet
+submitted are taken apart (a batch created for one just before is kept for the collector), and every
+staged job no submitted batch holds goes to the live queue (``BATCH_ON_FAILURE=live``) or fails with
+``batch_lane_off``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,20 +53,23 @@ from openai.types import Batch, FileObject
 
 from shared import store
 from shared.connections import Runtime, get_runtime
-from shared.constants import brief
+from shared.constants import MANIFEST_PREFIX, brief
+from shared.delivery import finish
 from shared.policy import GiveUp, classify
-from shared.settings import batch_lane_on
 
-from .lines import LINE_MARGIN, MAX_FILE_BYTES, REQUEST_URL, plan_files, request_line
+from .lines import LINE_MARGIN, MAX_FILE_BYTES, REQUEST_URL, Planned, job_tokens, plan_files, request_line
 from .records import (
     CLAIM,
     LOCK_SECONDS,
     MANIFEST_ID_PATTERN,
-    MANIFEST_PREFIX,
+    QUOTA_CODE,
+    QUOTA_SINCE,
+    QUOTA_WAIT,
     Held,
     Listed,
     Lost,
     Manifest,
+    Staged,
     acquire,
     create_manifest,
     delete_file,
@@ -58,6 +80,7 @@ from .records import (
     list_manifests,
     list_staged,
     load_staged,
+    metadata_time,
     new_manifest_id,
     read_manifest,
     release,
@@ -65,6 +88,7 @@ from .records import (
     set_claim,
     staged_blob,
 )
+from .staging import delivery_for, end_with_lane_off, fail_unreadable, in_lane
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +101,20 @@ CONTRIBUTOR_ROLE = "Cognitive Services OpenAI Contributor"  # covers files and b
 BATCH_ROLE = "Azure OpenAI Batch (oai-<token>)"  # the custom role infra/app/rbac.bicep makes: just those actions
 CLOCK_SKEW = timedelta(minutes=5)  # between this clock and the service's, when matching by creation time
 Step = Any  # a bound method taking and returning the held manifest
+# Waiting for an upload to be processed: polled within a tick for at most this long (all the tick's manifests
+# together), first after FILE_POLL_FIRST_SECONDS, doubling up to FILE_POLL_MAX_SECONDS; a file not processed
+# FILE_WAIT after its upload fails its batch (Azure processes a batch file in seconds to minutes).
+FILE_WAIT_IN_TICK_SECONDS = 60.0
+FILE_POLL_FIRST_SECONDS = 1.0
+FILE_POLL_MAX_SECONDS = 8.0
+FILE_WAIT = timedelta(hours=1)
+FILE_FAILED = frozenset({"error", "deleting", "deleted"})  # a file that will never be processed
+FILE_NOT_PROCESSED = "file_not_processed"  # the code in a manifest's errors (and so in its jobs' messages)
+# A step failing for any other reason is retried each tick for this long since a step of the manifest first
+# failed (a role being granted, an outage, a bug fixed by a deploy), then its batch fails.
+STEP_RETRY = timedelta(hours=24)
+STEP_FAILED = "submit_failed"
+_NOT_PROCESSED = re.compile(r"is in '([A-Za-z_]+)' state\. Only files with status 'Processed'")
 
 
 @dataclass
@@ -91,18 +129,21 @@ class SubmitReport:
     reused_uploads: int = 0
     busy: int = 0  # manifests another instance holds
     skipped_finished: int = 0  # staged jobs whose result was final already
-    deferred: int = 0  # manifests left for the next tick (throttled, a missing role, a failure)
+    deferred: int = 0  # manifests left for the next tick (throttled, a missing role, quota, a failure)
+    waiting_files: int = 0  # manifests whose file was not processed yet: the next tick looks again
+    failed_jobs: int = 0  # jobs failed alone: a staged copy that does not parse, a request that cannot be encoded
+    dismantled: int = 0  # the lane is off: manifests not yet submitted, taken apart
+    to_live: int = 0  # the lane is off: staged jobs sent to the live queue (BATCH_ON_FAILURE=live)
+    lane_off: int = 0  # the lane is off: staged jobs failed with batch_lane_off
 
 
 async def submit(runtime: Runtime | None = None) -> SubmitReport:
-    """One tick: resume unfinished manifests, then submit what is staged and unclaimed."""
-    if runtime is None:
-        if not batch_lane_on():
-            return SubmitReport()  # the lane is off: no clients made, no storage call
-        runtime = get_runtime()
-    if not runtime.settings.batch_deployment:
-        return SubmitReport()
+    """One tick: resume unfinished manifests, then submit what is staged and unclaimed; with the lane
+    switched off, end what it left staged instead."""
+    runtime = runtime or get_runtime()
     submitter = _Submitter(runtime, await ensure_staging(runtime), owner=uuid.uuid4().hex)
+    if not runtime.settings.batch_deployment:
+        return await submitter.drain()
     return await submitter.run()
 
 
@@ -114,6 +155,8 @@ class _Submitter:
     report: SubmitReport = field(default_factory=SubmitReport)
     known: dict[str, bool] = field(default_factory=dict)  # manifest id -> exists
     latest: Held | None = None  # the manifest being advanced, as last written
+    # Until when (time.monotonic) this tick may poll for uploads to be processed.
+    wait_until: float = field(default_factory=lambda: time.monotonic() + FILE_WAIT_IN_TICK_SECONDS)
 
     async def _save(self, held: Held, **changes: Any) -> Held:
         self.latest = await save(self.container, held, **changes)
@@ -128,10 +171,14 @@ class _Submitter:
                 await self.advance(held, resumed=True)
         listed = {job.job_id: job for job in await list_staged(self.container) if await self._free(job)}
         settings = self.runtime.settings
+        tokens = await each(list(listed.values()), self._tokens)
+        planned = [
+            Planned(job.job_id, job.size + LINE_MARGIN, n)
+            for job, n in zip(listed.values(), tokens, strict=True)
+            if n is not None
+        ]
         plan = plan_files(
-            [(job.job_id, job.size + LINE_MARGIN) for job in listed.values()],
-            settings.batch_max_requests_per_file,
-            MAX_FILE_BYTES,
+            planned, settings.batch_max_requests_per_file, MAX_FILE_BYTES, settings.batch_max_tokens_per_file
         )
         for job_ids in plan:
             now = _now()
@@ -158,11 +205,20 @@ class _Submitter:
         if current is None:
             self.report.busy += 1
             return
-        steps: dict[str, Step] = {"claiming": self._claim, "claimed": self._upload, "uploaded": self._create}
+        steps: dict[str, Step] = {
+            "claiming": self._claim,
+            "claimed": self._upload,
+            "uploaded": self._await_file,
+            "processed": self._create,
+        }
         self.latest = current
         step: Held | None = current
+        seen: set[str] = set()
         try:
-            while step is not None and step.manifest.state in steps:
+            while step is not None and step.manifest.state in steps and step.manifest.state not in seen:
+                # A state met again waits for the next tick: a step that waits (a file not processed yet,
+                # quota, a failure) keeps its state, and a file refused as pending after all goes back one.
+                seen.add(step.manifest.state)
                 step = await steps[step.manifest.state](step, resumed, listed or {})
             if step is not None:
                 await release(self.container, step)
@@ -174,6 +230,23 @@ class _Submitter:
                 await release(self.container, await self._refused(self.latest, exc))
             except Lost as lost:
                 logger.info("batch submit: %s; left to its new holder", lost)
+
+    async def _tokens(self, job: Listed) -> int | None:
+        """The job's estimated enqueued tokens: from its metadata, or its body if staged before they were
+        recorded. None when it is no longer staged, or its blob does not parse (its job then fails)."""
+        if job.tokens is not None:
+            return job.tokens
+        staged = await self._load(job.job_id)
+        return job_tokens(staged.record.job) if staged is not None else None
+
+    async def _load(self, job_id: str) -> Staged | None:
+        """The staged job; one whose blob does not parse fails alone (None, as for one no longer staged)."""
+        try:
+            return await load_staged(self.container, job_id)
+        except ValueError as exc:
+            self.report.failed_jobs += 1
+            await fail_unreadable(self.runtime, self.container, job_id, exc)
+            return None
 
     async def _free(self, job: Listed) -> bool:
         """Unclaimed, or claimed by a manifest that does not exist (never true while its holder lives:
@@ -213,7 +286,10 @@ class _Submitter:
             await delete_manifest(self.container, held)
             return None
         self.report.claimed += len(kept)
-        return await self._save(held, state="claimed", job_ids=kept)
+        # Jobs a quota refusal sent back bring the time of that first refusal: the wait is bounded per job.
+        refused = [listed[job_id].metadata.get(QUOTA_SINCE) for job_id in kept if job_id in listed]
+        since = min((when for when in map(metadata_time, refused) if when is not None), default=manifest.quota_since)
+        return await self._save(held, state="claimed", job_ids=kept, quota_since=since)
 
     async def _version(self, job_id: str) -> tuple[str, dict[str, str]] | None:
         try:
@@ -242,7 +318,7 @@ class _Submitter:
         if found is not None:
             self.report.reused_uploads += 1
             return await self._save(held, state="uploaded", file_id=found.id)
-        lines = await each(manifest.job_ids, lambda job_id: self._line(job_id, manifest.deployment))
+        lines = await each(manifest.job_ids, lambda job_id: self._line(job_id, manifest.deployment, manifest.id))
         kept = [job_id for job_id, line in zip(manifest.job_ids, lines, strict=True) if line is not None]
         if not kept:
             await delete_manifest(self.container, held)
@@ -259,14 +335,26 @@ class _Submitter:
         )
         self.report.uploads += 1
         try:
-            return await self._save(held, state="uploaded", file_id=uploaded.id)
+            return await self._save(held, state="uploaded", file_id=uploaded.id, uploaded_at=_now())
         except Lost:
             await delete_file(self.runtime, uploaded.id)  # an orphan: the manifest's new holder uploads its own
             raise
 
-    async def _line(self, job_id: str, deployment: str) -> bytes | None:
-        staged = await load_staged(self.container, job_id)
-        return request_line(staged.record.job, deployment) if staged is not None else None
+    async def _line(self, job_id: str, deployment: str, manifest_id: str) -> bytes | None:
+        """The job's request line; None when it is no longer staged (or held elsewhere), or it failed alone."""
+        staged = await self._load(job_id)
+        if staged is None or staged.claim != manifest_id:
+            return None
+        try:
+            return request_line(staged.record.job, deployment)
+        except (ValueError, TypeError) as exc:  # a request JSON cannot carry: the live lane fails it alike
+            verdict = classify(exc, self.runtime, deployment=deployment)
+            assert isinstance(verdict, GiveUp)
+            logger.warning("batch submit: job %s fails alone (%s): %s", job_id, verdict.code, verdict.message)
+            await finish(delivery_for(self.runtime, staged), error=verdict.error(), amend=in_lane)
+            await delete_staged(self.container, job_id)
+            self.report.failed_jobs += 1
+            return None
 
     async def _find_upload(self, manifest: Manifest) -> FileObject | None:
         """The file a crashed holder uploaded for this manifest, if any; extra copies are deleted."""
@@ -285,6 +373,47 @@ class _Submitter:
                 await delete_file(self.runtime, item.id)
         return keep
 
+    async def _await_file(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held:
+        """Poll the uploaded file until it is ``processed`` (the next state), for what is left of the tick's
+        wait; a file not processed yet waits for the next tick, one that will never be fails the batch."""
+        manifest = held.manifest
+        assert manifest.file_id is not None
+        delay = FILE_POLL_FIRST_SECONDS
+        while True:
+            found = await self.runtime.openai.files.retrieve(manifest.file_id)
+            status = str(found.status)
+            if status == "processed":
+                return await self._save(held, state="processed", file_status=status)
+            waited = _now() - (manifest.uploaded_at or manifest.created_at)
+            if status in FILE_FAILED or waited > FILE_WAIT:
+                return await self._file_failed(held, status, found.status_details, waited)
+            left = self.wait_until - time.monotonic()
+            if left <= 0:
+                self.report.waiting_files += 1
+                logger.info(
+                    "batch submit: file %s of manifest %s is %s; the next tick looks again",
+                    manifest.file_id,
+                    manifest.id,
+                    status,
+                )
+                return await self._save(held, file_status=status)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, FILE_POLL_MAX_SECONDS)
+
+    async def _file_failed(self, held: Held, status: str, details: str | None, waited: timedelta) -> Held:
+        """The file will not be processed (or not in time): its batch fails, so its jobs go back once."""
+        manifest = held.manifest
+        if status in FILE_FAILED:
+            what = f"the service did not process request file {manifest.file_id}: it is {status}"
+            what += f" ({details})" if details else ""
+        else:
+            what = f"request file {manifest.file_id} was still {status} {waited.total_seconds():.0f} s after its upload"
+        logger.error("batch submit: manifest %s fails: %s", manifest.id, what)
+        errors = [f"{FILE_NOT_PROCESSED}: {what}"]
+        return await self._save(
+            held, state="submitted", status="failed", errors=errors, file_status=status, submitted_at=_now()
+        )
+
     async def _create(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held:
         manifest = held.manifest
         assert manifest.file_id is not None
@@ -293,14 +422,45 @@ class _Submitter:
             # Renewed just before the one call that must not happen twice: a new holder could only
             # take over (and look for this batch) after LOCK_SECONDS, far beyond the call's timeout.
             held = await self._save(held, lock_until=_now() + timedelta(seconds=LOCK_SECONDS))
-            batch = await self.runtime.openai.batches.create(
-                input_file_id=manifest.file_id,
-                endpoint=cast(Any, REQUEST_URL),  # Azure's form; the SDK's type lists the /v1/ one
-                completion_window=COMPLETION_WINDOW,
-            )
+            try:
+                batch = await self.runtime.openai.batches.create(
+                    input_file_id=manifest.file_id,
+                    endpoint=cast(Any, REQUEST_URL),  # Azure's form; the SDK's type lists the /v1/ one
+                    completion_window=COMPLETION_WINDOW,
+                )
+            except openai.BadRequestError as exc:
+                return await self._create_refused(held, exc)
         self.report.submitted.append(batch.id)
         logger.info("batch %s created for manifest %s (%d jobs)", batch.id, manifest.id, len(manifest.job_ids))
         return await self._save(held, state="submitted", batch_id=batch.id, status=batch.status, submitted_at=_now())
+
+    async def _create_refused(self, held: Held, exc: openai.BadRequestError) -> Held:
+        """A 400 at create that says to wait: the file not processed after all (back to waiting for it), or
+        the enqueued-token quota full (wait, bounded). Any other is raised, for ``_refused``."""
+        manifest = held.manifest
+        if (state := _NOT_PROCESSED.search(exc.message)) is not None:
+            logger.info("batch submit: file %s of manifest %s is %s after all", manifest.file_id, manifest.id, state[1])
+            return await self._save(held, state="uploaded", file_status=state[1])
+        if exc.code != QUOTA_CODE and QUOTA_CODE not in exc.message:
+            raise exc
+        now = _now()
+        since = manifest.quota_since or now
+        if now - since >= QUOTA_WAIT:  # the collector then fails its jobs: batch_token_limit
+            logger.error(
+                "batch submit: manifest %s refused for enqueued-token quota since %s; its batch fails",
+                manifest.id,
+                since,
+            )
+            errors = [f"{QUOTA_CODE}: {brief(exc)}"]
+            return await self._save(held, state="submitted", status="failed", errors=errors, submitted_at=now)
+        self.report.deferred += 1
+        logger.warning(
+            "batch submit: manifest %s waits for enqueued-token quota (refused since %s): %s",
+            manifest.id,
+            since,
+            brief(exc),
+        )
+        return await self._save(held, quota_since=since)
 
     async def _find_batch(self, manifest: Manifest) -> Batch | None:
         """A batch already made from this manifest's file (its holder crashed before recording it)."""
@@ -313,33 +473,83 @@ class _Submitter:
         return None
 
     async def _refused(self, held: Held, exc: Exception) -> Held:
-        """A step failed: a refusal the service will repeat fails the batch (the collector then sends
-        its jobs back once); anything else waits for the next tick."""
+        """A step failed: a refusal the service will repeat (400, 404) fails the batch (the collector then
+        sends its jobs back once); anything else (a refused token or a missing role too) waits for the next
+        tick, up to ``STEP_RETRY`` since a step of this manifest first failed."""
         manifest = held.manifest
         verdict = classify(exc, self.runtime, deployment=manifest.deployment)
-        quota = isinstance(exc, openai.APIStatusError) and exc.code == "token_limit_exceeded"
-        if isinstance(verdict, GiveUp) and not quota:
+        denied = isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
+        if isinstance(verdict, GiveUp) and isinstance(exc, openai.APIStatusError) and not denied:
             logger.error("batch submit: manifest %s refused (%s): %s", manifest.id, verdict.code, verdict.message)
             errors = [f"{verdict.code}: {verdict.message}"]
-            return await self._save(held, state="submitted", status="failed", errors=errors)
-        self.report.deferred += 1
-        if (
-            isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
-            and exc.code == "PermissionDenied"
-        ):
+            return await self._save(held, state="submitted", status="failed", errors=errors, submitted_at=_now())
+        now = _now()
+        since = manifest.deferred_since or now
+        if now - since >= STEP_RETRY:
             logger.error(
-                "batch submit: principal %s may not use the Files and Batches APIs of %s: grant it the batch role "
+                "batch submit: manifest %s has failed since %s; its batch fails: %s", manifest.id, since, brief(exc)
+            )
+            errors = [f"{STEP_FAILED}: a submit step failed each tick since {since:%Y-%m-%d %H:%M} UTC: {brief(exc)}"]
+            return await self._save(held, state="submitted", status="failed", errors=errors, submitted_at=now)
+        self.report.deferred += 1
+        if denied:
+            logger.error(
+                "batch submit: principal %s may not use the Files and Batches APIs of %s (%s): grant it the batch role "
                 "infra/ makes ('%s') or, broader, '%s' (the OpenAI User role covers inference only); manifest %s "
                 "waits for the next tick",
                 self.runtime.identity.get("oid", "unknown"),
                 self.runtime.settings.openai_endpoint,
+                brief(exc),
                 BATCH_ROLE,
                 CONTRIBUTOR_ROLE,
                 manifest.id,
             )
         else:
             logger.warning("batch submit: manifest %s waits for the next tick: %s", manifest.id, brief(exc))
-        return held
+        return await self._save(held, deferred_since=since, deferrals=manifest.deferrals + 1)
+
+    # --- The lane switched off -----------------------------------------------------------------------------------
+
+    async def drain(self) -> SubmitReport:
+        """The lane is off: take apart the manifests not yet submitted, then end every staged job no
+        submitted batch holds (to the live queue, or failed ``batch_lane_off``)."""
+        manifests = await list_manifests(self.container)
+        self.known = {held.manifest.id: True for held in manifests}
+        for held in manifests:
+            if held.manifest.state != "submitted":
+                try:
+                    await self._dismantle(held)
+                except Lost as exc:
+                    logger.info("batch submit: %s; left to its new holder", exc)
+        for job in await list_staged(self.container):
+            if await self._free(job) and (staged := await self._load(job.job_id)) is not None:
+                why = "it was staged for the batch lane but never sent in a batch"
+                ended = await end_with_lane_off(self.runtime, self.container, staged, why=why)
+                self.report.to_live += ended == "live"
+                self.report.lane_off += ended == "failed"
+        if self.report != SubmitReport():
+            logger.info("batch submit, lane off: %s", self.report)
+        return self.report
+
+    async def _dismantle(self, held: Held) -> None:
+        """A manifest the lane, now off, had not submitted: a batch already made from its file is kept (the
+        collector settles it); otherwise its file is deleted and the manifest with it, freeing its jobs."""
+        current = await acquire(self.container, held, self.owner, _now())
+        if current is None:
+            self.report.busy += 1
+            return
+        manifest = current.manifest
+        if manifest.file_id is not None and manifest.state in ("uploaded", "processed"):
+            batch = await self._find_batch(manifest)
+            if batch is not None:
+                await save(self.container, current, state="submitted", batch_id=batch.id, status=batch.status)
+                return
+            await delete_file(self.runtime, manifest.file_id)
+        elif manifest.state == "claimed" and (found := await self._find_upload(manifest)) is not None:
+            await delete_file(self.runtime, found.id)
+        await delete_manifest(self.container, current)
+        self.known[manifest.id] = False
+        self.report.dismantled += 1
 
 
 @dataclass

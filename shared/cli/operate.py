@@ -1,5 +1,5 @@
-"""The operator's commands: ``status`` (queue depths, head ages, recent results) and ``replay``
-(poisoned jobs back to the jobs queue), over ``shared.operations``."""
+"""The operator's commands: ``status`` (queue depths, head ages, recent results, what the worker-only
+container holds) and ``replay`` (poisoned jobs back to the jobs queue), over ``shared.operations``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from shared.cli._run import EXIT_CODES, EXIT_OK, UsageError, adder
 
 if TYPE_CHECKING:
-    from shared.operations import Operations, ReplayReport, Status
+    from shared.operations import Operations, ReplayReport, Status, WorkerStore
 
 
 def _operations() -> Operations:
@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add = adder(subparsers, _operations)
     status = add(
         "status",
-        "Show the jobs queue and its poison queue (depth, age of the message at the head) and the results "
-        "of the last minutes by status and error code.",
+        "Show the jobs queue and its poison queue (depth, age of the message at the head), the results "
+        "of the last minutes by status and error code, and the jobs staged for the batch lane, its batches "
+        "and the jobs waiting to retry.",
         _status,
         _check_status,
     )
@@ -39,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.epilog = (
         "'messages' is the queue's approximate count (invisible messages included); 'oldest' is the age\n"
         "of the message at the head of the queue (the first visible one). A result's status is read from\n"
-        "its blob metadata; only failed results are downloaded, for their error code.\n\n" + EXIT_CODES
+        "its blob metadata; only failed results are downloaded, for their error code. The worker-only\n"
+        "container (STAGING_CONTAINER) is listed once: staged jobs (jobs/), batches (batches/, each read for\n"
+        "its state: 'submitted' ones are out), jobs waiting to retry (retries/).\n\n" + EXIT_CODES
     )
 
     replay = add(
@@ -114,7 +117,24 @@ def render_status(status: Status) -> str:
         code_width = max(len("code"), *(len(code) for _, code, _ in rows))
         lines.append(f"{'status':<9}  {'code':<{code_width}}  {'count':>6}")
         lines += [f"{name:<9}  {code:<{code_width}}  {count:>6}" for name, code, count in rows]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *render_worker_store(status.worker)])
+
+
+def render_worker_store(store: WorkerStore) -> list[str]:
+    """The worker-only container's lines: staged jobs, batches, retries (or why they are not shown)."""
+    head = f"worker-only container {store.name}:"
+    if not store.exists:
+        return [f"{head} missing (nothing staged or waiting yet)"]
+    if store.refused:
+        return [f"{head} not readable: {store.refused}"]
+    oldest = f" (oldest {age(store.oldest_staged_seconds)})" if store.staged_jobs else ""
+    preparing = sum(store.batches_by_state.values()) - store.open_batches
+    return [
+        head,
+        f"  staged for the batch lane  {store.staged_jobs}{oldest}",
+        f"  open batches               {store.open_batches} (and {preparing} being submitted)",
+        f"  waiting to retry           {store.waiting_retries}",
+    ]
 
 
 def _check_replay(args: argparse.Namespace) -> None:

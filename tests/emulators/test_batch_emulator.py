@@ -16,6 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types import Batch, FileObject
 
+from emulators.aoai.config import BatchConfig
 from emulators.managed_identity import SYSTEM_ASSIGNED
 from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator
 from emulators.tokens import Principal, TokenIssuer
@@ -41,7 +42,8 @@ def client_for(aoai: OpenAIEmulator, issuer: TokenIssuer, principal: Principal =
 @pytest.fixture
 async def client(aoai: OpenAIEmulator, issuer: TokenIssuer) -> AsyncIterator[AsyncOpenAI]:
     aoai.add_batch_deployment(BATCH)
-    aoai.configure_batches(processing_seconds=0)  # done on the first read unless a test wants time to pass
+    # Uploads usable at once and batches done on the first read, unless a test wants time to pass.
+    aoai.configure_batches(processing_seconds=0, file_processing_seconds=0)
     async with client_for(aoai, issuer) as sdk:
         yield sdk
 
@@ -324,6 +326,47 @@ async def test_batches_hold_enqueued_tokens_not_the_live_quota(aoai: OpenAIEmula
 
 
 # --- Files, listing, auth, stats ---------------------------------------------------------------------------------
+
+
+async def test_a_new_upload_is_pending_and_a_batch_on_it_is_refused_until_it_is_processed(
+    aoai: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
+    assert BatchConfig().file_processing_seconds == 1  # by default a fresh upload reads pending, as in Azure
+    aoai.configure_batches(file_processing_seconds=3600)
+    uploaded = await client.files.create(file=("in.jsonl", jsonl([request("a")])), purpose="batch")
+    assert uploaded.status == (await client.files.retrieve(uploaded.id)).status == "pending"
+    create = {"input_file_id": uploaded.id, "endpoint": "/chat/completions", "completion_window": "24h"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.batches.create(**create)
+    assert caught.value.status_code == 400 and caught.value.param == "input_file_id"
+    assert caught.value.message.endswith(
+        f"The input file '{uploaded.id}' is in 'pending' state. Only files with status 'Processed' are accepted for "
+        "batch inferencing. Please check the file status and try again"
+    )
+    assert aoai.stats()["batch"]["batches"] == 0
+    assert aoai.process_files() == [uploaded.id]
+    assert (await client.files.retrieve(uploaded.id)).status == "processed"
+    assert [f.status async for f in client.files.list(purpose="batch")] == ["processed"]
+    assert (await client.batches.create(**create)).status == "validating"
+
+
+async def test_an_upload_can_end_in_error(aoai: OpenAIEmulator, client: AsyncOpenAI) -> None:
+    aoai.configure_batches(file_processing_seconds=3600, file_error="The file could not be parsed.")
+    uploaded = await client.files.create(file=("in.jsonl", jsonl([request("a")])), purpose="batch")
+    aoai.process_files()
+    ended = await client.files.retrieve(uploaded.id)
+    assert (ended.status, ended.status_details) == ("error", "The file could not be parsed.")
+    with pytest.raises(openai.BadRequestError, match="is in 'error' state"):
+        await client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+
+
+async def test_a_batch_can_show_a_status_the_sdk_does_not_know(aoai: OpenAIEmulator, client: AsyncOpenAI) -> None:
+    aoai.configure_batches(processing_seconds=3600)
+    created = await submit(client, [request("a")])
+    assert aoai.report_batch_status(created.id, "paused")["status"] == "paused"
+    assert (await client.batches.retrieve(created.id)).status == "paused"  # the SDK passes it through
+    aoai.report_batch_status(created.id, None)
+    assert (await client.batches.retrieve(created.id)).status == "in_progress"
 
 
 async def test_files_and_batches_are_listed_read_and_deleted(client: AsyncOpenAI) -> None:

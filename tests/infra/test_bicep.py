@@ -376,11 +376,13 @@ def test_staging_container_and_the_batch_settings_default_to_the_sample() -> Non
     params = loaded.main.params
     assert {name: str(params[name]["default"]) for name in (
         "stagingContainerName", "batchSubmitSchedule", "batchCollectSchedule", "batchOnFailure",
-        "batchMaxRequestsPerFile", "modelOutageToleranceSeconds", "modelAdmissionWaitSeconds",
+        "batchMaxRequestsPerFile", "batchMaxTokensPerFile", "modelOutageToleranceSeconds",
+        "modelAdmissionWaitSeconds",
     )} == {
         "stagingContainerName": sample["STAGING_CONTAINER"], "batchSubmitSchedule": sample["BATCH_SUBMIT_SCHEDULE"],
         "batchCollectSchedule": sample["BATCH_COLLECT_SCHEDULE"], "batchOnFailure": sample["BATCH_ON_FAILURE"],
         "batchMaxRequestsPerFile": sample["BATCH_MAX_REQUESTS_PER_FILE"],
+        "batchMaxTokensPerFile": sample["BATCH_MAX_TOKENS_PER_FILE"],
         "modelOutageToleranceSeconds": sample["MODEL_OUTAGE_TOLERANCE_SECONDS"],
         "modelAdmissionWaitSeconds": sample["MODEL_ADMISSION_WAIT_SECONDS"],
     }  # fmt: skip

@@ -61,8 +61,9 @@ class BatchWorld:
         return await batch.collect(self.runtime)
 
     async def staged(self) -> dict[str, dict[str, str]]:
-        """Staged job id -> its blob metadata (claim, restage count)."""
-        return {job.job_id: job.metadata for job in await batch.list_staged(batch.staging(self.runtime))}
+        """Staged job id -> its blob metadata (claim, restage count...; its token estimate left out)."""
+        listed = await batch.list_staged(batch.staging(self.runtime))
+        return {job.job_id: {k: v for k, v in job.metadata.items() if k != records.TOKENS} for job in listed}
 
     async def manifests(self) -> list[batch.Manifest]:
         return [held.manifest for held in await batch.list_manifests(batch.staging(self.runtime))]
@@ -104,7 +105,8 @@ async def _world(
     settings: dict[str, str], aoai: OpenAIEmulator, jobs_for: Callable[[dict[str, str]], Awaitable[Jobs]], **extra: str
 ) -> AsyncIterator[BatchWorld]:
     aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=model_for(DEPLOYMENT))
-    aoai.configure_batches(processing_seconds=0)  # a batch completes as soon as it is read
+    # An upload is processed and a batch completes as soon as they are read (tests of waiting set their own times).
+    aoai.configure_batches(processing_seconds=0, file_processing_seconds=0)
     settings = {
         **settings,
         "BATCH_DEPLOYMENT": BATCH_DEPLOYMENT,
@@ -314,7 +316,7 @@ async def test_a_crash_before_batch_creation_creates_it_once(
     await world.deliver(*(job(f"b{i}") for i in range(4)))
     crash_before(monkeypatch, world.runtime.openai.batches, "create")
     await submit_crashing(world)
-    assert (await world.manifests())[0].state == "uploaded"
+    assert (await world.manifests())[0].state == "processed"
     await world.expire_locks()
     resumed = await world.submit()
     assert (resumed.reused_uploads, resumed.uploads, len(resumed.submitted)) == (0, 0, 1)
@@ -329,7 +331,7 @@ async def test_a_crash_right_after_batch_creation_adopts_the_batch(
     created = crash_after(monkeypatch, world.runtime.openai.batches, "create")
     await submit_crashing(world)
     (manifest,) = await world.manifests()
-    assert (manifest.state, manifest.batch_id) == ("uploaded", None)  # created, not recorded
+    assert (manifest.state, manifest.batch_id) == ("processed", None)  # created, not recorded
     await world.expire_locks()
     resumed = await world.submit()
     assert resumed.submitted == [created[0].id]  # found by its input file, not created again
@@ -382,7 +384,7 @@ async def test_a_crash_after_a_result_before_its_staged_copy_goes(
 ) -> None:
     await world.deliver(*(job(f"s{i}") for i in range(3)))
     await world.submit()
-    crash_after(monkeypatch, collector, "delete_staged")  # the first job's result is stored, its staged copy stays
+    crash_after(monkeypatch, records, "delete_staged")  # the first job's result is stored, its staged copy stays
     with pytest.raises(Crash):
         await world.collect()
     first = {blob.name: blob.etag async for blob in world.jobs.results_container.list_blobs()}
@@ -466,7 +468,8 @@ async def test_a_batch_refused_for_quota_waits_without_failing(world: BatchWorld
     deferred = await world.submit()
     assert (deferred.uploads, deferred.submitted, deferred.deferred) == (1, [], 1)
     (manifest,) = await world.manifests()
-    assert (manifest.state, manifest.owner) == ("uploaded", None)  # given back for the next tick
+    assert (manifest.state, manifest.owner) == ("processed", None)  # given back for the next tick
+    assert manifest.quota_since is not None and manifest.errors == []  # when the wait began; nothing failed
     world.aoai.add_batch_deployment(BATCH_DEPLOYMENT, token_limit=None)
     resumed = await world.submit()
     assert (resumed.uploads, len(resumed.submitted)) == (0, 1)
@@ -570,16 +573,21 @@ async def test_a_collector_keeps_its_lock_while_it_settles_a_big_batch(
     await world.deliver(*(job(f"k{i}") for i in range(7)))
     await world.submit()
     renewals: list[datetime] = []
-    real_save = collector.save
+    real_acquire, real_save = records.acquire, records.save
+
+    async def acquire_aged(container: Any, held: records.Held, owner: str, now: datetime) -> records.Held | None:
+        """Taken as usual, then most of its time gone (one minute left), as after a long download."""
+        taken = await real_acquire(container, held, owner, now)
+        return None if taken is None else await real_save(container, taken, lock_until=now + timedelta(seconds=60))
 
     async def save(container: Any, held: records.Held, **changes: Any) -> records.Held:
-        renewals.append(changes["lock_until"])
+        if set(changes) == {"lock_until"}:  # a renewal (taking and giving back also set the owner)
+            renewals.append(changes["lock_until"])
         return await real_save(container, held, **changes)
 
     monkeypatch.setattr(collector, "CHUNK", 2)  # settle two answers at a time
-    # A lock of 3 x 10 min: the 10 min left of the one taken are under half of it, so the first check renews.
-    monkeypatch.setattr(collector, "LOCK_SECONDS", 3 * records.LOCK_SECONDS)
-    monkeypatch.setattr(collector, "save", save)
+    monkeypatch.setattr(records, "acquire", acquire_aged)
+    monkeypatch.setattr(records, "save", save)
     assert (await world.collect()).written == 7
     assert len(renewals) == 1  # then it had more than half of its time left at each check
-    assert renewals[0] - datetime.now(UTC) > timedelta(seconds=2 * records.LOCK_SECONDS)
+    assert renewals[0] - datetime.now(UTC) > timedelta(seconds=records.LOCK_SECONDS / 2)

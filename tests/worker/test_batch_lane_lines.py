@@ -14,11 +14,13 @@ from pydantic import ValidationError
 from shared import worker
 from shared.batch import MAX_FILE_BYTES, Manifest, parse_answer, plan_files, request_line
 from shared.batch.collector import as_batch, batch_seconds
+from shared.batch.lines import Planned, job_tokens
 from shared.batch.records import new_manifest_id, staged_blob
 from shared.batch.submitter import _Recent
 from shared.errors import ConfigurationError
 from shared.jobs import Job, Result, Timings
 from shared.messages import parse_job
+from shared.pacing import DEFAULT_OUTPUT_BUDGET, estimate_tokens
 from shared.settings import Settings
 from tests.worker.fakes import FakeModel, fake_world
 
@@ -52,13 +54,24 @@ async def test_a_request_line_is_the_live_request_on_the_batch_deployment(raw: d
     assert "✓".encode() in line or raw["id"] != "m"  # UTF-8 as is, not \\u escapes
 
 
-def test_files_are_planned_within_both_limits_in_order() -> None:
-    jobs = [(f"j{i}", 10) for i in range(7)]
+def test_files_are_planned_within_every_limit_in_order() -> None:
+    jobs = [Planned(f"j{i}", 10, 100) for i in range(7)]
     assert plan_files(jobs, max_requests=3, max_bytes=1000) == [["j0", "j1", "j2"], ["j3", "j4", "j5"], ["j6"]]
     assert plan_files(jobs, max_requests=100, max_bytes=25) == [["j0", "j1"], ["j2", "j3"], ["j4", "j5"], ["j6"]]
-    assert plan_files([("big", 50), ("small", 1)], max_requests=10, max_bytes=40) == [["big"], ["small"]]
+    big = [Planned("big", 50, 1), Planned("small", 1, 1)]
+    assert plan_files(big, max_requests=10, max_bytes=40) == [["big"], ["small"]]
+    # Estimated enqueued tokens bound a file too (a job over the bound alone still gets a file of its own).
+    assert plan_files(jobs, max_requests=100, max_tokens=250) == [["j0", "j1"], ["j2", "j3"], ["j4", "j5"], ["j6"]]
+    heavy = [Planned("a", 1, 30), Planned("huge", 1, 500), Planned("b", 1, 30)]
+    assert plan_files(heavy, max_requests=100, max_tokens=100) == [["a"], ["huge"], ["b"]]
     assert plan_files([], max_requests=10) == []
     assert MAX_FILE_BYTES == 200_000_000
+
+
+def test_a_jobs_tokens_are_the_live_lanes_admission_estimate() -> None:
+    job = Job.model_validate({"id": "t", "prompt": "x" * 400, "parameters": {"max_tokens": 50}})
+    assert job_tokens(job) == estimate_tokens(job.chat_messages(), 50) == (3 + 100) + 3 + 50
+    assert job_tokens(Job.model_validate({"id": "u", "prompt": "hi"})) == (3 + 1) + 3 + DEFAULT_OUTPUT_BUDGET
 
 
 def completion(content: str | None = "Hello", finish: str = "stop", reasoning: int = 0) -> dict[str, Any]:
@@ -156,7 +169,7 @@ BASE = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com", "AZURE_OPENAI_D
 def test_batch_settings() -> None:
     off = Settings.from_env(BASE)
     assert (off.batch_deployment, off.staging_container, off.batch_on_failure) == ("", "staging", "restage")
-    assert off.batch_max_requests_per_file == 50_000
+    assert (off.batch_max_requests_per_file, off.batch_max_tokens_per_file) == (50_000, 100_000_000)
     on = Settings.from_env(
         {
             **BASE,
@@ -164,6 +177,7 @@ def test_batch_settings() -> None:
             "STAGING_CONTAINER": "my-staging",
             "BATCH_ON_FAILURE": "live",
             "BATCH_MAX_REQUESTS_PER_FILE": "100000",
+            "BATCH_MAX_TOKENS_PER_FILE": "30000",
         }
     )
     assert (on.batch_deployment, on.staging_container, on.batch_on_failure) == (
@@ -171,7 +185,7 @@ def test_batch_settings() -> None:
         "my-staging",
         "live",
     )
-    assert on.batch_max_requests_per_file == 100_000
+    assert (on.batch_max_requests_per_file, on.batch_max_tokens_per_file) == (100_000, 30_000)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +194,8 @@ def test_batch_settings() -> None:
         ("BATCH_ON_FAILURE", "drop"),
         ("BATCH_MAX_REQUESTS_PER_FILE", "100001"),
         ("BATCH_MAX_REQUESTS_PER_FILE", "0"),
+        ("BATCH_MAX_TOKENS_PER_FILE", "0"),
+        ("BATCH_MAX_TOKENS_PER_FILE", "many"),
         ("STAGING_CONTAINER", "Bad_Name"),
         ("BATCH_DEPLOYMENT", "a/b"),
     ],
