@@ -160,8 +160,8 @@ param instanceMemoryMB int = 2048
 // The Python the Function App runs (functionAppConfig.runtime.version): the versions Flex Consumption
 // offers that requirements.txt installs on (3.10 reached end of support in October 2026). The default
 // is the newest one generally available on Flex that this project's CI tests; 3.14 is GA on Functions
-// (2026-07) but offered in fewer regions and not tested here. README "Runtime"; the azd preprovision
-// hook (infra/hooks/preflight.py) checks the region offers the version before anything is created.
+// (2026-07), but Flex's versions vary by region and nothing here has run on 3.14. README "Runtime";
+// the azd preprovision hook (infra/hooks/preflight.py) checks the region offers the version first.
 @allowed([
   '3.11'
   '3.12'
