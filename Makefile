@@ -1,12 +1,23 @@
 # One entry point for people and CI. Everything installs from pinned files into .venv and
 # node_modules, so a fresh clone needs only Python 3.11, Node.js and npm.
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
+# Another Python the app supports (README "Runtime"): `make test-fast PYVER=3.12` or `make test PYVER=3.13`
+# builds .venv-<version> with that interpreter (.ci/find-python finds it, pyenv's first) and runs there.
+ifdef PYVER
+override PYTHON := $(shell .ci/find-python $(PYVER))
+override VENV := .venv-$(PYVER)
+ifeq ($(PYTHON),)
+$(error no Python $(PYVER) found (see above))
+endif
+endif
+# The versions test-fast-all covers besides the default interpreter's.
+OTHER_PYVERS := 3.12 3.13
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
 
-.PHONY: setup test test-fast lint format typecheck check run up bench infra-check dist clean
+.PHONY: setup test test-fast test-fast-all lint format typecheck check run up bench infra-check dist clean
 
 setup: $(STAMP) $(WHEELHOUSE)/.downloaded node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -44,6 +55,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not e2e"
 
+# The fast tier on every supported Python: the default interpreter's .venv, then .venv-3.12 and .venv-3.13.
+test-fast-all: test-fast
+	for version in $(OTHER_PYVERS); do $(MAKE) --no-print-directory test-fast PYVER=$$version || exit 1; done
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -74,4 +89,4 @@ infra-check:
 	bash .ci/checkov.sh
 
 clean:
-	rm -rf $(VENV) .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache dist $(WHEELHOUSE)
+	rm -rf $(VENV) .venv-3.* .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache dist $(WHEELHOUSE)

@@ -8,12 +8,13 @@ issuer as the managed-identity endpoint. State lives in ``$AZURE_CONFIG_DIR`` (d
 developer flips it with ``az login`` / ``az logout``. Every run is counted in
 ``invocations.log`` there.
 
-It also answers the three look-ups ``infra/hooks/preflight.py`` (the azd preprovision hook) makes,
+It also answers the four look-ups ``infra/hooks/preflight.py`` (the azd preprovision hook) makes,
 with the real CLI's JSON shapes: ``az cognitiveservices model list --location L``, ``az
-cognitiveservices usage list --location L`` and ``az cognitiveservices account deployment show``.
-They answer from ``$AZURE_CONFIG_DIR/cognitiveservices.json`` when a test or a developer writes one
-(:func:`save_catalogue`), else from :func:`default_catalogue`: a region as the model lifecycle
-stood in late 2026.
+cognitiveservices usage list --location L``, ``az cognitiveservices account deployment show`` and
+``az functionapp list-flexconsumption-runtimes --location L --runtime R``. They answer from
+``$AZURE_CONFIG_DIR/cognitiveservices.json`` when a test or a developer writes one
+(:func:`save_catalogue`), else from :func:`default_catalogue`: a region as the model lifecycle and
+the Flex Consumption Python versions stood in late 2026.
 """
 
 from __future__ import annotations
@@ -135,10 +136,46 @@ def _usage(usage_name: str, limit: int, current: int = 0) -> dict[str, Any]:
     }
 
 
+def flex_runtime(name: str, version: str, end_of_life: str | None, *, default: bool = False) -> dict[str, Any]:
+    """One entry of `az functionapp list-flexconsumption-runtimes`: azure-cli's
+    _FlexFunctionAppStackRuntimeHelper.Runtime (appservice/custom.py), built from the Function App
+    Stacks API's FC1 entry for the version and printed with its attributes camel-cased, as the CLI prints
+    objects. `sku` is the stacks API's FC1 sku as it comes (the CLI's own tests build it with
+    instanceMemoryMB, maximumInstanceCount and functionAppConfigProperties.runtime)."""
+    return {
+        "name": name,
+        "version": version,
+        "appInsights": True,
+        "default": default,
+        "sku": {
+            "skuCode": "FC1",
+            "instanceMemoryMB": [{"size": size, "isDefault": size == 2048} for size in (512, 2048, 4096)],
+            "maximumInstanceCount": {"defaultValue": 100},
+            "functionAppConfigProperties": {"runtime": {"name": name, "version": version}},
+        },
+        "endOfLifeDate": f"{end_of_life}T00:00:00Z" if end_of_life else None,
+        "githubActionsProperties": {"isSupported": True, "supportedVersion": version},
+    }
+
+
+def default_flex_runtimes() -> list[dict[str, Any]]:
+    """Python on Flex Consumption as facts-api-surface.md section 7 describes late 2026: 3.11 to 3.14
+    (3.10's support ended in October 2026), ends of support as published for 3.11 to 3.13; 3.14's
+    published end (April 2029, before 3.13's) is left out as doubtful. Which version a region marks
+    `default` is not known: none is marked, and nothing here reads it."""
+    return [
+        flex_runtime("python", "3.14", None),
+        flex_runtime("python", "3.13", "2029-10-31"),
+        flex_runtime("python", "3.12", "2028-10-31"),
+        flex_runtime("python", "3.11", "2027-10-31"),
+    ]
+
+
 def default_catalogue() -> dict[str, Any]:
     """A region (any location) as facts-models-and-quota.md section 1 describes late 2026: the
     gpt-5.4 minis GA, gpt-4.1-mini Legacy, gpt-4o-mini 2024-07-18 Deprecated; Tier-1 quota, none used.
-    Also an embeddings model and an AIServices-kind twin, which a chat deployment must not pick."""
+    Also an embeddings model and an AIServices-kind twin, which a chat deployment must not pick; and
+    the Python versions Flex Consumption offers there (`flexRuntimes`, :func:`default_flex_runtimes`)."""
     models = [
         _model("gpt-5.4-mini", "2026-03-17", "GenerallyAvailable", "2027-09-21",
                {"GlobalStandard": 10000, "GlobalBatch": 10000}),
@@ -174,7 +211,7 @@ def default_catalogue() -> dict[str, Any]:
         _usage("OpenAI.Standard.gpt-4o-mini", 2000),
         _usage("OpenAI.GlobalStandard.text-embedding-3-small", 1000),
     ]
-    return {"models": [*models, twin], "usages": usages, "deployments": []}
+    return {"models": [*models, twin], "usages": usages, "deployments": [], "flexRuntimes": default_flex_runtimes()}
 
 
 def deployment(
@@ -208,9 +245,10 @@ def deployment(
 
 
 def save_catalogue(catalogue: dict[str, Any]) -> None:
-    """What the cognitiveservices commands answer from now on. Keys: ``models``, ``usages`` and
-    ``deployments`` (the CLI's shapes, for every location), and optionally ``locations``:
-    ``{"<location>": {"models": [...], "usages": [...]}}`` for a region that differs."""
+    """What the cognitiveservices and functionapp commands answer from now on. Keys: ``models``,
+    ``usages``, ``deployments`` and ``flexRuntimes`` (the CLI's shapes, for every location), and
+    optionally ``locations``: ``{"<location>": {"models": [...], "usages": [...], "flexRuntimes": [...]}}``
+    for a region that differs."""
     (config_dir() / CATALOGUE_FILE).write_text(json.dumps(catalogue, indent=2))
 
 
@@ -247,6 +285,27 @@ def _cognitiveservices(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 3
+
+
+def _functionapp(args: argparse.Namespace) -> int:
+    """`az functionapp list-flexconsumption-runtimes`: the region's entries for the runtime asked."""
+    if not load_state().get("logged_in"):
+        print(f"ERROR: {LOGGED_OUT}", file=sys.stderr)
+        return 1
+    runtimes = _in_region(args.location).get("flexRuntimes", [])
+    print(json.dumps([r for r in runtimes if str(r.get("name", "")).lower() == args.runtime.lower()], indent=2))
+    return 0
+
+
+def _add_functionapp(sub: Any) -> None:
+    """`az functionapp list-flexconsumption-runtimes --location L --runtime R` and the global arguments."""
+    listing = sub.add_parser("functionapp").add_subparsers(dest="fa_command", required=True)
+    runtimes = listing.add_parser("list-flexconsumption-runtimes")
+    runtimes.add_argument("--location", "-l", required=True)
+    runtimes.add_argument("--runtime", required=True)
+    runtimes.add_argument("--output", "-o", default="json")
+    runtimes.add_argument("--subscription")
+    runtimes.add_argument("--only-show-errors", action="store_true")
 
 
 def _add_cognitiveservices(sub: Any) -> None:
@@ -314,9 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("login").add_argument("--tenant", "-t", default=DEFAULT_TENANT)
     sub.add_parser("logout")
     _add_cognitiveservices(sub)
+    _add_functionapp(sub)
     args = parser.parse_args(argv)
     if args.group == "cognitiveservices":
         return _cognitiveservices(args)
+    if args.group == "functionapp":
+        return _functionapp(args)
     if args.group == "login":
         login(tenant=args.tenant)
         print(json.dumps([{"user": {"name": DEFAULT_USER.name, "type": "user"}, "tenantId": args.tenant}], indent=2))

@@ -163,6 +163,20 @@ param maximumInstanceCount int = 10
 @description('Memory of each Flex Consumption instance in MB. The worker is I/O bound; 2048 is the platform default.')
 param instanceMemoryMB int = 2048
 
+// The Python the Function App runs (functionAppConfig.runtime.version): the versions Flex Consumption
+// offers that requirements.txt installs on (3.10 reached end of support in October 2026). The default
+// is the newest one generally available on Flex that this project's CI tests; 3.14 is GA on Functions
+// (2026-07), but Flex's versions vary by region and nothing here has run on 3.14. README "Runtime";
+// the azd preprovision hook (infra/hooks/preflight.py) checks the region offers the version first.
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+  '3.14'
+])
+@description('Python version of the Function App (azd: AZURE_PYTHON_VERSION). The region must offer it on Flex Consumption: az functionapp list-flexconsumption-runtimes --location <region> --runtime python.')
+param pythonVersion string = '3.13'
+
 // ---- Private networking ----
 // Off by default. On (azd: VNET_ENABLED=true): a VNet the Function App is integrated with
 // (app/network.bicep), private endpoints for storage blob, queue and table and for Azure OpenAI
@@ -293,6 +307,7 @@ module resources 'resources.bicep' = {
     openAiBatchDeploymentCapacity: openAiBatchDeploymentCapacity
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    pythonVersion: pythonVersion
     vnetEnabled: vnetEnabled
     jobsQueueName: jobsQueueName
     resultsContainerName: resultsContainerName

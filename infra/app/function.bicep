@@ -32,11 +32,14 @@ param deploymentContainerName string
 @description('Application Insights component.')
 param appInsightsName string
 
-@description('Python version of the worker.')
+@description('Python version of the worker (functionAppConfig.runtime.version), as main.bicep allows it.')
 @allowed([
   '3.11'
+  '3.12'
+  '3.13'
+  '3.14'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string
 
 @minValue(1)
 @maxValue(1000)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""azd preprovision hook: refuse to provision a model deployment Azure would refuse.
+"""azd preprovision hook: refuse to provision a model deployment or a Python runtime Azure would refuse.
 
 Runs before azd creates anything (azure.yaml `hooks.preprovision`). With the azd environment's
 values (the same ones infra/main.parameters.json passes to main.bicep) it asks the Azure CLI what
@@ -7,11 +7,13 @@ the region offers and how much quota is left:
 
     az cognitiveservices model list --location <region> -o json
     az cognitiveservices usage list --location <region> -o json
+    az functionapp list-flexconsumption-runtimes --location <region> --runtime python -o json
 
 and stops with ONE line, naming the fix and the alternatives it found, when the model or version is
 not offered there, is deprecated or retired (`lifecycleStatus`, `deprecation.inference`, the SKU's
-`deprecationDate`), the SKU is not offered, or the capacity exceeds the free quota. Otherwise it
-prints one line and lets azd go on. Exit status: 0 go, 1 stop.
+`deprecationDate`), the SKU is not offered, the capacity exceeds the free quota, or the Function
+App's region does not offer its Python version on Flex Consumption (AZURE_PYTHON_VERSION, main.bicep's
+pythonVersion). Otherwise it prints one line and lets azd go on. Exit status: 0 go, 1 stop.
 
 It checks each model deployment main.bicep would create: the live one; with
 AZURE_OPENAI_SECONDARY_LOCATION, the same deployment in that region (the deployment pool's second
@@ -23,8 +25,9 @@ AZURE_OPENAI_LOCATION (else AZURE_LOCATION), AZURE_SUBSCRIPTION_ID, AZURE_OPENAI
 AZURE_OPENAI_MODEL_VERSION, AZURE_OPENAI_DEPLOYMENT_SKU, AZURE_OPENAI_DEPLOYMENT_CAPACITY,
 AZURE_OPENAI_DEPLOYMENT_NAME; AZURE_OPENAI_SECONDARY_LOCATION, AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY;
 AZURE_OPENAI_BATCH_MODEL_NAME, AZURE_OPENAI_BATCH_MODEL_VERSION, AZURE_OPENAI_BATCH_DEPLOYMENT_NAME,
-AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY; VNET_ENABLED (private networking), which changes no check and
-is named in the pass line when on. PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
+AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY; AZURE_PYTHON_VERSION (the Function App's, in AZURE_LOCATION);
+VNET_ENABLED (private networking), which changes no check and is named in the pass line when on.
+PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
 
 Standard library only, so the hook runs with any python3 before the project's venv exists.
 """
@@ -59,6 +62,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "AZURE_OPENAI_BATCH_MODEL_VERSION": ("openAiBatchModelVersion", "2026-03-17"),
     "AZURE_OPENAI_BATCH_DEPLOYMENT_NAME": ("openAiBatchDeploymentName", ""),
     "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY": ("openAiBatchDeploymentCapacity", "50"),
+    # The Function App's Python (functionAppConfig.runtime.version), on Flex Consumption in AZURE_LOCATION.
+    "AZURE_PYTHON_VERSION": ("pythonVersion", "3.13"),
 }
 # azd environment value -> (main.bicep bool parameter, default), mapped the same way.
 SWITCHES: dict[str, tuple[str, str]] = {
@@ -67,9 +72,14 @@ SWITCHES: dict[str, tuple[str, str]] = {
 # main.bicep's @allowed list for openAiDeploymentSkuName (the worker makes synchronous calls, so no
 # GlobalBatch; provisioned throughput is bought differently).
 ALLOWED_SKUS = ("GlobalStandard", "DataZoneStandard", "Standard")
+# main.bicep's @allowed list for pythonVersion, and the versions this project's CI runs the tests on
+# (pyproject.toml's classifiers; tests/infra checks both): a version outside the second passes with a note.
+ALLOWED_PYTHON = ("3.11", "3.12", "3.13", "3.14")
+TESTED_PYTHON = ("3.11", "3.12", "3.13")
 # The batch lane's deployment (openai.bicep): its own SKU and quota (enqueued tokens).
 BATCH_SKU = "GlobalBatch"
 SKIP = "PREFLIGHT_SKIP"
+APP = "Function App"  # names the runtime check's part of the line
 # lifecycleStatus values that close a model version to new deployments. "Legacy" still deploys (a
 # note says so); "GenerallyAvailable" and "Preview" are fine.
 CLOSED = {"Deprecating", "Deprecated", "Retired"}
@@ -495,6 +505,90 @@ def _version_notes(region: Region, request: Request, held: Mapping[str, Any] | N
     return notes
 
 
+# ---------------------------------------------------------------- the Function App's Python on Flex Consumption
+#
+# `az functionapp list-flexconsumption-runtimes --location L --runtime python` prints one object per
+# version the region offers Flex Consumption apps (the Function App Stacks API, stack=python, sku=FC1,
+# without hidden or deprecated stacks): azure-cli's _FlexFunctionAppStackRuntimeHelper.Runtime
+# (src/azure-cli/azure/cli/command_modules/appservice/custom.py), its attributes camel-cased as the CLI
+# prints objects: {name, version, appInsights, default, endOfLifeDate, githubActionsProperties, sku{skuCode,
+# instanceMemoryMB[], maximumInstanceCount, functionAppConfigProperties{runtime{name, version}}}}.
+# sku.functionAppConfigProperties.runtime.version is the value functionAppConfig.runtime.version takes;
+# `version` is the same text with anything but digits and dots removed. Read from the CLI's source, not
+# captured from a live run: a field missing here is taken from the other, a missing date means none.
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The Function App's Python version, asked for in the Function App's region."""
+
+    location: str
+    version: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Runtime:
+        version = _values(env)["AZURE_PYTHON_VERSION"]
+        if version not in ALLOWED_PYTHON:
+            default = PARAMETERS["AZURE_PYTHON_VERSION"][1]
+            raise Refusal(
+                f"AZURE_PYTHON_VERSION={version} is not a Python version main.bicep deploys "
+                f"({', '.join(ALLOWED_PYTHON)}). Fix: azd env set AZURE_PYTHON_VERSION {default}"
+            )
+        location = (env.get("AZURE_LOCATION") or "").strip()
+        if not location:
+            raise Refusal("no region: AZURE_LOCATION is not set. Fix: azd env set AZURE_LOCATION <region>")
+        return cls(location=_region(location), version=version)
+
+
+def flex_python(listing: Any) -> dict[str, dt.date | None]:
+    """Python version -> end-of-life date (None: none published), as the CLI lists them."""
+    offered: dict[str, dt.date | None] = {}
+    for entry in _entries(listing):
+        if str(entry.get("name") or "python").lower() != "python":
+            continue
+        runtime = ((entry.get("sku") or {}).get("functionAppConfigProperties") or {}).get("runtime") or {}
+        version = str(runtime.get("version") or entry.get("version") or "")
+        if version:
+            offered[version] = _date(entry.get("endOfLifeDate")) if entry.get("endOfLifeDate") else None
+    return offered
+
+
+def _newest_first(versions: Sequence[str]) -> list[str]:
+    def key(version: str) -> tuple[int, ...]:
+        return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
+
+    return sorted(versions, key=key, reverse=True)
+
+
+def check_runtime(offered: Mapping[str, dt.date | None], runtime: Runtime, today: dt.date) -> str:
+    """The pass line's part for the Function App; raises Refusal when the region does not offer the version."""
+    where = f"Flex Consumption in {runtime.location}"
+    if not offered:
+        raise Refusal(
+            f"{where} offers no Python version (not a Flex Consumption region: az functionapp "
+            "list-flexconsumption-locations). Fix: azd env set AZURE_LOCATION <region>"
+        )
+    open_here = [v for v in _newest_first(list(offered)) if v in ALLOWED_PYTHON and not _ended(offered[v], today)]
+    ended = offered.get(runtime.version)
+    if runtime.version not in offered or _ended(ended, today):
+        state = "is not offered" if runtime.version not in offered else f"reached end of life on {ended}"
+        if not open_here:
+            allowed = ", ".join(ALLOWED_PYTHON)
+            fix = f"another region (azd env set AZURE_LOCATION <region>): none of {allowed} is offered here"
+        else:
+            best = next((v for v in open_here if v in TESTED_PYTHON), open_here[0])
+            fix = f"azd env set AZURE_PYTHON_VERSION {best} (offered here: {', '.join(open_here)}), or another region"
+        raise Refusal(f"Python {runtime.version} {state} on {where}. Fix: {fix}")
+    notes = [f"end of life {ended.isoformat()}" if ended else "no end of life published"]
+    if runtime.version not in TESTED_PYTHON:
+        notes.append(f"this project's CI does not test {runtime.version} (README: Runtime)")
+    return f"ok: Python {runtime.version} on {where} ({'; '.join(notes)})"
+
+
+def _ended(day: dt.date | None, today: dt.date) -> bool:
+    return day is not None and day <= today
+
+
 # ---------------------------------------------------------------- the Azure CLI
 
 
@@ -538,6 +632,14 @@ class Az:
         except AzError as exc:
             raise Refusal(_cli_failure(f"az cognitiveservices {what} list", str(exc))) from exc
 
+    def flex_runtimes(self, location: str) -> Any:
+        try:
+            return self.json(
+                "functionapp", "list-flexconsumption-runtimes", "--location", location, "--runtime", "python"
+            )
+        except AzError as exc:
+            raise Refusal(_cli_failure("az functionapp list-flexconsumption-runtimes", str(exc))) from exc
+
     def held(self, env: Mapping[str, str], request: Request) -> Mapping[str, Any] | None:
         """The deployment this environment provisioned before (azd keeps the outputs), if it exists."""
         account = (urlparse(env.get(request.names.endpoint) or "").hostname or "").split(".")[0]
@@ -574,6 +676,7 @@ def _cli_failure(command: str, error: str) -> str:
 def run(env: Mapping[str, str], today: dt.date) -> str:
     primary = Request.from_env(env)
     requests = [primary, *(r for r in (primary.secondary(env), primary.batch(env)) if r is not None)]
+    runtime = Runtime.from_env(env)
     az = Az.find(primary.subscription)
     regions: dict[str, Region] = {}
     claimed: dict[str, dict[str, int]] = {}
@@ -590,6 +693,10 @@ def run(env: Mapping[str, str], today: dt.date) -> str:
         except Refusal as refusal:
             raise Refusal(f"{request.what}: {refusal}" if request.what else str(refusal)) from refusal
         verdicts.append(f"{request.what}: {verdict}" if request.what else verdict)
+    try:
+        verdicts.append(f"{APP}: {check_runtime(flex_python(az.flex_runtimes(runtime.location)), runtime, today)}")
+    except Refusal as refusal:
+        raise Refusal(f"{APP}: {refusal}") from refusal
     return " | ".join(verdicts)
 
 
@@ -600,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if (os.environ.get(SKIP) or "").strip().lower() in ("1", "true", "yes"):
-        print(f"preflight: skipped ({SKIP} is set): the model, version, SKU and quota are not checked")
+        print(f"preflight: skipped ({SKIP} is set): the model, version, SKU, quota and Python runtime are not checked")
         return 0
     try:
         verdict = run(os.environ, args.today)

@@ -66,6 +66,8 @@ ROLE_DEFINITION = "Microsoft.Authorization/roleDefinitions"
 RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
 
 MAIN_ENTRY = "main.bicep"
+# The parameter that carries the Function App's Python version (functionAppConfig.runtime.version).
+PYTHON_PARAM = "pythonVersion"
 GROUP_ENTRY = "resources.bicep"
 
 
@@ -1649,7 +1651,8 @@ def check_pool_and_batch(infra: Infra) -> list[str]:
 
 
 def check_flex_consumption(infra: Infra) -> list[str]:
-    """Flex Consumption plan, Python 3.11, identity-based deployment storage, scale limits as params."""
+    """Flex Consumption plan, the Python version a parameter (pythonVersion, allowed versions only),
+    identity-based deployment storage, scale limits as params."""
     problems = list(infra.problems)
     plan = infra.only(PLAN, problems)
     if plan:
@@ -1667,8 +1670,9 @@ def check_flex_consumption(infra: Infra) -> list[str]:
         problems.append("the Function App must run on the Flex Consumption plan")
     app_config = properties.get("functionAppConfig") or {}
     runtime = app_config.get("runtime") or {}
-    if infra.resolve(scope, runtime.get("name")) != "python" or infra.resolve(scope, runtime.get("version")) != "3.11":
-        problems.append(f"functionAppConfig.runtime must be python 3.11, is {runtime}")
+    if infra.resolve(scope, runtime.get("name")) != "python":
+        problems.append(f"functionAppConfig.runtime.name must be python, is {runtime}")
+    problems += _check_python_version(infra, infra.resolve(scope, runtime.get("version")))
 
     identity_id = f"{identity[0]}.id"
     assigned = [
@@ -1678,6 +1682,27 @@ def check_flex_consumption(infra: Infra) -> list[str]:
         problems.append(f"the app must run as exactly the one user-assigned identity, has {assigned}")
     problems += _check_deployment_storage(infra, scope, app_config, identity_id, storage[0])
     problems += _check_scale(infra, scope, app_config)
+    return problems
+
+
+def python_versions(infra: Infra) -> tuple[list[str], str | None]:
+    """The entry point's pythonVersion parameter: (its @allowed list, its default)."""
+    param = infra.main.params.get(PYTHON_PARAM) or {}
+    allowed = next((d["argument"] for d in param.get("decorators", []) if d["type"] == "allowed"), [])
+    return [str(v) for v in allowed], param.get("default")
+
+
+def _check_python_version(infra: Infra, origin: str) -> list[str]:
+    """The runtime version is the entry point's pythonVersion parameter (azd sets it), which allows
+    only Python versions (3.N) and defaults to one of them."""
+    if origin != f"param:{PYTHON_PARAM}":
+        return [f"functionAppConfig.runtime.version must be the {PYTHON_PARAM} parameter, is {origin}"]
+    allowed, default = python_versions(infra)
+    problems = [
+        f"{PYTHON_PARAM} allows {v!r}, which is not a Python version" for v in allowed if not re.fullmatch(r"3\.\d+", v)
+    ]
+    if not allowed or default not in allowed:
+        problems.append(f"{PYTHON_PARAM} must list its versions in @allowed and default to one of them ({default!r})")
     return problems
 
 

@@ -560,7 +560,7 @@ NOT_DEPLOYED = [
     "package.json", "package-lock.json", "Makefile", "local.settings.json", "local.settings.sample.json",
     "requirements-dev.txt", "requirements-infra.txt", "requirements-infra-test.txt", "pyproject.toml",
     "azure.yaml", ".azure/dev/.env", ".git/config", "shared/__pycache__/settings.cpython-311.pyc",
-    "infra/hooks/preflight.py",
+    "infra/hooks/preflight.py", ".venv-3.12/bin/python", ".venv-3.13/lib/python3.13/site-packages/x.py",
 ]  # fmt: skip
 
 
@@ -818,12 +818,20 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
         replace("DisableLocalAuth: true", "DisableLocalAuth: false"),
         "properties.DisableLocalAuth is false, must be true",
     ),
-    "python 3.12": (
+    "python version hard-coded": (
         "app/function.bicep",
-        replace(
-            "  '3.11'\n])\nparam pythonVersion string = '3.11'", "  '3.12'\n])\nparam pythonVersion string = '3.12'"
-        ),
-        "functionAppConfig.runtime must be python 3.11",
+        replace("        version: pythonVersion\n", "        version: '3.13'\n"),
+        "functionAppConfig.runtime.version must be the pythonVersion parameter, is 3.13",
+    ),
+    "python version not passed down": (
+        "resources.bicep",
+        replace("    pythonVersion: pythonVersion\n", "    pythonVersion: '3.12'\n"),
+        "functionAppConfig.runtime.version must be the pythonVersion parameter, is 3.12",
+    ),
+    "not a python version allowed": (
+        "main.bicep",
+        replace("  '3.14'\n])\n@description('Python version", "  'latest'\n])\n@description('Python version"),
+        "pythonVersion allows 'latest', which is not a Python version",
     ),
     "azd tag renamed": (
         "resources.bicep",

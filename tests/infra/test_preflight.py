@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ REPO = Path(__file__).resolve().parents[2]
 PREFLIGHT = REPO / "infra" / "hooks" / "preflight.py"
 TODAY = "2026-11-30"
 ACCOUNT = "oai-abc123"
+# What the hook asks az for, as the stand-in logs it (the first three arguments), and the Function App's
+# part of the pass line with the defaults (Python 3.13, AZURE_LOCATION eastus).
+MODELS = ["cognitiveservices model list", "cognitiveservices usage list"]
+RUNTIMES = "functionapp list-flexconsumption-runtimes --location"
+APP_OK = "Function App: ok: Python 3.13 on Flex Consumption in eastus (end of life 2029-10-31)"
 
 
 def load_preflight() -> ModuleType:
@@ -95,9 +101,9 @@ def test_the_defaults_pass_in_a_region_that_offers_them(hook: Hook) -> None:
     assert status == 0
     assert line == (
         "preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus, capacity 50 of 1000 units free "
-        "(GenerallyAvailable, retires 2027-09-21)"
+        f"(GenerallyAvailable, retires 2027-09-21) | {APP_OK}"
     )
-    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+    assert hook.invocations() == [*MODELS, RUNTIMES]
 
 
 def test_the_openai_location_is_the_region_checked(hook: Hook) -> None:
@@ -315,6 +321,8 @@ def test_az_failing_otherwise_is_one_line_with_its_error(hook: Hook, tmp_path: P
         ({"AZURE_OPENAI_DEPLOYMENT_CAPACITY": "lots"}, "AZURE_OPENAI_DEPLOYMENT_CAPACITY=lots is not a whole number"),
         ({"AZURE_OPENAI_DEPLOYMENT_CAPACITY": "0"}, "AZURE_OPENAI_DEPLOYMENT_CAPACITY=0 is not a whole number"),
         ({"AZURE_OPENAI_DEPLOYMENT_SKU": "GlobalBatch"}, "AZURE_OPENAI_DEPLOYMENT_SKU=GlobalBatch is not a SKU"),
+        ({"AZURE_PYTHON_VERSION": "3.10"}, "AZURE_PYTHON_VERSION=3.10 is not a Python version main.bicep deploys"),
+        ({"AZURE_PYTHON_VERSION": "3.13.1"}, "Fix: azd env set AZURE_PYTHON_VERSION 3.13"),
     ],
 )
 def test_bad_azd_values_are_refused_before_asking_az(hook: Hook, azd: dict[str, str], expected: str) -> None:
@@ -366,7 +374,7 @@ def test_the_standin_keeps_account_commands_and_counts_every_run(hook: Hook) -> 
         env=hook.env(), capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert json.loads(done.stdout)["tokenType"] == "Bearer"
-    assert hook.cli.invocations() == 3
+    assert hook.cli.invocations() == 4
 
 
 # ------------------------------------------------------------ the hook agrees with azure.yaml and the Bicep
@@ -413,7 +421,7 @@ def test_private_networking_is_named_in_the_pass_line_and_asks_az_nothing_more(h
     assert line.startswith("preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus")
     assert "private networking on (VNET_ENABLED=true)" in line
     assert "az provider register -n Microsoft.App" in line
-    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+    assert hook.invocations() == [*MODELS, RUNTIMES]
 
 
 def test_private_networking_off_leaves_the_pass_line_as_it_was(hook: Hook) -> None:
@@ -454,7 +462,7 @@ def test_a_second_region_is_checked_too_and_named_in_the_pass_line(hook: Hook) -
     hook.catalogue(with_region("swedencentral"))
     status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="swedencentral")
     assert status == 0, line
-    first, second = line.split(" | ")
+    first, second, app = line.split(" | ")
     assert first == (
         "preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus, capacity 50 of 1000 units free "
         "(GenerallyAvailable, retires 2027-09-21)"
@@ -462,7 +470,9 @@ def test_a_second_region_is_checked_too_and_named_in_the_pass_line(hook: Hook) -
     assert second.startswith(
         "second account (swedencentral): ok: gpt-5.4-mini 2026-03-17 GlobalStandard in swedencentral, capacity 50"
     )
-    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"] * 2
+    # The Function App's region is eastus (AZURE_LOCATION): asked once, after the models.
+    assert app == APP_OK
+    assert hook.invocations() == [*MODELS, *MODELS, RUNTIMES]
 
 
 def test_a_second_region_without_the_model_is_refused_naming_another_region(hook: Hook) -> None:
@@ -514,10 +524,10 @@ def test_the_batch_deployment_is_checked_against_the_globalbatch_quota(hook: Hoo
     assert status == 0, line
     assert line.endswith(
         " | batch deployment gpt-5.4-mini-batch: ok: gpt-5.4-mini 2026-03-17 GlobalBatch in eastus, capacity 50 of "
-        "5000 units free (GenerallyAvailable, retires 2027-09-21)"
+        f"5000 units free (GenerallyAvailable, retires 2027-09-21) | {APP_OK}"
     )
     # The first account's region: asked once.
-    assert hook.invocations() == ["cognitiveservices model list", "cognitiveservices usage list"]
+    assert hook.invocations() == [*MODELS, RUNTIMES]
 
 
 def test_a_batch_model_outside_the_batch_matrix_is_refused_naming_one_inside(hook: Hook) -> None:
@@ -567,3 +577,116 @@ def test_bad_values_for_the_optional_deployments_are_refused_before_asking_az(
 def test_the_batch_sku_is_the_one_openai_bicep_deploys() -> None:
     text = (REPO / "infra" / "app" / "openai.bicep").read_text()
     assert f"    name: '{preflight.BATCH_SKU}'\n" in text
+
+
+# ------------------------------------------------------------ the Function App's Python on Flex Consumption
+
+
+def flex_region(location: str, versions: dict[str, str | None]) -> dict[str, Any]:
+    """The default catalogue, with `location` offering Flex Consumption exactly these Python versions."""
+    catalogue = az_standin.default_catalogue()
+    runtimes = [az_standin.flex_runtime("python", version, end) for version, end in versions.items()]
+    catalogue["locations"] = {location: {"flexRuntimes": runtimes}}
+    return catalogue
+
+
+def test_a_python_version_the_region_does_not_offer_is_refused_naming_the_ones_it_does(hook: Hook) -> None:
+    hook.catalogue(flex_region("westus", {"3.12": "2028-10-31", "3.11": "2027-10-31", "3.10": "2026-10-31"}))
+    status, line = hook.run(AZURE_LOCATION="westus")
+    assert status == 1
+    assert line == (
+        "preflight: Function App: Python 3.13 is not offered on Flex Consumption in westus. "
+        "Fix: azd env set AZURE_PYTHON_VERSION 3.12 (offered here: 3.12, 3.11), or another region"
+    )
+    # The models were checked (and passed) first; the Function App's region is asked last.
+    assert hook.invocations() == [*MODELS, RUNTIMES]
+
+
+def test_the_function_app_region_is_azure_location_not_the_openai_one(hook: Hook) -> None:
+    hook.catalogue(flex_region("westus", {"3.11": "2027-10-31"}))
+    status, line = hook.run(AZURE_LOCATION="westus", AZURE_OPENAI_LOCATION="eastus")
+    assert status == 1 and "Python 3.13 is not offered on Flex Consumption in westus" in line
+    status, line = hook.run(AZURE_LOCATION="eastus", AZURE_OPENAI_LOCATION="westus")
+    assert status == 0 and line.endswith(APP_OK)
+
+
+def test_an_untested_version_the_region_offers_passes_with_a_note(hook: Hook) -> None:
+    status, line = hook.run(AZURE_PYTHON_VERSION="3.14")
+    assert status == 0
+    assert line.endswith(
+        " | Function App: ok: Python 3.14 on Flex Consumption in eastus (no end of life published; "
+        "this project's CI does not test 3.14 (README: Runtime))"
+    )
+
+
+def test_a_version_past_its_end_of_life_is_refused(hook: Hook) -> None:
+    # Still listed by a region after its end of life (judged as of 2026-11-30).
+    hook.catalogue(flex_region("eastus", {"3.14": None, "3.12": "2028-10-31", "3.11": "2026-10-31"}))
+    status, line = hook.run(AZURE_PYTHON_VERSION="3.11")
+    assert status == 1
+    assert line == (
+        "preflight: Function App: Python 3.11 reached end of life on 2026-10-31 on Flex Consumption in eastus. "
+        "Fix: azd env set AZURE_PYTHON_VERSION 3.12 (offered here: 3.14, 3.12), or another region"
+    )
+
+
+def test_a_region_without_flex_consumption_python_is_refused_naming_another_region(hook: Hook) -> None:
+    hook.catalogue(flex_region("westus", {}))
+    status, line = hook.run(AZURE_LOCATION="westus")
+    assert status == 1
+    assert line == (
+        "preflight: Function App: Flex Consumption in westus offers no Python version (not a Flex Consumption "
+        "region: az functionapp list-flexconsumption-locations). Fix: azd env set AZURE_LOCATION <region>"
+    )
+
+
+def test_a_region_offering_only_versions_main_bicep_does_not_allow_is_refused(hook: Hook) -> None:
+    hook.catalogue(flex_region("westus", {"3.10": "2026-10-31", "3.9": "2025-10-31"}))
+    status, line = hook.run(AZURE_LOCATION="westus")
+    assert status == 1
+    assert line.endswith(
+        "Fix: another region (azd env set AZURE_LOCATION <region>): none of 3.11, 3.12, 3.13, 3.14 is offered here"
+    )
+
+
+def test_the_runtime_listing_failing_is_one_line_with_its_error(hook: Hook, tmp_path: Path) -> None:
+    # A real az for the models, failing only for functionapp (an older CLI without the command).
+    real = shutil.which("az", path=hook.env()["PATH"])
+    fake = tmp_path / "az"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = functionapp ]; then\n'
+        "  echo \"ERROR: 'list-flexconsumption-runtimes' is misspelled or not recognized by the system.\" >&2\n"
+        f'  exit 2\nfi\nexec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    status, line = hook.run(env={**hook.env(), "PATH": f"{tmp_path}{os.pathsep}{hook.env()['PATH']}"})
+    assert status == 1
+    assert line.startswith(
+        "preflight: Function App: az functionapp list-flexconsumption-runtimes failed: 'list-flexconsumption-runtimes' "
+        "is misspelled"
+    )
+    assert "azd env set PREFLIGHT_SKIP 1" in line
+
+
+def test_the_standin_lists_flex_runtimes_in_the_cli_shape(hook: Hook) -> None:
+    def az(*args: str) -> Any:
+        done = subprocess.run(["az", *args], env=hook.env(), capture_output=True, text=True, check=True, timeout=60)
+        return json.loads(done.stdout)
+
+    listed = az("functionapp", "list-flexconsumption-runtimes", "--location", "eastus", "--runtime", "python")
+    assert [entry["version"] for entry in listed] == ["3.14", "3.13", "3.12", "3.11"]
+    first = listed[0]
+    assert {"name", "version", "default", "endOfLifeDate", "sku"} <= set(first)
+    assert first["sku"]["skuCode"] == "FC1"
+    assert first["sku"]["functionAppConfigProperties"]["runtime"] == {"name": "python", "version": "3.14"}
+    assert az("functionapp", "list-flexconsumption-runtimes", "-l", "eastus", "--runtime", "node") == []
+    # The CLI prints the stacks API's versions; the preflight reads the one functionAppConfig takes.
+    assert preflight.flex_python(listed)["3.13"] == preflight._date("2029-10-31")
+
+
+def test_the_hook_allows_what_main_bicep_allows_and_defaults_alike() -> None:
+    infra = checks.Infra.load(REPO / "infra")
+    allowed, default = checks.python_versions(infra)
+    assert tuple(allowed) == preflight.ALLOWED_PYTHON
+    assert preflight.PARAMETERS["AZURE_PYTHON_VERSION"] == ("pythonVersion", default)
+    assert set(preflight.TESTED_PYTHON) <= set(allowed) and default in preflight.TESTED_PYTHON
