@@ -274,9 +274,7 @@ async def test_a_requeued_job_that_failed_keeps_its_result_and_gets_its_notice(w
 
 
 async def test_a_refused_redelivery_after_the_payload_went_keeps_the_result(world: FakeWorld) -> None:
-    world.payloads.blobs["big.json"] = Blob(
-        json.dumps({"id": "big", "prompt": "large"}).encode(), {}
-    )
+    world.payloads.blobs["big.json"] = Blob(json.dumps({"id": "big", "prompt": "large"}).encode(), {})
     reference = message({"id": "big", "payload": {"blob": "big.json"}})
     assert await handle(reference, world.runtime) is not None  # succeeded, payload released
     reference.dequeue_count = 2  # the host redelivers it (the delete of the message was lost)
@@ -299,3 +297,86 @@ async def test_a_slow_notice_does_not_stamp_its_mark_on_a_newer_result(world: Fa
     await handle(message({"id": "j1", "prompt": "hi", "reply_to": "replies"}), world.runtime)
     assert world.results.blobs["j1.json"].metadata == {"status": "succeeded", "message": "msg-2"}
     assert world.result("j1")["status"] == "succeeded"
+
+
+# --- Found by the state machine (tests/worker/test_delivery_state_machine.py) -----------------------------
+
+
+async def test_a_job_whose_pointer_was_not_sent_runs_when_its_message_comes_back(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1  # the retry state is stored, its pointer is not sent
+    delivery = message({"id": "j1", "prompt": "hi", "reply_to": "replies"})
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(delivery, world.runtime)
+    assert world.jobs_queue.messages == [] and "retries/j1.json" in world.worker_only.blobs
+    assert await handle(message({"id": "j1", "prompt": "hi"}, id="other"), world.runtime) is None  # a duplicate
+    delivery.dequeue_count = 2  # the host redelivers the message: it continues the job (it was consumed before)
+    result = await handle(delivery, world.runtime)
+    assert result is not None and result.status == "succeeded" and result.attempts == 3
+    assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
+    assert [json.loads(body)["id"] for body, _ in world.storage.get_queue_client("replies").messages] == ["j1"]
+
+
+async def test_a_pointer_whose_next_pointer_was_not_sent_runs_when_it_comes_back(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1  # the state moves on to a new token that no message carries
+    due = Message(pointer.encode(), id="due")
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(due, world.runtime)
+    assert await handle(Message(pointer.encode(), id="a-copy"), world.runtime) is None  # stale: not the one
+    due.dequeue_count = 2  # the redelivery was consumed as stale before: the job waited for ever, unanswered
+    result = await handle(due, world.runtime)
+    assert result is not None and result.status == "succeeded" and len(world.model.calls) == 3
+    assert "retries/j1.json" not in world.worker_only.blobs
+
+
+async def test_a_retry_state_stored_without_an_answer_is_continued(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.worker_only.fail_next("upload", applied=True)  # stored, but the answer is lost: nothing is enqueued
+    delivery = message({"id": "j1", "prompt": "hi"})
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(delivery, world.runtime)
+    delivery.dequeue_count = 2
+    result = await handle(delivery, world.runtime)
+    assert result is not None and result.status == "succeeded"
+    assert "retries/j1.json" not in world.worker_only.blobs
+
+
+async def test_a_claim_check_job_continued_after_its_payload_went_still_runs(world: FakeWorld) -> None:
+    world.payloads.blobs["big.json"] = Blob(json.dumps({"id": "big", "prompt": "large"}).encode(), {})
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1
+    reference = message({"id": "big", "payload": {"blob": "big.json"}})
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(reference, world.runtime)
+    del world.payloads.blobs["big.json"]  # the one name of the id's payload: released by an earlier message of it
+    reference.dequeue_count = 2
+    result = await handle(reference, world.runtime)  # the stored job runs (it was failed payload_missing)
+    assert result is not None and result.status == "succeeded" and result.output == "echo: large"
+    assert "retries/big.json" not in world.worker_only.blobs
+
+
+async def test_a_continued_job_answered_before_its_notice_went_leaves_no_retry_state(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1
+    replies = world.storage.get_queue_client("replies")
+    replies.failing_sends = 1
+    delivery = message({"id": "j1", "prompt": "hi", "reply_to": "replies"})
+    for count in (1, 2):  # the pointer's send fails, then the notice's
+        delivery.dequeue_count = count
+        with pytest.raises(Exception, match="connection reset"):
+            await handle(delivery, world.runtime)
+    delivery.dequeue_count = 3
+    assert await handle(delivery, world.runtime) is None  # settled: the notice, and the state this message stored
+    assert [json.loads(body)["id"] for body, _ in replies.messages] == ["j1"]
+    assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
+
+
+async def test_any_message_of_an_answered_job_removes_a_retry_state_left_behind(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})
+    world.worker_only.fail_next("delete")  # released best effort: left behind
+    assert await handle(Message(pointer.encode(), id="due"), world.runtime) is not None
+    assert "retries/j1.json" in world.worker_only.blobs  # the id would look waiting for ever
+    assert await handle(message({"id": "j1", "prompt": "again"}, id="again"), world.runtime) is None
+    assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
