@@ -67,7 +67,7 @@ class Delivery:
 
     @property
     def attempts(self) -> int:
-        return (self.message.dequeue_count or 1) + (self.redelivery.attempt if self.redelivery else 0)
+        return (self.message.dequeue_count or 1) + (self.redelivery.total_attempts if self.redelivery else 0)
 
     @property
     def enqueued(self) -> datetime | None:

@@ -380,3 +380,13 @@ async def test_any_message_of_an_answered_job_removes_a_retry_state_left_behind(
     assert "retries/j1.json" in world.worker_only.blobs  # the id would look waiting for ever
     assert await handle(message({"id": "j1", "prompt": "again"}, id="again"), world.runtime) is None
     assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
+
+
+async def test_attempts_count_every_re_enqueue_whatever_its_cause(world: FakeWorld) -> None:
+    outage = openai.InternalServerError("down", response=_response(500), body=None)
+    world.model.errors = [throttled(), outage, throttled()]
+    result = await handle(message({"id": "j1", "prompt": "hi"}), world.runtime)
+    while result is None:
+        body, _ = world.jobs_queue.messages[-1]
+        result = await handle(Message(body.encode(), id=f"due-{len(world.model.calls)}"), world.runtime)
+    assert result.status == "succeeded" and result.attempts == len(world.model.calls) == 4  # was 2: per cause
