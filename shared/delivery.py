@@ -67,7 +67,7 @@ class Delivery:
 
     @property
     def attempts(self) -> int:
-        return (self.message.dequeue_count or 1) + (self.redelivery.attempt if self.redelivery else 0)
+        return (self.message.dequeue_count or 1) + (self.redelivery.total_attempts if self.redelivery else 0)
 
     @property
     def enqueued(self) -> datetime | None:
@@ -134,7 +134,7 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
     # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
     update = {"id": delivery.job_id, **delivery.span.carrier()}
     state = RetryState(job=job.model_copy(update=update), redelivery=plan.redelivery, payload=delivery.payload)
-    ref = await store.save_retry_state(runtime, state, replaces=delivery.state_version)
+    ref = await store.save_retry_state(runtime, state, replaces=delivery.state_version, message_id=delivery.message.id)
     if ref is None:
         logger.warning("job %s: another delivery of it waits or moved it on; this one ends", delivery.job_id)
         return

@@ -99,10 +99,11 @@ async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
     return job
 
 
-async def load_retry_state(runtime: Runtime, ref: RequeuedRef) -> Waiting | None:
+async def load_retry_state(runtime: Runtime, ref: RequeuedRef, message_id: str | None = None) -> Waiting | None:
     """The job and retry state the worker stored when it re-enqueued ``ref``, or None when ``ref`` is not the
     pointer the state was last given (stale: the job moved on; forged: nobody gave it) or there is no state
-    (the job finished, or never waited): then there is nothing to run."""
+    (the job finished, or never waited): then there is nothing to run. The queue message whose delivery
+    stored the state (``message_id``, redelivered when the pointer's send failed) is given it too."""
     try:
         downloader = await worker_only(runtime).download_blob(ref.blob)
         body = await downloader.readall()
@@ -112,7 +113,8 @@ async def load_retry_state(runtime: Runtime, ref: RequeuedRef) -> Waiting | None
         state = RetryState.model_validate_json(body)
     except ValidationError as exc:
         raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
-    if state.token != ref.token or state.job.id != ref.id:
+    stored_by = (downloader.properties.metadata or {}).get("message")
+    if state.job.id != ref.id or (state.token != ref.token and (message_id is None or stored_by != message_id)):
         return None
     return Waiting(state, downloader.properties.etag)
 
@@ -264,16 +266,26 @@ async def notify_pending(runtime: Runtime, job_id: str, stored: Stored) -> None:
     logger.info("job %s: sent the notice a previous delivery had not confirmed", job_id)
 
 
-async def save_retry_state(runtime: Runtime, state: RetryState, *, replaces: str | None) -> RequeuedRef | None:
+async def save_retry_state(
+    runtime: Runtime, state: RetryState, *, replaces: str | None, message_id: str | None
+) -> RequeuedRef | None:
     """Store a job about to be re-enqueued with its retry state and a new one-time token; return the pointer
     to enqueue. ``replaces``: the version this delivery loaded (None: a job's first wait, written
-    create-only). None when that fails: another delivery of the same job waits or moved it on first."""
+    create-only); ``message_id``: the queue message being delivered, in the blob's metadata (if the pointer
+    is not sent, the host redelivers that message, which continues the job). None when the write fails:
+    another delivery of the same job waits or moved it on first."""
     token = secrets.token_hex(16)
     ref = RequeuedRef(id=state.job.id or "", requeued=True, token=token)
     container = await ensure_worker_only(runtime)
     body = state.model_copy(update={"token": token}).model_dump_json(exclude_none=True).encode()
     try:
-        await container.upload_blob(ref.blob, body, overwrite=replaces is not None, **_if_unchanged(replaces))
+        await container.upload_blob(
+            ref.blob,
+            body,
+            overwrite=replaces is not None,
+            metadata={"message": message_id} if message_id else None,
+            **_if_unchanged(replaces),
+        )
     except (ResourceExistsError, ResourceModifiedError):
         return None
     return ref

@@ -117,7 +117,7 @@ async def open_delivery(delivery: Delivery) -> bool:
         delivery.payload = parsed.payload
         job = await store.load_payload(runtime, parsed)
     elif isinstance(parsed, RequeuedRef):
-        waiting = await store.load_retry_state(runtime, parsed)
+        waiting = await store.load_retry_state(runtime, parsed, delivery.message.id)
         if waiting is None:
             logger.warning(
                 "message %s points at job %s's retry state, which was not given this pointer (stale or forged); "
@@ -126,9 +126,7 @@ async def open_delivery(delivery: Delivery) -> bool:
                 parsed.id,
             )
             return False
-        state = waiting.state
-        job, delivery.redelivery, delivery.payload = state.job, state.redelivery, state.payload
-        delivery.requeued, delivery.state_version = True, waiting.etag
+        job = _continue(delivery, waiting)
     else:
         job = parsed
     delivery.job, delivery.job_id = job, job.id or delivery.job_id
@@ -142,40 +140,49 @@ async def open_delivery(delivery: Delivery) -> bool:
 
 async def _refuse(delivery: Delivery, error: ErrorInfo) -> Result | None:
     """A refused job's failed result, unless a result this message cannot replace is there already (a
-    redelivery after the result was stored and what the job left aside released): then only its notice."""
+    redelivery after the result was stored and what the job left aside released): then only its notice. A
+    redelivery of the message that stored its job in the retry store (its payload gone since) continues it."""
     if await _settled(delivery):
         return None
+    if await _resume(delivery):
+        return await run(delivery)
     return await finish(delivery, error=error)
 
 
 async def _settled(delivery: Delivery) -> bool:
     """Whether the job already has a result this delivery must not replace (see ``Stored.settles``); then its
-    pending notice is sent and what the job left aside released."""
+    pending notice is sent and what the job left aside released (with a final result, any retry state of it:
+    nothing waits for an answered job)."""
     runtime, message = delivery.runtime, delivery.message
     stored = await store.stored_result(runtime, delivery.job_id)
     if stored is None or not stored.settles(message.id):
         return False
     logger.info("job %s already has a result; message %s consumed", delivery.job_id, message.id)
     await store.notify_pending(runtime, delivery.job_id, stored)
-    await delivery.release()
+    await store.release(runtime, delivery.job_id, payload=delivery.payload, requeued=delivery.requeued or stored.final)
     return True
 
 
 async def run(delivery: Delivery) -> Result | None:
     """A checked job: consumed if already answered or already waiting to be retried, staged for the batch
     lane, or answered now."""
-    runtime, job = delivery.runtime, delivery.job
-    assert job is not None  # set by open_delivery
+    runtime = delivery.runtime
     settled, waiting = await asyncio.gather(
         _settled(delivery), store.is_waiting(runtime, delivery.job_id) if not delivery.requeued else _no()
     )
     if settled:
+        if waiting and await _resume(delivery):  # this message's job, answered: its retry state goes too
+            await delivery.release()
         return None
-    if waiting:  # the same id sent again while the first waits: the first runs (README, "The job contract")
+    if waiting and not await _resume(delivery):  # the same id sent again while the first waits: the first runs
         logger.info(
-            "job %s waits to be retried; message %s with its id consumed as a duplicate", job.id, delivery.message.id
+            "job %s waits to be retried; message %s with its id consumed as a duplicate",
+            delivery.job_id,
+            delivery.message.id,
         )
         return None
+    job = delivery.job  # the waiting job's stored copy when this delivery resumed it
+    assert job is not None  # set by open_delivery
     if job.lane == "batch":  # staged for the next batch instead of a model call now
         return await stage(delivery)
     try:
@@ -198,6 +205,28 @@ async def run(delivery: Delivery) -> Result | None:
 
 async def _no() -> bool:
     return False
+
+
+def _continue(delivery: Delivery, waiting: store.Waiting) -> Job:
+    """This delivery runs the job waiting in the retry store, with its retry state; returns the job."""
+    state = waiting.state
+    delivery.job, delivery.redelivery, delivery.payload = state.job, state.redelivery, state.payload
+    delivery.requeued, delivery.state_version = True, waiting.etag
+    return state.job
+
+
+async def _resume(delivery: Delivery) -> bool:
+    """Whether the job waiting under this id was stored there by this very message (its pointer's send failed,
+    so the host redelivers the message): then this delivery continues it. Any other message is a duplicate."""
+    try:
+        ref = RequeuedRef(id=delivery.job_id, requeued=True)
+    except ValueError:  # a refused message without a valid job id: nothing of it can wait
+        return False
+    waiting = await store.load_retry_state(delivery.runtime, ref, delivery.message.id)
+    if waiting is None:
+        return False
+    _continue(delivery, waiting)
+    return True
 
 
 def check_allowed(job: Job, settings: Settings) -> None:

@@ -37,16 +37,38 @@ class Blob:
     etag: str = field(default_factory=lambda: f'"{next(_etags)}"')
 
 
+BLOB_CALLS = ("download", "upload", "delete", "set_metadata")
+
+
 class FakeContainer:
     def __init__(self, name: str) -> None:
         self.container_name = name
         self.blobs: dict[str, Blob] = {}
         self.before_conditional_upload: Callable[[], None] | None = None  # to interleave a rival writer
+        self.failing: list[tuple[str, bool]] = []  # the next calls of a kind to fail (see fail_next)
+        self.failed: list[tuple[str, str]] = []  # (kind, blob) of each call made to fail
+
+    def fail_next(self, call: str, *, applied: bool = False) -> None:
+        """Make the next ``call`` (one of BLOB_CALLS) fail as a dropped connection would: before it reaches
+        storage, or (``applied``, for a write) after storage carried it out, its answer lost."""
+        assert call in BLOB_CALLS, call
+        self.failing.append((call, applied and call != "download"))
+
+    def _call(self, call: str, name: str, *, applied: bool) -> None:
+        """Raise if the next ``call`` is to fail at this point (before or after it is carried out)."""
+        for i, (kind, after) in enumerate(self.failing):
+            if kind == call:
+                if after == applied:
+                    del self.failing[i]
+                    self.failed.append((call, name))
+                    raise ServiceRequestError(f"{call} {name}: connection reset")
+                return
 
     async def create_container(self) -> None:
         raise ResourceExistsError("exists")  # infra made it; the worker tolerates this
 
     async def download_blob(self, name: str, offset: int = 0, length: int | None = None) -> Any:
+        self._call("download", name, applied=False)
         blob = self.blobs.get(name)
         if blob is None:
             raise ResourceNotFoundError(f"{name} not found")
@@ -73,6 +95,7 @@ class FakeContainer:
         if match_condition is not None and self.before_conditional_upload is not None:
             rival, self.before_conditional_upload = self.before_conditional_upload, None
             rival()
+        self._call("upload", name, applied=False)
         existing = self.blobs.get(name)
         if existing is not None and not overwrite:
             raise ResourceExistsError(f"{name} exists")
@@ -80,11 +103,14 @@ class FakeContainer:
             raise ResourceModifiedError(f"{name} changed")
         data.decode("utf-8")  # storage keeps bytes; the worker must have produced valid UTF-8
         self.blobs[name] = blob = Blob(bytes(data), dict(metadata or {}))
+        self._call("upload", name, applied=True)
         return {"etag": blob.etag}
 
     async def delete_blob(self, name: str) -> None:
+        self._call("delete", name, applied=False)
         if self.blobs.pop(name, None) is None:
             raise ResourceNotFoundError(f"{name} not found")
+        self._call("delete", name, applied=True)
 
     def get_blob_client(self, name: str) -> Any:
         async def upload_blob(data: bytes, **options: Any) -> dict[str, Any]:
@@ -93,12 +119,14 @@ class FakeContainer:
         async def set_blob_metadata(
             metadata: dict[str, str], etag: str | None = None, match_condition: MatchConditions | None = None
         ) -> None:
+            self._call("set_metadata", name, applied=False)
             blob = self.blobs.get(name)
             if blob is None:
                 raise ResourceNotFoundError(f"{name} not found")
             if match_condition == MatchConditions.IfNotModified and blob.etag != etag:
                 raise ResourceModifiedError(f"{name} changed")
             self.blobs[name] = Blob(blob.body, dict(metadata))  # a new version, as in Azure
+            self._call("set_metadata", name, applied=True)
 
         return SimpleNamespace(upload_blob=upload_blob, set_blob_metadata=set_blob_metadata)
 
