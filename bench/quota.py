@@ -1,8 +1,10 @@
-"""Issue 13's figures: many processes under one token limit, a pool of two deployments, model outages.
+"""Figure 5 and issue 13's figures: many processes under one token limit, a pool of two deployments, model outages.
 
 - ``scaleout`` (a): K worker processes (each the local queue host with host.json's cap and the bench's
   model latency) drain N queued jobs against one deployment whose token limit is half of what **one**
-  process asks for (its cap / latency, in tokens per window).
+  process asks for (its cap / latency, in tokens per window). Its K = 1 run is also figure 5 (one process
+  under a token limit at half its demand, the shipped settings): one run, two rows (``rate_limit``). The K
+  in ``Scale.scaleout_extra`` run only with ``--all-scales``; without it their rows say they were not run.
 - ``pool`` (b): workers routing over ``AZURE_OPENAI_POOL`` = two resources (two emulators on two ports,
   the same deployment name on each), limits L1 (priority 1) and L2 (priority 2) summing to half of what
   one process asks for: throughput ÷ (L1 + L2).
@@ -274,14 +276,17 @@ async def scaleout_run(b: Bench, processes: int, limit: int, tokens_each: int) -
     }
 
 
-async def scaleout(b: Bench) -> dict[str, Any]:
-    """(a): K processes, one deployment, its limit half of one process's demand, N jobs queued at once."""
+async def scaleout(b: Bench) -> dict[str, dict[str, Any]]:
+    """(a): K processes, one deployment, its limit half of one process's demand, N jobs queued at once.
+
+    Returns the report's ``scaleout`` and, from its K = 1 run, ``rate_limit`` (figure 5)."""
     tokens_each = tokens_per_job()
     demand = process_demand(b, tokens_each)
     limit = max(2 * tokens_each, round(demand / 2))
     window = b.scale.quota_window_s
-    runs = [await scaleout_run(b, k, limit, tokens_each) for k in b.scale.scaleout_processes]
-    return {
+    chosen = b.scaleout_processes()
+    runs = [await scaleout_run(b, k, limit, tokens_each) for k in chosen]
+    figure = {
         "latency_s": b.scale.latency_ms / 1000,
         "window_s": window,
         "concurrency_per_process": b.options.concurrency,
@@ -293,6 +298,34 @@ async def scaleout(b: Bench) -> dict[str, Any]:
         "jobs": b.scale.scaleout_jobs,
         "worker_settings": worker_settings(b.scale),
         "runs": runs,
+        "not_run": [k for k in b.scale.scaleout_processes if k not in chosen],  # python -m bench --all-scales
+    }
+    found = {"scaleout": figure}
+    one = next((run for run in runs if run["processes"] == 1), None)
+    if one is not None:
+        found["rate_limit"] = rate_limit(figure, one)
+    return found
+
+
+def rate_limit(figure: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Figure 5 from the scale-out's K = 1 run: one process, the shipped settings, a token limit at half its
+    demand. Does it keep the limit full (``fraction_of_limit``, measured as figure 6's), and lose nothing?"""
+    keys = (
+        "jobs", "results", "succeeded", "failed", "poisoned", "missing", "failed_jobs", "requeued_jobs", "drained",
+        "fraction_of_limit", "measured_s", "measured_requests", "throttled_429", "model_requests",
+    )  # fmt: skip
+    window = figure["window_s"]
+    return {
+        "run": "scaleout K = 1",  # the one run figure 6's first row reports too
+        "window_s": window,
+        "limit_tokens_per_window": figure["limit_tokens_per_window"],
+        "limit_tokens_per_minute": figure["limit_tokens_per_minute"],
+        "tokens_charged_per_request": figure["tokens_charged_per_request"],
+        "demand_tokens_per_window": figure["demand_tokens_per_window_per_process"],
+        "demand_over_limit": figure["demand_over_limit_per_process"],
+        **{k: run[k] for k in keys},
+        "measured_windows": run["measured_s"] / window,
+        "worker_settings": figure["worker_settings"],
     }
 
 
@@ -456,8 +489,15 @@ async def outage(b: Bench, quiet: asyncio.Event | None = None) -> dict[str, Any]
 
 
 def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Issue 13's targets for the sections this report has."""
+    """Figure 5's and issue 13's targets for the sections this report has."""
     goals: dict[str, dict[str, Any]] = {}
+    if "rate_limit" in report:
+        rate = report["rate_limit"]
+        goals["rate_limit"] = {
+            "target": ">= 0.9 of the token limit used, 0 failed jobs (one process: the scale-out's K = 1 run)",
+            "value": {"fraction_of_limit": rate["fraction_of_limit"], "failed_jobs": rate["failed_jobs"]},
+            "met": rate["fraction_of_limit"] >= 0.9 and rate["failed_jobs"] == 0,
+        }
     if "scaleout" in report:
         goals["scaleout"] = scaleout_target(report["scaleout"]["runs"])
     if "pool" in report:
