@@ -197,7 +197,8 @@ async def loaded_run(
         except BaseException:
             worker.stop()
             raise
-        results, poison, _ = await asyncio.gather(fetch_results(jobs), jobs.poison_count(), worker.stopped())
+        # Counts only: the statuses from one listing, not every document downloaded.
+        results, poison, _ = await asyncio.gather(harness.stored_statuses(jobs), jobs.poison_count(), worker.stopped())
     finally:
         await jobs.close()
     return {

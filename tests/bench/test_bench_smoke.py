@@ -70,6 +70,7 @@ QUOTA_RUN_KEYS = {
     "processes",
     "loadavg_1m_at_start",
     "machine_busy_fraction",
+    "phase_s",
     "model_requests",
     "model_requests_per_job",
     "throttled_429",
@@ -180,6 +181,7 @@ def _consistent(run: dict[str, Any], *, faults: bool = False) -> None:
     if not faults:
         assert run["unavailable_503"] == 0, run
     assert run["drained"] and run["errors_logged"] == 0, run
+    assert set(run["phase_s"]) == {"workers_listening", "results_read_workers_stopped"}, run  # reported, not judged
 
 
 def test_sections_listed_once() -> None:
