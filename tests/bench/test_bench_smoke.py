@@ -15,7 +15,7 @@ from typing import Any
 from bench import SECTIONS
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
-from bench.scenarios import run_all
+from bench.scenarios import BESIDE_OUTAGE, run_all
 from emulators.stack.environment import REPO
 from emulators.stack.services import LocalAzure
 
@@ -291,12 +291,18 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
 
 
-async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: LocalAzure, tmp_path: Path) -> None:
-    # As make bench runs them: no long outage (its row says so, not figures), figure 9 once figure 8 only waits.
-    sections = ["outage", "batch_lane"]
+async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it(
+    stack: LocalAzure, tmp_path: Path
+) -> None:
+    # As make bench runs them: no long outage (its row says so, not figures), the pool then figure 9 once
+    # figure 8 only waits.
+    sections = ["pool", "outage", "batch_lane"]
     report = await run_all(stack, SMOKE, tmp_path / "out", tmp_path / "logs", sections)
     assert report["meta"]["long_outage"] is False
     assert set(report["meta"]["section_seconds"]) == set(sections)
+    assert set(BESIDE_OUTAGE) == {"pool", "batch_lane"}
+    _consistent(report["pool"])
+    assert report["pool"]["failed_jobs"] == 0
     o, lane = report["outage"], report["batch_lane"]
     assert o["primary_down_with_secondary"] is None
     _consistent(o["without_outage"])
@@ -305,5 +311,5 @@ async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: L
     assert KEYS["batch_lane"] <= set(lane)
     assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 4  # header + 2 outage rows + the batch lane
+    assert table.count("\n| ") == 5  # header + the pool + 2 outage rows + the batch lane
     assert "| not run: pass `--long-outage`" in table
