@@ -81,7 +81,8 @@ run: setup
 up: setup
 	$(PY) -m emulators.up
 
-# BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage), --only scaleout (see python -m bench --help).
+# BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage), --all-scales (figure 6's K = 4), --only scaleout
+# (see python -m bench --help).
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -26,18 +26,14 @@ class Scale:
     az_jobs: int
     import_runs: int
     cold_sync_jobs: int
-    rate_window_s: float
-    rate_steady_windows: int
-    rate_max_retries: int  # worker settings for the rate-limit run (the shipped defaults: 2 and 300)
-    rate_max_delay_s: int
-    rate_max_jobs: int
     timeout_s: float
     poll_s: float
-    # Issue 13 (bench/quota.py): pacing on, a shorter rate window than Azure's 60 s (as the rate-limit run).
+    # Figures 5-8 (bench/quota.py): pacing on, a shorter rate window than Azure's 60 s.
     quota_window_s: float
-    admission_wait_s: int  # MODEL_ADMISSION_WAIT_SECONDS for those runs
+    admission_wait_s: int  # MODEL_ADMISSION_WAIT_SECONDS for those runs (the shipped default)
     outage_tolerance_s: int  # MODEL_OUTAGE_TOLERANCE_SECONDS (the shipped default)
-    scaleout_processes: tuple[int, ...]
+    scaleout_processes: tuple[int, ...]  # every K of figure 6; its K = 1 run is figure 5's too
+    scaleout_extra: tuple[int, ...]  # the K (of those) run only with ``--all-scales``: neither judged nor figure 5
     scaleout_jobs: int
     pool_processes: int
     pool_jobs: int
@@ -57,17 +53,13 @@ FULL = Scale(
     az_jobs=1000,
     import_runs=9,
     cold_sync_jobs=24,
-    rate_window_s=10,
-    rate_steady_windows=3,
-    rate_max_retries=2,
-    rate_max_delay_s=300,
-    rate_max_jobs=3000,
     timeout_s=300,
     poll_s=0.5,
     quota_window_s=10,
     admission_wait_s=60,
     outage_tolerance_s=1800,
     scaleout_processes=(1, 4, 8, 16),
+    scaleout_extra=(4,),
     scaleout_jobs=1200,
     pool_processes=1,
     pool_jobs=1200,
@@ -86,17 +78,13 @@ SMOKE = Scale(
     az_jobs=10,
     import_runs=1,
     cold_sync_jobs=6,
-    rate_window_s=1,
-    rate_steady_windows=1,
-    rate_max_retries=2,
-    rate_max_delay_s=300,
-    rate_max_jobs=20,
     timeout_s=60,
     poll_s=0.1,
     quota_window_s=1,
     admission_wait_s=60,
     outage_tolerance_s=1800,
-    scaleout_processes=(1, 2),
+    scaleout_processes=(1, 2, 3),
+    scaleout_extra=(2,),
     scaleout_jobs=24,
     pool_processes=1,
     pool_jobs=20,
@@ -111,13 +99,15 @@ SMOKE = Scale(
 @dataclass
 class Bench:
     """One run: the local stack, the scale, where outputs and worker logs go, whether the long outage runs
-    (``python -m bench --long-outage``), and host.json's queue options."""
+    (``python -m bench --long-outage``) and the scale-out's extra K (``--all-scales``), and host.json's queue
+    options."""
 
     stack: LocalAzure
     scale: Scale
     out_dir: Path
     logs: Path
     long_outage: bool = False
+    all_scales: bool = False
 
     def __post_init__(self) -> None:
         self.options = functions_host.QueueOptions.from_host_json(REPO / "host.json")
@@ -126,3 +116,8 @@ class Bench:
 
     def log_path(self, label: str) -> Path:
         return self.logs / label / "worker.log"
+
+    def scaleout_processes(self) -> tuple[int, ...]:
+        """The K the scale-out runs: all of them with ``all_scales``, else all but ``scaleout_extra``."""
+        s = self.scale
+        return tuple(k for k in s.scaleout_processes if self.all_scales or k not in s.scaleout_extra)

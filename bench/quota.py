@@ -1,8 +1,10 @@
-"""Issue 13's figures: many processes under one token limit, a pool of two deployments, model outages.
+"""Figure 5 and issue 13's figures: many processes under one token limit, a pool of two deployments, model outages.
 
 - ``scaleout`` (a): K worker processes (each the local queue host with host.json's cap and the bench's
   model latency) drain N queued jobs against one deployment whose token limit is half of what **one**
-  process asks for (its cap / latency, in tokens per window).
+  process asks for (its cap / latency, in tokens per window). Its K = 1 run is also figure 5 (one process
+  under a token limit at half its demand, the shipped settings): one run, two rows (``rate_limit``). The K
+  in ``Scale.scaleout_extra`` run only with ``--all-scales``; without it their rows say they were not run.
 - ``pool`` (b): workers routing over ``AZURE_OPENAI_POOL`` = two resources (two emulators on two ports,
   the same deployment name on each), limits L1 (priority 1) and L2 (priority 2) summing to half of what
   one process asks for: throughput ÷ (L1 + L2).
@@ -24,7 +26,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,9 +110,11 @@ class Run:
     machine_busy_fraction: float
     loadavg_1m: float  # at the start of the run
     sent: dict[str, float]  # job id -> epoch seconds it was sent
+    phase_s: dict[str, float]  # the waits around the measurement: workers starting, results read and workers stopped
 
     def counts(self) -> dict[str, Any]:
-        """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs."""
+        """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs, and how
+        long the run spent before and after its jobs (``phase_s``)."""
         counts = harness.statuses(self.results)
         missing = self.jobs - len(self.results)
         codes = Counter(str((r.get("error") or {}).get("code")) for r in self.results if r["status"] == "failed")
@@ -131,6 +135,7 @@ class Run:
             "processes": len(self.workers),
             "loadavg_1m_at_start": round(self.loadavg_1m, 2),
             "machine_busy_fraction": self.machine_busy_fraction,
+            "phase_s": {k: round(v, 1) for k, v in self.phase_s.items()},
         }
 
     def job_seconds(self) -> list[float]:
@@ -177,25 +182,55 @@ async def _outage(arrivals: Arrivals) -> dict[str, float] | None:
     return {"started_at": began, "ends_at": until, "seconds": seconds}
 
 
+@dataclass
+class Started:
+    """A run's worker processes, spawned on its own (empty) queue, perhaps not listening yet."""
+
+    label: str
+    jobs: Jobs
+    workers: list[Worker]
+    began: float  # time.monotonic() when the first was spawned
+
+    async def close(self) -> None:
+        """Stop the workers (at once if they have already stopped) and close the queue clients."""
+        await harness.stop_all(self.workers)
+        await self.jobs.close()
+
+
+async def start_workers(b: Bench, label: str, settings: dict[str, str], processes: int = 1) -> Started:
+    """Create the run's queue and spawn ``processes`` workers on it (see ``run_workers``)."""
+    started = Started(label, producer_jobs(settings, b.stack.issuer), [], time.monotonic())
+    try:
+        await enqueue(started.jobs, [])
+        started.began = time.monotonic()
+        for i in range(processes):
+            started.workers.append(start_worker(settings, b.logs / label / f"worker-{i}" / "worker.log"))
+    except BaseException:
+        await started.close()
+        raise
+    return started
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def run_workers(
     b: Bench,
-    label: str,
-    settings: dict[str, str],
+    started: Started,
     arrivals: Arrivals,
     *,
-    processes: int = 1,
     reset: Callable[[], object],
     timeout: float,
+    then: Callable[[], Awaitable[object]] = _nothing,
 ) -> tuple[Run, dict[str, float] | None]:
-    """Start ``processes`` workers on an empty queue, wait until each listens, ``reset`` the emulators, send
-    the jobs as ``arrivals`` says, then wait (up to ``timeout`` s after the last send) for the queue to drain."""
-    jobs = producer_jobs(settings, b.stack.issuer)
-    workers: list[Worker] = []
+    """Wait until ``started``'s workers listen, ``reset`` the emulators, send the jobs as ``arrivals`` says,
+    then wait (up to ``timeout`` s after the last send) for the queue to drain. The results are read while
+    the workers stop and ``then`` runs (the scale-out starts its next run's workers there)."""
+    jobs, workers = started.jobs, started.workers
     try:
-        await enqueue(jobs, [])
-        for i in range(processes):
-            workers.append(start_worker(settings, b.logs / label / f"worker-{i}" / "worker.log"))
-        await harness.wait_listening(workers, label)
+        await harness.wait_listening(workers, started.label)
+        setup = time.monotonic() - started.began
         await asyncio.to_thread(reset)
         load = os.getloadavg()[0]
         meter = harness.CpuMeter({})
@@ -205,11 +240,14 @@ async def run_workers(
         outage, _ = await asyncio.gather(_outage(arrivals), _send(jobs, arrivals, sent))
         drained = await harness.wait_drained_all(jobs, workers, timeout, b.scale.poll_s)
         busy = meter.end(max(1, arrivals.count))["machine_busy_fraction"]
-        results, poisoned = await asyncio.gather(fetch_results(jobs), jobs.poison_count())
+        ended = time.monotonic()
+        (results, poisoned), _, _ = await asyncio.gather(
+            asyncio.gather(fetch_results(jobs), jobs.poison_count()), harness.stop_all(workers), then()
+        )
+        phases = {"workers_listening": setup, "results_read_workers_stopped": time.monotonic() - ended}
     finally:
-        await asyncio.gather(*(w.stopped() for w in workers))
-        await jobs.close()
-    return Run(arrivals.count, results, poisoned, drained, sent_at, workers, busy, load, sent), outage
+        await started.close()
+    return Run(arrivals.count, results, poisoned, drained, sent_at, workers, busy, load, sent, phases), outage
 
 
 def _quota(stats: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -248,25 +286,28 @@ def _served(results: list[dict[str, Any]], names: dict[str, str]) -> dict[str, i
 # --- (a) Scale-out under one token limit ------------------------------------------------------------
 
 
-async def scaleout_run(b: Bench, processes: int, limit: int, tokens_each: int) -> dict[str, Any]:
-    n, window = b.scale.scaleout_jobs, b.scale.quota_window_s
+async def start_scaleout(b: Bench, processes: int) -> Started:
     label = f"scaleout-{processes}"
-    config = {"latency_ms": b.scale.latency_ms, "tpm": limit, "rate_window_seconds": window}
-    b.stack.configure_model(**config)
     settings = {**b.stack.managed_identity_settings(unique_names(label)), **worker_settings(b.scale)}
+    return await start_workers(b, label, settings, processes)
+
+
+async def scaleout_run(
+    b: Bench, started: Started, limit: int, tokens_each: int, then: Callable[[], Awaitable[object]]
+) -> dict[str, Any]:
+    n, window = b.scale.scaleout_jobs, b.scale.quota_window_s
+    config = {"latency_ms": b.scale.latency_ms, "tpm": limit, "rate_window_seconds": window}
     ideal = n * tokens_each * window / limit
 
     def reset() -> None:
         b.stack.configure_model(**config)
 
-    run, _ = await run_workers(
-        b, label, settings, Arrivals(n), processes=processes, reset=reset, timeout=ideal * 4 + b.scale.timeout_s
-    )
+    run, _ = await run_workers(b, started, Arrivals(n), reset=reset, timeout=ideal * 4 + b.scale.timeout_s, then=then)
     use = harness.limit_use(harness.admitted_times(run.results, b.scale.latency_ms / 1000), tokens_each, limit, window)
     drain = run.drain_seconds()
     return {
         **run.counts(),
-        **_quota(b.stack.model_stats(), n),
+        **_quota(b.stack.model_stats(), n),  # the next run's workers, started meanwhile, have not called it
         **use,
         "drain_s": drain,
         "ideal_drain_s": ideal,
@@ -274,14 +315,36 @@ async def scaleout_run(b: Bench, processes: int, limit: int, tokens_each: int) -
     }
 
 
-async def scaleout(b: Bench) -> dict[str, Any]:
-    """(a): K processes, one deployment, its limit half of one process's demand, N jobs queued at once."""
+async def scaleout_runs(b: Bench, limit: int, tokens_each: int) -> list[dict[str, Any]]:
+    """One run per K, in turn; each run's workers start while the previous run's results are read and its
+    workers stop (both waits, neither measured), not after."""
+    chosen = b.scaleout_processes()
+    runs: list[dict[str, Any]] = []
+    pending = [await start_scaleout(b, chosen[0])] if chosen else []
+    try:
+        for following in [*chosen[1:], None]:
+
+            async def start_following(k: int | None = following) -> None:
+                if k is not None:
+                    pending.append(await start_scaleout(b, k))
+
+            runs.append(await scaleout_run(b, pending.pop(), limit, tokens_each, start_following))
+    finally:
+        await asyncio.gather(*(started.close() for started in pending))
+    return runs
+
+
+async def scaleout(b: Bench) -> dict[str, dict[str, Any]]:
+    """(a): K processes, one deployment, its limit half of one process's demand, N jobs queued at once.
+
+    Returns the report's ``scaleout`` and, from its K = 1 run, ``rate_limit`` (figure 5)."""
     tokens_each = tokens_per_job()
     demand = process_demand(b, tokens_each)
     limit = max(2 * tokens_each, round(demand / 2))
     window = b.scale.quota_window_s
-    runs = [await scaleout_run(b, k, limit, tokens_each) for k in b.scale.scaleout_processes]
-    return {
+    runs = await scaleout_runs(b, limit, tokens_each)
+    ran = [run["processes"] for run in runs]
+    figure = {
         "latency_s": b.scale.latency_ms / 1000,
         "window_s": window,
         "concurrency_per_process": b.options.concurrency,
@@ -293,6 +356,34 @@ async def scaleout(b: Bench) -> dict[str, Any]:
         "jobs": b.scale.scaleout_jobs,
         "worker_settings": worker_settings(b.scale),
         "runs": runs,
+        "not_run": [k for k in b.scale.scaleout_processes if k not in ran],  # python -m bench --all-scales
+    }
+    found = {"scaleout": figure}
+    one = next((run for run in runs if run["processes"] == 1), None)
+    if one is not None:
+        found["rate_limit"] = rate_limit(figure, one)
+    return found
+
+
+def rate_limit(figure: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Figure 5 from the scale-out's K = 1 run: one process, the shipped settings, a token limit at half its
+    demand. Does it keep the limit full (``fraction_of_limit``, measured as figure 6's), and lose nothing?"""
+    keys = (
+        "jobs", "results", "succeeded", "failed", "poisoned", "missing", "failed_jobs", "requeued_jobs", "drained",
+        "fraction_of_limit", "measured_s", "measured_requests", "throttled_429", "model_requests",
+    )  # fmt: skip
+    window = figure["window_s"]
+    return {
+        "run": "scaleout K = 1",  # the one run figure 6's first row reports too
+        "window_s": window,
+        "limit_tokens_per_window": figure["limit_tokens_per_window"],
+        "limit_tokens_per_minute": figure["limit_tokens_per_minute"],
+        "tokens_charged_per_request": figure["tokens_charged_per_request"],
+        "demand_tokens_per_window": figure["demand_tokens_per_window_per_process"],
+        "demand_over_limit": figure["demand_over_limit_per_process"],
+        **{k: run[k] for k in keys},
+        "measured_windows": run["measured_s"] / window,
+        "worker_settings": figure["worker_settings"],
     }
 
 
@@ -318,10 +409,8 @@ async def pool(b: Bench) -> dict[str, Any]:
 
         ideal = n * tokens_each * window / total
         timeout = ideal * 4 + b.scale.timeout_s
-        arrivals = Arrivals(n)
-        run, _ = await run_workers(
-            b, "pool", settings, arrivals, processes=b.scale.pool_processes, reset=reset, timeout=timeout
-        )
+        started = await start_workers(b, "pool", settings, b.scale.pool_processes)
+        run, _ = await run_workers(b, started, Arrivals(n), reset=reset, timeout=timeout)
         per_resource = {
             name: {"endpoint": e.endpoint, "limit_tokens_per_window": limits[name], **_quota(e.stats(), n)}
             for name, e in emulators.items()
@@ -391,16 +480,16 @@ async def _one_deployment(b: Bench, quiet: asyncio.Event) -> dict[str, Any]:
 
         async def calm_run() -> tuple[Run, dict[str, float] | None]:
             try:  # the same arrivals as the outage run, so its sending is over too when this returns
-                return await run_workers(
-                    b, "outage-none", calm_settings, short, reset=healthy.reset, timeout=s.timeout_s
-                )
+                started = await start_workers(b, "outage-none", calm_settings)
+                return await run_workers(b, started, short, reset=healthy.reset, timeout=s.timeout_s)
             finally:
                 quiet.set()
 
-        (calm, _), (hit, hit_outage) = await asyncio.gather(
-            calm_run(),
-            run_workers(b, "outage-only", hit_settings, failing, reset=down.reset, timeout=s.timeout_s),
-        )
+        async def hit_run() -> tuple[Run, dict[str, float] | None]:
+            started = await start_workers(b, "outage-only", hit_settings)
+            return await run_workers(b, started, failing, reset=down.reset, timeout=s.timeout_s)
+
+        (calm, _), (hit, hit_outage) = await asyncio.gather(calm_run(), hit_run())
         without = {**_timed(calm, None), **_quota(healthy.stats(), calm.jobs)}
         only = {**_timed(hit, hit_outage), **_quota(down.stats(), hit.jobs)}
     return {
@@ -417,8 +506,9 @@ async def _failover(b: Bench) -> dict[str, Any]:
     with resource(b, latency_ms=s.latency_ms) as primary, resource(b, latency_ms=s.latency_ms) as secondary:
         arrivals = Arrivals(count, s.long_outage_jobs_per_s, (primary, s.outage_margin_s, s.long_outage_s))
         settings = pool_settings(b, "outage-pool", primary, secondary)
+        started = await start_workers(b, "outage-pool", settings)
         pooled, pooled_outage = await run_workers(
-            b, "outage-pool", settings, arrivals, reset=_both(primary, secondary), timeout=s.timeout_s
+            b, started, arrivals, reset=_both(primary, secondary), timeout=s.timeout_s
         )
         names = {primary.endpoint.rstrip("/"): "primary", secondary.endpoint.rstrip("/"): "secondary"}
         by_resource = {
@@ -455,18 +545,25 @@ async def outage(b: Bench, quiet: asyncio.Event | None = None) -> dict[str, Any]
     }
 
 
+def _kept_full(target: str, figure: dict[str, Any], fraction: str) -> dict[str, Any]:
+    """Figures 5 and 7's target: >= 0.9 of the limit(s) used (``figure[fraction]``), 0 failed jobs."""
+    used, failed = figure[fraction], figure["failed_jobs"]
+    return {"target": target, "value": {fraction: used, "failed_jobs": failed}, "met": used >= 0.9 and failed == 0}
+
+
 def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Issue 13's targets for the sections this report has."""
+    """Figure 5's and issue 13's targets for the sections this report has."""
     goals: dict[str, dict[str, Any]] = {}
+    if "rate_limit" in report:
+        goals["rate_limit"] = _kept_full(
+            ">= 0.9 of the token limit used, 0 failed jobs (one process: the scale-out's K = 1 run)",
+            report["rate_limit"],
+            "fraction_of_limit",
+        )
     if "scaleout" in report:
         goals["scaleout"] = scaleout_target(report["scaleout"]["runs"])
     if "pool" in report:
-        p = report["pool"]
-        goals["pool"] = {
-            "target": ">= 0.9 of L1 + L2, 0 failed",
-            "value": {"fraction_of_sum": p["fraction_of_sum"], "failed_jobs": p["failed_jobs"]},
-            "met": p["fraction_of_sum"] >= 0.9 and p["failed_jobs"] == 0,
-        }
+        goals["pool"] = _kept_full(">= 0.9 of L1 + L2, 0 failed", report["pool"], "fraction_of_sum")
     if "outage" in report:
         o = report["outage"]
         runs = {k: o[k] for k in ("only_deployment_down", "primary_down_with_secondary") if o.get(k) is not None}

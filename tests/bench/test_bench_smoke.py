@@ -1,8 +1,9 @@
 """`make bench` at a tiny scale: every scenario's code path once, on the suite's local Azure.
 
 Asserts that the report has every key and that the counts add up. It never asserts a time or a
-rate: those are what the full bench measures, on a quiet machine. The first test runs the original
-five figures; issue 13's scale-out, pool and outage figures (bench/quota.py) each get their own.
+rate: those are what the full bench measures, on a quiet machine. The first test runs figures 1-4 and 9;
+the scale-out (figure 6, whose K = 1 run is figure 5 too), the pool and the outages (bench/quota.py) each
+get their own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from bench import SECTIONS
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
-from bench.scenarios import run_all
+from bench.scenarios import BESIDE_OUTAGE, run_all
 from emulators.stack.environment import REPO
 from emulators.stack.services import LocalAzure
 
@@ -32,22 +33,25 @@ KEYS = {
     "cpu": {"latency_s", "managed_identity", "azure_cli", "profile_run", "profile"},
     "tokens": {"managed_identity", "azure_cli"},
     "cold_start": {"imports", "first_result"},
-    "rate_limit": {
-        "window_s",
-        "limit_tokens_per_window",
-        "fraction_of_limit",
-        "throttled_429",
-        "failed_jobs",
-        "requeued_jobs",
-        "worker_settings",
-        "jobs",
-        "results",
-    },
-    "targets": {"throughput", "token_requests", "imports", "rate_limit"},
+    "targets": {"throughput", "token_requests", "imports"},
     "batch_lane": {"jobs", "results", "model_api_calls", "batch_calls_by_kind", "tokens", "billed_batch_over_live"},
 }
 RUN_KEYS = {"jobs", "results", "succeeded", "failed", "poisoned", "jobs_per_s", "ratio_to_ideal", "mean_in_flight"}
-ORIGINAL = ("throughput", "cpu_and_tokens", "cold_start", "rate_limit", "batch_lane")
+ORIGINAL = ("throughput", "cpu_and_tokens", "cold_start", "batch_lane")
+RATE_KEYS = {  # figure 5, from the scale-out's K = 1 run
+    "run",
+    "window_s",
+    "limit_tokens_per_window",
+    "tokens_charged_per_request",
+    "demand_over_limit",
+    "fraction_of_limit",
+    "throttled_429",
+    "failed_jobs",
+    "requeued_jobs",
+    "worker_settings",
+    "jobs",
+    "results",
+}
 # Every issue-13 run (one K of the scale-out, the pool, each outage run) reports these.
 QUOTA_RUN_KEYS = {
     "jobs",
@@ -66,6 +70,7 @@ QUOTA_RUN_KEYS = {
     "processes",
     "loadavg_1m_at_start",
     "machine_busy_fraction",
+    "phase_s",
     "model_requests",
     "model_requests_per_job",
     "throttled_429",
@@ -124,28 +129,35 @@ async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
     assert imports["ratio"] > 0
     assert report["cold_start"]["first_result"]["seconds_to_first_result"] > 0
 
-    rate = report["rate_limit"]
-    assert rate["results"] == rate["jobs"] > 0
-    assert rate["failed_jobs"] == 0
-    assert rate["limit_tokens_per_window"] >= 2 * rate["tokens_charged_per_request"]
-
     assert set(report["targets"]) == KEYS["targets"]
     assert all(isinstance(goal["met"], bool) for goal in report["targets"].values())
     table = markdown(report)
-    assert table.count("\n| ") == 10  # header + 9 figures
+    assert table.count("\n| ") == 9  # header + 8 rows (figures 1-4 and 9)
 
 
 # --- Issue 13: scale-out, pool, outages ------------------------------------------------------------
 
 
-async def _run_one(section: str, stack: LocalAzure, tmp_path: Path, *, long_outage: bool = False) -> dict[str, Any]:
+async def _run_one(
+    section: str,
+    stack: LocalAzure,
+    tmp_path: Path,
+    *,
+    long_outage: bool = False,
+    all_scales: bool = False,
+    also: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Run one section; ``also``: the other figures it reports (the scale-out's K = 1 run is figure 5)."""
     out = tmp_path / "out"
-    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section], long_outage=long_outage)
+    report = await run_all(
+        stack, SMOKE, out, tmp_path / "logs", [section], long_outage=long_outage, all_scales=all_scales
+    )
     write_outputs(report, out)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     assert report["meta"]["sections"] == [section]
-    assert set(report) == {"meta", section, "targets"}
-    assert set(report["targets"]) == {section}
+    assert (report["meta"]["long_outage"], report["meta"]["all_scales"]) == (long_outage, all_scales)
+    assert set(report) == {"meta", section, "targets", *also}
+    assert set(report["targets"]) == {section, *also}
     assert isinstance(report["targets"][section]["met"], bool)
     table = markdown(report)
     assert f"(only {section})" in table
@@ -169,6 +181,7 @@ def _consistent(run: dict[str, Any], *, faults: bool = False) -> None:
     if not faults:
         assert run["unavailable_503"] == 0, run
     assert run["drained"] and run["errors_logged"] == 0, run
+    assert set(run["phase_s"]) == {"workers_listening", "results_read_workers_stopped"}, run  # reported, not judged
 
 
 def test_sections_listed_once() -> None:
@@ -176,14 +189,15 @@ def test_sections_listed_once() -> None:
     assert set(ORIGINAL) | {"scaleout", "pool", "outage"} == set(SECTIONS)
 
 
-async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
-    report = await _run_one("scaleout", stack, tmp_path)
+def _scaleout(report: dict[str, Any], ran: list[int]) -> None:
+    """Figure 6's runs (those in ``ran``) add up, and figure 5 is its K = 1 run."""
     a = report["scaleout"]
     assert a["worker_settings"]["MODEL_ADMISSION_WAIT_SECONDS"] == str(SMOKE.admission_wait_s)
     assert (
         a["limit_tokens_per_window"] * 2 <= a["demand_tokens_per_window_per_process"] + a["tokens_charged_per_request"]
     )
-    assert [run["processes"] for run in a["runs"]] == list(SMOKE.scaleout_processes)
+    assert [run["processes"] for run in a["runs"]] == ran
+    assert sorted(ran + a["not_run"]) == sorted(SMOKE.scaleout_processes)
     for run in a["runs"]:
         _consistent(run)
         assert run["jobs"] == SMOKE.scaleout_jobs
@@ -196,7 +210,39 @@ async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
         assert 0 < run["measured_requests"] <= run["succeeded"]
     judged = report["targets"]["scaleout"]["value"]
     assert set(judged) == {str(max(SMOKE.scaleout_processes))}  # no K >= 8 at smoke scale: the largest
-    assert markdown(report).count("\n| ") == 1 + len(SMOKE.scaleout_processes)  # header + a row per K
+
+    # Figure 5: the same run as K = 1, not a run of its own.
+    rate, one = report["rate_limit"], a["runs"][0]
+    assert set(rate) >= RATE_KEYS, RATE_KEYS - set(rate)
+    assert rate["run"] == "scaleout K = 1" and one["processes"] == 1
+    shared = ("jobs", "results", "failed_jobs", "requeued_jobs", "throttled_429", "fraction_of_limit")
+    assert {k: rate[k] for k in shared} == {k: one[k] for k in shared}
+    assert rate["limit_tokens_per_window"] == a["limit_tokens_per_window"]
+    assert rate["limit_tokens_per_window"] >= 2 * rate["tokens_charged_per_request"]
+    assert rate["results"] == rate["jobs"] > 0 and rate["failed_jobs"] == 0, rate
+    assert rate["worker_settings"] == a["worker_settings"]
+
+    table = markdown(report)
+    assert table.count("\n| ") == 2 + len(SMOKE.scaleout_processes)  # header, figure 5, a row per K (run or not)
+    assert "| 5 | Under a token limit, one process" in table
+    assert f"**K = 1** processes ({SMOKE.latency_ms:.0f} ms model; figure 5's run)" in table
+    for k in a["not_run"]:
+        assert f"| … K = {k} | not run: pass `--all-scales`" in table
+
+
+async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
+    # As make bench runs it: the K that no target judges (and that is not figure 5) are left out, and say so.
+    report = await _run_one("scaleout", stack, tmp_path, also=frozenset({"rate_limit"}))
+    ran = [k for k in SMOKE.scaleout_processes if k not in SMOKE.scaleout_extra]
+    assert report["scaleout"]["not_run"] == list(SMOKE.scaleout_extra) != []
+    _scaleout(report, ran)
+
+
+async def test_bench_smoke_scaleout_all_scales(stack: LocalAzure, tmp_path: Path) -> None:
+    report = await _run_one("scaleout", stack, tmp_path, all_scales=True, also=frozenset({"rate_limit"}))
+    assert report["scaleout"]["not_run"] == []
+    _scaleout(report, list(SMOKE.scaleout_processes))
+    assert "--all-scales" not in markdown(report)
 
 
 async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
@@ -245,12 +291,18 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
 
 
-async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: LocalAzure, tmp_path: Path) -> None:
-    # As make bench runs them: no long outage (its row says so, not figures), figure 9 once figure 8 only waits.
-    sections = ["outage", "batch_lane"]
+async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it(
+    stack: LocalAzure, tmp_path: Path
+) -> None:
+    # As make bench runs them: no long outage (its row says so, not figures), the pool then figure 9 once
+    # figure 8 only waits.
+    sections = ["pool", "outage", "batch_lane"]
     report = await run_all(stack, SMOKE, tmp_path / "out", tmp_path / "logs", sections)
     assert report["meta"]["long_outage"] is False
     assert set(report["meta"]["section_seconds"]) == set(sections)
+    assert set(BESIDE_OUTAGE) == {"pool", "batch_lane"}
+    _consistent(report["pool"])
+    assert report["pool"]["failed_jobs"] == 0
     o, lane = report["outage"], report["batch_lane"]
     assert o["primary_down_with_secondary"] is None
     _consistent(o["without_outage"])
@@ -259,5 +311,5 @@ async def test_bench_smoke_default_outage_with_the_batch_lane_beside_it(stack: L
     assert KEYS["batch_lane"] <= set(lane)
     assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 4  # header + 2 outage rows + the batch lane
+    assert table.count("\n| ") == 5  # header + the pool + 2 outage rows + the batch lane
     assert "| not run: pass `--long-outage`" in table
