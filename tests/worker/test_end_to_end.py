@@ -240,11 +240,17 @@ async def test_role_propagation_is_waited_out(
 ) -> None:
     principal = ungranted(identity_endpoint)
     settings = {**keyless_settings, "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id}
-    aoai.grant(principal.object_id, delay_seconds=4)  # assigned, not yet in effect
+    aoai.grant(principal.object_id, delay_seconds=600)  # assigned, not yet in effect (however slow the host start)
     try:
         jobs = await jobs_for(settings)
         await jobs.send(job(1))
         host = start_host(settings)
+
+        async def refused() -> bool:
+            return any(r.code == "PermissionDenied" for r in aoai.requests())
+
+        await wait_until(refused, what="the first call refused for want of the role", host=host)
+        aoai.grant(principal.object_id, delay_seconds=1)  # the assignment propagates now
         results = await jobs.wait_for(1, host=host)
         assert results["job-001"]["status"] == "succeeded", host.tail()
         assert results["job-001"]["attempts"] >= 2
