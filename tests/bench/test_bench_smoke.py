@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import SECTIONS
 from bench.report import markdown, write_outputs
 from bench.scenarios import SMOKE, run_all
@@ -74,6 +76,8 @@ QUOTA_RUN_KEYS = {
 }
 
 
+@pytest.mark.slow(seconds=25)
+@pytest.mark.timeout(300)  # CPU-bound: on a busy 2-core machine, beside other workers, it can take minutes
 async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = await run_all(stack, SMOKE, out, tmp_path / "logs", ORIGINAL)
@@ -175,6 +179,7 @@ def test_sections_listed_once() -> None:
     assert set(ORIGINAL) | {"scaleout", "pool", "outage"} == set(SECTIONS)
 
 
+@pytest.mark.slow(seconds=7)
 async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
     report = await _run_one("scaleout", stack, tmp_path)
     a = report["scaleout"]
@@ -217,6 +222,7 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
     assert markdown(report).count("\n| ") == 2  # header + 1 row
 
 
+@pytest.mark.slow(seconds=15)
 async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     report = await _run_one("outage", stack, tmp_path)
     o = report["outage"]

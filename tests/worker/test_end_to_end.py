@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from emulators.aoai import answer_for
 from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from emulators.stack.workers import Jobs, WorkerHost, wait_until
@@ -155,6 +157,7 @@ async def test_faults_lose_and_duplicate_nothing(
     assert await jobs.poison_count() == 0
 
 
+@pytest.mark.slow(seconds=7)
 async def test_long_throttle_requeues_and_finishes(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
@@ -185,6 +188,7 @@ async def notices(jobs: Jobs, reply_queue: str) -> list[str]:
     return ids
 
 
+@pytest.mark.slow(seconds=8)
 async def test_killed_host_loses_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:

@@ -71,6 +71,7 @@ async def burst(emulator: OpenAIEmulator, wait_seconds: int) -> tuple[list[Resul
     return results, emulator.stats()
 
 
+@pytest.mark.slow(seconds=7)
 async def test_a_burst_at_twice_the_limit_succeeds_with_far_fewer_429s(emulator: OpenAIEmulator) -> None:
     # The limit is half the burst's demand; the window is 2 s so quota frees up within the test.
     emulator.configure(tpm=JOBS * CHARGE // 2, rate_window_seconds=2, latency_ms=100)

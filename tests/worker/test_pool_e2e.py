@@ -66,6 +66,7 @@ def half_open_by(failures: list[RecordedRequest]) -> float:
     return last.ended + min(OPEN_BASE * 2**reopenings, OPEN_MAX) + 2.0
 
 
+@pytest.mark.slow(seconds=15)
 async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, west: OpenAIEmulator
 ) -> None:
@@ -94,6 +95,7 @@ async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
 
 
 @pytest.mark.timeout(300)  # a minute of outage, then re-enqueue delays of up to 40 s
+@pytest.mark.slow(seconds=180)
 async def test_a_60_s_outage_of_the_only_deployment_ends_with_every_job_succeeded(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
