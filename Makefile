@@ -47,13 +47,22 @@ node_modules/.package-lock.json: package.json package-lock.json
 examples/typescript/node_modules/.package-lock.json: examples/typescript/package.json examples/typescript/package-lock.json
 	npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
 
+# The suite runs on pytest-xdist workers, each a process with its own local Azure (Azurite, the emulators and
+# worker hosts on free ports, its own temporary directory, the network guard). Most e2e tests wait (on hosts,
+# outages, retry delays), so for the whole suite more workers than cores pays; the fast tier is CPU-bound, and a
+# worker costs a few CPU seconds to start, so it takes one per core. tests/conftest.py starts the slow tests first
+# and --maxschedchunk 1 hands out the rest one at a time. A count of 0 runs in one process.
+TEST_WORKERS ?= 4
+FAST_TEST_WORKERS ?= 2
+XDIST := --dist load --maxschedchunk 1
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) $(XDIST)
 
 # Unit and infra tests only: no Azurite, Node.js producer or worker host (tests marked e2e are left
 # out); the infra tests run Node.js offline for the KQL check, so node_modules is set up too.
 test-fast: setup
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e" -n $(FAST_TEST_WORKERS) $(XDIST)
 
 # The fast tier on every supported Python: the default interpreter's .venv, then .venv-3.12 and .venv-3.13.
 test-fast-all: test-fast

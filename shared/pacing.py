@@ -328,14 +328,15 @@ class Gate:
         self.heard = True
         if ticket is not None and ticket.gate is self:
             ticket.settled = True  # these headers include its charge
-        span = self.window() + EDGE
         for budget in (self.tokens, self.requests):
             if (reset := _read(budget, headers, now)) is not None:
                 self._reset_seen(reset, now)
                 if status == 200 and ticket is not None and ticket.gate is self and ticket.charge is not None:
                     self.span_bound = min(self.span_bound, reset + now - ticket.charge.at)
             if budget.seen == now:
-                budget.mine = sum(budget.cost(c.tokens) for c in self.admitted if c.at > now - span)
+                # Its own calls still in the service's window (not the gate's padded span: those that left it
+                # would be freed a second time when the gate sees them go).
+                budget.mine = sum(budget.cost(c.tokens) for c in self.admitted if c.at > now - self.window())
         if status == 429:
             wait = retry_after(headers)
             if wait is None:

@@ -17,6 +17,7 @@ from emulators.stack import environment
 CERT_DIR = environment.trust_local_certificate()
 netguard.install()
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker collects, in the same order
+        items[:] = slow_first(items)
+
+
+def slow_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The ``slow`` tests first, longest first, each followed by a quick one; then the rest in their order.
+
+    ``make test`` runs xdist with ``--dist load --maxschedchunk 1``: each worker is handed two tests at first, then
+    one at a time as it finishes one. So each worker begins with one slow test (mostly waiting: an outage, a
+    batch, the bench), later workers take the next slow ones, and the quick tests run beside them."""
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.kwargs.get("seconds", 0)) if marker else 0.0
+
+    slow = sorted((item for item in items if item.get_closest_marker("slow")), key=seconds, reverse=True)
+    quick = [item for item in items if not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    for item in slow:
+        ordered += [item, *quick[:1]]
+        quick = quick[1:]
+    return ordered + quick
 
 
 @pytest.fixture(scope="session", autouse=True)

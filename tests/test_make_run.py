@@ -13,6 +13,7 @@ from emulators.stack.environment import REPO, child_environment
 pytestmark = pytest.mark.e2e  # Azurite, the emulators and a worker host, as `make run` starts them
 
 
+@pytest.mark.slow(seconds=10)
 def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     env = child_environment({"LOCAL_AZURE_DIR": str(tmp_path)})
     env.pop("AZURE_OPENAI_ENDPOINT", None)

@@ -27,7 +27,7 @@ from emulators.aoai.dataplane import (
     error,
     validate,
 )
-from emulators.aoai.state import EmulatorState
+from emulators.aoai.state import EmulatorState, RecordedRequest, error_code
 
 # Azure's own values and wording (the rest are in dataplane), so clients see what the real service sends.
 SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenAI behind it) words them
@@ -177,6 +177,7 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
     a deployment (200, 4xx, 429, 5xx alike), and the per-request counters."""
     if not request.path.startswith(("/openai/", "/api/projects/")):
         return await handler(request)
+    began = time.time()
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:  # unrouted paths/methods: Azure's generic body, not aiohttp's text
@@ -189,9 +190,15 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
         state.by_deployment[deployment] += 1
         if deployment in state.config.deployments:
             response.headers.update(state.rate_headers(deployment))
-    state.by_status["dropped" if request.get(DROPPED) else str(response.status)] += 1
+    status = "dropped" if request.get(DROPPED) else str(response.status)
+    state.by_status[status] += 1
     resource = request.match_info.route.resource  # None when nothing matched
-    state.by_route[f"{request.method} {resource.canonical if resource else 'unrouted'}"] += 1
+    route = resource.canonical if resource else "unrouted"
+    state.by_route[f"{request.method} {route}"] += 1
+    body = response.body if isinstance(response, web.Response) else None
+    code = error_code(body) if isinstance(body, bytes) and status != "200" else None
+    deployment_name = deployment if isinstance(deployment, str) else None
+    state.record(RecordedRequest(began, time.time(), request.method, route, deployment_name, status, code))
     return response
 
 
@@ -200,6 +207,11 @@ async def data_plane(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].stats())
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    """The recorded data-plane requests (``state.RecordedRequest``), oldest first."""
+    return web.json_response([recorded.to_json() for recorded in request.app[STATE].requests])
 
 
 async def reset_stats(request: web.Request) -> web.Response:
@@ -261,6 +273,7 @@ async def delete_role(request: web.Request) -> web.Response:
 
 def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     """The emulator as an aiohttp app. Control API: ``GET /_emulator/stats``, ``POST /_emulator/stats/reset``,
+    ``GET /_emulator/requests`` (each data-plane request recorded since the last reset),
     ``GET|PATCH /_emulator/config``, ``PATCH /_emulator/deployments/{deployment}`` (one deployment's fields, e.g. its
     ``outage``), ``POST /_emulator/roles`` and ``DELETE /_emulator/roles/{oid}``; the Files and Batches routes and
     their controls come from ``batch_routes.add_routes``."""
@@ -278,6 +291,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     batch_routes.add_routes(app)
     app.router.add_get("/_emulator/stats", get_stats)
     app.router.add_post("/_emulator/stats/reset", reset_stats)
+    app.router.add_get("/_emulator/requests", get_requests)
     app.router.add_get("/_emulator/config", get_config)
     app.router.add_patch("/_emulator/config", patch_config)
     app.router.add_patch("/_emulator/deployments/{deployment}", patch_deployment)

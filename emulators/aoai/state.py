@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter, deque
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from emulators.aoai import rates
 from emulators.aoai.batches import BatchStore
 from emulators.aoai.config import BatchConfig, Deployment, EmulatorConfig, Outage, OutageMode
 from emulators.aoai.models import model_for
+
+REQUEST_LOG_SIZE = 200_000  # the newest data-plane requests kept in ``EmulatorState.requests``
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One data-plane request as the emulator answered it, for tests to assert on what happened rather than on
+    how fast: when it arrived and when its answer was ready (epoch seconds, the clock grants and outages use),
+    its route, the deployment it named, its status (``"dropped"`` for a closed connection) and error code."""
+
+    began: float
+    ended: float
+    method: str
+    route: str
+    deployment: str | None
+    status: str
+    code: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def error_code(body: bytes) -> str | None:
+    """The ``error.code`` of an Azure-style JSON error body (None when there is none)."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return str(code) if code is not None else None
 
 
 class EmulatorState:
@@ -34,6 +66,11 @@ class EmulatorState:
         self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = self.completions = 0
         self.principals: set[str] = set()
         self.tokens: set[str] = set()
+        self.requests: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_SIZE)  # oldest first
+
+    def record(self, request: RecordedRequest) -> None:
+        """Keep one answered data-plane request in ``requests`` (cleared with the stats)."""
+        self.requests.append(request)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from emulators import azurite as azurite_launcher
 from emulators import managed_identity as identity
 from emulators._server import Running, ServerThread, serve
 from emulators.aoai.batches import Batch, BatchStore
+from emulators.aoai.state import RecordedRequest
 from emulators.azurite import Azurite
 from emulators.stack.environment import AZ_BIN, isolated_environment, patched_environ
 from emulators.tokens import Principal, TokenIssuer
@@ -100,11 +101,19 @@ class OpenAIEmulator:
     def stats(self) -> dict[str, Any]:
         return self.server.call(lambda app: app[aoai.STATE].stats())
 
+    def requests(self, deployment: str | None = None) -> list[RecordedRequest]:
+        """The data-plane requests recorded since the last reset (``RecordedRequest``: when each arrived and was
+        answered, and how), oldest first; only those naming ``deployment`` if given."""
+        recorded = self.server.call(lambda app: list(app[aoai.STATE].requests))
+        return [r for r in recorded if deployment is None or r.deployment == deployment]
+
     def configure(self, **changes: Any) -> None:
         self.server.call(lambda app: app[aoai.STATE].update_config(**changes))
 
-    def grant(self, principal_id: str, delay_seconds: float = 0) -> None:
-        self.server.call(lambda app: app[aoai.STATE].grant(principal_id, delay_seconds))
+    def grant(self, principal_id: str, delay_seconds: float = 0) -> float:
+        """Assign the role, in effect ``delay_seconds`` from now (a new grant replaces a pending one); returns
+        when it takes effect (epoch seconds, the clock of ``requests()``)."""
+        return self.server.call(lambda app: app[aoai.STATE].grant(principal_id, delay_seconds))
 
     def update_deployment(self, name: str, **changes: Any) -> None:
         """Change some of one deployment's fields (``tpm``, ``rpm``, ``outage``, the quirk flags), keep the rest."""

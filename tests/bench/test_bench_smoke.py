@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import SECTIONS
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
@@ -80,6 +82,8 @@ QUOTA_RUN_KEYS = {
 }
 
 
+@pytest.mark.slow(seconds=25)
+@pytest.mark.timeout(300)  # CPU-bound: on a busy 2-core machine, beside other workers, it can take minutes
 async def test_bench_smoke(stack: LocalAzure, tmp_path: Path) -> None:
     out = tmp_path / "out"
     report = await run_all(stack, SMOKE, out, tmp_path / "logs", ORIGINAL)
@@ -230,6 +234,7 @@ def _scaleout(report: dict[str, Any], ran: list[int]) -> None:
         assert f"| … K = {k} | not run: pass `--all-scales`" in table
 
 
+@pytest.mark.slow(seconds=7)
 async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
     # As make bench runs it: the K that no target judges (and that is not figure 5) are left out, and say so.
     report = await _run_one("scaleout", stack, tmp_path, also=frozenset({"rate_limit"}))
@@ -238,6 +243,7 @@ async def test_bench_smoke_scaleout(stack: LocalAzure, tmp_path: Path) -> None:
     _scaleout(report, ran)
 
 
+@pytest.mark.slow(seconds=7)
 async def test_bench_smoke_scaleout_all_scales(stack: LocalAzure, tmp_path: Path) -> None:
     report = await _run_one("scaleout", stack, tmp_path, all_scales=True, also=frozenset({"rate_limit"}))
     assert report["scaleout"]["not_run"] == []
@@ -264,6 +270,7 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
     assert markdown(report).count("\n| ") == 2  # header + 1 row
 
 
+@pytest.mark.slow(seconds=15)
 async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     report = await _run_one("outage", stack, tmp_path, long_outage=True)
     assert report["meta"]["long_outage"] is True
@@ -291,6 +298,7 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
 
 
+@pytest.mark.slow(seconds=15)
 async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it(
     stack: LocalAzure, tmp_path: Path
 ) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -131,10 +133,17 @@ def test_role_granted_with_delay_and_wait(
     doctor: Doctor, mi_settings: dict[str, str], managed_identity: IdentityEndpoint, aoai: OpenAIEmulator
 ) -> None:
     principal = ungranted(managed_identity)
-    aoai.grant(principal.object_id, delay_seconds=5)
+    aoai.grant(principal.object_id, delay_seconds=600)  # assigned, not in effect for the doctor's first try
     try:
         env = {**mi_settings, "AZURE_CLIENT_ID": managed_identity.ungranted_client_id}
-        result = doctor(env, "--json", "--wait", "60")
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(doctor, env, "--json", "--wait", "60")
+            deadline = time.monotonic() + 60
+            while not any(r.code == "PermissionDenied" for r in aoai.requests()):  # the first try, refused
+                assert not running.done() and time.monotonic() < deadline, "the doctor never asked the model"
+                time.sleep(0.05)
+            aoai.grant(principal.object_id, delay_seconds=1)  # the assignment propagates now
+            result = running.result(timeout=120)
     finally:
         aoai.revoke(principal.object_id)
     assert result.code == 0, result.out

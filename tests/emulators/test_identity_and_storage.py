@@ -12,6 +12,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity.aio import AzureCliCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
+from pytest_socket import SocketConnectBlockedError
 
 from emulators import netguard
 from emulators.azurite import Azurite
@@ -123,6 +124,14 @@ def test_guard_refuses_non_loopback_connections() -> None:
     with pytest.raises(Exception, match=r"network guard|Blocked|not allowed|allowed") as caught:
         socket.create_connection(("169.254.169.254", 80), timeout=0.2)
     assert not isinstance(caught.value, TimeoutError)
+
+
+def test_pytest_socket_allows_only_loopback_in_this_process() -> None:
+    # The second layer, on its own: pytest-socket's --allow-hosts (pyproject addopts) refuses the connect before the
+    # audit hook sees it. Under `make test` this runs in an xdist worker, which takes the options from the run.
+    blocked = pytest.raises(SocketConnectBlockedError)
+    with socket.socket() as sock, pytest.warns(UserWarning, match="tried to use socket"), blocked:
+        sock.connect(("169.254.169.254", 80))
 
 
 def test_guard_refuses_non_loopback_name_lookups() -> None:

@@ -63,16 +63,28 @@ async def test_role_granted_with_delay_fails_then_succeeds(
     aoai: OpenAIEmulator, managed_identity: IdentityEndpoint
 ) -> None:
     principal = ungranted(managed_identity)
-    aoai.grant(principal.object_id, delay_seconds=5)
+    client_id = managed_identity.ungranted_client_id
+    aoai.grant(principal.object_id, delay_seconds=600)  # assigned, and pending for the whole first call
     try:
-        granted_at = time.monotonic() + 5
         with pytest.raises(openai.AuthenticationError):
-            await chat(aoai.endpoint, managed_identity_client_id=managed_identity.ungranted_client_id)
-        await asyncio.sleep(max(0.0, granted_at - time.monotonic()) + 0.2)
-        answer = await chat(aoai.endpoint, managed_identity_client_id=managed_identity.ungranted_client_id)
+            await chat(aoai.endpoint, managed_identity_client_id=client_id)
+        effective_at = aoai.grant(principal.object_id, delay_seconds=1)  # now propagated in a second
+        deadline = time.monotonic() + 30
+        while True:  # a new credential and token each time, as a restarted worker would have
+            try:
+                answer = await chat(aoai.endpoint, managed_identity_client_id=client_id)
+                break
+            except openai.AuthenticationError:
+                assert time.monotonic() < deadline, "the grant never took effect"
+                await asyncio.sleep(0.2)
         assert answer == answer_for(MESSAGES, DEPLOYMENT)
     finally:
         aoai.revoke(principal.object_id)
+    # What the emulator recorded: refused (no role) until the grant took effect, answered after it.
+    *refused, answered = aoai.requests()
+    assert refused and all((r.status, r.code) == ("401", "PermissionDenied") for r in refused)
+    assert all(r.began < effective_at for r in refused)
+    assert (answered.status, answered.ended >= effective_at) == ("200", True)
 
 
 async def _concurrent_calls(endpoint: str, n: int) -> list[str]:

@@ -228,17 +228,44 @@ async def test_missing_role_is_permission_denied(emulator: Emulator) -> None:
 
 
 async def test_role_grant_takes_effect_after_its_delay(emulator: Emulator) -> None:
+    # Decided by what the emulator recorded, not by how fast the calls went: a grant ten minutes out is certainly
+    # not in effect for the first call however slow the machine is; granted again with a 1 s delay, the role is
+    # in effect from the instant the control answers with, and every call is answered by which side of it it fell.
     async with aiohttp.ClientSession() as session:
-        body = {"principal_id": UNGRANTED.object_id, "delay_seconds": 1}
-        async with session.post(f"{emulator.url}/_emulator/roles", json=body) as response:
-            assert response.status == 201
-    async with emulator.azure(emulator.token(UNGRANTED)) as client:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            await chat(client)
-        assert caught.value.code == "PermissionDenied"
-        await asyncio.sleep(1.05)
-        completion = await chat(client)
+
+        async def grant(delay_seconds: float) -> float:
+            body = {"principal_id": UNGRANTED.object_id, "delay_seconds": delay_seconds}
+            async with session.post(f"{emulator.url}/_emulator/roles", json=body) as response:
+                assert response.status == 201
+                effective_at: float = (await response.json())["effective_at"]
+                return effective_at
+
+        await grant(600)
+        async with emulator.azure(emulator.token(UNGRANTED)) as client:
+            with pytest.raises(openai.AuthenticationError) as caught:
+                await chat(client)
+            assert caught.value.code == "PermissionDenied"
+            asked = time.time()
+            effective_at = await grant(1)
+            assert asked + 1 <= effective_at <= time.time() + 1
+            completion = await until_answered(client, deadline=time.monotonic() + 30)
     assert completion.choices[0].message.content == answer_for(HELLO, DEPLOYMENT)
+    recorded = list(emulator.running.state.requests)
+    assert [(r.status, r.code) for r in recorded[:-1]] == [("401", "PermissionDenied")] * (len(recorded) - 1)
+    assert recorded[-1].status == "200"
+    assert all(r.began < effective_at for r in recorded[:-1])  # each refusal came before the grant took effect
+    assert recorded[-1].ended >= effective_at  # and the answer after it
+    assert all(r.status == "200" for r in recorded if r.began >= effective_at)
+
+
+async def until_answered(client: AsyncAzureOpenAI, *, deadline: float) -> Any:
+    """Call until the role is in effect (PermissionDenied until then); fails past ``deadline``."""
+    while True:
+        try:
+            return await chat(client)
+        except openai.AuthenticationError:  # the recorded requests say which (PermissionDenied, asserted there)
+            assert time.monotonic() < deadline, "the grant never took effect"
+            await asyncio.sleep(0.05)
 
 
 async def test_grant_any_admits_every_valid_token(emulator: Emulator) -> None:
@@ -257,6 +284,29 @@ async def test_stats_count_distinct_tokens_and_principals(emulator: Emulator) ->
     assert (stats["distinct_tokens"], stats["distinct_principals"]) == (3, 2)
     assert stats["by_status"] == {"200": 4, "401": 2}
     assert stats["completions"] == 4
+
+
+async def test_requests_are_recorded_with_their_times_and_answers(emulator: Emulator) -> None:
+    before = time.time()
+    async with emulator.azure() as granted, emulator.azure(emulator.token(UNGRANTED)) as ungranted:
+        await chat(granted)
+        with pytest.raises(openai.AuthenticationError):
+            await chat(ungranted)
+    after = time.time()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{emulator.url}/_emulator/requests") as response:
+            recorded = await response.json()
+        async with session.post(f"{emulator.url}/_emulator/stats/reset") as response:
+            assert response.status == 200
+        async with session.get(f"{emulator.url}/_emulator/requests") as response:
+            assert await response.json() == []  # cleared with the stats
+    route = "/openai/deployments/{deployment}/chat/completions"
+    assert [(r["method"], r["route"], r["deployment"], r["status"], r["code"]) for r in recorded] == [
+        ("POST", route, DEPLOYMENT, "200", None),
+        ("POST", route, DEPLOYMENT, "401", "PermissionDenied"),
+    ]
+    first, second = recorded
+    assert before <= first["began"] <= first["ended"] <= second["began"] <= second["ended"] <= after
 
 
 # --- Request errors --------------------------------------------------------------------------------------

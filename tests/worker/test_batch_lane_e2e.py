@@ -50,6 +50,8 @@ def thousand() -> list[dict[str, Any]]:
     return jobs
 
 
+@pytest.mark.slow(seconds=35)
+@pytest.mark.timeout(300)  # CPU-bound: on a busy 2-core machine, beside other workers, it can take minutes
 async def test_a_thousand_batch_jobs_give_the_live_lanes_results(dev_world: BatchWorld) -> None:
     world, inputs = dev_world, thousand()
     began = time.monotonic()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from emulators.aoai import answer_for
 from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator, ungranted
 from emulators.stack.workers import Jobs, WorkerHost, wait_until
@@ -155,6 +157,7 @@ async def test_faults_lose_and_duplicate_nothing(
     assert await jobs.poison_count() == 0
 
 
+@pytest.mark.slow(seconds=7)
 async def test_long_throttle_requeues_and_finishes(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
@@ -185,6 +188,7 @@ async def notices(jobs: Jobs, reply_queue: str) -> list[str]:
     return ids
 
 
+@pytest.mark.slow(seconds=8)
 async def test_killed_host_loses_nothing(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
@@ -240,11 +244,17 @@ async def test_role_propagation_is_waited_out(
 ) -> None:
     principal = ungranted(identity_endpoint)
     settings = {**keyless_settings, "AZURE_CLIENT_ID": identity_endpoint.ungranted_client_id}
-    aoai.grant(principal.object_id, delay_seconds=4)  # assigned, not yet in effect
+    aoai.grant(principal.object_id, delay_seconds=600)  # assigned, not yet in effect (however slow the host start)
     try:
         jobs = await jobs_for(settings)
         await jobs.send(job(1))
         host = start_host(settings)
+
+        async def refused() -> bool:
+            return any(r.code == "PermissionDenied" for r in aoai.requests())
+
+        await wait_until(refused, what="the first call refused for want of the role", host=host)
+        aoai.grant(principal.object_id, delay_seconds=1)  # the assignment propagates now
         results = await jobs.wait_for(1, host=host)
         assert results["job-001"]["status"] == "succeeded", host.tail()
         assert results["job-001"]["attempts"] >= 2

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from emulators.aoai.state import RecordedRequest
 from emulators.stack import services
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
-from emulators.stack.workers import Jobs, WorkerHost
+from emulators.stack.workers import Jobs, WorkerHost, wait_until
 from emulators.tokens import TokenIssuer
+from shared.routing import OPEN_BASE, OPEN_MAX
 
 pytestmark = pytest.mark.e2e
 
@@ -51,20 +53,37 @@ async def served_by(jobs: Jobs, ids: list[str], host: WorkerHost, *, stored: int
     return counts
 
 
+def half_open_by(failures: list[RecordedRequest]) -> float:
+    """When the primary's circuit (shared/routing.py) is half-open at the latest, from the failures the emulator
+    recorded while it was down (the host's circuit is its own; this bounds it from what reached the service).
+
+    A circuit (re)opens on a failed call, so at the last failure at the latest, for ``OPEN_BASE`` doubled per
+    re-opening (at most ``OPEN_MAX``). Only a half-open probe re-opens it, and a probe goes out ``OPEN_BASE`` or
+    more after the first failure: counting every later failure as one errs long, never short. The margin covers
+    the host noticing the last failure after the emulator answered it."""
+    first, last = failures[0], failures[-1]
+    reopenings = sum(1 for r in failures if r.began >= first.began + OPEN_BASE)
+    return last.ended + min(OPEN_BASE * 2**reopenings, OPEN_MAX) + 2.0
+
+
+@pytest.mark.slow(seconds=15)
 async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator, west: OpenAIEmulator
 ) -> None:
     west.reset()
     settings = {**local_dev_settings, "AZURE_OPENAI_POOL": pool(aoai, west), "AZURE_OPENAI_DEPLOYMENT": "chat"}
-    ends = aoai.fail_deployment(DEPLOYMENT, 8)
+    aoai.fail_deployment(DEPLOYMENT, 3600)  # down until the test ends it, however long the host takes to start
     jobs = await jobs_for(settings)
     first = [job(i) for i in range(20)]
     await jobs.send(*first)
     host = start_host(settings)
     during = await served_by(jobs, [b["id"] for b in first], host, stored=20)
-    assert during.get(west.endpoint, 0) >= 10, during  # the primary was down: the second region answered
+    aoai.restore_deployment(DEPLOYMENT)  # the outage ends now, with every job of the first batch answered
+    assert during == {west.endpoint: 20}, during  # the primary was down throughout: the second region answered
     assert west.stats()["completions"] == during[west.endpoint]
-    await asyncio.sleep(max(0.0, ends - time.time()) + 6)  # the outage over and the circuit's first open time past
+    failures = aoai.requests(DEPLOYMENT)
+    assert failures and {r.status for r in failures} == {"503"}, failures  # what reached the primary failed
+    await asyncio.sleep(max(0.0, half_open_by(failures) - time.time()))  # the circuit's open time past
     probe = job(20)
     await jobs.send(probe)
     assert await served_by(jobs, [probe["id"]], host, stored=21) == {aoai.endpoint: 1}  # the half-open probe
@@ -76,14 +95,21 @@ async def test_failover_to_the_second_region_and_back_once_the_first_recovers(
 
 
 @pytest.mark.timeout(300)  # a minute of outage, then re-enqueue delays of up to 40 s
+@pytest.mark.slow(seconds=180)
 async def test_a_60_s_outage_of_the_only_deployment_ends_with_every_job_succeeded(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
-    aoai.fail_deployment(DEPLOYMENT, 60)
+    aoai.fail_deployment(DEPLOYMENT, 3600)  # until the worker's first call, then 60 s from it (below)
     jobs = await jobs_for(local_dev_settings)
     bodies = [job(i) for i in range(24)]
     await jobs.send(*bodies)
     host = start_host(local_dev_settings)
+
+    async def first_failure() -> RecordedRequest | None:
+        return next(iter(aoai.requests(DEPLOYMENT)), None)
+
+    hit = await wait_until(first_failure, what="the worker's first call", host=host)
+    aoai.update_deployment(DEPLOYMENT, outage={"mode": "503", "until": hit.began + 60})  # however slow the start
     results = await jobs.wait_for(len(bodies), host=host, timeout=240)
     assert all(r["status"] == "succeeded" for r in results.values()), [r.get("error") for r in results.values()]
     stats = aoai.stats()

@@ -193,6 +193,7 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
+@pytest.mark.slow(seconds=12)
 async def test_one_trace_from_the_python_producer_through_the_host_over_otlp(
     keyless_settings: dict[str, str],
     jobs: Jobs,
