@@ -146,7 +146,8 @@ class Operations(HoldsStorage):
 
     @classmethod
     def from_settings(cls, env: Mapping[str, str] | None = None) -> Self:
-        """The worker's storage settings (``env`` defaults to ``os.environ``); ConfigurationError names a bad one."""
+        """The worker's storage settings (``env`` defaults to the process environment); ConfigurationError
+        names a bad one."""
         names = StorageNames.from_env(env)
         endpoints = StorageEndpoints.from_settings(env=env)
         credential = create_credential(env)  # no request until a token is needed (never with a connection string)

@@ -186,7 +186,7 @@ class ClientBase(abc.ABC, Generic[C]):
         identity-based ``AzureWebJobsStorage__*`` settings, ``JOBS_QUEUE``, ``RESULTS_CONTAINER``,
         ``PAYLOADS_CONTAINER``.
 
-        ``env`` defaults to ``os.environ``; raises ConfigurationError naming a missing/bad setting.
+        ``env`` defaults to the process environment; raises ConfigurationError naming a missing/bad setting.
         Without ``credential``, the worker's credential (DefaultAzureCredential, ``AZURE_CLIENT_ID``
         for a user-assigned identity) is created and owned by the client. Nothing is sent yet, so
         no role is needed here. The blocking client also takes a blocking credential, and raises
