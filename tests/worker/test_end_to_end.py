@@ -162,9 +162,15 @@ async def test_long_throttle_requeues_and_finishes(
     local_dev_settings: dict[str, str], jobs_for: Any, start_host: Any, aoai: OpenAIEmulator
 ) -> None:
     # Azure advertises a wait longer than the SDK honours (150 s > 120 s), so the SDK gives up
-    # at once; the worker re-enqueues with the wait capped by THROTTLE_MAX_DELAY_SECONDS.
+    # at once; the worker re-enqueues with the wait capped by THROTTLE_MAX_DELAY_SECONDS. Pacing off: the gate
+    # would otherwise keep the burst under the limit (no 429 at all) or wait the hold out in itself.
     aoai.configure(rpm=10, rate_window_seconds=2, retry_after_override_seconds=150)
-    settings = {**local_dev_settings, "THROTTLE_MAX_DELAY_SECONDS": "2", "THROTTLE_MAX_ATTEMPTS": "20"}
+    settings = {
+        **local_dev_settings,
+        "THROTTLE_MAX_DELAY_SECONDS": "2",
+        "THROTTLE_MAX_ATTEMPTS": "20",
+        "MODEL_ADMISSION_WAIT_SECONDS": "0",
+    }
     jobs = await jobs_for(settings)
     await jobs.send(*(job(i) for i in range(30)))
     host = start_host(settings)
