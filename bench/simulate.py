@@ -32,7 +32,9 @@ import httpx2
 import openai
 
 from bench import virtual
+from bench.simstore import MemoryStore
 from emulators.aoai import rates
+from shared.budget import SharedBudget, ledger_name
 from shared.pacing import HEADROOM, AdmissionTimeout, Pacer, retry_after
 from shared.routing import Route, Router
 from shared.settings import PoolEntry
@@ -220,8 +222,7 @@ class Simulation:
         self.requeues = 0
         self.last_result = 0.0
         self.present: list[tuple[float, float]] = []  # (joins, leaves) of every instance
-        self.store_ops = 0
-        self.shared_budget: Any = None  # set by ``attach`` when ``setup.shared``
+        self.store = MemoryStore(self.clock, setup.store_latency, setup.store_faults, setup.store_down)
 
     def _job(self, index: int) -> Job:
         out = self.random.choices([o for _, o in SIZES], [p for p, _ in SIZES])[0]
@@ -229,7 +230,12 @@ class Simulation:
         return Job(index, PROMPT_TOKENS + out, latency)
 
     def attach(self, instance: Instance) -> None:
-        """Wire an instance's gates to the shared budget (``setup.shared``); a no-op without it."""
+        """Give an instance's gate its view of the shared budget (with ``setup.shared``)."""
+        if self.setup.shared:
+            gate = instance.pacer.gate(ENDPOINT, DEPLOYMENT)
+            name = ledger_name(ENDPOINT, DEPLOYMENT)
+            rng = random.Random(self.setup.seed * 1000 + instance.index)
+            gate.shared = SharedBudget(self.store, name, f"instance-{instance.index}", clock=self.clock, rng=rng)
 
     def leaving(self, instance: Instance) -> None:
         """An instance stops taking jobs (scale-in): what it holds it finishes."""
@@ -291,8 +297,10 @@ class Simulation:
             "requeued_jobs": len(self.requeued),
             "requeues": self.requeues,
             "failed_jobs": n - self.finished_count,
-            "store_ops": self.store_ops,
-            "store_ops_per_job": self.store_ops / n,
+            "store_ops": self.store.ops,
+            "store_ops_per_job": self.store.ops / n,
+            "store_conflicts": self.store.conflicts,
+            "store_failures": self.store.failed,
             "late_joiners": len(joiners),
             "late_joiners_at_fair_share": len(reached),
             "late_joiner_windows_to_fair_share_max": max(reached) / s.window if reached else None,
