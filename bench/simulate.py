@@ -338,8 +338,9 @@ def limit_use(admitted: list[tuple[float, int]], limit: int, window: float) -> f
             cut = at
             break
     windows = int((cut - start) // window)
-    if windows < 1:
-        return sum(t for _, t in admitted) / limit
+    if windows < 1:  # too short a run for a whole window past the first: first admission to last, burst included
+        span = max(admitted[-1][0] - admitted[0][0], window)
+        return sum(t for _, t in admitted) / (limit * span / window)
     end = start + windows * window
     return sum(t for at, t in admitted if start <= at < end) / (limit * windows)
 
@@ -358,3 +359,54 @@ def compare(instances: int, **changes: Any) -> list[dict[str, Any]]:
     """Today's per-instance gate, then the shared budget, at ``instances``."""
     setup = Setup(instances, **changes)
     return [simulate(setup), simulate(replace(setup, shared=True))]
+
+
+COLUMNS = (
+    ("K", "instances", "{}"),
+    ("gate", "shared_budget", "{}"),
+    ("drain ÷ ideal", "drain_over_ideal", "{:.2f}"),
+    ("429s per job", "throttled_per_job", "{:.3f}"),
+    ("share of limit", "fraction_of_limit", "{:.3f}"),
+    ("re-enqueued", "requeued_jobs", "{}"),
+    ("failed", "failed_jobs", "{}"),
+    ("store ops per job", "store_ops_per_job", "{:.2f}"),
+    ("late joiner to fair share (windows, max)", "late_joiner_windows_to_fair_share_max", "{:.2f}"),
+)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The figures as a Markdown table, one row per run."""
+    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = []
+        for _, key, form in COLUMNS:
+            value = row[key]
+            if key == "shared_budget":
+                value = "shared budget" if value else "per instance"
+            cells.append("never" if value is None else form.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """``make simulate``: today's gate and the shared budget at K = 16, 64 and 256; writes bench/simulation.json
+    and bench/simulation.md (the table) and prints the table."""
+    import json
+    from pathlib import Path
+
+    rows = [row for k in (16, 64, 256) for row in compare(k)]
+    here = Path(__file__).resolve().parent
+    (here / "simulation.json").write_text(json.dumps(rows, indent=1) + "\n")
+    setup = Setup(16)
+    note = (
+        f"Virtual clock, seed {setup.seed}; {setup.jobs_per_instance} jobs per instance of mixed size; "
+        f"{setup.concurrency} at a time per instance; window {setup.window:.0f} s; limit half of one instance's "
+        "demand per 16 instances; 1/8 of the instances join late, 1/8 leave (bench/simulate.py)."
+    )
+    (here / "simulation.md").write_text(f"{table(rows)}\n\n{note}\n")
+    print(table(rows))
+    print(note)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,10 +35,15 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob.aio import ContainerClient
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,35 @@ class Store(Protocol):
         """Replace the document if its ETag is still ``etag`` (create it if ``etag`` is None and there is none);
         returns the new ETag; raises ``Conflict`` otherwise."""
         ...
+
+
+class BlobStore:
+    """``Store`` on a blob container (the worker-only ``STAGING_CONTAINER``): ETags and ``If-Match`` /
+    ``If-None-Match: *`` uploads. Any other storage error (a missing container, a role not granted, a timeout)
+    propagates: the budget then degrades."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self.container = container
+
+    async def read(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            downloader = await self.container.download_blob(name)
+            data = await downloader.readall()
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "ContainerNotFound":
+                raise
+            return None
+        return data, str(downloader.properties.etag)
+
+    async def write(self, name: str, data: bytes, etag: str | None) -> str:
+        condition: dict[str, Any] = (
+            {"overwrite": False} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        )
+        try:
+            written = await self.container.get_blob_client(name).upload_blob(data, **condition)
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise Conflict(name) from exc
+        return str(written["etag"])
 
 
 def ledger_name(endpoint: str, deployment: str) -> str:
@@ -231,3 +265,11 @@ def _merge(chunks: list[Chunk], width: float) -> list[Chunk]:
             merged.append([until, tokens])
             first = until
     return merged
+
+
+def sharing(container: ContainerClient) -> Callable[[str, str], SharedBudget]:
+    """``shared.pacing.Pacer``'s ``share``: each deployment's budget in ``container``, as this process (a random id:
+    a restarted instance is a new one, and its old chunks expire)."""
+    instance = uuid.uuid4().hex[:12]
+    store = BlobStore(container)
+    return lambda endpoint, deployment: SharedBudget(store, ledger_name(endpoint, deployment), instance)

@@ -434,14 +434,22 @@ _CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("pacing
 class Pacer:
     """The process's gates, one per (endpoint, deployment), and the httpx hook that feeds them."""
 
-    def __init__(self, *, max_hold: float = 300.0, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        self.max_hold, self.clock, self.sleep = max_hold, clock, sleep
+    def __init__(
+        self,
+        *,
+        max_hold: float = 300.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        share: Callable[[str, str], SharedBudget] | None = None,  # (endpoint, deployment) -> its shared budget
+    ) -> None:
+        self.max_hold, self.clock, self.sleep, self.share = max_hold, clock, sleep, share
         self.gates: dict[tuple[str, str], Gate] = {}
 
     def gate(self, endpoint: str, deployment: str) -> Gate:
         key = (origin(endpoint), deployment)
         if key not in self.gates:
-            self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold)
+            shared = self.share(*key) if self.share is not None else None
+            self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold, shared=shared)
         return self.gates[key]
 
     async def on_request(self, request: Any) -> None:
