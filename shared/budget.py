@@ -1,35 +1,36 @@
-"""One token budget per deployment, shared by every instance: short leases claimed in a blob with conditional writes.
+"""One token budget per deployment, shared by every instance: bookings of the window's tokens in a blob ledger.
 
 Each instance's pacing gate (``shared.pacing``) otherwise guesses its share of the deployment's window from the
 rate-limit headers alone, and with many instances every one of them sees the same free room at once. Here the
-window's tokens are leased instead, in one small JSON document per deployment (``budget/<hash>.json`` in the
-worker-only container, ``STAGING_CONTAINER``: producers hold no role there, so none can forge a claim):
+window's tokens are booked instead, in one small JSON document per deployment (``budget/<hash>.json`` in the
+worker-only container, ``STAGING_CONTAINER``: producers hold no role there, so none can forge a booking):
 
-- **Ledger.** ``{"claims": {instance: {"chunks": [[until, tokens], ...], "want": tokens, "seen": time}}}``. A
-  chunk is tokens an instance was granted or spent; it occupies the window ``until`` (its lease's end + the
-  window's length, on the writer's wall clock: Azure hosts keep NTP time, and ``SKEW`` covers what they differ).
-  Expired chunks are dropped by whoever writes next; an instance that leaves needs no call: its chunks expire.
-- **Claim.** An instance whose gate has calls waiting reads the ledger, rewrites its own entry (what it really
-  spent still in the window, no unspent remainder of its last lease), grants itself up to what it waits for
-  within what is free below ``HEADROOM`` of the limit, and writes the ledger back only if it is unchanged
-  (``If-Match`` its ETag; the first writer creates it with ``If-None-Match: *``). A conflict re-reads at once,
-  at most ``ATTEMPTS`` times, then waits a jittered moment. A grant is spent within ``LEASE`` seconds or lost.
-- **Fair share.** While another instance waits (``want`` > 0) holding less than the limit over the instances
-  in the ledger, a claim takes no more than that share; otherwise it may take all that is free, so the limit
-  is never left idle. A newcomer writes its ``want`` with its first claim, so the others cap themselves at
-  their next claim, and it is at its share within a window (the longest anyone's old chunks occupy it).
+- **Ledger.** ``{"claims": {instance: [[start, until, tokens], ...]}}``, times on the writer's wall clock (Azure
+  hosts keep NTP time; ``SKEW`` covers what they differ [U]). A chunk is tokens an instance spent, or booked to
+  spend from ``start`` for ``LEASE`` seconds; it occupies the window ``until`` (spent or lease end + the window's
+  length + ``SKEW``). Expired chunks are dropped by whoever writes next; an instance that leaves needs no call.
+- **Booking.** An instance whose gate has calls waiting and nothing booked reads the ledger, rewrites its own
+  entry (what it spent still in the window), and books the earliest moment, no earlier than every booking in the
+  ledger, at which the chunks then still in the window leave room below ``HEADROOM`` of the limit for its
+  smallest waiting call: as much as it waits for there, at most the limit over the instances in the ledger (so
+  that bookings take turns: a newcomer's comes after the others' current ones, within about a window). It writes
+  the ledger back only if unchanged (``If-Match`` its ETag; the first writer creates it with ``If-None-Match:
+  *``); a conflict re-reads at once, at most ``ATTEMPTS`` times. Its calls then wait in the gate, without a
+  storage call, until the booking starts, and go within ``LEASE`` seconds of it (what is left is dropped).
 - **The headers stay ground truth.** The limit is the one the deployment's headers give; a 429 holds the gate
   whatever the ledger says; the request budget (``x-ratelimit-*-requests``) is still paced per instance.
 - **Degrade.** Any storage error, or a store slower than ``timeout`` seconds, switches this instance back to
   the per-instance gate (logged once at WARNING), no call waits on it, and it re-joins ``REJOIN`` seconds later.
 
-Storage operations per claim: a read and a write (plus a read and a write per conflict); a claim covers every
-call the gate then has waiting, so a busy instance spends a few per window, not per job. ``ops`` counts them.
+Storage operations: a read and a write per booking (plus both again per conflict); a booking covers every call
+the gate then has waiting, up to its turn's share, so an instance spends a few per window, not per job.
+``ops`` counts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,15 +48,14 @@ from azure.storage.blob.aio import ContainerClient
 
 logger = logging.getLogger(__name__)
 
-LEASE = 1.0  # seconds a grant may be spent in: short, so that what an instance cannot use soon goes back
-ATTEMPTS = 3  # read-modify-writes one claim tries when others write in between
-PATIENCE = 0.25  # of the window: about this long (jittered) before an instance granted less than it asked
-# claims again (so each claim covers several calls, and the ledger is written a few times a window per instance)
+LEASE = 0.5  # seconds a booking may be spent in, from its start: the gate's waiters are there when it starts
+ATTEMPTS = 3  # read-modify-writes one booking tries when others write in between
+JITTER = 0.02  # of the window: a booking that could not be written is tried again within this long
 SKEW = 0.25  # seconds added to every chunk's end: what the instances' wall clocks may differ by [U]
 REJOIN = 30.0  # seconds on the per-instance gate after a store failure before trying the ledger again
 TIMEOUT = 2.0  # seconds a store operation may take before it counts as failed
-HEADROOM = 0.97  # of the limit the ledger grants (as shared.pacing's gates aim for)
-CLAIMING = 0.25  # seconds between a waiter's re-checks while another call of its gate claims (shared.pacing's POLL)
+HEADROOM = 0.97  # of the limit the ledger books (as shared.pacing's gates aim for)
+CLAIMING = 0.25  # seconds between a waiter's re-checks while another call of its gate books (shared.pacing's POLL)
 PREFIX = "budget/"
 
 
@@ -111,41 +111,40 @@ def ledger_name(endpoint: str, deployment: str) -> str:
     return f"{PREFIX}{digest}.json"
 
 
-Chunk = list[float]  # [until, tokens]
+Chunk = list[float]  # [start, until, tokens]
+Ledger = dict[str, list[Chunk]]  # instance -> its chunks
 
 
-@dataclass
-class Entry:
-    chunks: list[Chunk]
-    want: int = 0
-    seen: float = 0.0
-
-    def holding(self, now: float) -> float:
-        return sum(tokens for until, tokens in self.chunks if until > now)
-
-
-def parse(data: bytes | None, now: float) -> dict[str, Entry]:
-    """The live entries of a ledger (expired chunks and instances gone dropped); an unreadable one is empty: it
-    is rewritten whole by the next claim, and until every instance's chunks are back in it they may overshoot
-    by one window, which the headers' 429 holds then catch."""
+def parse(data: bytes | None, now: float) -> Ledger:
+    """The live chunks of a ledger, by instance (expired chunks and instances gone dropped). An unreadable ledger
+    is empty: it is rewritten whole by the next booking, and until every instance has written again they may
+    overshoot the limit for one window, which the headers' 429 holds then catch."""
     try:
         claims = json.loads(data or b"{}").get("claims", {})
-        entries = {
-            str(name): Entry(
-                [[float(u), float(t)] for u, t in raw.get("chunks", []) if float(u) > now],
-                int(raw.get("want", 0)),
-                float(raw.get("seen", 0.0)),
-            )
-            for name, raw in claims.items()
+        ledger = {
+            str(name): [[float(a), float(u), float(t)] for a, u, t in chunks if float(u) > now]
+            for name, chunks in claims.items()
         }
     except (ValueError, TypeError, AttributeError):
         return {}
-    return {name: e for name, e in entries.items() if e.chunks or (e.want and e.seen > now - 2 * LEASE)}
+    return {name: chunks for name, chunks in ledger.items() if chunks}
 
 
-def dump(entries: dict[str, Entry]) -> bytes:
-    claims = {name: {"chunks": e.chunks, "want": e.want, "seen": e.seen} for name, e in entries.items()}
-    return json.dumps({"claims": claims}, separators=(",", ":")).encode()
+def dump(ledger: Ledger) -> bytes:
+    return json.dumps({"claims": ledger}, separators=(",", ":")).encode()
+
+
+def earliest(chunks: list[Chunk], after: float, room: float, least: float) -> tuple[float, float]:
+    """The first moment from ``after`` on (no earlier than any chunk's start) at which the chunks still in the
+    window leave at least ``least`` of ``room`` free, and how much they leave then."""
+    at = max([after, *(c[0] for c in chunks)])
+    ending = sorted((u, t) for _, u, t in chunks if u > at)
+    free = room - sum(t for _, t in ending)
+    for until, tokens in ending:
+        if free >= least:
+            break
+        at, free = until, free + tokens
+    return at, free
 
 
 @dataclass
@@ -156,16 +155,19 @@ class SharedBudget:
     name: str  # the ledger's blob name (``ledger_name``)
     instance: str  # this instance's id in the ledger
     clock: Callable[[], float] = time.time  # wall time: the ledger is read by other hosts
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     timeout: float = TIMEOUT
     rng: random.Random = field(default_factory=random.Random)
-    granted: float = 0.0  # tokens left to spend of the current lease ...
+    granted: float = 0.0  # tokens left to spend of the current booking ...
+    lease_start: float = 0.0  # ... from then ...
     lease_end: float = 0.0  # ... until then
     spent: deque[tuple[float, int]] = field(default_factory=deque)  # (wall time, tokens) of this gate's calls
-    next_claim: float = 0.0  # no claim before then (after conflicts, or a claim that found nothing free)
+    next_claim: float = 0.0  # no booking before then (the current one's start, or after conflicts)
     degraded_until: float = 0.0
     claiming: bool = False
+    claimed: asyncio.Event = field(default_factory=asyncio.Event)  # set when the booking under way is over
     ops: int = 0  # storage operations made
+    crowd: int = 1  # instances in the ledger when last read
+    round_trip: float = 0.0  # seconds the last read took
     failures: int = 0
 
     def live(self) -> bool:
@@ -173,64 +175,76 @@ class SharedBudget:
         return self.clock() >= self.degraded_until
 
     def covers(self, tokens: int) -> bool:
-        """Whether this instance's lease still holds ``tokens``."""
-        return self.clock() < self.lease_end and self.granted >= tokens
+        """Whether this instance's booking holds ``tokens`` now."""
+        return self.lease_start <= self.clock() < self.lease_end and self.granted >= tokens
 
     def spend(self, tokens: int) -> None:
-        """A call went through the gate: count it against the lease (and in the window, for the next claim)."""
+        """A call went through the gate: count it against the booking (and in the window, for the next one)."""
         self.granted -= tokens
         self.spent.append((self.clock(), tokens))
 
     def retry_in(self) -> float:
-        """Seconds until a claim is worth trying (while one is under way, a re-check's poll)."""
-        return CLAIMING if self.claiming else max(self.next_claim - self.clock(), 0.0)
+        """Seconds until the booking starts, or a booking is worth trying (while one is under way, a re-check's
+        poll)."""
+        now = self.clock()
+        if self.claiming:
+            return CLAIMING
+        return self.lease_start - now if now < self.lease_start else max(self.next_claim - now, 0.0)
 
-    async def claim(self, wanted: int, limit: int, window: float) -> None:
-        """Lease up to ``wanted`` tokens of the ``limit`` per ``window`` seconds, if none is under way and it is
-        time to; never raises: a store failure degrades to the per-instance gate."""
+    async def claim(self, wanted: int, least: int, limit: int, window: float) -> None:
+        """Book up to ``wanted`` tokens (``least``: the smallest call waiting) of the ``limit`` per ``window``
+        seconds, if no booking is under way and it is time to; never raises: a store failure degrades to the
+        per-instance gate."""
         if self.claiming or not self.live() or self.retry_in() > 0:
             return
         self.claiming = True
+        self.claimed.clear()
         try:
             for _ in range(ATTEMPTS):
-                if await self._attempt(wanted, limit, window):
+                if await self._attempt(wanted, least, limit, window):
                     return
-            self.next_claim = self.clock() + self.rng.uniform(0, PATIENCE * window)
+                # Others wrote meanwhile: spread the retries of as many writers as the ledger names over as many
+                # round trips, rather than all re-reading at once and conflicting again.
+                await asyncio.sleep(self.rng.uniform(0, self.crowd * self.round_trip))
+            self.next_claim = self.clock() + self.rng.uniform(0, JITTER * window)
         except Exception as exc:  # storage errors of every kind, and timeouts: all mean the same here
             self._degrade(exc)
         finally:
             self.claiming = False
+            self.claimed.set()
 
-    async def _attempt(self, wanted: int, limit: int, window: float) -> bool:
+    async def settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the booking under way to be over."""
+        if self.claiming:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.claimed.wait(), timeout)
+
+    async def _attempt(self, wanted: int, least: int, limit: int, window: float) -> bool:
         """One read-modify-write; False on a conflict."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         found = await self._op(self.store.read(self.name))
+        self.round_trip = loop.time() - began
         data, etag = found if found is not None else (None, None)
         now = self.clock()
-        entries = parse(data, now)
+        ledger = parse(data, now)
+        self.crowd = len(ledger) + 1
         while self.spent and self.spent[0][0] <= now - window:
             self.spent.popleft()
-        lease_end = now + LEASE
-        mine = [[at + window + SKEW, float(tokens)] for at, tokens in self.spent]
-        others = {name: e for name, e in entries.items() if name != self.instance}
-        used = sum(e.holding(now) for e in others.values()) + sum(t for _, t in mine)
-        room = limit * HEADROOM - used
-        share = limit * HEADROOM / (len(others) + 1)
-        held = sum(t for _, t in mine)
-        recent = now - 2 * PATIENCE * window  # a want not renewed since has been met, or its instance is gone
-        if any(e.want > 0 and e.seen > recent and e.holding(now) < share for e in others.values()):
-            room = min(room, share - held)  # someone waits below its share: take no more than ours
-        grant = max(0.0, min(float(wanted), room))
-        chunks = _merge(mine, window / 4)
-        if grant > 0:
-            chunks.append([lease_end + window + SKEW, grant])
-        entries = {**others, self.instance: Entry(chunks, wanted if grant < wanted else 0, now)}
+        mine = _merge([[at, at + window + SKEW, float(tokens)] for at, tokens in self.spent], LEASE)
+        ledger[self.instance] = mine
+        room = limit * HEADROOM
+        chunks = [c for chunks in ledger.values() for c in chunks]
+        turn = min(float(wanted), max(float(least), room / len(ledger)), room)  # a whole turn, not a crumb
+        start, free = earliest(chunks, now, room, turn)
+        grant = min(turn, free)
+        ledger[self.instance] = [*mine, [start, start + LEASE + window + SKEW, grant]]
         try:
-            await self._op(self.store.write(self.name, dump(entries), etag))
+            await self._op(self.store.write(self.name, dump(ledger), etag))
         except Conflict:
             return False
-        self.granted, self.lease_end = grant, lease_end
-        if grant < wanted:  # contended: come back when the window has had time to free some more
-            self.next_claim = now + self.rng.uniform(0.5, 1.5) * PATIENCE * window
+        self.granted, self.lease_start, self.lease_end = grant, start, start + LEASE
+        self.next_claim = start + self.rng.uniform(0, LEASE)  # the next booking: not all at once (they start alike)
         if self.failures:
             logger.info("shared budget %s: the store answers again; following the ledger", self.name)
             self.failures = 0
@@ -255,15 +269,14 @@ class SharedBudget:
 
 
 def _merge(chunks: list[Chunk], width: float) -> list[Chunk]:
-    """Chunks ending within ``width`` of each other as one (ending with the latest): the ledger stays small."""
+    """Chunks (oldest first) starting within ``width`` of the first of their group as one, ending with the group's
+    last: the ledger stays small, at the cost of holding a few tokens up to ``width`` longer."""
     merged: list[Chunk] = []
-    first = 0.0  # the end of the group's first chunk: no group spans more than ``width``
-    for until, tokens in sorted(chunks):
-        if merged and until - first <= width:
-            merged[-1] = [until, merged[-1][1] + tokens]
+    for start, until, tokens in chunks:
+        if merged and start - merged[-1][0] <= width:
+            merged[-1] = [merged[-1][0], until, merged[-1][2] + tokens]
         else:
-            merged.append([until, tokens])
-            first = until
+            merged.append([start, until, tokens])
     return merged
 
 

@@ -40,6 +40,9 @@ How a ``Gate`` decides (``Gate.admit``):
   bound); either way it raises
   ``AdmissionTimeout`` carrying the time still to wait, which the worker turns into a throttled
   re-enqueue. The worker skips the gate entirely when the bound is 0 (pacing off).
+- **Shared.** With ``PACING_SHARED_BUDGET`` the token budget is instead a lease claimed from one ledger per
+  deployment that every instance writes (``shared.budget``); hold, probe and the request budget stay as above,
+  and while the store fails the gate counts on its share as described here.
 - **Retry.** A 429 to a call the gate admitted is not retried by the SDK (the response hook sets
   ``x-should-retry: false``): its retry would go round the gate, at the same moment as every call
   throttled with it. The worker sends it through the gate again (which holds for the retry-after), or to
@@ -304,7 +307,10 @@ class Gate:
             now = self.clock()
             needed, reason = self.wait_for(tokens, now)
             if reason == SHARING and self.shared is not None:
-                await self.shared.claim(self.waiting, self.tokens.limit or 0, self.window() + EDGE)
+                if self.shared.claiming:  # another call of this gate claims for every waiter: wait for it
+                    await self.shared.settled(POLL)
+                else:
+                    await self.shared.claim(self.waiting, tokens, self.tokens.limit or 0, self.window() + EDGE)
                 now = self.clock()
                 needed, reason = self.wait_for(tokens, now)
             if needed <= 0:
