@@ -98,7 +98,7 @@ bench: setup
 # Issue 23's simulation of 16, 64 and 256 instances on a virtual clock (seconds to a minute; no local Azure):
 # prints the table and writes bench/simulation.md and bench/simulation.json.
 simulate: setup
-	$(PY) -m bench.simulate
+	$(PY) -m bench.simulate_table
 
 infra-check:
 	bash .ci/checkov.sh

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import statistics
@@ -34,6 +35,7 @@ import openai
 from bench import virtual
 from bench.simstore import MemoryStore
 from emulators.aoai import rates
+from shared import budget
 from shared.budget import SharedBudget, ledger_name
 from shared.pacing import HEADROOM, AdmissionTimeout, Pacer, retry_after
 from shared.routing import Route, Router
@@ -284,6 +286,7 @@ class Simulation:
         return {
             "instances": s.instances,
             "shared_budget": s.shared,
+            "store": store_label(s),
             "jobs": n,
             "limit_tokens_per_window": s.limit(),
             "window_s": s.window,
@@ -324,6 +327,18 @@ class Simulation:
         return None
 
 
+def store_label(setup: Setup) -> str:
+    """How the shared store behaves in a run: ``-`` (no shared budget), ``answers``, or the failures injected."""
+    if not setup.shared:
+        return "-"
+    faults = []
+    if setup.store_down is not None:
+        faults.append(f"down {setup.store_down[0]:.0f}-{setup.store_down[1]:.0f} s")
+    if setup.store_faults:
+        faults.append(f"{setup.store_faults:.0%} of operations fail")
+    return ", ".join(faults) or "answers"
+
+
 def limit_use(admitted: list[tuple[float, int]], limit: int, window: float) -> float:
     """The share of the limit the admissions used while the limit held them back, over whole windows: from one
     window after the first admission (the first window starts empty: a burst) to the admission that left less
@@ -345,68 +360,36 @@ def limit_use(admitted: list[tuple[float, int]], limit: int, window: float) -> f
     return sum(t for at, t in admitted if start <= at < end) / (limit * windows)
 
 
+class _Count(logging.Handler):
+    """Counts the budget's log lines (one WARNING per instance falling back) instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warnings += record.levelno >= logging.WARNING
+
+
 def simulate(setup: Setup) -> dict[str, Any]:
-    """Run ``setup`` on a virtual clock; its figures."""
+    """Run ``setup`` on a virtual clock; its figures (and ``fallbacks``: the times an instance fell back to its
+    own gate because the store failed)."""
 
     async def main() -> dict[str, Any]:
         return await Simulation(setup).run()
 
-    result: dict[str, Any] = virtual.run(main())
-    return result
+    logger, count = logging.getLogger(budget.__name__), _Count()
+    logger.addHandler(count)
+    logger.propagate = False
+    try:
+        result: dict[str, Any] = virtual.run(main())
+    finally:
+        logger.removeHandler(count)
+        logger.propagate = True
+    return {**result, "fallbacks": count.warnings}
 
 
 def compare(instances: int, **changes: Any) -> list[dict[str, Any]]:
     """Today's per-instance gate, then the shared budget, at ``instances``."""
     setup = Setup(instances, **changes)
     return [simulate(setup), simulate(replace(setup, shared=True))]
-
-
-COLUMNS = (
-    ("K", "instances", "{}"),
-    ("gate", "shared_budget", "{}"),
-    ("drain ÷ ideal", "drain_over_ideal", "{:.2f}"),
-    ("429s per job", "throttled_per_job", "{:.3f}"),
-    ("share of limit", "fraction_of_limit", "{:.3f}"),
-    ("re-enqueued", "requeued_jobs", "{}"),
-    ("failed", "failed_jobs", "{}"),
-    ("store ops per job", "store_ops_per_job", "{:.2f}"),
-    ("late joiner to fair share (windows, max)", "late_joiner_windows_to_fair_share_max", "{:.2f}"),
-)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """The figures as a Markdown table, one row per run."""
-    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = []
-        for _, key, form in COLUMNS:
-            value = row[key]
-            if key == "shared_budget":
-                value = "shared budget" if value else "per instance"
-            cells.append("never" if value is None else form.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    """``make simulate``: today's gate and the shared budget at K = 16, 64 and 256; writes bench/simulation.json
-    and bench/simulation.md (the table) and prints the table."""
-    import json
-    from pathlib import Path
-
-    rows = [row for k in (16, 64, 256) for row in compare(k)]
-    here = Path(__file__).resolve().parent
-    (here / "simulation.json").write_text(json.dumps(rows, indent=1) + "\n")
-    setup = Setup(16)
-    note = (
-        f"Virtual clock, seed {setup.seed}; {setup.jobs_per_instance} jobs per instance of mixed size; "
-        f"{setup.concurrency} at a time per instance; window {setup.window:.0f} s; limit half of one instance's "
-        "demand per 16 instances; 1/8 of the instances join late, 1/8 leave (bench/simulate.py)."
-    )
-    (here / "simulation.md").write_text(f"{table(rows)}\n\n{note}\n")
-    print(table(rows))
-    print(note)
-
-
-if __name__ == "__main__":
-    main()

@@ -402,9 +402,9 @@ class Gate:
             cost = budget.cost(tokens)
             if budget.limit is not None and cost > budget.limit:
                 continue  # a call larger than the whole limit is the service's to refuse
-            if sharing and budget is self.tokens and self.shared is not None:
+            if sharing and budget is self.tokens and self.shared is not None and cost <= (budget.limit or 0) * HEADROOM:
                 if self.shared.covers(cost):
-                    continue  # leased: the ledger, not this instance's guess, says the window has room
+                    continue  # booked: the ledger, not this instance's guess, says the window has room
                 return max(self.shared.retry_in(), POLL / 10), SHARING
             if not budget.known(now):
                 continue  # unknown admits

@@ -9,6 +9,7 @@ import pytest
 
 from bench import virtual
 from bench.simulate import Setup, simulate
+from bench.simulate_table import table
 
 SMALL = Setup(8)
 
@@ -42,7 +43,10 @@ def test_every_job_is_served_and_the_limit_is_used(shared: bool) -> None:
 def test_a_store_down_for_a_while_loses_no_job() -> None:
     figures = simulate(Setup(**{**SMALL.__dict__, "shared": True, "store_down": (5.0, 40.0)}))
     assert figures["store_failures"] > 0
+    assert figures["fallbacks"] >= 1  # an instance's WARNING, counted, not printed
     assert figures["failed_jobs"] == 0
+    row = table([figures]).splitlines()[-1]
+    assert "| shared budget | down 5-40 s |" in row
 
 
 def test_a_flaky_store_loses_no_job() -> None:

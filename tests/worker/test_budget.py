@@ -141,17 +141,32 @@ async def test_a_failing_store_degrades_once_logged_and_rejoins(
     store.faults = 1.0
     with caplog.at_level(logging.INFO, logger="shared.budget"):
         await a.claim(1_000, 1_000, LIMIT, WINDOW)
-        await a.claim(1_000, 1_000, LIMIT, WINDOW)  # degraded: no second call, no second warning
+        await a.claim(1_000, 1_000, LIMIT, WINDOW)  # degraded: no second call
         assert not a.live() and not a.covers(1)
         assert store.failed == 1
+        clock.now += 1
+        assert a.live()  # a failure alone: a second on its own share
+        await a.claim(1_000, 1_000, LIMIT, WINDOW)  # fails again: twice as long, no second warning
+        clock.now += 1
+        assert not a.live()
+        clock.now += 1
+        assert a.live()
         assert [r.levelno for r in caplog.records] == [logging.WARNING]
         assert "StoreDown" in caplog.records[0].getMessage()
         store.faults = 0.0
-        clock.now += budget.REJOIN
-        assert a.live()
         await a.claim(1_000, 1_000, LIMIT, WINDOW)
     assert a.covers(1_000)
     assert caplog.records[-1].levelno == logging.INFO  # back on the ledger, said once
+    assert a.failures == 0
+
+
+async def test_a_store_that_stays_down_is_tried_less_and_less_often(store: MemoryStore, clock: Clock) -> None:
+    a = view(store, clock, "a")
+    store.faults = 1.0
+    for _ in range(20):  # two minutes, a claim every 6 s
+        await a.claim(1_000, 1_000, LIMIT, WINDOW)
+        clock.now += 6
+    assert store.failed <= 8  # 1, 2, 4, 8, 16 s, then every 30 s at most
 
 
 async def test_a_slow_store_counts_as_failed(clock: Clock) -> None:
@@ -228,3 +243,10 @@ async def test_the_gate_falls_back_to_its_own_share_when_the_store_fails(store: 
     gate.release(ticket)
     assert not a.live()
     assert gate.wait_for(1_000, clock())[1] != SHARING
+
+
+async def test_a_call_above_the_ledgers_room_is_left_to_the_headers(store: MemoryStore, clock: Clock) -> None:
+    gate = gate_with(view(store, clock, "a"), clock)
+    ticket = await gate.acquire(int(ROOM) + 100, wait=1)  # no booking could ever hold it: the headers decide
+    gate.release(ticket)
+    assert store.ops == 0
