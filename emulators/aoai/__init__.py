@@ -38,7 +38,7 @@ from emulators.aoai.app import Running, start
 from emulators.aoai.cli import main
 from emulators.aoai.config import OUTAGE_MODES, Deployment, EmulatorConfig, Outage, OutageMode
 from emulators.aoai.dataplane import STATE
-from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model
+from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model, is_responses_only, supports_flex
 from emulators.aoai.state import EmulatorState
 
 __all__ = [
@@ -58,6 +58,8 @@ __all__ = [
     "estimate_request_tokens",
     "fill_schema",
     "is_reasoning_model",
+    "is_responses_only",
     "main",
     "start",
+    "supports_flex",
 ]
