@@ -457,7 +457,8 @@ class Pacer:
             return
         ticket = _CURRENT.get()
         status = response.status_code
-        if status == 429 and capacity_refusal(json.loads(request.content).get("service_tier"), await _code(response)):
+        tier = json.loads(request.content).get("service_tier")
+        if status == 429 and tier == "flex" and capacity_refusal(tier, await _code(response)):
             status = 503  # flex capacity: the quota (one for every tier) is untouched, so no hold
         self.gate(str(request.url), deployment).observe(status, response.headers, ticket)
         if response.status_code == 429 and ticket is not None:
