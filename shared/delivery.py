@@ -4,7 +4,8 @@ A ``Delivery`` is one message being handled: the job it carries (once known), wh
 in storage (a claim-check payload, its copy in the retry store), the deployment that answered and the
 trace it belongs to. It ends in one of three ways:
 
-- ``finish``: the result is built (``result_of``, with ``usage_of`` and the ``budget_exhausted`` check),
+- ``finish``: the result is built (``result_of``: from an ``Answer`` of either API (``shared.apis``), or the
+  batch lane's chat completion with ``usage_of`` and the ``budget_exhausted`` check),
   stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
   queue until its notice is confirmed sent; the notice goes out (at-least-once: a redelivery that finds
   the mark sends it again); only then is what the job left aside released, so a redelivery after a

@@ -212,6 +212,8 @@ class Job(_Strict):
     def _prompt_or_messages(self) -> Job:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.api == "chat" and (self.background or self.reasoning_summary is not None):
+            raise ValueError("background and reasoning_summary exist only in the Responses API: not with api 'chat'")
         if self.deadline is not None and self.deadline.utcoffset() is None:
             raise ValueError("deadline needs a UTC offset (e.g. 2026-12-07T06:00:00Z): a bare time is ambiguous")
         if self.metadata is not None and len(json.dumps(self.metadata)) > MAX_METADATA_CHARS:

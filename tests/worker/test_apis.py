@@ -90,6 +90,8 @@ def test_a_job_must_go_to_a_deployment_serving_the_api_it_needs() -> None:
     with pytest.raises(JobRefused) as refused:  # Chat Completions only
         apis.check_api(job(parameters={"seed": 1, "stop": "END"}), responses)
     assert refused.value.code == "unsupported_parameter" and "seed, stop" in refused.value.message
+    with pytest.raises(ValueError, match="only in the Responses API"):  # the contract itself
+        job(api="chat", reasoning_summary="auto")
     with pytest.raises(JobRefused, match="batch lane"):
         apis.check_api(job(lane="batch", api="responses"), responses)
 
