@@ -15,7 +15,7 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.responses import Response
 
 from emulators.aoai import count_prompt_tokens, is_responses_only
-from tests.emulators.responses_fixtures import CLASSIC, CODEX, HELLO, PROJECT, REASONING, Emulator
+from tests.emulators.responses_fixtures import CLASSIC, CODEX, HELLO, PROJECT, REASONING, Emulator, validated
 
 PROMPT = "Hello there"
 ANSWER = f"[{REASONING}] {PROMPT}"
@@ -52,6 +52,7 @@ async def test_a_response_parses_into_the_sdk_types(emu: Emulator, sdk: AsyncOpe
     )
     response = raw.parse()
     assert isinstance(response, Response)
+    assert validated(json.loads(raw.text)).output_text == response.output_text == ANSWER
     assert response.id.startswith("resp_") and response.object == "response"
     assert (response.status, response.error, response.incomplete_details) == ("completed", None, None)
     assert response.output_text == ANSWER
@@ -244,7 +245,8 @@ async def test_the_project_route_serves_responses_to_ai_azure_tokens(emu: Emulat
 
 
 async def test_background_lifecycle_queued_in_progress_completed(emu: Emulator, sdk: AsyncOpenAI) -> None:
-    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    raw = await sdk.responses.with_raw_response.create(model=REASONING, input=PROMPT, background=True)
+    created = validated(json.loads(raw.text))
     assert (created.status, created.output, created.usage, created.background) == ("queued", [], None, True)
     seen, polls = [created.status], 1
     while (polled := await sdk.responses.retrieve(created.id)).status not in TERMINAL:
@@ -277,7 +279,8 @@ async def test_background_survives_a_new_client(emu: Emulator) -> None:
 
 async def test_background_failure_trigger_ends_failed(emu: Emulator, sdk: AsyncOpenAI) -> None:
     created = await sdk.responses.create(model=REASONING, input="TRIGGER_BACKGROUND_FAIL please", background=True)
-    failed = await until(sdk, created.id, TERMINAL)
+    await until(sdk, created.id, TERMINAL)
+    failed = validated(json.loads((await sdk.responses.with_raw_response.retrieve(created.id)).text))
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.code == "server_error" and failed.error.message
     assert (failed.output, failed.usage) == ([], None)
@@ -288,7 +291,7 @@ async def test_a_stuck_response_never_finishes_until_cancelled(emu: Emulator, sd
     created = await sdk.responses.create(model=REASONING, input="TRIGGER_BACKGROUND_STUCK", background=True)
     await asyncio.sleep(1.2)  # twice the configured queued + in-progress time
     assert (await sdk.responses.retrieve(created.id)).status == "in_progress"
-    cancelled = await sdk.responses.cancel(created.id)
+    cancelled = validated(json.loads((await sdk.responses.with_raw_response.cancel(created.id)).text))
     assert (cancelled.status, cancelled.output, cancelled.usage) == ("cancelled", [], None)
     again = await sdk.responses.cancel(created.id)  # idempotent: the final object again
     assert again.model_dump() == cancelled.model_dump()
