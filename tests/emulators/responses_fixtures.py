@@ -4,6 +4,8 @@ available to this directory by its conftest), driven through the real openai SDK
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,16 @@ PROJECT = "https://ai.azure.com/.default"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 # Short background durations, so lifecycle tests take a fraction of a second per stage.
 QUICK_BACKGROUND = {"background_queued_seconds": 0.3, "background_seconds": 0.6}
+TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
+
+
+async def until(sdk: AsyncOpenAI, response_id: str, statuses: set[str] = TERMINAL, deadline: float = 10) -> Response:
+    """Poll as a worker would until the response reaches one of ``statuses``."""
+    ends = time.monotonic() + deadline
+    while (response := await sdk.responses.retrieve(response_id)).status not in statuses:
+        assert time.monotonic() < ends, response
+        await asyncio.sleep(0.05)
+    return response
 
 
 def validated(body: dict[str, Any]) -> Response:
