@@ -15,6 +15,10 @@ Reasoning models, as Azure answers them (sources: /work/shared/facts-models-and-
 
 gpt-4.1-class models keep the emulator's earlier behaviour (``max_tokens``, ``temperature``, ``stop``... accepted).
 
+Responses-only models (``catalogue.is_responses_only``: the gpt-5 ``-codex``/``-pro`` lines, codex-mini, o3-pro) are
+reasoning models that refuse chat completions with Azure's 400 ``OperationNotSupported`` (``chat_refusal``); the
+flex models (``catalogue.supports_flex``) are known with their versions. gpt-6* models follow the reasoning rules.
+
 Our assumptions, not confirmed by a source: ``reasoning_effort`` on a non-reasoning model is refused as
 ``unsupported_parameter``; an unknown ``reasoning_effort``/``verbosity`` value is refused as ``invalid_value``
 ("Invalid value: 'x'. Supported values are: ..."); a non-reasoning model accepts only ``verbosity: "medium"``
