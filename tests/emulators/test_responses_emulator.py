@@ -116,6 +116,13 @@ async def test_retrieve_then_delete_then_not_found(emu: Emulator, sdk: AsyncOpen
     assert (counts["created"], counts["retrieves"], counts["deletes"], counts["stored"]) == (1, 1, 1, 0)
 
 
+async def test_reset_responses_forgets_them(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    emu.running.state.reset_responses()
+    with pytest.raises(openai.NotFoundError):
+        await sdk.responses.retrieve(created.id)
+
+
 async def test_a_stateless_response_is_not_kept(sdk: AsyncOpenAI) -> None:
     created = await sdk.responses.create(model=REASONING, input=PROMPT, store=False)
     assert (created.store, created.output_text) == (False, ANSWER)
