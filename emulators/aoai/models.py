@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emulators.aoai.catalogue import FLEX_MODELS, is_responses_only, split_version, supports_flex
-
-__all__ = ["is_responses_only", "supports_flex"]  # re-exported: the catalogue's predicates, with the rules here
+from emulators.aoai.catalogue import FLEX_MODELS, is_responses_only, split_version
 
 # Deployment name -> the versioned model name Azure reports in ``model`` for it (facts file, section 1).
 # o4-mini's version is illustrative: the facts file gives none for it.
