@@ -47,7 +47,7 @@ BATCH_SERVICE_MAX_REQUESTS = 100_000
 BATCH_MAX_TOKENS_PER_FILE = 100_000_000
 BatchOnFailure = Literal["restage", "live"]
 
-# Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
+# Name -> one-line description: docs/settings.md's table is generated from these (`make settings-table`).
 SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage": "Storage connection string (Azurite locally). Leave empty in Azure and use the __ settings.",
     "AzureWebJobsStorage__accountName": "Identity-based storage: the account name (public cloud endpoints).",

@@ -6,6 +6,9 @@ A batch is validated when it is created (``batch_input``: BOM, JSON, custom_id, 
 Batch deployment, limits) and its requests are answered then, by the live route's rules (``batch_routes.answer``):
 a 200 body equals what ``POST /openai/v1/chat/completions`` returns for the same body (``choices``, ``usage``), a
 refused body (a reasoning model's parameter rules, an invalid body, the prompt filter) is a line with its 400 body.
+Lines for ``/v1/responses`` get what ``POST /openai/v1/responses`` returns, as Global Batch writes it (facts section
+6: ``service_tier`` default, ``content_filters`` null, ``store`` true); a file holds one url (``url_mismatch``), and
+``batches.create`` takes any of the urls as its ``endpoint`` (the service reads the file to pick the API).
 Its schedule is fixed at create from the knobs below; statuses advance with wall time, checked whenever the batch
 is read (no background task): ``validating`` -> ``in_progress`` (the requests are done evenly over it, so
 ``request_counts`` grow) -> ``finalizing`` -> ``completed``; or ``failed`` (validation errors: ``errors.data``, no
@@ -50,7 +53,7 @@ status and code for it are unconfirmed; its message is the one users report), 40
 409 ``invalid_state`` to cancel a finished batch, 400 ``file_limit_exceeded`` over the input-file count; expired
 input files are gone (404) and free their slot; the ``token_limit_exceeded`` message starts with its code (Azure's
 sample retries on ``'token_limit_exceeded' in str(error)``); enqueued tokens are the prompt tokens. Not modelled:
-the Responses API in batches, live calls refused on a Global Batch deployment (here it also answers live), the
+live calls refused on a Global Batch deployment (here it also answers live), the
 window of 24 h (Azure no longer expires batches).
 """
 

@@ -15,6 +15,10 @@ Reasoning models, as Azure answers them (sources: /work/shared/facts-models-and-
 
 gpt-4.1-class models keep the emulator's earlier behaviour (``max_tokens``, ``temperature``, ``stop``... accepted).
 
+Responses-only models (``catalogue.is_responses_only``: the gpt-5 ``-codex``/``-pro`` lines, codex-mini, o3-pro) are
+reasoning models that refuse chat completions with Azure's 400 ``OperationNotSupported`` (``chat_refusal``); the
+flex models (``catalogue.supports_flex``) are known with their versions. gpt-6* models follow the reasoning rules.
+
 Our assumptions, not confirmed by a source: ``reasoning_effort`` on a non-reasoning model is refused as
 ``unsupported_parameter``; an unknown ``reasoning_effort``/``verbosity`` value is refused as ``invalid_value``
 ("Invalid value: 'x'. Supported values are: ..."); a non-reasoning model accepts only ``verbosity: "medium"``
@@ -26,9 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emulators.aoai.catalogue import FLEX_MODELS, is_responses_only, split_version, supports_flex
-
-__all__ = ["is_responses_only", "supports_flex"]  # re-exported: the catalogue's predicates, with the rules here
+from emulators.aoai.catalogue import FLEX_MODELS, is_responses_only, split_version
 
 # Deployment name -> the versioned model name Azure reports in ``model`` for it (facts file, section 1).
 # o4-mini's version is illustrative: the facts file gives none for it.

@@ -29,7 +29,7 @@ from emulators.aoai import gate, models
 from emulators.aoai.answers import count_prompt_tokens
 from emulators.aoai.config import Deployment
 from emulators.aoai.dataplane import AUDIENCE_TAKEN, PROJECT_AUDIENCE, STATE, authenticate, error
-from emulators.aoai.response_objects import BACKGROUND_FAILED, Final, ResponseRequest, answer, parse, render
+from emulators.aoai.response_objects import BACKGROUND_FAILED, Final, ResponseRequest, answer, parse
 from emulators.aoai.response_store import NOT_FOUND, StoredResponse
 from emulators.aoai.state import EmulatorState
 
@@ -82,24 +82,12 @@ async def create(request: web.Request) -> web.StreamResponse:
         return gate.drop(request)
     done = time.time()
     state.count_usage(call.tier, answered.prompt_tokens, answered.completion_tokens, answered.reasoning_tokens)
-    if body.store:
-        stored = StoredResponse(
-            response_id, body, call.deployment, call.spec.model, call.tier, now, now, done, answered, settled=True
-        )
-        state.responses.add(stored)
-        return web.json_response(stored.to_json(done))
-    completed_at = done if answered.status == "completed" else None
-    rendered = render(
-        body,
-        response_id=response_id,
-        created_at=now,
-        model=call.spec.model,
-        tier=call.tier,
-        status=answered.status,
-        final=answered,
-        completed_at=completed_at,
+    stored = StoredResponse(
+        response_id, body, call.deployment, call.spec.model, call.tier, now, now, done, answered, settled=True
     )
-    return web.json_response(rendered)
+    if body.store:  # a stateless response is answered, never kept
+        state.responses.add(stored)
+    return web.json_response(stored.to_json(done))
 
 
 async def _stored(request: web.Request) -> StoredResponse | web.Response:

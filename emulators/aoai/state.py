@@ -125,6 +125,10 @@ class EmulatorState:
         self.config = config.model_copy(deep=True)
         self.rng = random.Random(config.fault_seed)
 
+    def reset_responses(self) -> None:
+        """Forget every stored response (their counters go with the stats)."""
+        self.responses = ResponseStore()
+
     def reset_batches(self) -> None:
         """Forget every file and batch (the batch knobs stay)."""
         self.batches = BatchStore()

@@ -4,6 +4,8 @@ available to this directory by its conftest), driven through the real openai SDK
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
+from openai.types.responses import Response
 
 from emulators.aoai import EmulatorConfig, Running, start
 from emulators.tokens import Principal, TokenIssuer
@@ -25,6 +28,27 @@ PROJECT = "https://ai.azure.com/.default"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 # Short background durations, so lifecycle tests take a fraction of a second per stage.
 QUICK_BACKGROUND = {"background_queued_seconds": 0.3, "background_seconds": 0.6}
+TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
+
+
+async def until(sdk: AsyncOpenAI, response_id: str, statuses: set[str] = TERMINAL, deadline: float = 10) -> Response:
+    """Poll as a worker would until the response reaches one of ``statuses``."""
+    ends = time.monotonic() + deadline
+    while (response := await sdk.responses.retrieve(response_id)).status not in statuses:
+        assert time.monotonic() < ends, response
+        await asyncio.sleep(0.05)
+    return response
+
+
+def validated(body: dict[str, Any]) -> Response:
+    """``body`` validated field by field against the SDK's ``Response`` (the SDK itself parses leniently). The one
+    field the SDK's type requires that Azure's documented usage lacks (``input_tokens_details.cache_write_tokens``,
+    facts-api-surface.md section 1) is filled in first; nothing else is forgiven."""
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        details = {"cache_write_tokens": 0, **usage["input_tokens_details"]}
+        body = {**body, "usage": {**usage, "input_tokens_details": details}}
+    return Response.model_validate(body)
 
 
 @pytest.fixture(scope="module")

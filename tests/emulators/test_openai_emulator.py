@@ -518,20 +518,6 @@ async def test_output_filter_sets_finish_reason(emulator: Emulator) -> None:
     assert completion.usage is not None and completion.usage.completion_tokens > 0  # billed though withheld
 
 
-async def test_filter_category_and_severity_are_knobs(emulator: Emulator) -> None:
-    emulator.running.state.update_config(filter_category="violence", filter_severity="medium")
-    async with emulator.azure() as client:
-        completion = await chat(client, messages=[{"role": "user", "content": "TRIGGER_OUTPUT_FILTER first"}])
-        with pytest.raises(openai.BadRequestError) as caught:
-            await chat(client, messages=[{"role": "user", "content": "TRIGGER_PROMPT_FILTER"}])
-    choice = completion.choices[0]
-    assert (choice.finish_reason, choice.message.content) == ("content_filter", "[gpt-4o-mini] ")
-    assert (choice.model_extra or {})["content_filter_results"]["violence"] == {"filtered": True, "severity": "medium"}
-    inner: Any = caught.value.body
-    assert inner["innererror"]["content_filter_result"]["violence"] == {"filtered": True, "severity": "medium"}
-    assert inner["innererror"]["content_filter_result"]["hate"] == {"filtered": False, "severity": "safe"}
-
-
 # --- Control API -----------------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import openai
@@ -15,11 +14,21 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.responses import Response
 
 from emulators.aoai import count_prompt_tokens, is_responses_only
-from tests.emulators.responses_fixtures import CLASSIC, CODEX, HELLO, PROJECT, REASONING, Emulator
+from tests.emulators.responses_fixtures import (
+    CLASSIC,
+    CODEX,
+    GRANTED,
+    HELLO,
+    PROJECT,
+    REASONING,
+    TERMINAL,
+    Emulator,
+    until,
+    validated,
+)
 
 PROMPT = "Hello there"
 ANSWER = f"[{REASONING}] {PROMPT}"
-TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 
 
 def error_body(code: str, param: str | None, message: str) -> dict[str, Any]:
@@ -34,15 +43,6 @@ async def refused(client: AsyncOpenAI, **kwargs: Any) -> openai.BadRequestError:
     return caught.value
 
 
-async def until(client: AsyncOpenAI, response_id: str, statuses: set[str], deadline: float = 10) -> Response:
-    """Poll as a worker would until the response reaches one of ``statuses``."""
-    ends = time.monotonic() + deadline
-    while (response := await client.responses.retrieve(response_id)).status not in statuses:
-        assert time.monotonic() < ends, response
-        await asyncio.sleep(0.05)
-    return response
-
-
 # --- Create, retrieve, delete ---------------------------------------------------------------------------------
 
 
@@ -52,6 +52,7 @@ async def test_a_response_parses_into_the_sdk_types(emu: Emulator, sdk: AsyncOpe
     )
     response = raw.parse()
     assert isinstance(response, Response)
+    assert validated(json.loads(raw.text)).output_text == response.output_text == ANSWER
     assert response.id.startswith("resp_") and response.object == "response"
     assert (response.status, response.error, response.incomplete_details) == ("completed", None, None)
     assert response.output_text == ANSWER
@@ -113,6 +114,13 @@ async def test_retrieve_then_delete_then_not_found(emu: Emulator, sdk: AsyncOpen
         }
     counts = emu.stats()["responses"]
     assert (counts["created"], counts["retrieves"], counts["deletes"], counts["stored"]) == (1, 1, 1, 0)
+
+
+async def test_reset_responses_forgets_them(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    emu.running.state.reset_responses()
+    with pytest.raises(openai.NotFoundError):
+        await sdk.responses.retrieve(created.id)
 
 
 async def test_a_stateless_response_is_not_kept(sdk: AsyncOpenAI) -> None:
@@ -244,7 +252,8 @@ async def test_the_project_route_serves_responses_to_ai_azure_tokens(emu: Emulat
 
 
 async def test_background_lifecycle_queued_in_progress_completed(emu: Emulator, sdk: AsyncOpenAI) -> None:
-    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    raw = await sdk.responses.with_raw_response.create(model=REASONING, input=PROMPT, background=True)
+    created = validated(json.loads(raw.text))
     assert (created.status, created.output, created.usage, created.background) == ("queued", [], None, True)
     seen, polls = [created.status], 1
     while (polled := await sdk.responses.retrieve(created.id)).status not in TERMINAL:
@@ -277,7 +286,8 @@ async def test_background_survives_a_new_client(emu: Emulator) -> None:
 
 async def test_background_failure_trigger_ends_failed(emu: Emulator, sdk: AsyncOpenAI) -> None:
     created = await sdk.responses.create(model=REASONING, input="TRIGGER_BACKGROUND_FAIL please", background=True)
-    failed = await until(sdk, created.id, TERMINAL)
+    await until(sdk, created.id, TERMINAL)
+    failed = validated(json.loads((await sdk.responses.with_raw_response.retrieve(created.id)).text))
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.code == "server_error" and failed.error.message
     assert (failed.output, failed.usage) == ([], None)
@@ -288,7 +298,7 @@ async def test_a_stuck_response_never_finishes_until_cancelled(emu: Emulator, sd
     created = await sdk.responses.create(model=REASONING, input="TRIGGER_BACKGROUND_STUCK", background=True)
     await asyncio.sleep(1.2)  # twice the configured queued + in-progress time
     assert (await sdk.responses.retrieve(created.id)).status == "in_progress"
-    cancelled = await sdk.responses.cancel(created.id)
+    cancelled = validated(json.loads((await sdk.responses.with_raw_response.cancel(created.id)).text))
     assert (cancelled.status, cancelled.output, cancelled.usage) == ("cancelled", [], None)
     again = await sdk.responses.cancel(created.id)  # idempotent: the final object again
     assert again.model_dump() == cancelled.model_dump()
@@ -330,29 +340,66 @@ async def test_background_charges_the_quota_once_at_create(emu: Emulator, sdk: A
     assert "Responses_Create" in responses.value.message
 
 
-# --- Content filters -----------------------------------------------------------------------------------------------
+# --- The same gate as chat: auth, deployments, outages, faults ------------------------------------------------------
 
 
-async def test_a_blocked_prompt_is_a_content_filter_400(emu: Emulator, sdk: AsyncOpenAI) -> None:
-    caught = await refused(sdk, input="please TRIGGER_PROMPT_FILTER now")
-    assert caught.code == "content_filter"
-    body: Any = caught.body
-    assert body["type"] == "invalid_request_error" and "innererror" not in body
-    (entry,) = body["content_filters"]
-    assert (entry["blocked"], entry["source_type"]) == (True, "prompt")
-    assert entry["content_filter_results"]["hate"] == {"filtered": True, "severity": "high"}
-    assert emu.stats()["responses"]["created"] == 0
+async def test_auth_and_deployment_checks_as_on_chat(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    keyed = AsyncOpenAI(base_url=f"{emu.url}/openai/v1/", api_key="a-key", max_retries=0)
+    async with keyed:
+        with pytest.raises(openai.AuthenticationError) as bad_token:
+            await keyed.responses.create(model=REASONING, input=PROMPT)
+        with pytest.raises(openai.AuthenticationError):
+            await keyed.responses.retrieve(created.id)  # a stored response is no easier to read
+    assert bad_token.value.code is None  # Azure's 401 body has no "error" key
+    emu.running.state.revoke(GRANTED.object_id)
+    for call in (sdk.responses.retrieve, sdk.responses.cancel, sdk.responses.delete):
+        with pytest.raises(openai.AuthenticationError) as no_role:
+            await call(created.id)
+        assert no_role.value.code == "PermissionDenied"
+    emu.running.state.grant(GRANTED.object_id)
+    with pytest.raises(openai.NotFoundError) as missing:
+        await sdk.responses.create(model="no-such-deployment", input=PROMPT)
+    assert missing.value.code == "DeploymentNotFound"
+    with pytest.raises(openai.BadRequestError) as no_model:
+        await sdk.responses.create(input=PROMPT, extra_body={"model": None})  # type: ignore[call-overload]
+    assert no_model.value.param == "model"
+    assert (await sdk.responses.retrieve(created.id)).id == created.id
 
 
-async def test_a_cut_answer_is_incomplete_with_its_partial_text(sdk: AsyncOpenAI) -> None:
-    response = await sdk.responses.create(model=CLASSIC, input="say TRIGGER_OUTPUT_FILTER")
-    assert response.status == "incomplete"
-    assert response.incomplete_details is not None and response.incomplete_details.reason == "content_filter"
-    assert response.output_text == f"[{CLASSIC}] say "
-    prompt, completion = (response.model_extra or {})["content_filters"]
-    assert (prompt["blocked"], completion["blocked"], completion["source_type"]) == (False, True, "completion")
-    assert completion["content_filter_results"]["hate"] == {"filtered": True, "severity": "high"}
-    assert set(completion["content_filter_offsets"]) == {"start_offset", "end_offset", "check_offset"}
-    background = await sdk.responses.create(model=CLASSIC, input="say TRIGGER_OUTPUT_FILTER", background=True)
-    done = await until(sdk, background.id, TERMINAL)
-    assert done.status == "incomplete" and done.output_text == response.output_text
+async def test_outages_and_faults_on_create_and_polls(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    emu.running.state.fail_deployment(REASONING, 60)
+    with pytest.raises(openai.InternalServerError) as down:
+        await sdk.responses.create(model=REASONING, input=PROMPT)
+    assert (down.value.status_code, down.value.code) == (503, "ServiceUnavailable")
+    assert (await sdk.responses.retrieve(created.id)).id == created.id  # stored responses outlive an outage
+    emu.update_deployment(REASONING, outage=None)
+    emu.configure(fault_500=1.0)
+    with pytest.raises(openai.InternalServerError) as create_fault:
+        await sdk.responses.create(model=REASONING, input=PROMPT)
+    with pytest.raises(openai.InternalServerError) as poll_fault:  # a poll may fail as any call may
+        await sdk.responses.retrieve(created.id)
+    assert create_fault.value.code == poll_fault.value.code == "InternalServerError"
+    emu.configure(fault_500=0.0, fault_drop=1.0)
+    with pytest.raises(openai.APIConnectionError):
+        await sdk.responses.create(model=REASONING, input=PROMPT)
+    emu.configure(fault_drop=0.0)
+    assert (await until(sdk, created.id)).status == "completed"
+    stats = emu.stats()
+    assert stats["responses"]["created"] == 1  # none of the failed creates made a response
+    assert stats["by_status"]["503"] == 1 and stats["by_status"]["dropped"] == 1
+
+
+async def test_requests_are_recorded_per_route(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    created = await sdk.responses.create(model=REASONING, input=PROMPT, background=True)
+    await sdk.responses.retrieve(created.id)
+    await sdk.responses.cancel(created.id)
+    await sdk.responses.delete(created.id)
+    recorded = [(r.method, r.route, r.deployment, r.status) for r in emu.running.state.requests]
+    assert recorded == [
+        ("POST", "/openai/v1/responses", REASONING, "200"),
+        ("GET", "/openai/v1/responses/{response_id}", REASONING, "200"),
+        ("POST", "/openai/v1/responses/{response_id}/cancel", REASONING, "200"),
+        ("DELETE", "/openai/v1/responses/{response_id}", REASONING, "200"),
+    ]

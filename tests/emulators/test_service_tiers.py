@@ -5,12 +5,15 @@ by tier (the bench's flex cost ratio)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from emulators.aoai import supports_flex
 from tests.emulators.responses_fixtures import CLASSIC, FLEX, HELLO, REASONING, Emulator
@@ -22,7 +25,9 @@ FLEX_MESSAGE = (
 
 
 async def tier_of_chat(sdk: AsyncOpenAI, model: str = REASONING, **kwargs: Any) -> str | None:
-    completion = await sdk.chat.completions.create(model=model, messages=HELLO, **kwargs)  # type: ignore[arg-type]
+    raw = await sdk.chat.completions.with_raw_response.create(model=model, messages=HELLO, **kwargs)  # type: ignore[arg-type]
+    completion = ChatCompletion.model_validate(json.loads(raw.text))  # field by field, not the SDK's lenient parse
+    assert completion.service_tier == raw.parse().service_tier
     return completion.service_tier
 
 
@@ -103,3 +108,20 @@ async def test_tokens_by_tier_give_the_flex_cost_ratio(emu: Emulator, sdk: Async
     assert by_tier["flex"]["prompt_tokens"] == by_tier["default"]["prompt_tokens"] > 0
     assert by_tier["flex"]["completion_tokens"] == by_tier["default"]["completion_tokens"] > 0
     assert (by_tier["default"]["price"], by_tier["flex"]["price"], by_tier["priority"]["price"]) == (1.0, 0.5, 2.0)
+
+
+async def test_the_knobs_over_the_control_api(emu: Emulator, sdk: AsyncOpenAI) -> None:
+    async with aiohttp.ClientSession() as http:
+        gap = {"flex_unavailable_until": time.time() + 60, "service_tier": "priority"}
+        async with http.patch(f"{emu.url}/_emulator/deployments/{FLEX}", json=gap) as answer:
+            assert answer.status == 200 and (await answer.json())["service_tier"] == "priority"
+        async with http.patch(f"{emu.url}/_emulator/deployments/{FLEX}", json={"service_tier": "flex"}) as answer:
+            assert answer.status == 400  # a deployment's own tier is default or priority
+        async with http.patch(f"{emu.url}/_emulator/config", json={"background_seconds": -1}) as answer:
+            assert answer.status == 400
+        async with http.patch(f"{emu.url}/_emulator/config", json={"filter_category": "jokes"}) as answer:
+            assert answer.status == 400
+    assert await tier_of_chat(sdk, FLEX) == "priority"
+    with pytest.raises(openai.RateLimitError) as caught:
+        await tier_of_response(sdk, FLEX, service_tier="flex")
+    assert caught.value.code == "ResourceUnavailable"
