@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from shared.catalogue import is_responses_only
 from shared.constants import (
     AI_FOUNDRY_SCOPE,
     COGNITIVE_SERVICES_SCOPE,
@@ -281,7 +282,7 @@ class PoolEntry(BaseModel):
 
     @model_validator(mode="after")
     def _api_serves_the_model(self) -> PoolEntry:
-        if self.api == "chat" and responses_only(self.deployment):
+        if self.api == "chat" and is_responses_only(self.deployment):
             raise ValueError(
                 f"deployment {self.deployment!r} is a Responses-only model (Azure refuses Chat Completions for it): "
                 'declare "api": "responses" for it (AZURE_OPENAI_API=responses without a pool)'
@@ -289,17 +290,6 @@ class PoolEntry(BaseModel):
         if self.background and self.api != "responses":
             raise ValueError(f'deployment {self.deployment!r}: background mode needs "api": "responses"')
         return self
-
-
-# The catalogue's Responses-only models (Azure answers Chat Completions for them with 400 OperationNotSupported):
-# gpt-5-pro and every gpt-5.x-pro, the codex line (gpt-5-codex, gpt-5.x-codex[-max|-mini], codex-mini), o3-pro.
-# Matched on the deployment name, which usually is the model's; a deployment named otherwise is caught by that 400.
-_RESPONSES_ONLY = re.compile(r"^(gpt-5(\.\d+)?-pro|o3-pro|codex-mini)(-|$)|codex", re.IGNORECASE)
-
-
-def responses_only(deployment: str) -> bool:
-    """Whether a deployment named ``deployment`` serves a Responses-only model (by its name)."""
-    return bool(_RESPONSES_ONLY.search(deployment))
 
 
 _POOL = TypeAdapter(list[PoolEntry])

@@ -62,12 +62,12 @@ from emulators.aoai.answers import (
     fill_schema,
 )
 from emulators.aoai.app import Running, start
-from emulators.aoai.catalogue import is_responses_only, supports_flex
 from emulators.aoai.cli import main
 from emulators.aoai.config import OUTAGE_MODES, Deployment, EmulatorConfig, Outage, OutageMode
 from emulators.aoai.dataplane import STATE
 from emulators.aoai.models import KNOWN_MODELS, REASONING_TOKENS, is_reasoning_model
 from emulators.aoai.state import EmulatorState
+from shared.catalogue import is_responses_only, supports_flex
 
 __all__ = [
     "KNOWN_MODELS",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emulators.aoai.catalogue import FLEX_MODELS, is_responses_only, split_version
+from shared.catalogue import FLEX_MODELS, is_responses_only, split_version
 
 # Deployment name -> the versioned model name Azure reports in ``model`` for it (facts file, section 1).
 # o4-mini's version is illustrative: the facts file gives none for it.

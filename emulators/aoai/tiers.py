@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from emulators.aoai import models
-from emulators.aoai.catalogue import supports_flex
 from emulators.aoai.config import Deployment
+from shared.catalogue import supports_flex
 
 REQUEST_TIERS = ("auto", "default", "flex", "priority")
 HEADER = "x-ms-service-tier"

@@ -1,9 +1,9 @@
 """Which models Azure serves through the Responses API only, and which take flex processing: pure predicates on a
-model name, with no imports, so the worker's preflight and doctor can reuse them (the layers forbid ``shared``
-importing ``emulators``: copy or move this module into ``shared/`` as it is).
+model (or deployment) name, the one copy of these facts that the worker's settings, its doctor and the emulator
+all read.
 
-Sources: /work/shared/facts-api-surface.md sections 3 (Responses-only models) and 4 (flex). A name may carry its
-version (``gpt-5.1-codex-2025-11-13``) or not (``gpt-5.1-codex``); case and a trailing version are ignored.
+Sources: the team's facts-api-surface.md, sections 3 (Responses-only models) and 4 (flex). A name may carry
+its version (``gpt-5.1-codex-2025-11-13``) or not (``gpt-5.1-codex``); case and a trailing version are ignored.
 """
 
 from __future__ import annotations
