@@ -20,7 +20,7 @@ from shared.doctor.model import OPENAI, Context, Options
 from shared.doctor.openai_probe import _declared_chat, _openai_failed
 from shared.doctor.probes import refuses_chat
 from shared.settings import Settings
-from tests.conftest import DEPLOYMENT, OpenAIEmulator
+from tests.conftest import DEPLOYMENT, IdentityEndpoint, OpenAIEmulator, ungranted
 from tests.doctor.conftest import Doctor
 
 RESPONSES_ROUTE = "POST /openai/v1/responses"
@@ -90,6 +90,29 @@ def test_every_allowed_deployment_of_the_endpoint_is_probed(
     failed = result["openai"]
     assert (failed["status"], failed["reason"]) == ("fail", "responses_only")
     assert failed["detail"].startswith("AZURE_OPENAI_ALLOWED_DEPLOYMENTS entry 2 of 2:")
+
+
+def test_wait_retries_a_denied_responses_probe_through_the_responses_api(
+    doctor: Doctor, mi_settings: dict[str, str], managed_identity: IdentityEndpoint, aoai: OpenAIEmulator
+) -> None:
+    with_deployments(aoai, **{"gpt-5-pro": "gpt-5-pro-2025-10-06"})
+    principal = ungranted(managed_identity)
+    aoai.grant(principal.object_id, delay_seconds=2)  # assigned, in effect only for the retry (5 s later)
+    try:
+        env = {
+            **mi_settings,
+            "AZURE_CLIENT_ID": managed_identity.ungranted_client_id,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-5-pro",
+            "AZURE_OPENAI_API": "responses",
+        }
+        result = doctor(env, "--json", "--wait", "30")
+    finally:
+        aoai.revoke(principal.object_id)
+    assert result.code == 0, result.out
+    assert result.reasons() == {"openai": "ok_after_wait"}
+    assert "through the Responses API, model gpt-5-pro-2025-10-06" in result["openai"]["detail"]
+    assert "PermissionDenied (attempt 1)" in result.err
+    assert routes(aoai).get(RESPONSES_ROUTE) == 2 and CHAT_ROUTE not in routes(aoai)  # denied, then served
 
 
 # --- A Responses-only model declared chat ------------------------------------------------------------------
