@@ -355,3 +355,78 @@ async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it
     table = markdown(report)
     assert table.count("\n| ") == 5 + 4  # header, the pool, 2 outage rows, the batch lane; quota header + 3 runs
     assert "| not run: pass `--long-outage`" in table
+
+
+# --- Storage requests per job (bench.counted_host, bench.storage_ops): the pure parts -----------------------
+
+
+def test_storage_requests_are_named_by_service_and_what_they_name() -> None:
+    from bench.counted_host import operation
+
+    base = "https://127.0.0.1:10001/devstoreaccount1"
+    assert operation("queue", "GET", f"{base}/jobs/messages?numofmessages=4") == "queue GET messages"
+    assert operation("queue", "DELETE", f"{base}/jobs/messages/abc?popreceipt=x") == "queue DELETE message"
+    assert operation("queue", "PUT", f"{base}/jobs") == "queue PUT queue"
+    assert operation("blob", "PUT", f"{base}/results/a/b.json") == "blob PUT blob"
+    assert operation("blob", "GET", f"{base}/results?restype=container&comp=list") == "blob GET container?comp=list"
+    assert operation("table", "POST", f"{base}/budget") == "table POST table"
+
+
+def test_storage_hosts_come_from_identity_based_settings_and_connection_strings() -> None:
+    from bench.counted_host import storage_hosts
+
+    keyless = {
+        "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:10001/devstoreaccount1",
+        "AzureWebJobsStorage__blobServiceUri": "https://127.0.0.1:10000/devstoreaccount1",
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:4000/msi/token",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x;IngestionEndpoint=https://127.0.0.1:9/",
+    }
+    assert storage_hosts(keyless) == {"127.0.0.1:10001": "queue", "127.0.0.1:10000": "blob"}
+    keyed = {
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k;"
+        "BlobEndpoint=http://127.0.0.1:20000/a;QueueEndpoint=http://127.0.0.1:20001/a;"
+    }
+    assert storage_hosts(keyed) == {"127.0.0.1:20000": "blob", "127.0.0.1:20001": "queue"}
+
+
+async def test_a_request_is_the_workers_when_app_code_made_it_even_from_a_task_it_started() -> None:
+    import asyncio
+
+    from bench.counted_host import StorageCounter, made_by_app
+
+    counter = StorageCounter({"127.0.0.1:1": "queue"}, clock=lambda: 100.04)
+    app: dict[str, Any] = {"__name__": "shared.fake", "made_by_app": made_by_app, "asyncio": asyncio}
+    exec(  # noqa: S102  # a function whose module is the app's, as shared.* code is
+        "async def in_app():\n    return made_by_app()\n"
+        "async def starts_task():\n    return await asyncio.create_task(in_app())\n",
+        app,
+    )
+    assert await app["in_app"]() is True
+    assert await app["starts_task"]() is True
+    assert made_by_app() is False  # the bench's (the host's) own code
+    counter.record("GET", "https://127.0.0.1:1/acct/jobs/messages", by_app=False)
+    counter.record("POST", "https://127.0.0.1:1/acct/jobs/messages", by_app=True)
+    counter.record("GET", "http://127.0.0.1:2/msi/token", by_app=True)  # not storage: not counted
+    assert counter.to_json() == [[100.0, "host", "queue GET messages", 1], [100.0, "worker", "queue POST messages", 1]]
+
+
+def test_storage_summary_keeps_the_runs_window_and_says_which_processes_counted(tmp_path: Path) -> None:
+    from bench.storage_ops import summary
+
+    counted = tmp_path / "worker-0.json"
+    counted.write_text(
+        json.dumps(
+            [
+                [99.8, "worker", "blob PUT container", 1],  # start-up, before the first send
+                [100.0, "worker", "blob PUT blob", 2],
+                [100.0, "host", "queue GET messages", 3],
+                [150.3, "worker", "blob GET blob", 4],
+                [151.0, "host", "queue GET messages", 9],  # polling an empty queue after the drain
+            ]
+        )
+    )
+    found = summary([counted, tmp_path / "killed.json"], jobs=2, since=100.05, until=150.5)
+    assert found["counted_processes"] == 1 and found["processes"] == 2
+    assert found["worker_by_operation"] == {"blob PUT blob": 2, "blob GET blob": 4}
+    assert found["host_by_operation"] == {"queue GET messages": 3}
+    assert found["worker_requests_per_job"] == 3.0 and found["host_requests_per_job"] == 1.5
