@@ -299,6 +299,36 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'RETRY_MAX_SECONDS'
           value: string(retryMaxSeconds)
         }
+        // The Responses API, background jobs and service tiers (docs/responses.md): the deployment above serves
+        // Chat Completions unless AZURE_OPENAI_API says responses; a pool entry declares its own.
+        {
+          name: 'AZURE_OPENAI_API'
+          value: 'chat'
+        }
+        {
+          name: 'AZURE_OPENAI_BACKGROUND'
+          value: 'false'
+        }
+        {
+          name: 'AZURE_OPENAI_SERVICE_TIER'
+          value: ''
+        }
+        {
+          name: 'FLEX_MAX_WAIT_SECONDS'
+          value: '600'
+        }
+        {
+          name: 'BACKGROUND_MAX_SECONDS'
+          value: '3600'
+        }
+        {
+          name: 'BACKGROUND_POLL_SECONDS'
+          value: '5'
+        }
+        {
+          name: 'BACKGROUND_POLL_MAX_SECONDS'
+          value: '60'
+        }
         // The batch lane: off while BATCH_DEPLOYMENT is empty (a "lane": "batch" job then fails at once).
         {
           name: 'BATCH_DEPLOYMENT'

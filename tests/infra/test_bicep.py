@@ -563,6 +563,8 @@ NOT_DEPLOYED = [
     "requirements-dev.txt", "requirements-infra.txt", "requirements-infra-test.txt", "pyproject.toml",
     "azure.yaml", ".azure/dev/.env", ".git/config", "shared/__pycache__/settings.cpython-311.pyc",
     "infra/hooks/preflight.py", ".venv-3.12/bin/python", ".venv-3.13/lib/python3.13/site-packages/x.py",
+    "mkdocs.yml", "site/index.html", "site/assets/javascripts/bundle.js", "docs/settings_table.py",
+    "requirements-docs.txt",
 ]  # fmt: skip
 
 
