@@ -88,6 +88,13 @@ param openAiDeploymentSkuName string = 'GlobalStandard'
 @description('Deployment capacity in units of 1,000 tokens per minute (azd: AZURE_OPENAI_DEPLOYMENT_CAPACITY): 50 = 50,000 TPM and, for gpt-5.4-mini, 50 requests per minute. A twentieth of the 1,000 units a Tier-1 subscription gets for the model per region, so several environments fit; it must fit the free quota of the model and SKU in the region.')
 param openAiDeploymentCapacity int = 50
 
+@allowed([
+  'chat'
+  'responses'
+])
+@description('The API the worker calls the model deployment through (AZURE_OPENAI_API and each AZURE_OPENAI_POOL entry\'s api; azd: AZURE_OPENAI_API): chat (Chat Completions) or responses (the Responses API, which the Responses-only models need: the -pro and -codex lines, codex-mini, o3-pro). The preflight refuses a Responses-only model with chat. docs/responses.md')
+param openAiApi string = 'chat'
+
 @minValue(1)
 @description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
 param openAiTimeoutSeconds int = 60
@@ -305,6 +312,7 @@ module resources 'resources.bicep' = {
     openAiModelVersion: openAiModelVersion
     openAiDeploymentSkuName: openAiDeploymentSkuName
     openAiDeploymentCapacity: openAiDeploymentCapacity
+    openAiApi: openAiApi
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
     secondaryOpenAiLocation: secondaryOpenAiLocation

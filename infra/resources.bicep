@@ -82,6 +82,13 @@ param openAiDeploymentSkuName string = 'GlobalStandard'
 @description('Deployment capacity in units of 1,000 tokens per minute (azd: AZURE_OPENAI_DEPLOYMENT_CAPACITY): 50 = 50,000 TPM and, for gpt-5.4-mini, 50 requests per minute. A twentieth of the 1,000 units a Tier-1 subscription gets for the model per region, so several environments fit; it must fit the free quota of the model and SKU in the region.')
 param openAiDeploymentCapacity int = 50
 
+@allowed([
+  'chat'
+  'responses'
+])
+@description('The API the worker calls the model deployment through (AZURE_OPENAI_API and each AZURE_OPENAI_POOL entry\'s api; azd: AZURE_OPENAI_API): chat (Chat Completions) or responses (the Responses API, which the Responses-only models need: the -pro and -codex lines, codex-mini, o3-pro). The preflight refuses a Responses-only model with chat. docs/responses.md')
+param openAiApi string = 'chat'
+
 @minValue(1)
 @description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
 param openAiTimeoutSeconds int = 60
@@ -388,6 +395,7 @@ var openAiPool = concat([
     endpoint: openAi.outputs.endpoint
     deployment: openAi.outputs.deploymentName
     priority: 1
+    api: openAiApi
   }
 ], empty(secondaryOpenAiLocation) ? [] : [
   {
@@ -395,6 +403,7 @@ var openAiPool = concat([
     endpoint: secondaryOpenAi.outputs.endpoint
     deployment: secondaryOpenAi.outputs.deploymentName
     priority: 2
+    api: openAiApi
   }
 ])
 
@@ -470,6 +479,7 @@ module functionApp 'app/function.bicep' = {
     openAiAllowedDeployments: openAi.outputs.deploymentName
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
+    openAiApi: openAiApi
     openAiPool: openAiPool
     modelAdmissionWaitSeconds: modelAdmissionWaitSeconds
     modelOutageToleranceSeconds: modelOutageToleranceSeconds

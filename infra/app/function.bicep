@@ -77,6 +77,13 @@ param openAiTimeoutSeconds int
 @description('Retries the openai SDK makes itself.')
 param openAiMaxRetries int
 
+@allowed([
+  'chat'
+  'responses'
+])
+@description('The API the deployments serve (AZURE_OPENAI_API): chat or responses.')
+param openAiApi string
+
 @description('Queue the trigger listens on.')
 param jobsQueueName string
 
@@ -300,10 +307,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: string(retryMaxSeconds)
         }
         // The Responses API, background jobs and service tiers (docs/responses.md): the deployment above serves
-        // Chat Completions unless AZURE_OPENAI_API says responses; a pool entry declares its own.
+        // the API main.bicep's openAiApi names, here and in each AZURE_OPENAI_POOL entry (which wins over this).
         {
           name: 'AZURE_OPENAI_API'
-          value: 'chat'
+          value: openAiApi
         }
         {
           name: 'AZURE_OPENAI_BACKGROUND'

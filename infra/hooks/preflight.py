@@ -22,6 +22,10 @@ AZURE_OPENAI_SECONDARY_LOCATION, the same deployment in that region (the deploym
 account); with AZURE_OPENAI_BATCH_MODEL_NAME, the batch lane's GlobalBatch deployment on the first
 account. Deployments that draw on the same quota (same region, model and SKU) are counted together.
 
+It also refuses, before asking az anything, a model the worker could not call: one Azure serves through
+the Responses API only (shared/catalogue.py: the -pro and -codex lines, codex-mini, o3-pro) while
+AZURE_OPENAI_API (main.bicep's openAiApi, the API every deployment of the pool declares) is chat.
+
 Inputs (azd environment; defaults = main.bicep's, tests/infra checks they agree):
 AZURE_OPENAI_LOCATION (else AZURE_LOCATION), AZURE_SUBSCRIPTION_ID, AZURE_OPENAI_MODEL_NAME,
 AZURE_OPENAI_MODEL_VERSION, AZURE_OPENAI_DEPLOYMENT_SKU, AZURE_OPENAI_DEPLOYMENT_CAPACITY,
@@ -32,7 +36,8 @@ VNET_ENABLED (private networking), which changes no check and is named in the pa
 MAXIMUM_INSTANCE_COUNT (0: derived from the quota), EXPECTED_TOKENS_PER_CALL, EXPECTED_SECONDS_PER_CALL.
 PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
 
-Standard library only, so the hook runs with any python3 before the project's venv exists.
+Standard library only, so the hook runs with any python3 before the project's venv exists: the
+catalogue it reads (shared/catalogue.py) imports nothing else either.
 """
 
 from __future__ import annotations
@@ -46,11 +51,17 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 # A module beside this file: on sys.path when azd runs the hook as a script (tests put it there too).
 import sizing
+
+# The one list of Responses-only models, shared with the worker's settings and the emulator. azd runs the hook as a
+# script, so the repository root is not on the path by itself (appended: it shadows nothing installed).
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+from shared.catalogue import is_responses_only
 
 # azd environment value -> (main.bicep parameter, default). infra/main.parameters.json maps each
 # parameter to its value with the same default; tests/infra fails when the three drift apart.
@@ -60,6 +71,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "AZURE_OPENAI_DEPLOYMENT_SKU": ("openAiDeploymentSkuName", "GlobalStandard"),
     "AZURE_OPENAI_DEPLOYMENT_CAPACITY": ("openAiDeploymentCapacity", "50"),
     "AZURE_OPENAI_DEPLOYMENT_NAME": ("openAiDeploymentName", ""),
+    # The API the worker calls it through (AZURE_OPENAI_API, each pool entry's api): chat or responses.
+    "AZURE_OPENAI_API": ("openAiApi", "chat"),
     # The deployment pool's second account (empty location: none).
     "AZURE_OPENAI_SECONDARY_LOCATION": ("secondaryOpenAiLocation", ""),
     "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY": ("secondaryOpenAiDeploymentCapacity", "50"),
@@ -175,6 +188,7 @@ class Request:
             )
         capacity = _capacity(values, "AZURE_OPENAI_DEPLOYMENT_CAPACITY")
         model = values["AZURE_OPENAI_MODEL_NAME"]
+        check_api(values["AZURE_OPENAI_API"], model, values["AZURE_OPENAI_DEPLOYMENT_NAME"] or model)
         return cls(
             location=_region(location),
             model=model,
@@ -215,6 +229,35 @@ class Request:
             self, model=model, version=version, sku=BATCH_SKU, capacity=capacity, deployment=deployment,
             names=BATCH_NAMES, what=f"batch deployment {deployment}",
         )  # fmt: skip
+
+
+APIS = ("chat", "responses")  # main.bicep's @allowed list for openAiApi
+
+
+def check_api(api: str, model: str, deployment: str) -> None:
+    """Refuse what the worker could not call: a Responses-only model (or a deployment the worker's settings take
+    for one, since they judge it by its name) through Chat Completions. Azure would answer every job 400
+    OperationNotSupported; the worker's settings refuse such a deployment at start."""
+    if api not in APIS:
+        raise Refusal(
+            f"AZURE_OPENAI_API={api} is not an API main.bicep takes ({', '.join(APIS)}). Fix: azd env set "
+            f"AZURE_OPENAI_API {'responses' if is_responses_only(model) else 'chat'}"
+        )
+    if api == "responses":
+        return
+    fix = "Fix: azd env set AZURE_OPENAI_API responses"
+    if is_responses_only(model):
+        raise Refusal(
+            f"{model} is served through the Responses API only (Chat Completions answer 400 OperationNotSupported) "
+            f"and AZURE_OPENAI_API is chat: the worker would refuse to start. {fix}"
+        )
+    if is_responses_only(deployment):
+        raise Refusal(
+            f"the deployment name {deployment} reads as a Responses-only model and AZURE_OPENAI_API is chat: the "
+            f"worker's settings judge a deployment by its name and would refuse to start. Fix: azd env set "
+            f"AZURE_OPENAI_DEPLOYMENT_NAME <another name> (or, if {model} takes the Responses API, azd env set "
+            "AZURE_OPENAI_API responses)"
+        )
 
 
 # ---------------------------------------------------------------- what the region offers

@@ -1587,7 +1587,10 @@ def _check_deployment(
 
 POOL_SETTING = "AZURE_OPENAI_POOL"
 # What each AZURE_OPENAI_POOL entry says (the worker's PoolEntry takes these and an optional weight).
-POOL_KEYS = ("name", "endpoint", "deployment", "priority")
+POOL_KEYS = ("name", "endpoint", "deployment", "priority", "api")
+
+
+API_PARAMETER = "openAiApi"  # the API the deployments serve: chat or responses (AZURE_OPENAI_API)
 
 
 def expected_pool(infra: Infra, problems: list[str]) -> list[dict[str, Any]]:
@@ -1610,6 +1613,7 @@ def expected_pool(infra: Infra, problems: list[str]) -> list[dict[str, Any]]:
                 "endpoint": f"{accounts[role][0]}.properties.endpoint",
                 "deployment": deployment,
                 "priority": priority,
+                "api": f"param:{API_PARAMETER}",  # every entry serves the one API openAiApi names
             }
         )
     return entries
