@@ -72,9 +72,13 @@ async def check_openai(ctx: Context) -> Check:
     settings = ctx.settings
     pooled = bool(ctx.env.get("AZURE_OPENAI_POOL", "").strip())
     entries = list(dict.fromkeys((e.endpoint, e.deployment, e.api) for e in settings.pool))
+    # The batch lane's APIs are checked once, with the first deployment on the batch lane's own resource.
+    batch_entry = next((i for i, entry in enumerate(entries) if entry[0] == settings.openai_endpoint), None)
     checks = []
-    for endpoint, deployment, api in entries:
+    for index, (endpoint, deployment, api) in enumerate(entries):
         one = dataclasses.replace(settings, openai_endpoint=endpoint, default_deployment=deployment)
+        if index != batch_entry:
+            one = dataclasses.replace(one, batch_deployment="")
         checks.append(await _check_deployment(ctx, one, api, pooled))
     if len(checks) == 1:
         return checks[0]
