@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
 
-.PHONY: setup test test-fast test-fast-all lint format typecheck check run up bench simulate infra-check dist clean
+.PHONY: setup test test-fast test-fast-all lint format typecheck check run up bench simulate infra-check dist docs settings-table clean
 
 setup: $(STAMP) $(WHEELHOUSE)/.downloaded node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -39,6 +39,24 @@ $(WHEELHOUSE)/.downloaded: $(STAMP) pyproject.toml
 dist: $(STAMP)
 	rm -rf dist
 	$(PY) -m build --no-isolation --outdir dist .
+
+# The docs site's tools (requirements-docs.txt), on top of the dev install: only `make docs` needs them.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP) requirements-docs.txt
+	$(PY) -m pip install --quiet -r requirements-docs.txt
+	touch $@
+
+# The docs site (mkdocs.yml) into site/, strict: a broken link or anchor, or a settings table that disagrees
+# with shared/settings.py, fails it. The build runs behind the tests' network guard (emulators/guarded), so
+# anything in it that reaches past loopback fails the build too.
+docs: $(DOCS_STAMP)
+	$(PY) docs/settings_table.py --check
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=emulators/guarded $(PY) -m mkdocs build --strict --quiet
+
+# Rewrites docs/settings.md's table from shared/settings.py's SETTINGS (what `make docs` asks for).
+settings-table: $(STAMP)
+	$(PY) docs/settings_table.py
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -104,4 +122,4 @@ infra-check:
 	bash .ci/checkov.sh
 
 clean:
-	rm -rf $(VENV) .venv-3.* .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache dist $(WHEELHOUSE)
+	rm -rf $(VENV) .venv-3.* .venv-infra node_modules .local-azure .pytest_cache .mypy_cache .ruff_cache dist site $(WHEELHOUSE)

@@ -31,7 +31,7 @@ from emulators.tokens import Principal, TokenIssuer
 from shared.storage_clients import StorageEndpoints
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-HOST_MODULES = (HOST_MODULE, "bench.profiled_host")  # the ones taking the local host's arguments
+HOST_MODULES = (HOST_MODULE, "bench.profiled_host", "bench.counted_host")  # taking the local host's arguments
 PRODUCER = Principal(object_id="be4c0000-0000-4000-8000-0000000be4c0", name="bench-producer")
 LISTENING = "listening on queue"  # the local host's log line once it polls its queue
 

@@ -15,7 +15,9 @@
 
 Every run switches pacing on (``MODEL_ADMISSION_WAIT_SECONDS``) and sets ``MODEL_OUTAGE_TOLERANCE_SECONDS``;
 a worker that does not know a setting ignores it. Each emulator's own counters (they count 429s and 503s)
-are reset just before the jobs are sent, after every worker is listening.
+are reset just before the jobs are sent, after every worker is listening. Workers run as ``bench.counted_host``:
+each run reports the Azure Storage requests its workers made from the first send to the drain, per job, the
+app's apart from the host's (``bench.storage_ops``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench import harness
+from bench import harness, storage_ops
 from bench.config import Bench, Scale
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from emulators.aoai import estimate_request_tokens
@@ -38,6 +40,8 @@ from emulators.stack.services import DEPLOYMENT, OpenAIEmulator, start_openai_em
 from emulators.stack.workers import Jobs
 
 REQUEUED = "re-enqueued"  # the worker's log line for a job sent back to the queue
+COUNTED_HOST = "bench.counted_host"  # the local host, counting its storage requests
+AFTER_RECOVERY_S = 60.0  # 429s are counted this long after an outage ends (issue 23's target)
 
 
 def worker_settings(scale: Scale) -> dict[str, str]:
@@ -111,6 +115,7 @@ class Run:
     loadavg_1m: float  # at the start of the run
     sent: dict[str, float]  # job id -> epoch seconds it was sent
     phase_s: dict[str, float]  # the waits around the measurement: workers starting, results read and workers stopped
+    storage: dict[str, Any]  # storage_ops.summary from the first send to the drain
 
     def counts(self) -> dict[str, Any]:
         """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs, and how
@@ -136,6 +141,8 @@ class Run:
             "loadavg_1m_at_start": round(self.loadavg_1m, 2),
             "machine_busy_fraction": self.machine_busy_fraction,
             "phase_s": {k: round(v, 1) for k, v in self.phase_s.items()},
+            "storage_requests_per_job": self.storage["worker_requests_per_job"],
+            "storage": self.storage,
         }
 
     def job_seconds(self) -> list[float]:
@@ -146,6 +153,10 @@ class Run:
         """First job sent → last result written."""
         finished = [harness.finished_at(r) for r in self.results]
         return max(finished) - self.sent_at if finished else 0.0
+
+    def paced_ideal_seconds(self, latency: float) -> float:
+        """The drain if every job ran the moment it arrived: first send → last send + one model call."""
+        return max(self.sent.values(), default=self.sent_at) - self.sent_at + latency
 
 
 @dataclass
@@ -204,7 +215,9 @@ async def start_workers(b: Bench, label: str, settings: dict[str, str], processe
         await enqueue(started.jobs, [])
         started.began = time.monotonic()
         for i in range(processes):
-            started.workers.append(start_worker(settings, b.logs / label / f"worker-{i}" / "worker.log"))
+            log = b.logs / label / f"worker-{i}" / "worker.log"
+            counts = ("--storage-counts", str(storage_ops.counts_path(log)))
+            started.workers.append(start_worker(settings, log, module=COUNTED_HOST, args=counts))
     except BaseException:
         await started.close()
         raise
@@ -239,6 +252,7 @@ async def run_workers(
         sent_at = time.time()
         outage, _ = await asyncio.gather(_outage(arrivals), _send(jobs, arrivals, sent))
         drained = await harness.wait_drained_all(jobs, workers, timeout, b.scale.poll_s)
+        drained_at = time.time()
         busy = meter.end(max(1, arrivals.count))["machine_busy_fraction"]
         ended = time.monotonic()
         (results, poisoned), _, _ = await asyncio.gather(
@@ -247,7 +261,10 @@ async def run_workers(
         phases = {"workers_listening": setup, "results_read_workers_stopped": time.monotonic() - ended}
     finally:
         await started.close()
-    return Run(arrivals.count, results, poisoned, drained, sent_at, workers, busy, load, sent, phases), outage
+    counted = [storage_ops.counts_path(w.host.log_path) for w in workers]  # written as each stopped
+    storage = storage_ops.summary(counted, arrivals.count, sent_at, drained_at)
+    run = Run(arrivals.count, results, poisoned, drained, sent_at, workers, busy, load, sent, phases, storage)
+    return run, outage
 
 
 def _quota(stats: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -442,20 +459,34 @@ async def pool(b: Bench) -> dict[str, Any]:
 # --- (c) Model outages ----------------------------------------------------------------------------------
 
 
-def _timed(run: Run, outage: dict[str, float] | None) -> dict[str, Any]:
+def _timed(
+    run: Run, outage: dict[str, float] | None, latency: float, down: OpenAIEmulator | None = None
+) -> dict[str, Any]:
+    """Job times, the drain against arrivals served at once, and with an outage the recovery: seconds from
+    the outage's end to the last result, and the 429s ``down`` (the resource that was down) answered in the
+    minute after it ended."""
     seconds = run.job_seconds()
+    drain, ideal = run.drain_seconds(), run.paced_ideal_seconds(latency)
     out = {
         **run.counts(),
         "job_s_p50": harness.percentile(seconds, 0.5),
         "job_s_p95": harness.percentile(seconds, 0.95),
         "job_s_max": max(seconds, default=0.0),
+        "drain_s": drain,
+        "ideal_drain_s": ideal,
+        "drain_over_ideal": drain / ideal if ideal else 0.0,
     }
     if outage is not None:
-        finished = max((harness.finished_at(r) for r in run.results), default=outage["ends_at"])
+        ends = outage["ends_at"]
+        finished = max((harness.finished_at(r) for r in run.results), default=ends)
+        after = [r for r in (down.requests() if down else []) if ends <= r.began < ends + AFTER_RECOVERY_S]
+        throttled = sum(1 for r in after if r.status == "429")
         out["outage"] = {
             "seconds": outage["seconds"],
             "after_first_send_s": outage["started_at"] - run.sent_at,
-            "last_result_after_end_s": finished - outage["ends_at"],  # the recovery tail (< 0: none)
+            "last_result_after_end_s": finished - ends,  # the recovery tail (< 0: none)
+            "throttled_429_in_minute_after_end": throttled,
+            "throttled_per_job_in_minute_after_end": throttled / run.jobs if run.jobs else 0.0,
         }
     return out
 
@@ -490,8 +521,9 @@ async def _one_deployment(b: Bench, quiet: asyncio.Event) -> dict[str, Any]:
             return await run_workers(b, started, failing, reset=down.reset, timeout=s.timeout_s)
 
         (calm, _), (hit, hit_outage) = await asyncio.gather(calm_run(), hit_run())
-        without = {**_timed(calm, None), **_quota(healthy.stats(), calm.jobs)}
-        only = {**_timed(hit, hit_outage), **_quota(down.stats(), hit.jobs)}
+        latency = s.latency_ms / 1000
+        without = {**_timed(calm, None, latency), **_quota(healthy.stats(), calm.jobs)}
+        only = {**_timed(hit, hit_outage, latency, down), **_quota(down.stats(), hit.jobs)}
     return {
         "without_outage": {**without, "arrival_jobs_per_s": short.rate},
         "only_deployment_down": {**only, "arrival_jobs_per_s": short.rate},
@@ -515,8 +547,9 @@ async def _failover(b: Bench) -> dict[str, Any]:
             "primary": _quota(primary.stats(), pooled.jobs),
             "secondary": _quota(secondary.stats(), pooled.jobs),
         }
+        timed = _timed(pooled, pooled_outage, s.latency_ms / 1000, primary)
     return {
-        **_timed(pooled, pooled_outage),
+        **timed,
         **_total(by_resource, pooled.jobs),
         "by_resource": by_resource,
         "served_by": _served(pooled.results, names),

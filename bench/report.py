@@ -233,6 +233,67 @@ ROWS = (
 )
 
 
+NA = "—"
+QUOTA_HEAD = (
+    "| quota run | drain ÷ ideal | 429s per job | share of the limit | re-enqueued | storage requests per job "
+    "(worker; host) | recovery → last result |"
+)
+
+
+def _quota_row(name: str, run: dict[str, Any], share: float | None) -> str:
+    """One run of the scale-out, pool or outage sections, in the quota table's columns."""
+    outage = run.get("outage")
+    recovery = (
+        f"{outage['last_result_after_end_s']:.0f} s ({outage['throttled_per_job_in_minute_after_end']:.2f} 429s/job "
+        "in the minute after)"
+        if outage
+        else NA
+    )
+    storage = run["storage"]
+    counted = (
+        ""
+        if storage["counted_processes"] == storage["processes"]
+        else (f", {storage['counted_processes']} of {storage['processes']} processes counted")
+    )
+    cells = (
+        name,
+        f"{run['drain_over_ideal']:.2f}",
+        f"{run['throttled_per_job']:.2f}",
+        NA if share is None else f"{share:.2f}",
+        f"{run['requeued_jobs']} of {run['jobs']}",
+        f"{storage['worker_requests_per_job']:.1f}; {storage['host_requests_per_job']:.1f}{counted}",
+        recovery,
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def quota_table(report: dict[str, Any]) -> str:
+    """Issue 23's figures for every scale-out, pool and outage run of the report, one row each ("" if none)."""
+    rows = []
+    if "scaleout" in report:
+        rows += [
+            _quota_row(f"scale-out K = {r['processes']}", r, r["fraction_of_limit"]) for r in report["scaleout"]["runs"]
+        ]
+    if "pool" in report:
+        rows.append(_quota_row("pool of two", report["pool"], report["pool"]["fraction_of_sum"]))
+    if "outage" in report:
+        o = report["outage"]
+        rows.append(_quota_row("arrivals, no outage", o["without_outage"], None))
+        rows.append(_quota_row(f"only deployment down {o['outage_s']:.0f} s", o["only_deployment_down"], None))
+        if o["primary_down_with_secondary"] is not None:
+            rows.append(_quota_row(f"primary down {o['long_outage_s']:.0f} s", o["primary_down_with_secondary"], None))
+    if not rows:
+        return ""
+    separator = "|" + "---|" * QUOTA_HEAD.count(" |")
+    return (
+        "\nQuota figures (docs/sizing.md): drain ÷ ideal is against the limit (scale-out, pool) or the arrivals "
+        "(outages); storage requests are the worker's own and the host's queue handling, from the first send to "
+        "the drain; the share of the limit is measured over whole windows.\n\n"
+        + "\n".join([QUOTA_HEAD, separator, *rows])
+        + "\n"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The table: one or more rows per section the run has."""
     meta = report["meta"]
@@ -252,7 +313,7 @@ def markdown(report: dict[str, Any]) -> str:
     if issue13 is not None:
         settings = ", ".join(f"{k}={v}" for k, v in issue13.items())
         foot += f"\nRate-limit, scale-out, pool and outage runs (5-8) worker settings (shipped defaults): {settings}.\n"
-    return head + "\n" + "\n".join(table) + "\n" + foot
+    return head + "\n" + "\n".join(table) + "\n" + foot + quota_table(report)
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> None:

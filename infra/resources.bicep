@@ -82,6 +82,13 @@ param openAiDeploymentSkuName string = 'GlobalStandard'
 @description('Deployment capacity in units of 1,000 tokens per minute (azd: AZURE_OPENAI_DEPLOYMENT_CAPACITY): 50 = 50,000 TPM and, for gpt-5.4-mini, 50 requests per minute. A twentieth of the 1,000 units a Tier-1 subscription gets for the model per region, so several environments fit; it must fit the free quota of the model and SKU in the region.')
 param openAiDeploymentCapacity int = 50
 
+@allowed([
+  'chat'
+  'responses'
+])
+@description('The API the worker calls the model deployment through (AZURE_OPENAI_API and each AZURE_OPENAI_POOL entry\'s api; azd: AZURE_OPENAI_API): chat (Chat Completions) or responses (the Responses API, which the Responses-only models need: the -pro and -codex lines, codex-mini, o3-pro). The preflight refuses a Responses-only model with chat. docs/responses.md')
+param openAiApi string = 'chat'
+
 @minValue(1)
 @description('Per-request timeout of model calls in seconds (AZURE_OPENAI_TIMEOUT_SECONDS).')
 param openAiTimeoutSeconds int = 60
@@ -136,18 +143,28 @@ param openAiBatchDeploymentCapacity int = 50
 
 // ---- Function App ----
 
-@minValue(1)
+@minValue(0)
 @maxValue(1000)
-@description('''Flex Consumption scale-out limit: protects the Azure OpenAI quota, not just the bill.
+@description('''Flex Consumption scale-out limit (azd: MAXIMUM_INSTANCE_COUNT): protects the Azure OpenAI quota, not just the bill.
+0 (the default): derived from the quota, see instanceCap in resources.bicep and docs/sizing.md.
 Each instance runs up to 24 jobs at once (host.json queues batchSize 4 + newBatchThreshold 20),
 so up to maximumInstanceCount x 24 concurrent model calls. Every call is charged prompt tokens +
-max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute).
-Jobs of ~1,000 tokens that take ~5 s each make 12 calls/min per slot: ONE instance can use
-24 x 12 x 1,000 = 288,000 TPM, far above the default 50,000 TPM. Past the quota extra instances
-only collect 429s (the worker backs off and re-enqueues). Size it as
-TPM / (24 x tokens per job x calls per minute per slot), rounded up; default 10 caps a backlog
-burst at 240 concurrent calls.''')
-param maximumInstanceCount int = 10
+max_tokens against the deployment's TPM quota (openAiDeploymentCapacity x 1,000 per minute, plus
+secondaryOpenAiDeploymentCapacity x 1,000 with a second account). Jobs of expectedTokensPerCall
+tokens that take expectedSecondsPerCall each make 60 / expectedSecondsPerCall calls/min per slot:
+at 1,000 tokens and 5 s ONE instance can use 24 x 12 x 1,000 = 288,000 TPM, far above the default
+50,000 TPM. Past the quota extra instances only wait in the pacing gate or collect 429s. The derived
+cap is TPM / (24 x tokens per call x calls per minute per slot), rounded up, 1 to 1,000; the azd
+preprovision hook prints it and how it got it. Set a number to override it.''')
+param maximumInstanceCount int = 0
+
+@minValue(1)
+@description('Tokens one model call is charged at admission (prompt + output budget), for the derived maximumInstanceCount (azd: EXPECTED_TOKENS_PER_CALL). A result document\'s usage shows what your jobs take.')
+param expectedTokensPerCall int = 1000
+
+@minValue(1)
+@description('Seconds one model call takes, for the derived maximumInstanceCount (azd: EXPECTED_SECONDS_PER_CALL). A result document\'s timings.model_seconds shows what your jobs take.')
+param expectedSecondsPerCall int = 5
 
 @allowed([
   512
@@ -279,6 +296,17 @@ var secondaryOpenAiAccountName = 'oai2-${resourceToken}'
 // The batch lane's GlobalBatch deployment: <model>-batch unless named; empty = no batch lane.
 var batchDeploymentName = empty(openAiBatchModelName) ? '' : (empty(openAiBatchDeploymentName) ? '${openAiBatchModelName}-batch' : openAiBatchDeploymentName)
 var vnetName = 'vnet-${resourceToken}'
+// maximumInstanceCount derived from the quota unless set (docs/sizing.md): the fewest instances whose
+// slots, busy with calls of expectedTokensPerCall tokens lasting expectedSecondsPerCall, ask for the
+// whole TPM of the pool (both accounts with a second one). infra/hooks/preflight.py prints the same number
+// with how it got it; tests/infra evaluates this expression against it. instanceConcurrency is host.json's
+// batchSize + newBatchThreshold (a test keeps them equal). Fully parenthesised: the tests' parser has no
+// operator precedence.
+var instanceConcurrency = 24
+var quotaTokensPerMinute = (openAiDeploymentCapacity + (empty(secondaryOpenAiLocation) ? 0 : secondaryOpenAiDeploymentCapacity)) * 1000
+var instanceTokensPerMinuteTimesSeconds = (instanceConcurrency * 60) * expectedTokensPerCall
+var derivedInstanceCap = min(1000, max(1, (((quotaTokensPerMinute * expectedSecondsPerCall) + instanceTokensPerMinuteTimesSeconds) - 1) / instanceTokensPerMinuteTimesSeconds))
+var instanceCap = (maximumInstanceCount > 0) ? maximumInstanceCount : derivedInstanceCap
 
 module identity 'app/identity.bicep' = {
   name: 'identity'
@@ -367,6 +395,7 @@ var openAiPool = concat([
     endpoint: openAi.outputs.endpoint
     deployment: openAi.outputs.deploymentName
     priority: 1
+    api: openAiApi
   }
 ], empty(secondaryOpenAiLocation) ? [] : [
   {
@@ -374,6 +403,7 @@ var openAiPool = concat([
     endpoint: secondaryOpenAi.outputs.endpoint
     deployment: secondaryOpenAi.outputs.deploymentName
     priority: 2
+    api: openAiApi
   }
 ])
 
@@ -439,7 +469,7 @@ module functionApp 'app/function.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
-    maximumInstanceCount: maximumInstanceCount
+    maximumInstanceCount: instanceCap
     instanceMemoryMB: instanceMemoryMB
     pythonVersion: pythonVersion
     vnetEnabled: vnetEnabled
@@ -449,6 +479,7 @@ module functionApp 'app/function.bicep' = {
     openAiAllowedDeployments: openAi.outputs.deploymentName
     openAiTimeoutSeconds: openAiTimeoutSeconds
     openAiMaxRetries: openAiMaxRetries
+    openAiApi: openAiApi
     openAiPool: openAiPool
     modelAdmissionWaitSeconds: modelAdmissionWaitSeconds
     modelOutageToleranceSeconds: modelOutageToleranceSeconds

@@ -4,7 +4,8 @@ A ``Delivery`` is one message being handled: the job it carries (once known), wh
 in storage (a claim-check payload, its copy in the retry store), the deployment that answered and the
 trace it belongs to. It ends in one of three ways:
 
-- ``finish``: the result is built (``result_of``, with ``usage_of`` and the ``budget_exhausted`` check),
+- ``finish``: the result is built (``result_of``: from an ``Answer`` of either API (``shared.apis``), or the
+  batch lane's chat completion with ``usage_of`` and the ``budget_exhausted`` check),
   stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
   queue until its notice is confirmed sent; the notice goes out (at-least-once: a redelivery that finds
   the mark sends it again); only then is what the job left aside released, so a redelivery after a
@@ -28,9 +29,10 @@ from typing import Any, Protocol
 from openai.types.chat import ChatCompletion
 
 from shared import store, telemetry
+from shared.apis import Answer, budget_exhausted, usage_of
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import ErrorInfo, Job, PayloadRef, Redelivery, Result, RetryState, Timings, Usage
+from shared.jobs import BackgroundWait, ErrorInfo, Job, PayloadRef, Redelivery, Result, RetryState, Timings
 from shared.policy import GiveUp, Requeue
 from shared.settings import PoolEntry, max_dequeue_count
 
@@ -63,6 +65,7 @@ class Delivery:
     requeued: bool = False  # the job waits in the retry store: delete it with the result
     state_version: str | None = None  # the retry state's version loaded (a re-enqueue replaces only that)
     served: PoolEntry | None = None  # the deployment that answered
+    background: BackgroundWait | None = None  # the background response the job waits on (shared/background.py)
     span: telemetry.JobSpan = field(default_factory=telemetry.JobSpan)  # this delivery's trace (no-op when off)
 
     @property
@@ -91,11 +94,12 @@ async def finish(
     model_seconds: float | None = None,
     keep_leftovers: bool = False,
     amend: Callable[[Result], Result] | None = None,
+    answer: Answer | None = None,
 ) -> Result | None:
     """Store the result (as ``amend`` changes it: the batch lane's fields), release what the job left
     aside (unless the message goes to poison and may be replayed), then notify; log one line. Returns
     the stored result, or None when another delivery had stored one first (it is kept)."""
-    result = result_of(delivery, error=error, completion=completion, model_seconds=model_seconds)
+    result = result_of(delivery, error=error, completion=completion, model_seconds=model_seconds, answer=answer)
     result = amend(result) if amend is not None else result
     reply_to = delivery.job.reply_to if delivery.job else None
     tracing = telemetry.current()
@@ -133,7 +137,12 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
     assert job is not None
     # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
     update = {"id": delivery.job_id, **delivery.span.carrier()}
-    state = RetryState(job=job.model_copy(update=update), redelivery=plan.redelivery, payload=delivery.payload)
+    state = RetryState(
+        job=job.model_copy(update=update),
+        redelivery=plan.redelivery,
+        payload=delivery.payload,
+        background=delivery.background,  # a background job re-enqueued while collecting keeps its response
+    )
     ref = await store.save_retry_state(runtime, state, replaces=delivery.state_version, message_id=delivery.message.id)
     if ref is None:
         logger.warning("job %s: another delivery of it waits or moved it on; this one ends", delivery.job_id)
@@ -162,46 +171,27 @@ async def before_host_retry(delivery: Delivery, exc: Exception) -> None:
     await finish(delivery, error=gave_up.error(), keep_leftovers=True)
 
 
-def budget_exhausted(completion: ChatCompletion) -> ErrorInfo | None:
-    """HTTP 200 with no output: a reasoning model spent the whole ``max_completion_tokens`` thinking.
-    Not a success: the sender needs to know to give it more room (or ask for less reasoning)."""
-    choice = completion.choices[0]
-    if choice.message.content or choice.finish_reason != "length":
-        return None
-    usage = usage_of(completion)
-    spent = f"all {usage.completion_tokens}" if usage else "all its"
-    reasoning = f" ({usage.reasoning_tokens} on reasoning)" if usage and usage.reasoning_tokens is not None else ""
-    return ErrorInfo(
-        code="output_budget_exhausted",
-        message=f"the model used {spent} completion tokens{reasoning} before writing any output: raise "
-        "max_completion_tokens or lower reasoning_effort",
-    )
-
-
-def usage_of(completion: ChatCompletion) -> Usage | None:
-    usage = completion.usage
-    if usage is None:
-        return None
-    completion_details, prompt_details = usage.completion_tokens_details, usage.prompt_tokens_details
-    return Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        reasoning_tokens=completion_details.reasoning_tokens if completion_details else None,
-        cached_tokens=prompt_details.cached_tokens if prompt_details else None,
-    )
-
-
 def result_of(
     delivery: Delivery,
     *,
     completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
     error: ErrorInfo | None = None,
+    answer: Answer | None = None,
 ) -> Result:
-    """The result this delivery stores: the answer (or the error) with everything the job echoes."""
+    """The result this delivery stores: the answer (or the error) with everything the job echoes. An
+    ``answer`` (either API, ``shared.apis``) that is not a success fails the result with its own error."""
     job, message = delivery.job, delivery.message
     fields: dict[str, Any] = {}
+    if answer is not None:
+        error = error or answer.error
+        fields = _answer_fields(answer)
+        fmt = job.parameters.response_format if job else None
+        if fmt is not None and fmt.type != "text" and answer.output and not answer.error:
+            try:
+                fields["output_json"] = json.loads(answer.output)
+            except ValueError:
+                logger.warning("job %s asked for JSON but the model's output does not parse", delivery.job_id)
     if completion is not None:
         choice = completion.choices[0]
         fields = {
@@ -235,6 +225,20 @@ def result_of(
         ),
         **fields,
     )
+
+
+def _answer_fields(answer: Answer) -> dict[str, Any]:
+    return {
+        "model": answer.model,
+        "output": answer.output,
+        "finish_reason": answer.finish_reason,
+        "usage": answer.usage,
+        "api": answer.api,
+        "service_tier": answer.service_tier,
+        "response_id": answer.response_id,
+        "reasoning_summary": answer.reasoning_summary,
+        "output_filtered": True if answer.filtered_output else None,
+    }
 
 
 def _deployment(delivery: Delivery) -> str | None:

@@ -49,6 +49,13 @@ BATCH_REFUSED_PARAMETERS = {
     "stream_options": "a batch answers each request whole, in its output file: leave stream_options out",
 }
 NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_no_control_characters)]
+# Which Azure OpenAI API a job is sent through (shared/apis.py maps the same fields onto both); each deployment
+# declares the one it serves (AZURE_OPENAI_API, or ``api`` on a pool entry).
+Api = Literal["chat", "responses"]
+# The per-request processing tier: auto (the deployment's own), default (Standard), priority, flex (half price,
+# answered 429 when flex capacity is short; shared/tiers.py falls back to default within the job's deadline).
+ServiceTier = Literal["auto", "default", "priority", "flex"]
+ReasoningSummary = Literal["auto", "concise", "detailed"]
 
 
 class _Strict(BaseModel):
@@ -106,7 +113,7 @@ class Parameters(_Strict):
         return self
 
 
-RetryReason = Literal["throttled", "permission_denied", "outage"]
+RetryReason = Literal["throttled", "permission_denied", "outage", "flex_unavailable"]
 
 
 class Redelivery(_Strict):
@@ -161,6 +168,32 @@ class Job(_Strict):
         description="live: answered now; batch: sent through Azure OpenAI Global Batch (half price, within "
         "24 hours), its result stored exactly like a live one.",
     )
+    api: Api | None = Field(
+        default=None,
+        description="chat (Chat Completions) or responses (the Responses API); default: what the deployment "
+        "declares. A deployment that does not declare it refuses the job (api_mismatch) before any model call.",
+    )
+    background: bool | None = Field(
+        default=None,
+        description="Responses API only: start the response in background mode and collect it later (no worker "
+        "slot held while the model thinks); default: the deployment's setting.",
+    )
+    service_tier: ServiceTier | None = Field(
+        default=None,
+        description="Processing tier asked of Azure OpenAI; default: the deployment's. A flex request refused for "
+        "capacity waits while the deadline leaves room, then goes out on the default tier.",
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        strict=False,
+        description="Absolute time (with a UTC offset) by which the job should be answered: bounds how long a flex "
+        "job waits for flex capacity before it falls back to the default tier.",
+    )
+    reasoning_summary: ReasoningSummary | None = Field(
+        default=None,
+        description="Responses API only: ask the reasoning model for a summary of its reasoning, stored in the "
+        "result's reasoning_summary.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +212,10 @@ class Job(_Strict):
     def _prompt_or_messages(self) -> Job:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.api == "chat" and (self.background or self.reasoning_summary is not None):
+            raise ValueError("background and reasoning_summary exist only in the Responses API: not with api 'chat'")
+        if self.deadline is not None and self.deadline.utcoffset() is None:
+            raise ValueError("deadline needs a UTC offset (e.g. 2026-12-07T06:00:00Z): a bare time is ambiguous")
         if self.metadata is not None and len(json.dumps(self.metadata)) > MAX_METADATA_CHARS:
             raise ValueError(f"metadata is larger than {MAX_METADATA_CHARS} characters of JSON")
         return self
@@ -204,9 +241,22 @@ class Job(_Strict):
         return sum(len(m["content"]) for m in self.chat_messages())
 
 
+class FilterFinding(BaseModel):
+    """One category Azure OpenAI's content filter reported on (only those it filtered or detected are kept)."""
+
+    source: Literal["prompt", "completion"]
+    category: str = Field(description="hate, sexual, violence, self_harm, jailbreak, protected_material_text, ...")
+    filtered: bool
+    severity: str | None = Field(default=None, description="safe, low, medium or high (severity categories).")
+    detected: bool | None = Field(default=None, description="Detection categories (jailbreak, protected material).")
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str
+    content_filter: list[FilterFinding] | None = Field(
+        default=None, description="code content_filter: the categories and severities the service reported."
+    )
 
 
 class Usage(BaseModel):
@@ -247,6 +297,14 @@ class Result(BaseModel):
     message_id: str | None = None
     trace_id: str | None = Field(default=None, description="The trace this job ran in (when tracing is on).")
     lane: Lane | None = Field(default=None, description='"batch" for a batch-lane job; absent for the live lane.')
+    api: Api | None = Field(default=None, description="The API the answer came through (live lane).")
+    service_tier: str | None = Field(default=None, description="The tier that served the request, as Azure echoed it.")
+    response_id: str | None = Field(default=None, description="Responses API: the response's id (resp_...).")
+    reasoning_summary: str | None = Field(default=None, description="The reasoning summary, when the job asked.")
+    output_filtered: bool | None = Field(
+        default=None,
+        description="True when output holds text the content filter cut short: partial, never a success.",
+    )
     timings: Timings
 
 
@@ -296,6 +354,8 @@ class JobReference(_Strict):
 # and the message is only a pointer to it carrying the state's one-time token: a pointer nobody was given
 # runs nothing, and nothing a producer sends can set how often or when a job is retried.
 RETRY_PREFIX = "retries/"
+# Blob metadata naming what a waiting job waits on: a background response (shared/background.py).
+WAITING_ON, BACKGROUND = "waiting", "background"
 RETRY_TOKEN_PATTERN = r"^[0-9a-f]{32}$"
 
 
@@ -317,13 +377,26 @@ def retry_blob(job_id: str) -> str:
     return f"{RETRY_PREFIX}{job_id}.json"
 
 
+class BackgroundWait(_Strict):
+    """A background response the worker started for a job and collects on delayed pointers."""
+
+    response_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    endpoint: str
+    deployment: str
+    started_at: datetime = Field(strict=False)
+    polls: Annotated[int, Field(ge=0)] = 0
+
+
 class RetryState(_Strict):
     """Stored by the worker as ``retries/<id>.json`` in the worker-only container; deleted with the result."""
 
     job: Job
-    redelivery: Redelivery
+    redelivery: Redelivery | None = None  # None: a background job that has not been re-enqueued for a retry
     payload: PayloadRef | None = Field(default=None, description="Claim-check blob to delete with the result.")
     token: Annotated[str, StringConstraints(pattern=RETRY_TOKEN_PATTERN)] | None = None
+    background: BackgroundWait | None = Field(
+        default=None, description="The background response this job waits on (shared/background.py)."
+    )
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

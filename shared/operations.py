@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shared.constants import BLOB_READER_ROLE, MANIFEST_PREFIX, QUEUE_CONTRIBUTOR_ROLE, STAGED_PREFIX
 from shared.errors import MissingPermissionError, QueueNotFoundError, storage_refusal
-from shared.jobs import RETRY_PREFIX, JobReference, Result
+from shared.jobs import BACKGROUND, RETRY_PREFIX, WAITING_ON, JobReference, Result
 from shared.messages import JobRefused, parse_message
 from shared.settings import DEFAULT_STAGING_CONTAINER, StorageNames, staging_container
 from shared.storage_clients import HoldsStorage, StorageClients, StorageEndpoints, create_credential
@@ -80,6 +80,7 @@ class WorkerStore:
     open_batches: int = 0  # manifests submitted: a batch out (or refused) that the collector will settle
     batches_by_state: dict[str, int] = field(default_factory=dict)  # every manifest, by state
     waiting_retries: int = 0  # retries/<id>.json: jobs re-enqueued to try again later
+    waiting_background: int = 0  # of those, jobs whose background response is still being collected
     refused: str | None = None
 
 
@@ -225,11 +226,11 @@ class Operations(HoldsStorage):
         """One listing of the worker-only container, and each manifest read for its state (manifests are few:
         one per request file of up to 50,000 jobs)."""
         container = self.worker_only
-        name, staged, retries, oldest = container.container_name, 0, 0, None
+        name, staged, retries, background, oldest = container.container_name, 0, 0, 0, None
         manifests: list[str] = []
         try:
             with storage_refusal(f"listing {name}", BLOB_READER_ROLE, container.url):
-                async for blob in container.list_blobs():
+                async for blob in container.list_blobs(include=["metadata"]):
                     if blob.name.startswith(STAGED_PREFIX):
                         staged += 1
                         since = blob.creation_time or blob.last_modified
@@ -238,6 +239,7 @@ class Operations(HoldsStorage):
                         manifests.append(blob.name)
                     elif blob.name.startswith(RETRY_PREFIX):
                         retries += 1
+                        background += (blob.metadata or {}).get(WAITING_ON) == BACKGROUND
         except ResourceNotFoundError:
             return WorkerStore(name, exists=False)
         except MissingPermissionError as exc:
@@ -258,6 +260,7 @@ class Operations(HoldsStorage):
             open_batches=states["submitted"],
             batches_by_state=dict(states.most_common()),
             waiting_retries=retries,
+            waiting_background=background,
         )
 
     async def _manifest_state(self, blob: str) -> str | None:

@@ -143,6 +143,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+# Azure's code on a quota 429 ("Requests to ... have been limited"). A 429 with another code to a flex request is
+# flex capacity running short (the code Azure gives it is unconfirmed; "ResourceUnavailable" as OpenAI's): not
+# billed, not the deployment's quota, so it holds no gate (shared/tiers.py decides what the job does).
+QUOTA_CODE = "429"
+
+
+def capacity_refusal(tier: object, code: object) -> bool:
+    """Whether a 429 with error ``code`` to a request for ``tier`` is flex capacity, not the shared quota."""
+    return tier == "flex" and code != QUOTA_CODE
+
+
 def origin(url: str) -> str:
     """``scheme://host[:port]``, lower-cased: the endpoint part of a gate's key."""
     parts = urlsplit(url)
@@ -437,6 +448,15 @@ def _count(value: str | None) -> int | None:
 _CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("pacing_ticket", default=None)
 
 
+async def _code(response: Any) -> object:
+    """The error code of a (small) error response, read in the hook (httpx keeps the body for the SDK)."""
+    try:
+        await response.aread()
+        return json.loads(response.content).get("error", {}).get("code")
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 class Pacer:
     """The process's gates, one per (endpoint, deployment), and the httpx hook that feeds them."""
 
@@ -474,7 +494,11 @@ class Pacer:
         if not isinstance(deployment, str):
             return
         ticket = _CURRENT.get()
-        self.gate(str(request.url), deployment).observe(response.status_code, response.headers, ticket)
+        status = response.status_code
+        tier = json.loads(request.content).get("service_tier")
+        if status == 429 and tier == "flex" and capacity_refusal(tier, await _code(response)):
+            status = 503  # flex capacity: the quota (one for every tier) is untouched, so no hold
+        self.gate(str(request.url), deployment).observe(status, response.headers, ticket)
         if response.status_code == 429 and ticket is not None:
             # A call admitted by a gate is the gate's to retry (after the hold, by the budget): the SDK's own
             # retry would go round it, at the same moment as every other call throttled with it.

@@ -3,11 +3,13 @@
 Every lane asks the same two questions when a call to Azure OpenAI fails, and gets the same answers:
 
 - ``classify`` turns the error into a verdict, a plain value:
-  * ``GiveUp`` (400 incl. content filter and refused parameters, 404 deployment, a token with the wrong
+  * ``GiveUp`` (400 incl. content filter (with the categories reported), refused parameters and a
+    Responses-only model sent a chat completion (``responses_only``), 404 deployment, a token with the wrong
     audience, a request the SDK could not encode): the job ends as a failed result with that code.
   * ``RetryLater`` (429 past what the instance's pacing gate waits, the gate not admitting the call within
     ``MODEL_ADMISSION_WAIT_SECONDS``, PermissionDenied while a role assignment propagates, and an outage:
-    5xx, 408, timeouts or dropped connections on every deployment the job may use, or every circuit open).
+    5xx, 408, timeouts or dropped connections on every deployment the job may use, or every circuit open),
+    and a flex request refused for capacity while the job's flex window is open (``shared.tiers``).
   * ``Transient`` (storage and credential errors, anything unrecognised): the host's own retries, bounded
     by ``maxDequeueCount``, then the poison queue.
 - ``plan_retry`` bounds a ``RetryLater``: within its bound a ``Requeue`` (a delayed copy of the job goes
@@ -22,19 +24,20 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 import openai
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared import pacing
+from shared.apis import prompt_filter_error
 from shared.connections import Runtime
 from shared.constants import OPENAI_USER_ROLE, SCOPE_SUFFIX, audience_of, audiences_named, brief
-from shared.jobs import ErrorInfo, Redelivery
+from shared.jobs import ErrorInfo, FilterFinding, Redelivery, RetryReason
 from shared.routing import ModelUnavailable, failure_kind
 from shared.settings import Settings
+from shared.tiers import FlexUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +52,18 @@ class GiveUp:
 
     code: str
     message: str
+    findings: tuple[FilterFinding, ...] = field(default=(), hash=False)  # content_filter: what the filter said
 
     def error(self) -> ErrorInfo:
         """The ``error`` the failed result carries."""
-        return ErrorInfo(code=self.code, message=self.message)
+        return ErrorInfo(code=self.code, message=self.message, content_filter=list(self.findings) or None)
 
 
 @dataclass(frozen=True)
 class RetryLater:
     """Verdict: run the job again after ``delay`` seconds, by re-enqueuing a delayed copy."""
 
-    reason: Literal["throttled", "permission_denied", "outage"]
+    reason: RetryReason
     delay: float
     message: str
 
@@ -98,6 +102,8 @@ def classify(exc: Exception, runtime: Runtime, *, deployment: str | None = None)
         return RetryLater("throttled", exc.delay, f"not admitted by this instance's pacing gate: {exc}")
     if isinstance(exc, ModelUnavailable):  # never sent: every deployment's circuit is open
         return RetryLater("outage", exc.delay, str(exc))
+    if isinstance(exc, FlexUnavailable):  # flex capacity short, and the job's flex window still open
+        return RetryLater("flex_unavailable", exc.delay, str(exc))
     if failure_kind(exc) == "failed":  # 5xx, 408, timeout, dropped connection: on every deployment tried
         return RetryLater("outage", 0.0, f"Azure OpenAI did not answer: {brief(exc)}")
     if isinstance(exc, openai.RateLimitError):
@@ -155,7 +161,15 @@ def _rejected(exc: openai.AuthenticationError | openai.PermissionDeniedError, sc
 def _refused(exc: openai.BadRequestError, deployment: str) -> GiveUp:
     """400: the content filter, a parameter the model does not take, or another refusal."""
     if exc.code == "content_filter":
-        return GiveUp("content_filter", "the prompt was blocked by Azure OpenAI's content filter")
+        error = prompt_filter_error(exc.body)
+        return GiveUp(error.code, error.message, tuple(error.content_filter or ()))
+    if exc.code == "OperationNotSupported":  # a Responses-only model sent a chat completion
+        return GiveUp(
+            "responses_only",
+            f"deployment '{deployment}' does not take Chat Completions (a Responses-only model): declare it as "
+            '"api": "responses" (AZURE_OPENAI_API=responses, or its AZURE_OPENAI_POOL entry). '
+            f"Service said: {brief(exc)}",
+        )
     if exc.code in ("unsupported_parameter", "unsupported_value"):
         param = exc.param or "a parameter"
         advice = _PARAMETER_ADVICE.get(param, f"leave {param} out for this deployment")
@@ -207,6 +221,8 @@ def plan_retry(
         if attempt > settings.throttle_max_attempts:
             return GiveUp("throttled", f"{verdict.message}; gave up after {attempt - 1} re-enqueues")
         delay = min(verdict.delay, settings.throttle_max_delay_seconds)
+    elif verdict.reason == "flex_unavailable":  # bounded by the flex window (shared/tiers.py), then default tier
+        return Requeue(redelivery, max(1.0, verdict.delay))
     elif verdict.reason == "outage":
         if waited >= settings.model_outage_tolerance_seconds:
             return Transient()
@@ -221,7 +237,12 @@ def plan_retry(
 
 
 # The code a job fails with when its last cause is the one past the job's bound.
-_CAUSE_CODES = {"throttled": "throttled", "permission_denied": "permission_denied", "outage": "model_unavailable"}
+_CAUSE_CODES = {
+    "throttled": "throttled",
+    "permission_denied": "permission_denied",
+    "outage": "model_unavailable",
+    "flex_unavailable": "flex_unavailable",
+}
 
 
 def _job_bound(redelivery: Redelivery, verdict: RetryLater, settings: Settings, now: datetime) -> GiveUp | None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from shared.catalogue import is_responses_only
 from shared.constants import (
     AI_FOUNDRY_SCOPE,
     COGNITIVE_SERVICES_SCOPE,
@@ -37,6 +38,7 @@ from shared.constants import (
     is_valid_name,
 )
 from shared.errors import ConfigurationError, ContainerClashError
+from shared.jobs import Api, ServiceTier
 
 DEFAULT_STAGING_CONTAINER = "staging"
 BATCH_MAX_REQUESTS_PER_FILE = 50_000  # default; the service takes up to 100,000 (and 200 MB) per file
@@ -46,7 +48,7 @@ BATCH_SERVICE_MAX_REQUESTS = 100_000
 BATCH_MAX_TOKENS_PER_FILE = 100_000_000
 BatchOnFailure = Literal["restage", "live"]
 
-# Name -> one-line description (the README configuration table repeats these; a test checks it lists every name).
+# Name -> one-line description: docs/settings.md's table is generated from these (`make settings-table`).
 SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage": "Storage connection string (Azurite locally). Leave empty in Azure and use the __ settings.",
     "AzureWebJobsStorage__accountName": "Identity-based storage: the account name (public cloud endpoints).",
@@ -74,8 +76,8 @@ SETTINGS: dict[str, str] = {
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
     "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call, then a throttled re-enqueue "
     "(0: pacing off).",
-    "PACING_SHARED_BUDGET": "true: every instance's pacing gate leases the deployment's tokens from one ledger blob in "
-    "STAGING_CONTAINER instead of guessing its share (default false; docs/scaling.md).",
+    "PACING_SHARED_BUDGET": "true: every instance's pacing gate books the deployment's tokens in one ledger blob in "
+    "STAGING_CONTAINER instead of guessing its share from the headers (default false; see scaling.md).",
     "AZURE_OPENAI_POOL": "JSON list of deployments to route over: endpoint, deployment, and optionally name (entries "
     "sharing a name fail over to each other), priority (1 first) and weight; unset: AZURE_OPENAI_ENDPOINT with "
     "each allowed deployment.",
@@ -97,6 +99,19 @@ SETTINGS: dict[str, str] = {
     "BATCH_MAX_REQUESTS_PER_FILE": "Most requests in one batch file (the service takes up to 100,000 and 200 MB).",
     "BATCH_MAX_TOKENS_PER_FILE": "Most estimated enqueued tokens in one batch file (prompt + output budget, as the "
     "live lane estimates them): at most the batch deployment's enqueued-token quota.",
+    # The Responses API, background jobs and service tiers (shared/apis.py, shared/background.py, shared/tiers.py).
+    "AZURE_OPENAI_API": "`chat` (Chat Completions, the default) or `responses`: the API the deployments of "
+    "AZURE_OPENAI_ENDPOINT serve (a pool entry declares its own `api`); Responses-only models need `responses`.",
+    "AZURE_OPENAI_BACKGROUND": "`true`: Responses jobs run in background mode unless they say otherwise (a pool "
+    "entry declares its own `background`).",
+    "AZURE_OPENAI_SERVICE_TIER": "Tier asked for when a job names none: auto, default, priority or flex (empty: "
+    "none sent, the deployment's own; a pool entry declares its own `service_tier`).",
+    "FLEX_MAX_WAIT_SECONDS": "How long a flex job without a deadline waits for flex capacity (re-enqueued) before it "
+    "goes out on the default tier.",
+    "BACKGROUND_MAX_SECONDS": "Longest a background response may run; then it is cancelled and the job fails "
+    "(background_timeout).",
+    "BACKGROUND_POLL_SECONDS": "First wait before a background response is checked; each later wait doubles.",
+    "BACKGROUND_POLL_MAX_SECONDS": "Longest wait between two checks of a background response.",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (unset: system-assigned / developer login).",
     "AZURE_TOKEN_CREDENTIALS": "Narrows DefaultAzureCredential: `dev` locally, `ManagedIdentityCredential` in Azure.",
     # Telemetry (shared/telemetry/): off unless the first of these or an OTLP endpoint is set.
@@ -250,6 +265,9 @@ class PoolEntry(BaseModel):
     name: str = ""
     priority: int = Field(default=1, ge=1)
     weight: float = Field(default=1.0, gt=0)
+    api: Api = "chat"  # the API this deployment serves (a Responses-only model: "responses")
+    background: bool = False  # Responses jobs that do not say run in background mode
+    service_tier: ServiceTier | None = None  # sent when a job names no tier
 
     @field_validator("endpoint")
     @classmethod
@@ -263,6 +281,17 @@ class PoolEntry(BaseModel):
     def label(self) -> str:
         """The name a job may use for it (its deployment name unless named otherwise)."""
         return self.name or self.deployment
+
+    @model_validator(mode="after")
+    def _api_serves_the_model(self) -> PoolEntry:
+        if self.api == "chat" and is_responses_only(self.deployment):
+            raise ValueError(
+                f"deployment {self.deployment!r} is a Responses-only model (Azure refuses Chat Completions for it): "
+                'declare "api": "responses" for it (AZURE_OPENAI_API=responses without a pool)'
+            )
+        if self.background and self.api != "responses":
+            raise ValueError(f'deployment {self.deployment!r}: background mode needs "api": "responses"')
+        return self
 
 
 _POOL = TypeAdapter(list[PoolEntry])
@@ -278,7 +307,7 @@ def _pool(env: Mapping[str, str]) -> tuple[PoolEntry, ...]:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
         raise ConfigurationError(
             "App setting AZURE_OPENAI_POOL must be a JSON list of objects with endpoint and deployment (optional "
-            f"name, priority, weight): {problems}"
+            f"name, priority, weight, api, background, service_tier): {problems}"
         ) from exc
     if not entries:
         raise ConfigurationError("App setting AZURE_OPENAI_POOL is an empty list: list a deployment, or unset it.")
@@ -317,6 +346,12 @@ class Settings:
     batch_on_failure: BatchOnFailure = "restage"
     batch_max_requests_per_file: int = BATCH_MAX_REQUESTS_PER_FILE
     batch_max_tokens_per_file: int = BATCH_MAX_TOKENS_PER_FILE
+
+    # Service tiers and background jobs (shared/tiers.py, shared/background.py).
+    flex_max_wait_seconds: int = 600
+    background_max_seconds: int = 3600
+    background_poll_seconds: int = 5
+    background_poll_max_seconds: int = 60
 
     @property
     def openai_base_url(self) -> str:
@@ -384,13 +419,39 @@ class Settings:
             throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
             model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
             pacing_shared_budget=_truthy(env.get("PACING_SHARED_BUDGET")),
-            pool=pool or tuple(PoolEntry(endpoint=endpoint, deployment=d) for d in allowed),
+            pool=pool or _single_endpoint_pool(env, endpoint, allowed),
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
             retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
             token_scope=token_scope(env),
+            flex_max_wait_seconds=_int(env, "FLEX_MAX_WAIT_SECONDS", 600),
+            background_max_seconds=max(1, _int(env, "BACKGROUND_MAX_SECONDS", 3600)),
+            background_poll_seconds=max(1, _int(env, "BACKGROUND_POLL_SECONDS", 5)),
+            background_poll_max_seconds=max(1, _int(env, "BACKGROUND_POLL_MAX_SECONDS", 60)),
             **lane,
         )
+
+
+def _single_endpoint_pool(env: Mapping[str, str], endpoint: str, allowed: tuple[str, ...]) -> tuple[PoolEntry, ...]:
+    """Without AZURE_OPENAI_POOL: each allowed deployment on AZURE_OPENAI_ENDPOINT, serving AZURE_OPENAI_API
+    (with AZURE_OPENAI_BACKGROUND and AZURE_OPENAI_SERVICE_TIER as their defaults)."""
+    api = env.get("AZURE_OPENAI_API", "").strip() or "chat"
+    tier = env.get("AZURE_OPENAI_SERVICE_TIER", "").strip() or None
+    background = _truthy(env.get("AZURE_OPENAI_BACKGROUND"))
+    try:
+        return tuple(
+            PoolEntry.model_validate(
+                {"endpoint": endpoint, "deployment": d, "api": api, "background": background, "service_tier": tier}
+            )
+            for d in allowed
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(map(str, problem["loc"]))
+        setting = {"api": "AZURE_OPENAI_API", "service_tier": "AZURE_OPENAI_SERVICE_TIER"}.get(
+            where, "AZURE_OPENAI_API"
+        )
+        raise ConfigurationError(f"App setting {setting}: {problem['msg'].removeprefix('Value error, ')}") from exc
 
 
 def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:

@@ -27,7 +27,18 @@ from pydantic import ValidationError
 
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import Job, JobReference, Notice, PayloadRef, RequeuedRef, Result, RetryState, retry_blob
+from shared.jobs import (
+    BACKGROUND,
+    WAITING_ON,
+    Job,
+    JobReference,
+    Notice,
+    PayloadRef,
+    RequeuedRef,
+    Result,
+    RetryState,
+    retry_blob,
+)
 from shared.messages import JobRefused, parse_job
 
 logger = logging.getLogger(__name__)
@@ -274,6 +285,7 @@ async def save_retry_state(
     create-only); ``message_id``: the queue message being delivered, in the blob's metadata (if the pointer
     is not sent, the host redelivers that message, which continues the job). None when the write fails:
     another delivery of the same job waits or moved it on first."""
+    marks = {WAITING_ON: BACKGROUND} if state.background is not None else {}  # counted by `status`
     token = secrets.token_hex(16)
     ref = RequeuedRef(id=state.job.id or "", requeued=True, token=token)
     container = await ensure_worker_only(runtime)
@@ -283,7 +295,7 @@ async def save_retry_state(
             ref.blob,
             body,
             overwrite=replaces is not None,
-            metadata={"message": message_id} if message_id else None,
+            metadata={**({"message": message_id} if message_id else {}), **marks} or None,
             **_if_unchanged(replaces),
         )
     except (ResourceExistsError, ResourceModifiedError):

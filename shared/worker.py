@@ -12,8 +12,10 @@
    consumed without calling the model, its pending notice sent; so is a job whose id waits in the retry
    store (the first one runs); a job with a *failed* result from another message runs again and replaces
    it. A ``"lane": "batch"`` job is staged for the batch lane (``shared.batch.stage``).
-3. ``call_model``: one chat completion through the deployment pool (``shared.routing``) and each
-   deployment's pacing gate (``shared.pacing``).
+3. ``call_model`` (``shared.calls``): one chat completion or response, as the deployment serves
+   (``shared.apis``), on the job's tier (``shared.tiers``), through the deployment pool (``shared.routing``) and
+   each deployment's pacing gate (``shared.pacing``). A background response still running waits in the retry
+   store and is checked on delayed pointers (``shared.background``) instead.
 4. A model error becomes a verdict (``shared.policy.classify``), bounded by ``plan_retry``: a failed result
    (``GiveUp``), a delayed copy on the queue (``Requeue``: throttling, a role still propagating, an outage
    within ``MODEL_OUTAGE_TOLERANCE_SECONDS``), or the host's own retries (``Transient``: storage and
@@ -25,17 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from datetime import datetime
 
-import openai
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
-from openai.types.chat import ChatCompletion
 
-from shared import pacing, store, telemetry
+from shared import apis, background, store, telemetry
 from shared.batch import stage
+from shared.calls import call_model
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
 from shared.delivery import (
@@ -43,7 +43,6 @@ from shared.delivery import (
     QueueMessage,
     aware,
     before_host_retry,
-    budget_exhausted,
     finish,
     now,
     requeue,
@@ -53,8 +52,7 @@ from shared.jobs import ErrorInfo, Job, JobReference, RequeuedRef, Result
 from shared.logs import quiet_third_party_loggers
 from shared.messages import JobRefused, parse_message
 from shared.policy import Requeue, RetryLater, Transient, Verdict, classify, plan_retry
-from shared.routing import Route
-from shared.settings import PoolEntry, Settings
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 quiet_third_party_loggers()  # the app's own log levels for the SDKs, set once on import (see shared/logs.py)
@@ -186,7 +184,10 @@ async def run(delivery: Delivery) -> Result | None:
     if job.lane == "batch":  # staged for the next batch instead of a model call now
         return await stage(delivery)
     try:
-        completion, model_seconds, delivery.served = await call_model(runtime, job)
+        if delivery.background is not None:  # a background response this job waits on: how is it doing
+            answer, model_seconds = await background.check(delivery)
+        else:
+            answer, model_seconds, delivery.served = await call_model(runtime, job, redelivery=delivery.redelivery)
     except Exception as exc:
         verdict: Verdict | Requeue = classify(exc, runtime, deployment=job.deployment)
         if isinstance(verdict, RetryLater):
@@ -198,9 +199,11 @@ async def run(delivery: Delivery) -> Result | None:
             await before_host_retry(delivery, exc)
             raise
         return await finish(delivery, error=verdict.error())
-    return await finish(
-        delivery, completion=completion, model_seconds=model_seconds, error=budget_exhausted(completion)
-    )
+    if answer.pending:  # started (or still running) in background mode: collected on a delayed pointer
+        assert delivery.served is not None
+        await background.wait(delivery, answer, delivery.served)
+        return None
+    return await finish(delivery, answer=answer, model_seconds=model_seconds)
 
 
 async def _no() -> bool:
@@ -211,7 +214,7 @@ def _continue(delivery: Delivery, waiting: store.Waiting) -> Job:
     """This delivery runs the job waiting in the retry store, with its retry state; returns the job."""
     state = waiting.state
     delivery.job, delivery.redelivery, delivery.payload = state.job, state.redelivery, state.payload
-    delivery.requeued, delivery.state_version = True, waiting.etag
+    delivery.requeued, delivery.state_version, delivery.background = True, waiting.etag, state.background
     return state.job
 
 
@@ -245,49 +248,7 @@ def check_allowed(job: Job, settings: Settings) -> None:
         raise JobRefused(
             "prompt_too_large", f"prompt is {chars} characters; the limit is {settings.max_prompt_chars}", job_id=job.id
         )
-
-
-async def call_model(runtime: Runtime, job: Job) -> tuple[ChatCompletion, float, PoolEntry]:
-    """One chat completion through the pool (``shared.routing``): the best deployment the job may use,
-    failing over to the next; returns the answer, the seconds it took and the deployment that gave it."""
-    params = job.request_parameters()
-    messages = job.chat_messages()
-    tokens = pacing.estimate_tokens(messages, params.get("max_completion_tokens"))
-
-    async def send(route: Route, last: bool) -> tuple[ChatCompletion, float]:
-        entry, wait = route.entry, runtime.settings.model_admission_wait_seconds
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                left = max(deadline - time.monotonic(), 0.0) if wait else None
-                async with _admitted(route.gate, tokens, wait=left):
-                    with telemetry.current().chat(
-                        deployment=entry.deployment, endpoint=entry.endpoint, parameters=params, messages=messages
-                    ) as call:
-                        began = time.monotonic()
-                        completion = await runtime.client(entry.endpoint, sdk_retries=last).chat.completions.create(
-                            model=entry.deployment,
-                            messages=messages,  # type: ignore[arg-type]  # plain dicts of role/content
-                            **params,
-                        )
-                        elapsed = time.monotonic() - began
-                        call.response(completion)
-                return completion, elapsed
-            except openai.RateLimitError as exc:
-                # Paced, a 429 is not retried by the SDK (shared/pacing.py): with no other deployment to turn
-                # to, wait in the gate again (it holds for the retry-after), within the same bound.
-                if not (wait and last and time.monotonic() < deadline):
-                    raise
-                route.gate.observe(429, exc.response.headers)  # the hold, even if no response hook saw it
-
-    (completion, elapsed), entry = await runtime.router.call(runtime.settings.entries_for(job.deployment), tokens, send)
-    return completion, elapsed, entry
-
-
-def _admitted(gate: pacing.Gate, tokens: int, *, wait: float | None) -> AbstractAsyncContextManager[object]:
-    """Through the deployment's pacing gate within ``wait`` seconds (raises ``pacing.AdmissionTimeout``);
-    straight on with pacing off (``MODEL_ADMISSION_WAIT_SECONDS`` 0: ``wait`` None)."""
-    return nullcontext() if wait is None else gate.admit(tokens, wait=wait)
+    apis.check_api(job, settings)
 
 
 async def sample_queues(runtime: Runtime | None = None) -> None:

@@ -14,141 +14,48 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from emulators import _server
-from emulators.aoai import batch_routes, models
+from emulators.aoai import batch_routes, gate, responses
 from emulators.aoai.answers import estimate_request_tokens
 from emulators.aoai.config import Deployment, EmulatorConfig
-from emulators.aoai.dataplane import (
-    AUDIENCE_TAKEN,
-    PROJECT_AUDIENCE,
-    STATE,
-    answer_body,
-    authenticate,
-    bad_request,
-    error,
-    validate,
-)
+from emulators.aoai.dataplane import AUDIENCE_TAKEN, PROJECT_AUDIENCE, STATE, answer_body, chat_checks, error
+from emulators.aoai.gate import DEPLOYMENT, DROPPED
 from emulators.aoai.state import EmulatorState, RecordedRequest, error_code
-
-# Azure's own values and wording (the rest are in dataplane), so clients see what the real service sends.
-SERVER_FAULTS = {  # config field -> (status, code, message), as Azure (or OpenAI behind it) words them
-    "fault_500": (
-        500,
-        "InternalServerError",
-        "The server had an error while processing your request. Sorry about that!",
-    ),
-    "fault_503": (
-        503,
-        "ServiceUnavailable",
-        "The service is temporarily unable to process your request. Try again later.",
-    ),
-}
-NOT_DEPLOYED = (
-    "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, "
-    "please wait a moment and try again."
-)
-
-DEPLOYMENT = web.RequestKey("deployment", str)  # the deployment a data-plane request named
-DROPPED = web.RequestKey("dropped", bool)
-
 
 # --- Data plane -------------------------------------------------------------------------------------
 
 
-def _throttled(spec: Deployment, state: EmulatorState, wait: float, kind: str, api_version: str) -> web.Response:
-    wait = state.config.retry_after_override_seconds or wait
-    seconds = max(1, math.ceil(wait))
-    message = (
-        f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {api_version} have exceeded "
-        f"{kind} rate limit of your current AIServices S0 pricing tier. Please retry after {seconds} seconds. Please "
-        "go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
-    )
-    response = error(429, "429", message)
-    if spec.omit_retry_after:  # the reported quirk: a 429 telling the client nothing about when to come back
-        return response
-    # The SDK prefers retry-after-ms, so both must carry an override (else it would wait the short one).
-    response.headers.update({"retry-after": str(seconds), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
-    return response
+def _chat_request(body: Any, spec: Deployment, state: EmulatorState) -> dict[str, Any] | web.Response:
+    """The chat route's own checks (``dataplane.chat_checks``), after the deployment lookup."""
+    return refused if (refused := chat_checks(body, spec.model)) else dict(body)
 
 
-async def _outage(request: web.Request, state: EmulatorState, deployment: str) -> web.Response | None:
-    """The deployment's outage (``config.Outage``), if one is in effect: 503, a stall until it ends, or a drop."""
-    outage = state.outage(deployment)
-    if outage is None:
-        return None
-    if outage.mode == "503":
-        return error(*SERVER_FAULTS["fault_503"])
-    if outage.mode == "timeout":
-        await state.sleep(outage.until - time.time())  # then close: a request caught in an outage never succeeds
-    return _drop(request)
-
-
-async def _fault(request: web.Request, state: EmulatorState) -> web.Response | None:
-    """At most one injected fault per request, drawn from the seeded RNG (reproducible sequences)."""
-    # One uniform draw split into consecutive slices: 500 | 503 | drop | stall | no fault.
-    config, draw = state.config, state.rng.random()
-    for field, (status, code, message) in SERVER_FAULTS.items():
-        if draw < getattr(config, field):
-            return error(status, code, message)
-        draw -= getattr(config, field)
-    if draw < config.fault_drop:
-        return _drop(request)
-    draw -= config.fault_drop
-    if draw < config.fault_stall and not await state.sleep(config.stall_seconds):
-        return _drop(request)  # shutting down mid-stall: end it the way a dying server would
-    return None
-
-
-def _drop(request: web.Request) -> web.Response:
-    # Close without a status line: the client sees "Server disconnected without sending a response".
-    request[DROPPED] = True
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response()  # aiohttp's write then fails quietly on the closed transport
+def _chat_estimate(body: dict[str, Any], state: EmulatorState) -> int:
+    return estimate_request_tokens(body, state.config.default_max_tokens)
 
 
 async def _chat(request: web.Request, deployment: str | None, api_version: str) -> web.Response:
-    state = request.app[STATE]
-    if deployment is not None:
-        request[DEPLOYMENT] = deployment
-    if denied := authenticate(request, state):
-        return denied
-    try:
-        body = await request.json()
-    except ValueError:
-        return bad_request("The request body is not valid JSON.")
-    if deployment is None:  # the v1 route names the deployment in the body
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            return bad_request("'model' is a required property.", "model")
-        deployment = request[DEPLOYMENT] = body["model"]
-    spec = state.config.deployments.get(deployment)
-    if spec is None:
-        return error(404, "DeploymentNotFound", NOT_DEPLOYED)
-    if down := await _outage(request, state, deployment):
-        return down
-    if invalid := validate(body):
-        return invalid
-    if refused := models.refusal(body, spec.model):  # the model's rules: reasoning families refuse some parameters
-        return web.json_response(refused, status=400)
-    if fault := await _fault(request, state):
-        return fault
-    if throttled := state.admit(deployment, estimate_request_tokens(body, state.config.default_max_tokens)):
-        return _throttled(spec, state, *throttled, api_version)
-    return await _complete(request, state, body, deployment, spec.model)
+    call = await gate.admit(
+        request,
+        deployment,
+        operation="ChatCompletions_Create",
+        api_version=api_version,
+        parse=_chat_request,
+        estimate=_chat_estimate,
+    )
+    if isinstance(call, web.Response):
+        return call
+    return await _complete(request, call)
 
 
-async def _complete(
-    request: web.Request, state: EmulatorState, body: dict[str, Any], deployment: str, model: str
-) -> web.Response:
+async def _complete(request: web.Request, call: gate.Call[dict[str, Any]]) -> web.Response:
     """An admitted request: ``answer_body`` after its latency, usage counted."""
-    config = state.config
-    answered = answer_body(config, body, deployment, model)
+    state, config = call.state, call.state.config
+    answered = answer_body(config, call.body, call.deployment, call.spec.model, call.tier)
     if isinstance(answered, web.Response):
         return answered
     if not await state.sleep((config.latency_ms + config.per_token_ms * answered.completion_tokens) / 1000):
-        return _drop(request)
-    state.prompt_tokens += answered.prompt_tokens
-    state.completion_tokens += answered.completion_tokens
-    state.reasoning_tokens += answered.reasoning_tokens
+        return gate.drop(request)
+    state.count_usage(call.tier, answered.prompt_tokens, answered.completion_tokens, answered.reasoning_tokens)
     state.completions += 1
     return web.json_response(answered.body)
 
@@ -288,6 +195,7 @@ def create_app(config: EmulatorConfig, public_pem: bytes) -> web.Application:
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", deployment_chat)
     app.router.add_post("/openai/v1/chat/completions", v1_chat)
     app.router.add_post("/api/projects/{project}/openai/v1/chat/completions", project_v1_chat)
+    responses.add_routes(app)
     batch_routes.add_routes(app)
     app.router.add_get("/_emulator/stats", get_stats)
     app.router.add_post("/_emulator/stats/reset", reset_stats)

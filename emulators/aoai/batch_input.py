@@ -15,6 +15,8 @@ from typing import Any
 
 BOM = b"\xef\xbb\xbf"
 CHAT_URLS = ("/chat/completions", "/v1/chat/completions")  # the older docs' form and the v1 form
+RESPONSES_URLS = ("/v1/responses",)
+URLS = CHAT_URLS + RESPONSES_URLS  # a file's lines all name one of these (url_mismatch otherwise)
 MAX_REPORTED_ERRORS = 100
 BOM_MESSAGE = (
     "Validation failed: A valid model deployment name couldn't be extracted from the input file. Please ensure that "
@@ -25,7 +27,8 @@ BOM_MESSAGE = (
 
 @dataclass(frozen=True)
 class Request:
-    """One valid line: its 1-based line number, ``custom_id``, ``url`` and the chat completions ``body``."""
+    """One valid line: its 1-based line number, ``custom_id``, ``url`` and the chat completions or Responses
+    ``body``."""
 
     line: int
     custom_id: str
@@ -91,8 +94,8 @@ def _request(number: int, line: str) -> Request | dict[str, Any]:
         return error("invalid_request", "'custom_id' is required and must be a string.", line=number, param="custom_id")
     if value.get("method") != "POST":
         return error("invalid_request", "'method' must be 'POST'.", line=number, param="method")
-    if value.get("url") not in CHAT_URLS:
-        message = f"'url' must be one of {', '.join(CHAT_URLS)} (the batch's endpoint)."
+    if value.get("url") not in URLS:
+        message = f"'url' must be one of {', '.join(URLS)}."
         return error("url_mismatch", message, line=number, param="url")
     if not isinstance(body, dict):
         return error("invalid_request", "'body' is required and must be an object.", line=number, param="body")

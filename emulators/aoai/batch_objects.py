@@ -17,7 +17,8 @@ COMPLETION_WINDOW = 24 * 3600
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the live chat completions route answers one request body: status, JSON body and its token counts."""
+    """What the live route (chat completions or Responses) answers one request body: status, JSON body and its token
+    counts."""
 
     status: int
     body: dict[str, Any]
@@ -26,7 +27,7 @@ class Outcome:
     reasoning_tokens: int = 0
 
 
-Answer = Callable[[dict[str, Any]], Outcome]
+Answer = Callable[[str, dict[str, Any]], Outcome]  # (the line's url, its body) -> what the live route answers
 
 
 @dataclass

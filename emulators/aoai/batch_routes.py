@@ -1,20 +1,23 @@
 """The Files and Batches v1 routes (``batches`` says what they do), behind the chat route's Entra checks, their
-``/_emulator`` controls, and ``answer``: what the live chat route answers a request body, for a batch's lines."""
+``/_emulator`` controls, and ``answer``: what the live chat or Responses route answers a request body, for a batch's
+lines."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from pydantic import ValidationError
 
-from emulators.aoai import models
+from emulators.aoai import response_objects, responses
+from emulators.aoai.batch_input import RESPONSES_URLS
 from emulators.aoai.batch_objects import Outcome
 from emulators.aoai.batches import FILE_EXPIRY_SECONDS, Refused
-from emulators.aoai.dataplane import STATE, answer_body, authenticate, error, validate
+from emulators.aoai.dataplane import STATE, answer_body, authenticate, chat_checks, error
 from emulators.aoai.state import EmulatorState
 
 Handler = Callable[[web.Request, EmulatorState], Awaitable[web.StreamResponse]]
@@ -24,20 +27,45 @@ CHUNK = 1 << 20
 # --- What the live route answers ------------------------------------------------------------------------------
 
 
-def answer(state: EmulatorState, body: dict[str, Any]) -> Outcome:
-    """What ``POST /openai/v1/chat/completions`` answers ``body`` once admitted, minus what is not the model's
-    (auth, outages, injected faults, quota, latency): the same checks in the same order as the live route and the
-    same ``dataplane.answer_body`` (a test holds them equal). ``body["model"]`` is a known deployment."""
+def answer(state: EmulatorState, url: str, body: dict[str, Any]) -> Outcome:
+    """What the live route for ``url`` (chat completions or Responses) answers ``body`` once admitted, minus what is
+    not the model's (auth, outages, injected faults, tiers, quota, latency): the same checks in the same order as
+    the live route and the same answer (a test holds them equal). ``body["model"]`` is a known deployment."""
     deployment = str(body["model"])
     model = state.config.deployments[deployment].model
-    if invalid := validate(body):
-        return _outcome(invalid)
-    if refused := models.refusal(body, model):
-        return Outcome(400, refused)
+    if url in RESPONSES_URLS:
+        return _response(state, body, deployment, model)
+    if refused := chat_checks(body, model):
+        return _outcome(refused)
     answered = answer_body(state.config, body, deployment, model)
     if isinstance(answered, web.Response):
         return _outcome(answered)
     return Outcome(200, answered.body, answered.prompt_tokens, answered.completion_tokens, answered.reasoning_tokens)
+
+
+def _response(state: EmulatorState, body: dict[str, Any], deployment: str, model: str) -> Outcome:
+    """A ``/v1/responses`` line: a Responses body as Global Batch writes it (facts section 6): ``service_tier``
+    ``default``, ``content_filters`` null, ``store`` true; never background."""
+    spec = state.config.deployments[deployment]
+    parsed = responses.check(body, spec, state)
+    if isinstance(parsed, web.Response):
+        return _outcome(parsed)
+    final = response_objects.answer(state.config, parsed, deployment, model)
+    if isinstance(final, dict):
+        return Outcome(400, final)
+    now = time.time()
+    rendered = response_objects.render(
+        parsed.model_copy(update={"store": True, "background": False}),
+        response_id=f"resp_{uuid.uuid4().hex}",
+        created_at=now,
+        model=model,
+        tier="default",
+        status=final.status,
+        final=final,
+        completed_at=now if final.status == "completed" else None,
+    )
+    rendered["content_filters"] = None
+    return Outcome(200, rendered, final.prompt_tokens, final.completion_tokens, final.reasoning_tokens)
 
 
 def _outcome(response: web.Response) -> Outcome:
@@ -164,7 +192,7 @@ async def create_batch(request: web.Request, state: EmulatorState) -> web.Stream
         raise Refused(400, "invalid_request", "The request body must be a JSON object.")
     config = state.config
     batch = state.batches.create(
-        body, config.batch, config.deployments.keys(), lambda line: answer(state, line), time.time()
+        body, config.batch, config.deployments.keys(), lambda url, line: answer(state, url, line), time.time()
     )
     return web.json_response(batch.to_json(batch.created_at))  # as created: validating
 

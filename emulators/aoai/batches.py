@@ -6,6 +6,9 @@ A batch is validated when it is created (``batch_input``: BOM, JSON, custom_id, 
 Batch deployment, limits) and its requests are answered then, by the live route's rules (``batch_routes.answer``):
 a 200 body equals what ``POST /openai/v1/chat/completions`` returns for the same body (``choices``, ``usage``), a
 refused body (a reasoning model's parameter rules, an invalid body, the prompt filter) is a line with its 400 body.
+Lines for ``/v1/responses`` get what ``POST /openai/v1/responses`` returns, as Global Batch writes it (facts section
+6: ``service_tier`` default, ``content_filters`` null, ``store`` true); a file holds one url (``url_mismatch``), and
+``batches.create`` takes any of the urls as its ``endpoint`` (the service reads the file to pick the API).
 Its schedule is fixed at create from the knobs below; statuses advance with wall time, checked whenever the batch
 is read (no background task): ``validating`` -> ``in_progress`` (the requests are done evenly over it, so
 ``request_counts`` grow) -> ``finalizing`` -> ``completed``; or ``failed`` (validation errors: ``errors.data``, no
@@ -50,7 +53,7 @@ status and code for it are unconfirmed; its message is the one users report), 40
 409 ``invalid_state`` to cancel a finished batch, 400 ``file_limit_exceeded`` over the input-file count; expired
 input files are gone (404) and free their slot; the ``token_limit_exceeded`` message starts with its code (Azure's
 sample retries on ``'token_limit_exceeded' in str(error)``); enqueued tokens are the prompt tokens. Not modelled:
-the Responses API in batches, live calls refused on a Global Batch deployment (here it also answers live), the
+live calls refused on a Global Batch deployment (here it also answers live), the
 window of 24 h (Azure no longer expires batches).
 """
 
@@ -63,10 +66,13 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
+from pydantic import ValidationError
+
 from emulators.aoai.answers import count_prompt_tokens
-from emulators.aoai.batch_input import CHAT_URLS, error, parse
+from emulators.aoai.batch_input import RESPONSES_URLS, URLS, error, parse
 from emulators.aoai.batch_objects import Answer, Batch, Outcome, Result, Schedule, StoredFile, json_line, usage
 from emulators.aoai.config import BatchConfig
+from emulators.aoai.response_objects import ResponseRequest
 
 __all__ = ["Answer", "Batch", "BatchStore", "Outcome", "Refused", "StoredFile"]
 
@@ -87,8 +93,13 @@ class Refused(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
+def _prompt_tokens(url: str, body: dict[str, Any]) -> int:
     """What the request holds of the enqueued-token quota: its prompt (Azure counts the file's input tokens)."""
+    if url in RESPONSES_URLS:
+        try:
+            return count_prompt_tokens(ResponseRequest.model_validate(body).messages())
+        except ValidationError:
+            return 0
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return 0
@@ -188,8 +199,8 @@ class BatchStore:
         window, endpoint, file_id = body.get("completion_window"), body.get("endpoint"), body.get("input_file_id")
         if window != "24h":  # Azure: any other window fails
             raise Refused(400, "invalid_request", "completion_window must be '24h'.", "completion_window")
-        if endpoint not in CHAT_URLS:
-            message = f"endpoint must be one of {', '.join(CHAT_URLS)} (this emulator batches chat completions only)."
+        if endpoint not in URLS:  # the service reads the file for the API: any of them takes any file
+            message = f"endpoint must be one of {', '.join(URLS)}."
             raise Refused(400, "invalid_request", message, "endpoint")
         if not isinstance(file_id, str) or file_id not in self.files or self.files[file_id].purpose != "batch":
             self._live_files(now)
@@ -205,7 +216,7 @@ class BatchStore:
         if config.fail_batches_code and not errors:
             errors = [error(config.fail_batches_code, "The batch failed (the emulator's batch.fail_batches_code).")]
         deployment = requests[0].deployment if requests and not errors else None
-        tokens = sum(_prompt_tokens(r.body) for r in requests) if deployment else 0
+        tokens = sum(_prompt_tokens(r.url, r.body) for r in requests) if deployment else 0
         limit = config.deployments.get(deployment) if deployment else None
         if limit is not None and deployment and self.enqueued(deployment, now) + tokens > limit:
             message = (  # the code leads: Azure's sample retries on "'token_limit_exceeded' in str(error)"
@@ -214,7 +225,7 @@ class BatchStore:
                 "Retry when a batch ends."
             )
             raise Refused(400, "token_limit_exceeded", message)
-        results = [] if errors else [self._result(r.custom_id, r.body, config, answer) for r in requests]
+        results = [] if errors else [self._result(r.custom_id, r.url, r.body, config, answer) for r in requests]
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
         batch = Batch(
             f"batch_{uuid.uuid4()}",
@@ -235,10 +246,10 @@ class BatchStore:
         return batch
 
     @staticmethod
-    def _result(custom_id: str, body: dict[str, Any], config: BatchConfig, answer: Answer) -> Result:
+    def _result(custom_id: str, url: str, body: dict[str, Any], config: BatchConfig, answer: Answer) -> Result:
         if _injected(custom_id, config):
             return Result(custom_id, None, {"code": config.fail_code, "message": SERVER_ERROR})
-        return Result(custom_id, answer(body))
+        return Result(custom_id, answer(url, body))
 
     def batch(self, batch_id: str, now: float) -> Batch:
         """The batch, advanced to ``now`` (raises Refused 404)."""

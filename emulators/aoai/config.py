@@ -9,9 +9,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from emulators.aoai.models import KNOWN_MODELS
 from emulators.aoai.models import model_for as _model_for
 
-__all__ = ["KNOWN_MODELS", "OUTAGE_MODES", "BatchConfig", "Deployment", "EmulatorConfig", "Outage", "OutageMode"]
+__all__ = [
+    "KNOWN_MODELS",
+    "OUTAGE_MODES",
+    "BatchConfig",
+    "Deployment",
+    "DeploymentTier",
+    "EmulatorConfig",
+    "Outage",
+    "OutageMode",
+]
 
 OutageMode = Literal["503", "timeout", "connection_drop"]
+DeploymentTier = Literal["default", "priority"]  # a deployment's own tier (Azure's properties.service_tier)
+FilterCategory = Literal["hate", "self_harm", "sexual", "violence"]
+Severity = Literal["low", "medium", "high"]
 OUTAGE_MODES: tuple[OutageMode, ...] = ("503", "timeout", "connection_drop")
 
 
@@ -38,7 +50,11 @@ class Deployment(BaseModel):
     they were seen on one model/API (gpt-4.1, Responses API, 2025-11; openai/openai-dotnet#838):
     ``unreported_rate_headers`` sends the ``x-ratelimit-*`` headers as ``-1`` (limit, remaining) and ``0``
     (reset) while still enforcing the real limits; ``omit_retry_after`` drops ``retry-after`` and
-    ``retry-after-ms`` from its 429s (the SDK then falls back to its own backoff)."""
+    ``retry-after-ms`` from its 429s (the SDK then falls back to its own backoff).
+
+    ``service_tier`` is the tier a request with ``service_tier`` ``auto`` (or none) is served on. While
+    ``flex_unavailable_until`` (epoch seconds) is in the future, flex requests get the flex 429 (``tiers``), not
+    billed and not charged to the quota; other tiers are served as usual."""
 
     model_config = ConfigDict(extra="forbid")
     model: str
@@ -47,6 +63,8 @@ class Deployment(BaseModel):
     outage: Outage | None = None
     unreported_rate_headers: bool = False
     omit_retry_after: bool = False
+    service_tier: DeploymentTier = "default"
+    flex_unavailable_until: float | None = None
 
 
 class BatchConfig(BaseModel):
@@ -119,6 +137,15 @@ class EmulatorConfig(BaseModel):
     stall_seconds: float = Field(default=3600, ge=0)
     filter_trigger_prompt: str = "TRIGGER_PROMPT_FILTER"
     filter_trigger_output: str = "TRIGGER_OUTPUT_FILTER"
+    # The category (and its severity) the content filter reports as filtered, on both APIs (``filters``).
+    filter_category: FilterCategory = "hate"
+    filter_severity: Severity = "high"
+    # Background responses (``responses``): queued this long, then in_progress this long, then done. A prompt with
+    # ``background_fail_trigger`` ends failed (server_error); one with ``background_stuck_trigger`` never finishes.
+    background_queued_seconds: float = Field(default=0.2, ge=0)
+    background_seconds: float = Field(default=2, ge=0)
+    background_fail_trigger: str = "TRIGGER_BACKGROUND_FAIL"
+    background_stuck_trigger: str = "TRIGGER_BACKGROUND_STUCK"
     system_fingerprint: str = "fp_b705f0c291"
     batch: BatchConfig = Field(default_factory=BatchConfig)
 

@@ -1,6 +1,7 @@
-"""What the live chat route (``app``) and the Files and Batches routes (``batch_routes``) share: the app's state
-key, Azure's error bodies (``error``, ``bad_request``), the Entra checks (``authenticate``), the request body's
-validation (``validate``) and the completion an admitted request gets (``answer_body``), which a batch line gets too."""
+"""What the live routes (``gate``, ``app``, ``responses``) and the Files and Batches routes (``batch_routes``) share:
+the app's state key, Azure's error bodies (``error``, ``bad_request``), the Entra checks (``authenticate``), the chat
+request body's validation (``validate``) and the completion an admitted chat request gets (``answer_body``), which a
+batch line gets too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.aoai import models
+from emulators.aoai import filters, models
 from emulators.aoai.answers import count_prompt_tokens, message_text, reply_for
 from emulators.aoai.config import EmulatorConfig
 from emulators.aoai.state import EmulatorState
@@ -20,16 +21,9 @@ from emulators.tokens import TokenError, verify
 
 # Azure's own values and wording, so clients (and their error handling) see what the real service sends.
 AUDIENCE = "https://cognitiveservices.azure.com"
-SAFE = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
-FLAGGED = {**SAFE, "hate": {"filtered": True, "severity": "high"}}
 UNAUTHORIZED = (
     "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), "
     "or have expired."
-)
-FILTERED_PROMPT = (
-    "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify "
-    "your prompt and retry. To learn more about our content filtering policies please read our documentation: "
-    "https://go.microsoft.com/fwlink/?linkid=2198766"
 )
 # A Foundry project's OpenAI-compatible route takes only ai.azure.com tokens, and its 401 names that audience (as
 # publicly reported, e.g. microsoft/agent-framework#7201; the exact wording is assumed to follow the one above).
@@ -91,6 +85,18 @@ def validate(body: Any) -> web.Response | None:
     return None
 
 
+def chat_checks(body: Any, model: str) -> web.Response | None:
+    """The chat route's own checks after the deployment lookup, as the live route and a batch line both run them:
+    a Responses-only model refuses the operation, then the body's shape, then the model's parameter rules."""
+    if unsupported := models.chat_refusal(model):
+        return web.json_response(unsupported, status=400)
+    if invalid := validate(body):
+        return invalid
+    if refused := models.refusal(body, model):  # the model's rules: reasoning families refuse some parameters
+        return web.json_response(refused, status=400)
+    return None
+
+
 @dataclass(frozen=True)
 class Answered:
     """The completion the model gives an admitted request, and its token counts."""
@@ -101,19 +107,21 @@ class Answered:
     reasoning_tokens: int
 
 
-def answer_body(config: EmulatorConfig, body: dict[str, Any], deployment: str, model: str) -> web.Response | Answered:
-    """The content filter and the (deterministic) reply to an admitted request, as the live route and a batch
-    line both answer it. Reasoning models spend ``models.reasoning_tokens`` out of the budget first."""
+def answer_body(
+    config: EmulatorConfig, body: dict[str, Any], deployment: str, model: str, tier: str = "default"
+) -> web.Response | Answered:
+    """The content filter (``filters``) and the (deterministic) reply to an admitted request, as the live route and
+    a batch line both answer it, served on ``tier``. Reasoning models spend ``models.reasoning_tokens`` out of the
+    budget first. An answer the output filter cuts is generated (and billed), then withheld from the trigger on."""
     messages = body["messages"]
     prompt = "\n".join(message_text(m) for m in messages)
-    if config.filter_trigger_prompt and config.filter_trigger_prompt in prompt:
-        inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": FLAGGED}
-        return error(400, "content_filter", FILTERED_PROMPT, type=None, param="prompt", status=400, innererror=inner)
+    if filters.prompt_blocked(config, prompt):
+        return web.json_response(filters.chat_prompt_refusal(config), status=400)
     reply = reply_for(body, deployment, models.reasoning_tokens(body, model))
-    completion_tokens, finish, filtered = reply.completion_tokens, reply.finish_reason, SAFE
-    content: str | None = reply.content
-    if config.filter_trigger_output and config.filter_trigger_output in reply.content:
-        content, finish, filtered = None, "content_filter", FLAGGED  # generated (and billed), then withheld
+    completion_tokens, finish, content = reply.completion_tokens, reply.finish_reason, reply.content
+    partial = filters.cut(config, reply.content)
+    if partial is not None:
+        content, finish = partial, "content_filter"
     prompt_tokens = count_prompt_tokens(messages)
     completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
@@ -126,7 +134,7 @@ def answer_body(config: EmulatorConfig, body: dict[str, Any], deployment: str, m
                 "message": {"role": "assistant", "content": content, "refusal": None},
                 "finish_reason": finish,
                 "logprobs": None,
-                "content_filter_results": filtered,
+                "content_filter_results": filters.completion_results(config, flagged=partial is not None),
             }
         ],
         "usage": {
@@ -141,7 +149,8 @@ def answer_body(config: EmulatorConfig, body: dict[str, Any], deployment: str, m
             },
             "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
         },
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
+        "prompt_filter_results": filters.chat_prompt_annotations(config),
+        "service_tier": tier,
         "system_fingerprint": config.system_fingerprint,
     }
     return Answered(completion, prompt_tokens, completion_tokens, reply.reasoning_tokens)

@@ -15,6 +15,10 @@ Reasoning models, as Azure answers them (sources: /work/shared/facts-models-and-
 
 gpt-4.1-class models keep the emulator's earlier behaviour (``max_tokens``, ``temperature``, ``stop``... accepted).
 
+Responses-only models (``catalogue.is_responses_only``: the gpt-5 ``-codex``/``-pro`` lines, codex-mini, o3-pro) are
+reasoning models that refuse chat completions with Azure's 400 ``OperationNotSupported`` (``chat_refusal``); the
+flex models (``catalogue.supports_flex``) are known with their versions. gpt-6* models follow the reasoning rules.
+
 Our assumptions, not confirmed by a source: ``reasoning_effort`` on a non-reasoning model is refused as
 ``unsupported_parameter``; an unknown ``reasoning_effort``/``verbosity`` value is refused as ``invalid_value``
 ("Invalid value: 'x'. Supported values are: ..."); a non-reasoning model accepts only ``verbosity: "medium"``
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from shared.catalogue import FLEX_MODELS, is_responses_only, split_version
 
 # Deployment name -> the versioned model name Azure reports in ``model`` for it (facts file, section 1).
 # o4-mini's version is illustrative: the facts file gives none for it.
@@ -38,8 +44,16 @@ KNOWN_MODELS = {
     "gpt-5.4-nano": "gpt-5.4-nano-2026-03-17",
     "gpt-5.5": "gpt-5.5-2026-04-24",
     "o4-mini": "o4-mini-2025-04-16",
+    **{name: f"{name}-{version}" for name, version in FLEX_MODELS.items()},  # the flex models (catalogue)
 }
-REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
+REASONING_PREFIXES = ("gpt-5", "gpt-6", "o1", "o3", "o4")
+
+# Azure's 400 for Chat Completions on a Responses-only model (facts-api-surface.md section 3), model substituted.
+OPERATION_NOT_SUPPORTED = (
+    "The chatCompletion operation does not work with the specified model, {model}. Please choose a different model "
+    "and try again. You can learn more about which models can be used with each operation here: "
+    "https://go.microsoft.com/fwlink/?linkid=2197993 ."
+)
 
 # reasoning_effort -> reasoning tokens spent before answering (deterministic; our choice, not Azure's numbers).
 REASONING_TOKENS = {"none": 0, "minimal": 16, "low": 64, "medium": 256, "high": 1024, "xhigh": 2048}
@@ -65,8 +79,16 @@ def model_for(deployment: str) -> str:
 
 
 def is_reasoning_model(model: str) -> bool:
-    """Whether ``model`` (e.g. ``gpt-5.4-mini-2026-03-17``, ``o4-mini``) follows the reasoning rules."""
-    return model.strip().lower().startswith(REASONING_PREFIXES)
+    """Whether ``model`` (e.g. ``gpt-5.4-mini-2026-03-17``, ``o4-mini``, ``codex-mini``) follows the reasoning rules."""
+    return model.strip().lower().startswith(REASONING_PREFIXES) or is_responses_only(model)
+
+
+def chat_refusal(model: str) -> dict[str, Any] | None:
+    """Azure's ``OperationNotSupported`` body when ``model`` is served through the Responses API only."""
+    if not is_responses_only(model):
+        return None
+    name, _ = split_version(model)
+    return {"error": {"code": "OperationNotSupported", "message": OPERATION_NOT_SUPPORTED.format(model=name)}}
 
 
 def param_error(code: str, param: str, message: str) -> dict[str, Any]:
@@ -81,7 +103,7 @@ def format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _listed(values: tuple[str, ...] | list[str]) -> str:
+def listed(values: tuple[str, ...] | list[str]) -> str:
     quoted = [f"'{v}'" for v in values]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
 
@@ -90,7 +112,7 @@ def _choice(body: dict[str, Any], param: str, allowed: tuple[str, ...] | list[st
     value = body.get(param)
     if value is None or value in allowed:
         return None
-    message = f"Invalid value: '{format_value(value)}'. Supported values are: {_listed(allowed)}."
+    message = f"Invalid value: '{format_value(value)}'. Supported values are: {listed(allowed)}."
     return param_error("invalid_value", param, message)
 
 

@@ -10,10 +10,11 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from emulators.aoai import rates
+from emulators.aoai import rates, tiers
 from emulators.aoai.batches import BatchStore
 from emulators.aoai.config import BatchConfig, Deployment, EmulatorConfig, Outage, OutageMode
 from emulators.aoai.models import model_for
+from emulators.aoai.response_store import ResponseStore
 
 REQUEST_LOG_SIZE = 200_000  # the newest data-plane requests kept in ``EmulatorState.requests``
 
@@ -56,6 +57,7 @@ class EmulatorState:
         self.windows: dict[str, rates.Window] = {}  # deployment -> its rate window
         self.closing = asyncio.Event()  # set on shutdown so stalls and latency end at once
         self.batches = BatchStore()  # the Files and Batches APIs' files and batches
+        self.responses = ResponseStore()  # the Responses API's stored responses
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -63,7 +65,10 @@ class EmulatorState:
         self.by_deployment: Counter[str] = Counter()
         self.by_route: Counter[str] = Counter()  # "POST /openai/v1/files"...: API calls, for the bench
         self.batches.reset_counters()
+        self.responses.reset_counters()
         self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = self.completions = 0
+        self.by_tier: dict[str, Counter[str]] = {}  # tier -> answers and their tokens, both APIs
+        self.flex_unavailable = 0  # flex 429s (capacity), apart from the quota's
         self.principals: set[str] = set()
         self.tokens: set[str] = set()
         self.requests: deque[RecordedRequest] = deque(maxlen=REQUEST_LOG_SIZE)  # oldest first
@@ -72,7 +77,25 @@ class EmulatorState:
         """Keep one answered data-plane request in ``requests`` (cleared with the stats)."""
         self.requests.append(request)
 
+    def count_usage(self, tier: str, prompt: int, completion: int, reasoning: int) -> None:
+        """Bill one answer served on ``tier`` (chat completion or response)."""
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.reasoning_tokens += reasoning
+        self.by_tier.setdefault(tier, Counter()).update(
+            answers=1, prompt_tokens=prompt, completion_tokens=completion, reasoning_tokens=reasoning
+        )
+
+    def settle_responses(self) -> None:
+        """Bill the background responses that finished since last looked at (``response_store``)."""
+        now = time.time()
+        for stored in self.responses.settle(now):
+            final = stored.final
+            if stored.status(now) in ("completed", "incomplete"):  # failed and cancelled ones bill nothing
+                self.count_usage(stored.tier, final.prompt_tokens, final.completion_tokens, final.reasoning_tokens)
+
     def stats(self) -> dict[str, Any]:
+        self.settle_responses()
         return {
             "requests": sum(self.by_status.values()),
             "by_status": dict(self.by_status),
@@ -80,8 +103,11 @@ class EmulatorState:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,  # reasoning tokens included, as Azure bills them
             "reasoning_tokens": self.reasoning_tokens,
-            "throttled": self.by_status["429"],
-            "completions": self.completions,
+            "throttled": self.by_status["429"] - self.flex_unavailable,  # the quota's 429s
+            "flex_unavailable": self.flex_unavailable,
+            "completions": self.completions,  # chat completions answered live (responses: "responses")
+            "by_tier": {tier: {**counts, "price": tiers.PRICE[tier]} for tier, counts in sorted(self.by_tier.items())},
+            "responses": self.responses.stats(),
             "principals": sorted(self.principals),
             "distinct_principals": len(self.principals),
             "distinct_tokens": len(self.tokens),
@@ -98,6 +124,10 @@ class EmulatorState:
         # Any change restarts the fault sequence, so "this config" always means "these faults, in this order".
         self.config = config.model_copy(deep=True)
         self.rng = random.Random(config.fault_seed)
+
+    def reset_responses(self) -> None:
+        """Forget every stored response (their counters go with the stats)."""
+        self.responses = ResponseStore()
 
     def reset_batches(self) -> None:
         """Forget every file and batch (the batch knobs stay)."""

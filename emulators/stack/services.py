@@ -145,6 +145,7 @@ class OpenAIEmulator:
             state.reset_stats()
             state.windows.clear()
             state.reset_batches()  # no files or batches: an earlier run's must not count against the file limit
+            state.reset_responses()  # nor an earlier test's stored (background) responses
             return before
 
         return self.server.call(apply)

@@ -77,6 +77,13 @@ param openAiTimeoutSeconds int
 @description('Retries the openai SDK makes itself.')
 param openAiMaxRetries int
 
+@allowed([
+  'chat'
+  'responses'
+])
+@description('The API the deployments serve (AZURE_OPENAI_API): chat or responses.')
+param openAiApi string
+
 @description('Queue the trigger listens on.')
 param jobsQueueName string
 
@@ -303,6 +310,36 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RETRY_MAX_SECONDS'
           value: string(retryMaxSeconds)
+        }
+        // The Responses API, background jobs and service tiers (docs/responses.md): the deployment above serves
+        // the API main.bicep's openAiApi names, here and in each AZURE_OPENAI_POOL entry (which wins over this).
+        {
+          name: 'AZURE_OPENAI_API'
+          value: openAiApi
+        }
+        {
+          name: 'AZURE_OPENAI_BACKGROUND'
+          value: 'false'
+        }
+        {
+          name: 'AZURE_OPENAI_SERVICE_TIER'
+          value: ''
+        }
+        {
+          name: 'FLEX_MAX_WAIT_SECONDS'
+          value: '600'
+        }
+        {
+          name: 'BACKGROUND_MAX_SECONDS'
+          value: '3600'
+        }
+        {
+          name: 'BACKGROUND_POLL_SECONDS'
+          value: '5'
+        }
+        {
+          name: 'BACKGROUND_POLL_MAX_SECONDS'
+          value: '60'
         }
         // The batch lane: off while BATCH_DEPLOYMENT is empty (a "lane": "batch" job then fails at once).
         {

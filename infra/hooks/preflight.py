@@ -13,12 +13,18 @@ and stops with ONE line, naming the fix and the alternatives it found, when the 
 not offered there, is deprecated or retired (`lifecycleStatus`, `deprecation.inference`, the SKU's
 `deprecationDate`), the SKU is not offered, the capacity exceeds the free quota, or the Function
 App's region does not offer its Python version on Flex Consumption (AZURE_PYTHON_VERSION, main.bicep's
-pythonVersion). Otherwise it prints one line and lets azd go on. Exit status: 0 go, 1 stop.
+pythonVersion), or the Function App's maximumInstanceCount is outside what Flex Consumption takes there.
+Otherwise it prints one line and lets azd go on; the line ends with the maximumInstanceCount the
+template deploys and how it was derived from the quota (sizing.py). Exit status: 0 go, 1 stop.
 
 It checks each model deployment main.bicep would create: the live one; with
 AZURE_OPENAI_SECONDARY_LOCATION, the same deployment in that region (the deployment pool's second
 account); with AZURE_OPENAI_BATCH_MODEL_NAME, the batch lane's GlobalBatch deployment on the first
 account. Deployments that draw on the same quota (same region, model and SKU) are counted together.
+
+It also refuses, before asking az anything, a model the worker could not call: one Azure serves through
+the Responses API only (shared/catalogue.py: the -pro and -codex lines, codex-mini, o3-pro) while
+AZURE_OPENAI_API (main.bicep's openAiApi, the API every deployment of the pool declares) is chat.
 
 Inputs (azd environment; defaults = main.bicep's, tests/infra checks they agree):
 AZURE_OPENAI_LOCATION (else AZURE_LOCATION), AZURE_SUBSCRIPTION_ID, AZURE_OPENAI_MODEL_NAME,
@@ -26,10 +32,12 @@ AZURE_OPENAI_MODEL_VERSION, AZURE_OPENAI_DEPLOYMENT_SKU, AZURE_OPENAI_DEPLOYMENT
 AZURE_OPENAI_DEPLOYMENT_NAME; AZURE_OPENAI_SECONDARY_LOCATION, AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY;
 AZURE_OPENAI_BATCH_MODEL_NAME, AZURE_OPENAI_BATCH_MODEL_VERSION, AZURE_OPENAI_BATCH_DEPLOYMENT_NAME,
 AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY; AZURE_PYTHON_VERSION (the Function App's, in AZURE_LOCATION);
-VNET_ENABLED (private networking), which changes no check and is named in the pass line when on.
+VNET_ENABLED (private networking), which changes no check and is named in the pass line when on;
+MAXIMUM_INSTANCE_COUNT (0: derived from the quota), EXPECTED_TOKENS_PER_CALL, EXPECTED_SECONDS_PER_CALL.
 PREFLIGHT_SKIP=1 skips every check (`azd env set PREFLIGHT_SKIP 1`).
 
-Standard library only, so the hook runs with any python3 before the project's venv exists.
+Standard library only, so the hook runs with any python3 before the project's venv exists: the
+catalogue it reads (shared/catalogue.py) imports nothing else either.
 """
 
 from __future__ import annotations
@@ -43,8 +51,17 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+# A module beside this file: on sys.path when azd runs the hook as a script (tests put it there too).
+import sizing
+
+# The one list of Responses-only models, shared with the worker's settings and the emulator. azd runs the hook as a
+# script, so the repository root is not on the path by itself (appended: it shadows nothing installed).
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+from shared.catalogue import is_responses_only
 
 # azd environment value -> (main.bicep parameter, default). infra/main.parameters.json maps each
 # parameter to its value with the same default; tests/infra fails when the three drift apart.
@@ -54,6 +71,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "AZURE_OPENAI_DEPLOYMENT_SKU": ("openAiDeploymentSkuName", "GlobalStandard"),
     "AZURE_OPENAI_DEPLOYMENT_CAPACITY": ("openAiDeploymentCapacity", "50"),
     "AZURE_OPENAI_DEPLOYMENT_NAME": ("openAiDeploymentName", ""),
+    # The API the worker calls it through (AZURE_OPENAI_API, each pool entry's api): chat or responses.
+    "AZURE_OPENAI_API": ("openAiApi", "chat"),
     # The deployment pool's second account (empty location: none).
     "AZURE_OPENAI_SECONDARY_LOCATION": ("secondaryOpenAiLocation", ""),
     "AZURE_OPENAI_SECONDARY_DEPLOYMENT_CAPACITY": ("secondaryOpenAiDeploymentCapacity", "50"),
@@ -64,6 +83,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "AZURE_OPENAI_BATCH_DEPLOYMENT_CAPACITY": ("openAiBatchDeploymentCapacity", "50"),
     # The Function App's Python (functionAppConfig.runtime.version), on Flex Consumption in AZURE_LOCATION.
     "AZURE_PYTHON_VERSION": ("pythonVersion", "3.13"),
+    # The Function App's scale-out limit and what deriving it from the quota assumes (sizing.py).
+    **sizing.PARAMETERS,
 }
 # azd environment value -> (main.bicep bool parameter, default), mapped the same way.
 SWITCHES: dict[str, tuple[str, str]] = {
@@ -167,6 +188,7 @@ class Request:
             )
         capacity = _capacity(values, "AZURE_OPENAI_DEPLOYMENT_CAPACITY")
         model = values["AZURE_OPENAI_MODEL_NAME"]
+        check_api(values["AZURE_OPENAI_API"], model, values["AZURE_OPENAI_DEPLOYMENT_NAME"] or model)
         return cls(
             location=_region(location),
             model=model,
@@ -207,6 +229,35 @@ class Request:
             self, model=model, version=version, sku=BATCH_SKU, capacity=capacity, deployment=deployment,
             names=BATCH_NAMES, what=f"batch deployment {deployment}",
         )  # fmt: skip
+
+
+APIS = ("chat", "responses")  # main.bicep's @allowed list for openAiApi
+
+
+def check_api(api: str, model: str, deployment: str) -> None:
+    """Refuse what the worker could not call: a Responses-only model (or a deployment the worker's settings take
+    for one, since they judge it by its name) through Chat Completions. Azure would answer every job 400
+    OperationNotSupported; the worker's settings refuse such a deployment at start."""
+    if api not in APIS:
+        raise Refusal(
+            f"AZURE_OPENAI_API={api} is not an API main.bicep takes ({', '.join(APIS)}). Fix: azd env set "
+            f"AZURE_OPENAI_API {'responses' if is_responses_only(model) else 'chat'}"
+        )
+    if api == "responses":
+        return
+    fix = "Fix: azd env set AZURE_OPENAI_API responses"
+    if is_responses_only(model):
+        raise Refusal(
+            f"{model} is served through the Responses API only (Chat Completions answer 400 OperationNotSupported) "
+            f"and AZURE_OPENAI_API is chat: the worker would refuse to start. {fix}"
+        )
+    if is_responses_only(deployment):
+        raise Refusal(
+            f"the deployment name {deployment} reads as a Responses-only model and AZURE_OPENAI_API is chat: the "
+            f"worker's settings judge a deployment by its name and would refuse to start. Fix: azd env set "
+            f"AZURE_OPENAI_DEPLOYMENT_NAME <another name> (or, if {model} takes the Responses API, azd env set "
+            "AZURE_OPENAI_API responses)"
+        )
 
 
 # ---------------------------------------------------------------- what the region offers
@@ -675,8 +726,10 @@ def _cli_failure(command: str, error: str) -> str:
 
 def run(env: Mapping[str, str], today: dt.date) -> str:
     primary = Request.from_env(env)
-    requests = [primary, *(r for r in (primary.secondary(env), primary.batch(env)) if r is not None)]
+    secondary = primary.secondary(env)
+    requests = [primary, *(r for r in (secondary, primary.batch(env)) if r is not None)]
     runtime = Runtime.from_env(env)
+    scale = _sizing(env, primary, secondary)
     az = Az.find(primary.subscription)
     regions: dict[str, Region] = {}
     claimed: dict[str, dict[str, int]] = {}
@@ -694,10 +747,24 @@ def run(env: Mapping[str, str], today: dt.date) -> str:
             raise Refusal(f"{request.what}: {refusal}" if request.what else str(refusal)) from refusal
         verdicts.append(f"{request.what}: {verdict}" if request.what else verdict)
     try:
-        verdicts.append(f"{APP}: {check_runtime(flex_python(az.flex_runtimes(runtime.location)), runtime, today)}")
-    except Refusal as refusal:
+        listing = az.flex_runtimes(runtime.location)
+        verdicts.append(f"{APP}: {check_runtime(flex_python(listing), runtime, today)}")
+        verdicts.append(scale.line(*sizing.flex_limits(listing, runtime.version)))
+    except (Refusal, sizing.SizingError) as refusal:
         raise Refusal(f"{APP}: {refusal}") from refusal
     return " | ".join(verdicts)
+
+
+def _sizing(env: Mapping[str, str], primary: Request, secondary: Request | None) -> sizing.Sizing:
+    """What maximumInstanceCount is derived from: the pool's deployments (the batch lane has a quota of its
+    own and no slots), host.json's concurrency and the expected calls; bad values refused before az runs."""
+    pool = [(primary.deployment, primary.capacity)]
+    if secondary is not None:
+        pool.append((f"second account ({secondary.location})", secondary.capacity))
+    try:
+        return sizing.Sizing.from_env(env, tuple(pool))
+    except sizing.SizingError as refusal:
+        raise Refusal(str(refusal)) from refusal
 
 
 def main(argv: Sequence[str] | None = None) -> int:

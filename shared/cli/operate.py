@@ -134,6 +134,7 @@ def render_worker_store(store: WorkerStore) -> list[str]:
         f"  staged for the batch lane  {store.staged_jobs}{oldest}",
         f"  open batches               {store.open_batches} (and {preparing} being submitted)",
         f"  waiting to retry           {store.waiting_retries}",
+        f"  on background responses    {store.waiting_background} (of those waiting)",
     ]
 
 

@@ -6,12 +6,15 @@ checks below in order. Each returns a :class:`Check`: ok / fail / warn / skip, a
 ``reason`` code for scripts, what was seen, and a one-line fix; a check that needs an earlier one
 that failed is skipped, saying why. docs/troubleshooting.md lists every reason.
 
-- settings:       ``Settings.from_env`` accepts them (``environment``).
+- settings:       ``Settings.from_env`` accepts them; a deployment named like a Responses-only model but
+                  declared chat is named with the setting to change (``environment``).
 - credential:     which credential of ``DefaultAzureCredential``'s chain served a token, why
                   the ones before it did not (their own exceptions), and who the token is for
                   (``credential``).
 - scope:          the token's ``aud`` is Azure OpenAI's audience (``credential``).
-- openai:         a 1-token chat completion on the configured deployment; 401/403/404 and
+- openai:         each deployment probed through the API it declares (``probes``: a 1-token chat
+                  completion, or a minimal stateless Responses call); a chat deployment Azure refuses
+                  with ``OperationNotSupported`` is a Responses-only model declared chat; 401/403/404 and
                   connection errors are mapped to the setting, role or network (public access
                   off: private endpoints only) to fix (``--wait`` retries PermissionDenied while a
                   role assignment propagates) (``openai_probe``).

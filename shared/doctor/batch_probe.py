@@ -1,5 +1,5 @@
 """The batch lane's part of the Azure OpenAI check, when ``BATCH_DEPLOYMENT`` is set: the Files and
-Batches APIs through the same token and v1 client as the chat probe. A one-line request file for the
+Batches APIs through the same token and v1 client as the model probe. A one-line request file for the
 batch deployment is uploaded and deleted and the batches are listed, which needs the files and batches
 data actions (the custom role infra/ grants for the lane, or *Cognitive Services OpenAI Contributor*; the
 User role covers inference only). Nothing is submitted: whether the deployment is a GlobalBatch one is
@@ -23,7 +23,7 @@ PROBE_FILE = "doctor-probe.jsonl"
 
 
 async def check_batch(ctx: Context, settings: Settings, client: AsyncOpenAI, served: Check) -> Check:
-    """``served`` (the chat probe's ok) with the batch lane's APIs checked too, or why they failed."""
+    """``served`` (the model probe's ok) with the batch lane's APIs checked too, or why they failed."""
     if not settings.batch_deployment:
         return served
     try:
@@ -65,7 +65,7 @@ def _batch_failed(ctx: Context, settings: Settings, exc: Exception) -> Check:
         )
     return OPENAI.fail(
         "batch_unavailable",
-        f"chat completions answered, but the batch lane's Files/Batches API did not: {type(exc).__name__}: {said}",
+        f"the model answered, but the batch lane's Files/Batches API did not: {type(exc).__name__}: {said}",
         "check that the resource offers Global Batch (and BATCH_DEPLOYMENT names its GlobalBatch deployment), "
         "or empty BATCH_DEPLOYMENT to switch the batch lane off",
     )

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.catalogue import is_responses_only
 from shared.constants import STORAGE_CONNECTION
 from shared.doctor.model import ENVIRONMENT, KEYS, SETTINGS, Check, Context
+from shared.doctor.probes import responses_fix
 from shared.errors import ConfigurationError, ContainerClashError
 from shared.settings import Settings
 
@@ -19,6 +21,8 @@ API_KEY_NAMES = ("AZURE_OPENAI_API_KEY", "OPENAI_API_KEY")
 _KEY_VALUE = re.compile(r"(^|;)\s*(AccountKey|SharedAccessSignature|SharedAccessKey)\s*=|[?&;]sig=", re.IGNORECASE)
 _CONTAINER_CGROUP = re.compile(r"docker|kubepods|containerd|libpod|lxc", re.IGNORECASE)
 _SETTING_NAME = re.compile(r"\b([A-Z][A-Z0-9_]+[A-Z0-9])\b")
+# How Settings words its refusal of a Responses-only deployment declared chat (PoolEntry's validator).
+_RESPONSES_ONLY = re.compile(r"deployment '([^']+)' is a Responses-only model")
 
 
 # --- Settings ------------------------------------------------------------------------------------------
@@ -36,7 +40,8 @@ async def check_settings(ctx: Context) -> Check:
             "results, job-payloads and staging, and grants producers no role on staging",
         )
     except ConfigurationError as exc:
-        return SETTINGS.fail("settings_invalid", f"{ctx.source}: {exc}", _settings_fix(ctx, str(exc)))
+        declared_chat = _responses_only_declared_chat(ctx, str(exc))
+        return declared_chat or SETTINGS.fail("settings_invalid", f"{ctx.source}: {exc}", _settings_fix(ctx, str(exc)))
     s = ctx.settings
     host = urlsplit(s.openai_endpoint).hostname or ""
     if host.endswith(".api.cognitive.microsoft.com"):
@@ -65,6 +70,26 @@ def _settings_place(ctx: Context) -> str:
 def _settings_fix(ctx: Context, message: str) -> str:
     name = _SETTING_NAME.search(message)
     return f"set {name.group(1) if name else 'the setting named above'} in {_settings_place(ctx)}"
+
+
+def _responses_only_declared_chat(ctx: Context, message: str) -> Check | None:
+    """Settings refuse a deployment named like a Responses-only model but declared chat (``PoolEntry``): say which,
+    why, and the one setting that declares it, rather than the generic fix."""
+    match = _RESPONSES_ONLY.search(message)
+    if match is None or not is_responses_only(match.group(1)):
+        return None
+    deployment = match.group(1)
+    pooled = bool(ctx.env.get("AZURE_OPENAI_POOL", "").strip())
+    declared = (
+        'its AZURE_OPENAI_POOL entry declares "api": "chat" (the default)' if pooled else "AZURE_OPENAI_API is chat"
+    )
+    return SETTINGS.fail(
+        "responses_only",
+        f"{ctx.source}: deployment {deployment} is named like a model Azure serves through the Responses API only "
+        f"(Chat Completions answer 400 OperationNotSupported), and {declared}: the worker refuses to start so that "
+        f"no job is sent to Chat Completions (settings said: {message})",
+        f"in {_settings_place(ctx)}: {responses_fix(deployment, pooled)}",
+    )
 
 
 def settings_file_failed(path: Path | None, problem: str) -> Check:

@@ -84,7 +84,9 @@ class CheckKind:
 
 # The checks, in the order they run and are reported, each with the reasons it gives besides "ok".
 SETTINGS = CheckKind(
-    "settings", "Settings", ("settings_invalid", "container_clash", "regional_endpoint", "settings_file_invalid")
+    "settings",
+    "Settings",
+    ("settings_invalid", "container_clash", "regional_endpoint", "settings_file_invalid", "responses_only"),
 )
 CREDENTIAL = CheckKind(
     "credential",
@@ -122,6 +124,7 @@ OPENAI = CheckKind(
         "endpoint_not_found",
         "throttled",
         "probe_refused",
+        "responses_only",
         "unreachable",
         "service_error",
         "public_access_disabled",

@@ -1,6 +1,8 @@
-"""Azure OpenAI: a 1-token chat completion on the configured deployment, through the same SDK path as
-the worker; each way it fails is mapped to the setting or role to fix (``--wait`` retries
-PermissionDenied while a role assignment propagates)."""
+"""Azure OpenAI: each deployment the worker may call (the pool's entries, else AZURE_OPENAI_ENDPOINT's deployments)
+probed through the API it declares (``probes``: a 1-token chat completion, or a minimal Responses call), through the
+same SDK path as the worker; each way it fails is mapped to the setting or role to fix (``--wait`` retries
+PermissionDenied while a role assignment propagates). A deployment declared chat whose model takes the Responses
+API only (Azure's 400 OperationNotSupported) is named with the setting that declares it."""
 
 from __future__ import annotations
 
@@ -20,11 +22,19 @@ from shared.constants import OPENAI_USER_ROLE, SCOPE_SUFFIX, audiences_named
 from shared.doctor.batch_probe import check_batch
 from shared.doctor.credential import expected_audience, scope_fix, wrong_audience
 from shared.doctor.model import OPENAI, Check, Context, one_line
+from shared.doctor.probes import probe_once, refuses_chat, responses_fix, responses_once
+from shared.jobs import Api
 from shared.settings import Settings
 
 WAIT_INTERVALS = (5.0, 7.0, 10.0)  # then 10 s each time
 OPENAI_HOST_DOMAINS = ("openai.azure.com", "cognitiveservices.azure.com", "services.ai.azure.com")
 NO_AUTH_PROBLEM = "nothing to fix for auth"
+ROUTES: dict[Api, str] = {"chat": "chat/completions", "responses": "responses"}
+REFUSAL_ADVICE: dict[Api, str] = {
+    "chat": "check the deployment's model accepts max_completion_tokens",
+    "responses": "check the deployment's model takes the Responses API (else declare it chat: AZURE_OPENAI_API, or "
+    'its AZURE_OPENAI_POOL entry\'s "api")',
+}
 
 
 def _service_message(exc: openai.APIStatusError) -> str:
@@ -45,28 +55,6 @@ def _openai_resource_scope(ctx: Context, settings: Settings) -> str:
     return '"<OpenAI resource id>"'
 
 
-# Enough for a reasoning model to show its reasoning tokens; at most this many are billed.
-PROBE_TOKENS = 16
-REASONING_FAMILIES = ("gpt-5", "o1", "o3", "o4")
-
-
-async def _chat_once(settings: Settings, client: AsyncOpenAI) -> str:
-    """Call the deployment once; describe the model that answered (name, version, reasoning or not)."""
-    completion = await client.chat.completions.create(
-        model=settings.default_deployment,
-        messages=[{"role": "user", "content": "ping"}],
-        max_completion_tokens=PROBE_TOKENS,  # reasoning models refuse max_tokens
-    )
-    details = completion.usage.completion_tokens_details if completion.usage else None
-    reasoning_tokens = (details.reasoning_tokens if details else None) or 0
-    if reasoning_tokens or completion.model.startswith(REASONING_FAMILIES):
-        return (
-            f"model {completion.model}, a reasoning model ({reasoning_tokens} reasoning tokens in the probe): jobs "
-            "must use max_completion_tokens (max_tokens is sent as that) and may not set temperature, top_p or stop"
-        )
-    return f"model {completion.model}"
-
-
 def _is_permission_denied(exc: Exception) -> bool:
     return isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError) and (
         exc.code == "PermissionDenied"
@@ -74,31 +62,36 @@ def _is_permission_denied(exc: Exception) -> bool:
 
 
 async def check_openai(ctx: Context) -> Check:
-    """Probe the default deployment, or with ``AZURE_OPENAI_POOL`` every entry of the pool: the identity
-    needs the role on each resource, and a failover target that refuses is found now, not in an outage."""
+    """Probe every deployment the worker may call, each through the API it declares: the identity needs the role
+    on each resource, and a failover target that refuses, or a deployment declared with the wrong API, is found
+    now, not in an outage or on the first job."""
     if ctx.settings is None:
         return OPENAI.skip("settings_failed", "settings are incomplete (Settings failed)")
     if ctx.credential is None or not ctx.has_token:
         return OPENAI.skip("no_token", "no token (Credential failed)")
     settings = ctx.settings
-    if not ctx.env.get("AZURE_OPENAI_POOL", "").strip():
-        return await _check_deployment(ctx, settings)
-    entries = list(dict.fromkeys((e.endpoint, e.deployment) for e in settings.pool))
+    pooled = bool(ctx.env.get("AZURE_OPENAI_POOL", "").strip())
+    entries = list(dict.fromkeys((e.endpoint, e.deployment, e.api) for e in settings.pool))
+    # The batch lane's APIs are checked once, with the first deployment on the batch lane's own resource.
+    batch_entry = next((i for i, entry in enumerate(entries) if entry[0] == settings.openai_endpoint), None)
     checks = []
-    for endpoint, deployment in entries:
+    for index, (endpoint, deployment, api) in enumerate(entries):
         one = dataclasses.replace(settings, openai_endpoint=endpoint, default_deployment=deployment)
-        checks.append(await _check_deployment(ctx, one))
+        if index != batch_entry:
+            one = dataclasses.replace(one, batch_deployment="")
+        checks.append(await _check_deployment(ctx, one, api, pooled))
+    if len(checks) == 1:
+        return checks[0]
+    source = "AZURE_OPENAI_POOL" if pooled else "AZURE_OPENAI_ALLOWED_DEPLOYMENTS"
     worst = next((c for c in checks if c.status == "fail"), None) or next((c for c in checks if c.status != "ok"), None)
     if worst is None:
-        return OPENAI.ok(
-            f"every deployment of AZURE_OPENAI_POOL ({len(checks)}):\n" + "\n".join(c.detail for c in checks)
-        )
+        return OPENAI.ok(f"every deployment of {source} ({len(checks)}):\n" + "\n".join(c.detail for c in checks))
     index = checks.index(worst)
-    return dataclasses.replace(worst, detail=f"AZURE_OPENAI_POOL entry {index + 1} of {len(checks)}: {worst.detail}")
+    return dataclasses.replace(worst, detail=f"{source} entry {index + 1} of {len(checks)}: {worst.detail}")
 
 
-async def _check_deployment(ctx: Context, settings: Settings) -> Check:
-    """The probe of one deployment: ``settings.openai_endpoint`` / ``default_deployment``."""
+async def _check_deployment(ctx: Context, settings: Settings, api: Api, pooled: bool) -> Check:
+    """The probe of one deployment, ``settings.openai_endpoint`` / ``default_deployment``, through ``api``."""
     assert ctx.credential is not None
     where = f"{settings.openai_endpoint}, deployment {settings.default_deployment}"
     client = create_openai_client(
@@ -109,14 +102,16 @@ async def _check_deployment(ctx: Context, settings: Settings) -> Check:
     started = time.monotonic()
     async with client:
         try:
-            served = await _chat_once(settings, client)
+            served = await probe_once(api, settings.default_deployment, client)
         except Exception as exc:
+            if api == "chat" and refuses_chat(exc):
+                return await _declared_chat(settings, client, exc, where, pooled)
             if not (_is_permission_denied(exc) and ctx.options.wait > 0):
-                return _openai_failed(ctx, settings, exc, where)
+                return _openai_failed(ctx, settings, exc, where, api=api)
             try:
-                served = await _wait_for_role(ctx, settings, client, started, exc)
+                served = await _wait_for_role(ctx, settings, client, api, started, exc)
             except Exception as again:
-                return _openai_failed(ctx, settings, again, where, waited=time.monotonic() - started)
+                return _openai_failed(ctx, settings, again, where, waited=time.monotonic() - started, api=api)
             waited = OPENAI.ok(
                 f"{where} answered after the role took effect ({time.monotonic() - started:.0f} s of --wait) "
                 f"for {ctx.principal}; {served}",
@@ -124,6 +119,26 @@ async def _check_deployment(ctx: Context, settings: Settings) -> Check:
             )
             return await check_batch(ctx, settings, client, waited)
         return await check_batch(ctx, settings, client, OPENAI.ok(f"{where} answered for {ctx.principal}; {served}"))
+
+
+async def _declared_chat(
+    settings: Settings, client: AsyncOpenAI, refusal: Exception, where: str, pooled: bool
+) -> Check:
+    """A deployment declared chat whose model takes the Responses API only: every job sent to it would fail
+    ``responses_only``. A Responses call says whether declaring it so is the whole fix."""
+    assert isinstance(refusal, openai.APIStatusError)
+    deployment = settings.default_deployment
+    try:
+        confirmed = f"a Responses call to it answered: {await responses_once(deployment, client)}"
+    except Exception as exc:
+        confirmed = f"a Responses call to it failed too ({type(exc).__name__}: {one_line(str(exc))})"
+    return OPENAI.fail(
+        "responses_only",
+        f"{refusal.status_code} {refusal.code or ''} from {where}: {_service_message(refusal)}\n"
+        f"its model takes the Responses API only, and the deployment is declared chat: every job sent to it would "
+        f"fail responses_only; {confirmed}",
+        responses_fix(deployment, pooled, settings.openai_endpoint),
+    )
 
 
 async def _count_down(ctx: Context, note: str, delay: float, left: float) -> None:
@@ -143,7 +158,7 @@ async def _count_down(ctx: Context, note: str, delay: float, left: float) -> Non
 
 
 async def _wait_for_role(
-    ctx: Context, settings: Settings, client: AsyncOpenAI, started: float, denied: Exception
+    ctx: Context, settings: Settings, client: AsyncOpenAI, api: Api, started: float, denied: Exception
 ) -> str:
     """Retry while PermissionDenied, with a countdown on stderr, until ``--wait`` runs out.
 
@@ -156,7 +171,7 @@ async def _wait_for_role(
         await _count_down(ctx, note, delay, left)
         attempt += 1
         try:
-            served = await _chat_once(settings, client)
+            served = await probe_once(api, settings.default_deployment, client)
         except Exception as exc:
             if not _is_permission_denied(exc):
                 raise
@@ -168,7 +183,9 @@ async def _wait_for_role(
     raise denied
 
 
-def _openai_failed(ctx: Context, settings: Settings, exc: Exception, where: str, waited: float | None = None) -> Check:
+def _openai_failed(
+    ctx: Context, settings: Settings, exc: Exception, where: str, waited: float | None = None, api: Api = "chat"
+) -> Check:
     if isinstance(exc, openai.APIStatusError) and _is_permission_denied(exc):
         return _role_missing(ctx, settings, exc, where, waited)
     if isinstance(exc, openai.PermissionDeniedError) and _network_refused(exc):
@@ -176,8 +193,8 @@ def _openai_failed(ctx: Context, settings: Settings, exc: Exception, where: str,
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return _unauthorized(ctx, exc, where)
     if isinstance(exc, openai.NotFoundError):
-        return _not_found(settings, exc)
-    return _other_failure(settings, exc, where)
+        return _not_found(settings, exc, api)
+    return _other_failure(settings, exc, where, api)
 
 
 def _role_missing(
@@ -227,7 +244,7 @@ def _unauthorized(ctx: Context, exc: openai.AuthenticationError | openai.Permiss
     )
 
 
-def _not_found(settings: Settings, exc: openai.NotFoundError) -> Check:
+def _not_found(settings: Settings, exc: openai.NotFoundError, api: Api) -> Check:
     if exc.code == "DeploymentNotFound":
         return OPENAI.fail(
             "deployment_not_found",
@@ -238,13 +255,13 @@ def _not_found(settings: Settings, exc: openai.NotFoundError) -> Check:
         )
     return OPENAI.fail(
         "endpoint_not_found",
-        f"404 from {settings.openai_base_url}chat/completions: {_service_message(exc)}",
+        f"404 from {settings.openai_base_url}{ROUTES[api]}: {_service_message(exc)}",
         "set AZURE_OPENAI_ENDPOINT to https://<resource>.openai.azure.com (no path: the worker adds /openai/v1/), "
         "or a Foundry project's https://<resource>.services.ai.azure.com/api/projects/<project>",
     )
 
 
-def _other_failure(settings: Settings, exc: Exception, where: str) -> Check:
+def _other_failure(settings: Settings, exc: Exception, where: str, api: Api) -> Check:
     """Authorized but refused (warnings), unreachable, failing, or an error of the credential while calling."""
     if isinstance(exc, openai.RateLimitError):
         return OPENAI.warn(
@@ -256,7 +273,7 @@ def _other_failure(settings: Settings, exc: Exception, where: str) -> Check:
         return OPENAI.warn(
             "probe_refused",
             f"authorized; the deployment refused the probe (400 {exc.code}): {_service_message(exc)}",
-            f"{NO_AUTH_PROBLEM}; check the deployment's model accepts max_completion_tokens",
+            f"{NO_AUTH_PROBLEM}; {REFUSAL_ADVICE[api]}",
         )
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         cause = exc.__cause__ or exc

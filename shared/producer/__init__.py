@@ -158,11 +158,17 @@ class JobsClient(ClientBase[Credential]):
         finally:
             self._runner.close()
 
+    # The strings after each one are attribute docstrings: what the docs site (mkdocstrings) shows for them.
     submit = _blocking(aio.JobsClient.submit)
+    """``shared.producer.aio.JobsClient.submit``, blocking: validate one job, send it, return its id."""
     submit_many = _blocking(aio.JobsClient.submit_many)
+    """``shared.producer.aio.JobsClient.submit_many``, blocking: validate every job, then send them all."""
     get_result = _blocking(aio.JobsClient.get_result)
+    """``shared.producer.aio.JobsClient.get_result``, blocking: a job's result, or None while there is none."""
     wait = _blocking(aio.JobsClient.wait)
+    """``shared.producer.aio.JobsClient.wait``, blocking: the results of the ids given, polled until a timeout."""
     notices = _iterating(aio.JobsClient.notices)
+    """``shared.producer.aio.JobsClient.notices`` as a plain iterator over a reply queue's notices."""
 
 
 async def _next_or_none(iterator: AsyncIterator[T]) -> T | None:

@@ -22,7 +22,7 @@ Three ways a process can run, decided once by ``configure()`` when the worker ma
 A provider someone else already installed (an ``opentelemetry-instrument`` wrapper, a test) is
 used as it is, never replaced. Tests install their own providers with ``install()``.
 
-What is recorded (names in the README, "Telemetry"): per job a CONSUMER span ``process <queue>``
+What is recorded (names in docs/telemetry.md): per job a CONSUMER span ``process <queue>``
 whose parent is the producer's span when the job carries ``traceparent`` (a queue message has no
 headers, so the context travels in the body), linked to whatever context the host set; under it a
 GenAI CLIENT span ``chat <deployment>``, the result write and, when azure-core tracing is on, each

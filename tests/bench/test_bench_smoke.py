@@ -79,6 +79,8 @@ QUOTA_RUN_KEYS = {
     "throttled_per_job",
     "unavailable_503",
     "completions",
+    "storage_requests_per_job",
+    "storage",
 }
 
 
@@ -186,6 +188,21 @@ def _consistent(run: dict[str, Any], *, faults: bool = False) -> None:
         assert run["unavailable_503"] == 0, run
     assert run["drained"] and run["errors_logged"] == 0, run
     assert set(run["phase_s"]) == {"workers_listening", "results_read_workers_stopped"}, run  # reported, not judged
+    _storage_counted(run)
+
+
+def _storage_counted(run: dict[str, Any]) -> None:
+    """Every worker process wrote its storage counts; each result is at least one request of the worker's own
+    (its blob), and the host polled the queue (its requests are counted apart, never as the worker's)."""
+    storage = run["storage"]
+    assert storage["counted_processes"] == storage["processes"] == run["processes"], storage
+    assert storage["worker_requests"] == sum(storage["worker_by_operation"].values()), storage
+    assert storage["host_requests"] == sum(storage["host_by_operation"].values()), storage
+    assert storage["worker_requests"] >= run["results"], storage
+    assert storage["worker_by_operation"].get("blob PUT blob", 0) >= run["results"], storage
+    assert storage["host_by_operation"].get("queue GET messages", 0) >= 1, storage  # the trigger's dequeues
+    assert "queue GET messages" not in storage["worker_by_operation"], storage
+    assert run["storage_requests_per_job"] == storage["worker_requests"] / run["jobs"], storage
 
 
 def test_sections_listed_once() -> None:
@@ -227,7 +244,10 @@ def _scaleout(report: dict[str, Any], ran: list[int]) -> None:
     assert rate["worker_settings"] == a["worker_settings"]
 
     table = markdown(report)
-    assert table.count("\n| ") == 2 + len(SMOKE.scaleout_processes)  # header, figure 5, a row per K (run or not)
+    # header, figure 5, a row per K (run or not); the quota table's header and a row per K run
+    assert table.count("\n| ") == 2 + len(SMOKE.scaleout_processes) + 1 + len(ran)
+    for k in ran:
+        assert f"| scale-out K = {k} | " in table
     assert "| 5 | Under a token limit, one process" in table
     assert f"**K = 1** processes ({SMOKE.latency_ms:.0f} ms model; figure 5's run)" in table
     for k in a["not_run"]:
@@ -267,7 +287,8 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
     assert len({e["endpoint"] for e in p["pool"]}) == 2  # two resources, two ports
     assert sum(p["served_by"].values()) == p["results"]
     assert p["fraction_of_sum"] >= 0
-    assert markdown(report).count("\n| ") == 2  # header + 1 row
+    assert markdown(report).count("\n| ") == 4  # header + 1 row; the quota table's header + 1 row
+    assert p["drain_over_ideal"] == p["drain_s"] / p["ideal_drain_s"]
 
 
 @pytest.mark.slow(seconds=15)
@@ -286,15 +307,28 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     assert hit["outage"]["seconds"] == SMOKE.outage_s
     assert pooled["outage"]["seconds"] == SMOKE.long_outage_s
     for run in (hit, pooled):
-        assert set(run["outage"]) == {"seconds", "after_first_send_s", "last_result_after_end_s"}, run
+        assert set(run["outage"]) == {
+            "seconds",
+            "after_first_send_s",
+            "last_result_after_end_s",
+            "throttled_429_in_minute_after_end",
+            "throttled_per_job_in_minute_after_end",
+        }, run
+        assert 0 <= run["outage"]["throttled_429_in_minute_after_end"] <= run["throttled_429"], run
     for run in (calm, hit, pooled):
         assert 0 <= run["job_s_p50"] <= run["job_s_p95"] <= run["job_s_max"], run
+        # Arrivals at a rate: the ideal is the last arrival served at once (one model call after it).
+        assert run["ideal_drain_s"] >= (run["jobs"] - 1) / run["arrival_jobs_per_s"] * 0.9, run
+        assert run["drain_over_ideal"] == run["drain_s"] / run["ideal_drain_s"], run
     # Outages shorter than the host's own redelivery covers: nothing may be lost, with or without a pool.
     assert hit["failed_jobs"] == hit["poisoned"] == 0, hit
     assert pooled["failed_jobs"] == pooled["poisoned"] == 0, pooled
     assert sum(pooled["served_by"].values()) == pooled["results"]
     assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
-    assert markdown(report).count("\n| ") == 3  # header + 2 rows
+    table = markdown(report)
+    assert table.count("\n| ") == 3 + 4  # header + 2 rows; the quota table's header + 3 runs
+    assert f"| only deployment down {SMOKE.outage_s:.0f} s | " in table
+    assert f"| primary down {SMOKE.long_outage_s:.0f} s | " in table
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
 
 
@@ -319,5 +353,80 @@ async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it
     assert KEYS["batch_lane"] <= set(lane)
     assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 5  # header + the pool + 2 outage rows + the batch lane
+    assert table.count("\n| ") == 5 + 4  # header, the pool, 2 outage rows, the batch lane; quota header + 3 runs
     assert "| not run: pass `--long-outage`" in table
+
+
+# --- Storage requests per job (bench.counted_host, bench.storage_ops): the pure parts -----------------------
+
+
+def test_storage_requests_are_named_by_service_and_what_they_name() -> None:
+    from bench.counted_host import operation
+
+    base = "https://127.0.0.1:10001/devstoreaccount1"
+    assert operation("queue", "GET", f"{base}/jobs/messages?numofmessages=4") == "queue GET messages"
+    assert operation("queue", "DELETE", f"{base}/jobs/messages/abc?popreceipt=x") == "queue DELETE message"
+    assert operation("queue", "PUT", f"{base}/jobs") == "queue PUT queue"
+    assert operation("blob", "PUT", f"{base}/results/a/b.json") == "blob PUT blob"
+    assert operation("blob", "GET", f"{base}/results?restype=container&comp=list") == "blob GET container?comp=list"
+    assert operation("table", "POST", f"{base}/budget") == "table POST table"
+
+
+def test_storage_hosts_come_from_identity_based_settings_and_connection_strings() -> None:
+    from bench.counted_host import storage_hosts
+
+    keyless = {
+        "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:10001/devstoreaccount1",
+        "AzureWebJobsStorage__blobServiceUri": "https://127.0.0.1:10000/devstoreaccount1",
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:4000/msi/token",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x;IngestionEndpoint=https://127.0.0.1:9/",
+    }
+    assert storage_hosts(keyless) == {"127.0.0.1:10001": "queue", "127.0.0.1:10000": "blob"}
+    keyed = {
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k;"
+        "BlobEndpoint=http://127.0.0.1:20000/a;QueueEndpoint=http://127.0.0.1:20001/a;"
+    }
+    assert storage_hosts(keyed) == {"127.0.0.1:20000": "blob", "127.0.0.1:20001": "queue"}
+
+
+async def test_a_request_is_the_workers_when_app_code_made_it_even_from_a_task_it_started() -> None:
+    import asyncio
+
+    from bench.counted_host import StorageCounter, made_by_app
+
+    counter = StorageCounter({"127.0.0.1:1": "queue"}, clock=lambda: 100.04)
+    app: dict[str, Any] = {"__name__": "shared.fake", "made_by_app": made_by_app, "asyncio": asyncio}
+    exec(  # noqa: S102  # a function whose module is the app's, as shared.* code is
+        "async def in_app():\n    return made_by_app()\n"
+        "async def starts_task():\n    return await asyncio.create_task(in_app())\n",
+        app,
+    )
+    assert await app["in_app"]() is True
+    assert await app["starts_task"]() is True
+    assert made_by_app() is False  # the bench's (the host's) own code
+    counter.record("GET", "https://127.0.0.1:1/acct/jobs/messages", by_app=False)
+    counter.record("POST", "https://127.0.0.1:1/acct/jobs/messages", by_app=True)
+    counter.record("GET", "http://127.0.0.1:2/msi/token", by_app=True)  # not storage: not counted
+    assert counter.to_json() == [[100.0, "host", "queue GET messages", 1], [100.0, "worker", "queue POST messages", 1]]
+
+
+def test_storage_summary_keeps_the_runs_window_and_says_which_processes_counted(tmp_path: Path) -> None:
+    from bench.storage_ops import summary
+
+    counted = tmp_path / "worker-0.json"
+    counted.write_text(
+        json.dumps(
+            [
+                [99.8, "worker", "blob PUT container", 1],  # start-up, before the first send
+                [100.0, "worker", "blob PUT blob", 2],
+                [100.0, "host", "queue GET messages", 3],
+                [150.3, "worker", "blob GET blob", 4],
+                [151.0, "host", "queue GET messages", 9],  # polling an empty queue after the drain
+            ]
+        )
+    )
+    found = summary([counted, tmp_path / "killed.json"], jobs=2, since=100.05, until=150.5)
+    assert found["counted_processes"] == 1 and found["processes"] == 2
+    assert found["worker_by_operation"] == {"blob PUT blob": 2, "blob GET blob": 4}
+    assert found["host_by_operation"] == {"queue GET messages": 3}
+    assert found["worker_requests_per_job"] == 3.0 and found["host_requests_per_job"] == 1.5

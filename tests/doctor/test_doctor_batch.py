@@ -64,3 +64,17 @@ def test_a_missing_batch_role_names_the_contributor_role() -> None:
     check = _batch_failed(ctx, settings, denied)
     assert (check.status, check.reason) == ("fail", "batch_role_missing")
     assert check.fix is not None and CONTRIBUTOR_ROLE in check.fix and "--assignee 0bad" in check.fix
+
+
+def test_with_a_pool_the_batch_lanes_apis_are_checked_once(
+    doctor: Doctor, dev_settings: dict[str, str], aoai: OpenAIEmulator
+) -> None:
+    aoai.add_batch_deployment(BATCH_DEPLOYMENT, model=DEPLOYMENT)
+    allowed = f"{DEPLOYMENT},{BATCH_DEPLOYMENT}"  # two deployments probed on the batch lane's own resource
+    env = {**dev_settings, "BATCH_DEPLOYMENT": BATCH_DEPLOYMENT, "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": allowed}
+    result = doctor(env, "--json")
+    assert result.code == 0, result.out
+    first, second = result["openai"]["detail"].splitlines()[1:]
+    assert "batch lane" in first and "batch lane" not in second
+    routes = aoai.stats()["by_route"]
+    assert routes.get("POST /openai/v1/files") == 1 and routes.get("GET /openai/v1/batches") == 1

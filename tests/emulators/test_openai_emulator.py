@@ -37,7 +37,13 @@ UNGRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000b2", name="un
 COGNITIVE = "https://cognitiveservices.azure.com/.default"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 # A deployment's other fields (test_deployments_and_outages.py exercises them).
-NO_OUTAGE_NO_QUIRKS = {"outage": None, "unreported_rate_headers": False, "omit_retry_after": False}
+NO_OUTAGE_NO_QUIRKS = {
+    "outage": None,
+    "unreported_rate_headers": False,
+    "omit_retry_after": False,
+    "service_tier": "default",
+    "flex_unavailable_until": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -486,8 +492,13 @@ async def test_prompt_filter_is_a_bad_request(emulator: Emulator) -> None:
     assert caught.value.code == "content_filter"
     assert caught.value.param == "prompt"
     body: Any = caught.value.body
+    # Key for key as Azure sends it (facts-api-surface.md section 5): the singular content_filter_result.
+    assert list(body) == ["message", "type", "param", "code", "status", "innererror"]
+    assert (body["type"], body["status"]) == (None, 400)
     assert body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
     assert body["innererror"]["content_filter_result"]["hate"] == {"filtered": True, "severity": "high"}
+    assert body["innererror"]["content_filter_result"]["jailbreak"] == {"filtered": False, "detected": False}
+    assert "content_filter_results" not in body["innererror"]
     assert emulator.stats()["completions"] == 0
 
 
@@ -496,8 +507,15 @@ async def test_output_filter_sets_finish_reason(emulator: Emulator) -> None:
     async with emulator.azure() as client:
         completion = await chat(client, messages=messages)
     choice = completion.choices[0]
-    assert (choice.finish_reason, choice.message.content) == ("content_filter", None)
-    assert (choice.model_extra or {})["content_filter_results"]["hate"]["filtered"] is True
+    # Generated, then cut where the filter hit: the partial text before it is what the client gets.
+    assert (choice.finish_reason, choice.message.content) == ("content_filter", "[gpt-4o-mini] say ")
+    results = (choice.model_extra or {})["content_filter_results"]
+    assert results["hate"] == {"filtered": True, "severity": "high"}
+    assert results["violence"] == {"filtered": False, "severity": "safe"}
+    assert results["protected_material_text"] == {"filtered": False, "detected": False}
+    prompt_results = (completion.model_extra or {})["prompt_filter_results"]
+    assert prompt_results[0]["content_filter_results"]["hate"] == {"filtered": False, "severity": "safe"}
+    assert completion.usage is not None and completion.usage.completion_tokens > 0  # billed though withheld
 
 
 # --- Control API -----------------------------------------------------------------------------------------------

@@ -1587,7 +1587,10 @@ def _check_deployment(
 
 POOL_SETTING = "AZURE_OPENAI_POOL"
 # What each AZURE_OPENAI_POOL entry says (the worker's PoolEntry takes these and an optional weight).
-POOL_KEYS = ("name", "endpoint", "deployment", "priority")
+POOL_KEYS = ("name", "endpoint", "deployment", "priority", "api")
+
+
+API_PARAMETER = "openAiApi"  # the API the deployments serve: chat or responses (AZURE_OPENAI_API)
 
 
 def expected_pool(infra: Infra, problems: list[str]) -> list[dict[str, Any]]:
@@ -1610,6 +1613,7 @@ def expected_pool(infra: Infra, problems: list[str]) -> list[dict[str, Any]]:
                 "endpoint": f"{accounts[role][0]}.properties.endpoint",
                 "deployment": deployment,
                 "priority": priority,
+                "api": f"param:{API_PARAMETER}",  # every entry serves the one API openAiApi names
             }
         )
     return entries
@@ -1735,12 +1739,20 @@ def _check_deployment_storage(
 
 
 def _check_scale(infra: Infra, scope: str | None, app_config: Mapping[str, Any]) -> list[str]:
-    """Scale limits come from main.bicep parameters; maximumInstanceCount is small and explained."""
+    """Scale limits come from main.bicep parameters: maximumInstanceCount when set, else derived from the
+    quota (resources.bicep's instanceCap, evaluated by tests/infra/test_sizing.py); small and explained."""
     problems = []
     scale = app_config.get("scaleAndConcurrency") or {}
-    for key in ("maximumInstanceCount", "instanceMemoryMB"):
-        if infra.resolve(scope, scale.get(key)) != f"param:{key}":
-            problems.append(f"scaleAndConcurrency.{key} must come from the main.bicep parameter {key}")
+    if infra.resolve(scope, scale.get("instanceMemoryMB")) != "param:instanceMemoryMB":
+        problems.append("scaleAndConcurrency.instanceMemoryMB must come from the main.bicep parameter instanceMemoryMB")
+    cap = infra.resolve(scope, scale.get("maximumInstanceCount"))
+    if cap.startswith("var:"):  # resources.bicep as the entry point: its own variable
+        cap = infra.resolve(None, infra.main.vars[cap.removeprefix("var:")]["value"])
+    if not (cap.startswith("if(") and ",param:maximumInstanceCount," in cap):
+        problems.append(
+            "scaleAndConcurrency.maximumInstanceCount must be the main.bicep parameter maximumInstanceCount when "
+            f"set, else derived from the quota; it is {cap}"
+        )
     limit = infra.main.params.get("maximumInstanceCount")
     if limit:
         description = _description(limit)

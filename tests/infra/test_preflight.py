@@ -34,19 +34,29 @@ ACCOUNT = "oai-abc123"
 # part of the pass line with the defaults (Python 3.13, AZURE_LOCATION eastus).
 MODELS = ["cognitiveservices model list", "cognitiveservices usage list"]
 RUNTIMES = "functionapp list-flexconsumption-runtimes --location"
-APP_OK = "Function App: ok: Python 3.13 on Flex Consumption in eastus (end of life 2029-10-31)"
+RUNTIME_OK = "Function App: ok: Python 3.13 on Flex Consumption in eastus (end of life 2029-10-31)"
+# The last part: maximumInstanceCount derived from the default quota (50 units) and host.json's 24 slots.
+SIZED = (
+    "maximumInstanceCount = 1: the pool has 50,000 TPM (gpt-5.4-mini 50 units); one instance's 24 slots "
+    "(host.json batchSize 4 + newBatchThreshold 20) of 1,000-token calls lasting 5 s ask for 288,000 TPM: "
+    "ceil(50,000 / 288,000) = 1. Override: azd env set MAXIMUM_INSTANCE_COUNT <n>; size it for your jobs: "
+    "EXPECTED_TOKENS_PER_CALL, EXPECTED_SECONDS_PER_CALL"
+)
+APP_OK = f"{RUNTIME_OK} | {SIZED}"
 
 
-def load_preflight() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("preflight", PREFLIGHT)
+def load_hook_module(name: str) -> ModuleType:
+    """A module of infra/hooks by file, as the hook script finds its sibling (sizing.py) beside it."""
+    spec = importlib.util.spec_from_file_location(name, PREFLIGHT.parent / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["preflight"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-preflight = load_preflight()
+sizing = load_hook_module("sizing")
+preflight = load_hook_module("preflight")
 
 
 class Hook:
@@ -462,7 +472,7 @@ def test_a_second_region_is_checked_too_and_named_in_the_pass_line(hook: Hook) -
     hook.catalogue(with_region("swedencentral"))
     status, line = hook.run(AZURE_OPENAI_SECONDARY_LOCATION="swedencentral")
     assert status == 0, line
-    first, second, app = line.split(" | ")
+    first, second, app, sized = line.split(" | ")
     assert first == (
         "preflight: ok: gpt-5.4-mini 2026-03-17 GlobalStandard in eastus, capacity 50 of 1000 units free "
         "(GenerallyAvailable, retires 2027-09-21)"
@@ -471,7 +481,12 @@ def test_a_second_region_is_checked_too_and_named_in_the_pass_line(hook: Hook) -
         "second account (swedencentral): ok: gpt-5.4-mini 2026-03-17 GlobalStandard in swedencentral, capacity 50"
     )
     # The Function App's region is eastus (AZURE_LOCATION): asked once, after the models.
-    assert app == APP_OK
+    assert app == RUNTIME_OK
+    # Both accounts' quota feeds the instances: 100,000 TPM over 288,000 per instance is still 1.
+    assert sized.startswith(
+        "maximumInstanceCount = 1: the pool has 100,000 TPM (gpt-5.4-mini 50 units + second account "
+        "(swedencentral) 50 units)"
+    )
     assert hook.invocations() == [*MODELS, *MODELS, RUNTIMES]
 
 
@@ -615,7 +630,7 @@ def test_an_untested_version_the_region_offers_passes_with_a_note(hook: Hook) ->
     assert status == 0
     assert line.endswith(
         " | Function App: ok: Python 3.14 on Flex Consumption in eastus (no end of life published; "
-        "this project's CI does not test 3.14 (README: Runtime))"
+        f"this project's CI does not test 3.14 (README: Runtime)) | {SIZED}"
     )
 
 

@@ -30,6 +30,7 @@ SHIPPED = {
     "shared/__init__.py",
     "shared/__main__.py",
     "shared/py.typed",
+    "shared/catalogue.py",
     "shared/constants.py",
     "shared/errors.py",
     "shared/jobs.py",
