@@ -1,7 +1,7 @@
 """Issue 23's simulation: K instances on one deployment, on a virtual clock (``bench.virtual``), in one process.
 
 What is real: each instance's ``shared.pacing.Pacer`` / ``Gate`` and ``shared.routing.Router`` (a one-entry pool),
-driven as ``shared.worker.call_model`` drives them (a 429 goes back through the gate until the admission bound,
+driven as ``shared.calls.call_model`` drives them (a 429 goes back through the gate until the admission bound,
 then the job is re-enqueued after the retry-after; a gate that will not admit in time re-enqueues it), and the
 deployment's rate limiter: the emulator's own accounting (``emulators.aoai.rates``: the sliding window, its
 429s and its ``x-ratelimit-*`` headers). With ``Setup.shared`` the gates also consult one shared budget
@@ -186,7 +186,7 @@ class Instance:
             self.sim.finished(job)
 
     async def send(self, route: Route, last: bool, job: Job) -> None:
-        """As ``shared.worker.call_model``'s ``send``: through the gate, a 429 back through it within the bound."""
+        """As ``shared.calls.call_model``'s ``send``: through the gate, a 429 back through it within the bound."""
         clock, wait = self.sim.clock, self.sim.setup.admission_wait
         deadline = clock() + wait
         while True:
