@@ -130,7 +130,7 @@ def parse(data: bytes | None, now: float) -> Ledger:
     try:
         claims = json.loads(data or b"{}").get("claims", {})
         ledger = {
-            str(name): [[float(a), float(u), float(t)] for a, u, t in chunks if float(u) > now]
+            str(name): [[float(a), float(u), max(0.0, float(t))] for a, u, t in chunks if float(u) > now]
             for name, chunks in claims.items()
         }
     except (ValueError, TypeError, AttributeError):

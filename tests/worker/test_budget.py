@@ -250,3 +250,8 @@ async def test_a_call_above_the_ledgers_room_is_left_to_the_headers(store: Memor
     ticket = await gate.acquire(int(ROOM) + 100, wait=1)  # no booking could ever hold it: the headers decide
     gate.release(ticket)
     assert store.ops == 0
+
+
+def test_a_chunk_of_negative_tokens_frees_nothing(clock: Clock) -> None:
+    forged = b'{"claims": {"x": [[0, 9999999999, -50000]]}}'
+    assert parse(forged, clock()) == {"x": [[0.0, 9999999999.0, 0.0]]}
