@@ -116,7 +116,7 @@ def check_batch(job: Job, api: Api) -> None:
         if wants_responses(job):
             raise JobRefused(
                 "api_mismatch",
-                "the batch deployment takes Chat Completions requests (BATCH_API=chat): leave api, background and "
+                "the batch lane sends Chat Completions requests (BATCH_API=chat): leave api, background and "
                 'reasoning_summary out of a "lane": "batch" job, or send it to the live lane',
                 job_id=job.id,
             )
@@ -124,7 +124,7 @@ def check_batch(job: Job, api: Api) -> None:
     if job.api == "chat":
         raise JobRefused(
             "api_mismatch",
-            "the job asks for the chat API, and the batch deployment takes Responses requests (BATCH_API=responses): "
+            "the job asks for the chat API, and the batch lane sends Responses requests (BATCH_API=responses): "
             "leave api out, or send the job to the live lane",
             job_id=job.id,
         )
