@@ -11,7 +11,7 @@ import pytest
 
 from bench.config import SMOKE
 from bench.report import markdown, write_outputs
-from bench.responses import SCALES, THINK_S, tier_cost, union_s, polls_at
+from bench.responses import SCALES, THINK_S, polls_at, tier_cost, union_s
 from bench.scenarios import run_all
 from emulators.stack.services import LocalAzure
 
