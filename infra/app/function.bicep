@@ -361,6 +361,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'BATCH_MAX_TOKENS_PER_FILE'
           value: string(batchMaxTokensPerFile)
         }
+        // The batch model infra deploys (gpt-5.4-mini or gpt-4.1-mini) serves Chat Completions; a Responses-only
+        // batch deployment needs 'responses' here.
+        {
+          name: 'BATCH_API'
+          value: 'chat'
+        }
         // azure-identity: use the managed identity, this one, and skip every other credential.
         {
           name: 'AZURE_CLIENT_ID'
