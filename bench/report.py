@@ -1,4 +1,4 @@
-"""results.json and the markdown table (results.md) the README quotes."""
+"""results.json and the markdown table (results.md) docs/bench.md quotes."""
 
 from __future__ import annotations
 

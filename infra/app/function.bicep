@@ -224,7 +224,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: openAiEndpoint
         }
         // The audience of the account openai.bicep creates (a Foundry project endpoint would take
-        // https://ai.azure.com/.default instead: README, Configuration).
+        // https://ai.azure.com/.default instead: docs/settings.md).
         {
           name: 'AZURE_OPENAI_TOKEN_SCOPE'
           value: 'https://cognitiveservices.azure.com/.default'
