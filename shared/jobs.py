@@ -297,7 +297,9 @@ class Result(BaseModel):
     message_id: str | None = None
     trace_id: str | None = Field(default=None, description="The trace this job ran in (when tracing is on).")
     lane: Lane | None = Field(default=None, description='"batch" for a batch-lane job; absent for the live lane.')
-    api: Api | None = Field(default=None, description="The API the answer came through (chat or responses, on either lane).")
+    api: Api | None = Field(
+        default=None, description="The API the answer came through (chat or responses), on either lane."
+    )
     service_tier: str | None = Field(default=None, description="The tier that served the request, as Azure echoed it.")
     response_id: str | None = Field(default=None, description="Responses API: the response's id (resp_...).")
     reasoning_summary: str | None = Field(default=None, description="The reasoning summary, when the job asked.")
