@@ -1,6 +1,6 @@
 """``make bench``: run the worker through the local queue host against Azurite and the emulators.
 
-Writes ``bench/results.json``, ``bench/results.md`` (the README table) and ``bench/profile.txt``;
+Writes ``bench/results.json``, ``bench/results.md`` (the table docs/bench.md quotes) and ``bench/profile.txt``;
 worker logs and the raw profile go to ``bench/out/`` (git-ignored). ``--only`` runs some sections
 (e.g. ``--only scaleout`` or ``--only pool,outage``) and then writes to ``bench/out/`` unless ``--out``
 says otherwise, so a partial run never replaces the full run's files.

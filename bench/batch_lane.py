@@ -167,7 +167,7 @@ async def batch_lane(stack: LocalAzure, jobs: int) -> dict[str, Any]:
 
 
 def describe(figure: dict[str, Any]) -> str:
-    """One line: the README and results.md wording."""
+    """One line: the wording of docs/bench.md and results.md."""
     kinds = figure["batch_calls_by_kind"]
     parts = ", ".join(
         f"{kinds.get(k, 0)} {label}"

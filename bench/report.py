@@ -1,4 +1,4 @@
-"""results.json and the markdown table (results.md) the README quotes."""
+"""results.json and the markdown table (results.md) docs/bench.md quotes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from bench import SECTIONS, quota
 from bench.batch_lane import describe as describe_batch_lane
+from bench.responses import rows as responses_rows
 
 
 def _met(flag: bool) -> str:
@@ -230,6 +231,7 @@ ROWS = (
     ("pool", _pool_rows),
     ("outage", _outage_rows),
     ("batch_lane", _batch_rows),
+    ("responses", responses_rows),
 )
 
 

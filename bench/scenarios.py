@@ -25,6 +25,7 @@ from bench import SECTIONS, harness, quota
 from bench.batch_lane import BATCH_JOBS, batch_lane
 from bench.config import Bench, Scale
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
+from bench.responses import responses_figure
 from bench.sync_baseline import thread_count
 from emulators.stack.environment import REPO, child_environment
 from emulators.stack.services import COGNITIVE, STORAGE, AzureCli, LocalAzure, unique_names
@@ -569,6 +570,7 @@ async def run_all(
         "pool": lambda: timed("pool", quota.pool(b)),
         "outage": lambda: timed("outage", quota.outage(b)),
         "batch_lane": lambda: timed("batch_lane", batch_lane(stack, BATCH_JOBS[scale.name])),
+        "responses": lambda: timed("responses", responses_figure(stack, scale.name, logs)),  # figure 10
     }
     beside = [name for name in chosen if name in BESIDE_OUTAGE] if "outage" in chosen else []
     if beside:

@@ -8,7 +8,10 @@ in samples/ with the Python producer client (each in a `send` span whose trace c
 carries), prints each result as it lands, a summary and each sample's trace, and exits 0 once all
 are done (1 if any is still missing at the timeout). On the emulator the batch lane is on (a
 GlobalBatch deployment, its timers every 2 s), so the batch-lane sample is staged, submitted and
-collected while you watch.
+collected while you watch; and the samples' other deployments are there (``emulators/samples.py``): a
+Responses-only model for the Responses, background and filtered samples, a flex model whose flex capacity
+is short, so the flex sample falls back before its deadline. A sample naming a deployment the worker does
+not allow (with a real endpoint: those) is left out.
 
 With a real endpoint, the worker authenticates with your `az login` (AZURE_TOKEN_CREDENTIALS=dev),
 exactly the code path it uses with a managed identity in Azure.
@@ -27,7 +30,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from emulators import _process, otlp
 from emulators import managed_identity as identity
+from emulators import samples as sample_world
 from emulators.aoai.models import model_for
 from emulators.stack.services import (
     DEPLOYMENTS,
@@ -54,10 +60,10 @@ from emulators.stack.services import (
 from emulators.stack.workers import host_command
 from emulators.tokens import REPO_ROOT, TokenIssuer, state_dir
 from shared.constants import DEFAULT_PAYLOADS_CONTAINER
-from shared.errors import InvalidJobError, QueueNotFoundError
+from shared.errors import ConfigurationError, InvalidJobError, QueueNotFoundError
 from shared.jobs import Result
 from shared.producer.aio import JobsClient
-from shared.settings import read_local_settings
+from shared.settings import Settings, read_local_settings
 
 PLACEHOLDER = "YOUR-RESOURCE"
 BATCH_DEPLOYMENT = f"{DEPLOYMENTS[0]}-batch"  # the emulator's GlobalBatch deployment
@@ -109,6 +115,7 @@ async def run_samples(
     summary and (with ``receiver``) each sample's trace."""
     connection = env["AzureWebJobsStorage"]
     jobs = [Sample(path.name, json.loads(path.read_text())) for path in samples]
+    sent = datetime.now(UTC)
     async with (
         JobsClient.from_connection_string(
             connection,
@@ -130,6 +137,8 @@ async def run_samples(
     )
     if missing:
         print(f"still waiting for: {', '.join(missing)}")
+    for note in sample_world.notes([(job.body, job.result) for job in done if job.result is not None], sent):
+        print(note)
     if receiver is not None:
         await print_traces(receiver, jobs, env["JOBS_QUEUE"])
     return 0 if not missing else 1
@@ -140,7 +149,9 @@ async def send_samples(client: JobsClient, queue: QueueClient, jobs: list[Sample
     puts that span's trace context in the job; one it refuses goes as it is, to show the worker's answer."""
     with contextlib.suppress(ResourceExistsError):
         await queue.create_queue()  # infra creates it in Azure
+    now = datetime.now(UTC)
     for job in jobs:
+        job.body = sample_world.prepared(job.body, now)
         try:
             await client.submit(job.body)
         except InvalidJobError as exc:
@@ -179,13 +190,14 @@ def describe(sample: str, result: Result) -> str:
         usage = result.usage
         reasoning = f", {usage.reasoning_tokens} reasoning" if usage and usage.reasoning_tokens else ""
         tokens = f"{usage.total_tokens if usage else '?'} tokens{reasoning}"
-        lane = ""
+        lane = ", Responses API" if result.api == "responses" else ""
         if result.lane == "batch":
             in_batch = result.timings.batch_seconds
-            lane = f", batch lane{f' ({in_batch:.0f} s in the batch)' if in_batch is not None else ''}"
+            lane += f", batch lane{f' ({in_batch:.0f} s in the batch)' if in_batch is not None else ''}"
         return f"✓ {sample} -> {result.id}: {detail}  [{result.model}, {tokens}{lane}]"
     error = result.error
-    return f"✗ {sample} -> {result.id}: {error.code if error else '?'}: {error.message if error else ''}"
+    kept = f" (partial answer kept, flagged: {result.output!r})" if result.output_filtered else ""
+    return f"✗ {sample} -> {result.id}: {error.code if error else '?'}: {error.message if error else ''}{kept}"
 
 
 # ---- traces ----
@@ -283,14 +295,29 @@ def batch_lane(aoai: OpenAIEmulator) -> dict[str, str]:
     }
 
 
-def runnable(samples: list[Path], *, batch_answers_soon: bool) -> list[Path]:
-    """The samples to send: with a real endpoint a batch is answered within 24 hours, not while we wait."""
-    if batch_answers_soon:
-        return samples
-    kept = [path for path in samples if json.loads(path.read_text()).get("lane") != "batch"]
-    for path in sorted(set(samples) - set(kept)):
-        print(f"{path.name}: left out (a real batch answers within 24 h): python -m shared submit --lane batch ...")
+def runnable(
+    samples: list[Path], *, batch_answers_soon: bool, deployments: Collection[str] | None = None
+) -> list[Path]:
+    """The samples to send: with a real endpoint a batch is answered within 24 hours, not while we wait; a sample
+    naming a deployment not in ``deployments`` (the worker's allowed ones) would only be refused."""
+    kept = []
+    for path in samples:
+        body = json.loads(path.read_text())
+        if not batch_answers_soon and body.get("lane") == "batch":
+            print(f"{path.name}: left out (a real batch answers within 24 h): python -m shared submit --lane batch ...")
+        elif deployments is not None and body.get("deployment") not in (None, *deployments):
+            print(f"{path.name}: left out (this worker has no deployment '{body['deployment']}': the emulator's)")
+        else:
+            kept.append(path)
     return kept
+
+
+def allowed_deployments(env: dict[str, str]) -> tuple[str, ...] | None:
+    """The deployments the worker lets jobs name (None: its settings do not read, and the worker will say why)."""
+    try:
+        return Settings.from_env(env).allowed_deployments
+    except ConfigurationError:
+        return None
 
 
 @dataclass
@@ -312,11 +339,12 @@ def start_stack(
     keyless: bool = False,
     cert_dir: Path | None = None,
     producer_spans: bool = True,
+    samples: bool = False,
 ) -> LocalStack:
     """Azurite (``keyless``: HTTPS and tokens, as in Azure, its certificate made in ``cert_dir``; else the
     development key), the OTLP receiver and, unless ``settings`` name a real endpoint, the managed-identity
-    endpoint and the Azure OpenAI emulator (its batch lane on); then the worker. Each is stopped when ``stack``
-    closes."""
+    endpoint and the Azure OpenAI emulator (its batch lane on; with ``samples``, the deployments and timing the
+    samples need, ``emulators/samples.py``); then the worker. Each is stopped when ``stack`` closes."""
     state, endpoint = state_dir(), real_endpoint(settings)
     print(f"starting Azurite ({'keyless: HTTPS and tokens, ' if keyless else ''}in memory, telemetry off) ...")
     azurite = stack.enter_context(start_azurite(keyless=keyless, cert_dir=cert_dir))
@@ -337,7 +365,9 @@ def start_stack(
         issuer = TokenIssuer(state)
         mi = stack.enter_context(start_identity_endpoint(issuer))
         grants = [identity.SYSTEM_ASSIGNED.object_id]
-        aoai = stack.enter_context(start_openai_emulator(issuer, grants=grants, latency_ms=200))
+        deployments = (*DEPLOYMENTS, sample_world.RESPONSES_DEPLOYMENT, sample_world.FLEX_DEPLOYMENT)
+        extra: dict[str, Any] = {"deployments": deployments, **sample_world.EMULATOR} if samples else {}
+        aoai = stack.enter_context(start_openai_emulator(issuer, grants=grants, latency_ms=200, **extra))
         print(f"Azure OpenAI: emulator at {aoai.endpoint} (managed identity at {mi.running.url})")
         env.update(mi.env)
         env.update(
@@ -347,6 +377,9 @@ def start_stack(
             AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential",
         )
         env.update(batch_lane(aoai))
+        if samples:
+            aoai.update_deployment(sample_world.FLEX_DEPLOYMENT, **sample_world.flex_gap())
+            env.update(sample_world.worker_settings(aoai.endpoint, deployments))
     receiver = start_traces(stack, env, producer_spans=producer_spans)
     log_path = state / "worker.log"
     worker = start_worker(env, log_path)
@@ -362,8 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, default=REPO_ROOT / "local.settings.json")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        local = start_stack(stack, configured_settings(args.settings))
-        samples = runnable(sorted(args.samples.glob("*.json")), batch_answers_soon=not local.endpoint)
+        local = start_stack(stack, configured_settings(args.settings), samples=True)
+        allowed = allowed_deployments(local.env)
+        samples = runnable(
+            sorted(args.samples.glob("*.json")), batch_answers_soon=not local.endpoint, deployments=allowed
+        )
         code = asyncio.run(run_samples(local.env, samples, args.timeout, local.receiver))
         if local.worker.poll() is not None:
             print(f"the worker exited early (code {local.worker.returncode}); see {local.log_path}")

@@ -16,6 +16,9 @@ becomes the one ``Answer`` a result is built from.
   the tier that served, the response id, the reasoning summary, and ``error`` when the answer is not a success:
   ``content_filter`` (the answer was cut: any partial text is kept and flagged), ``output_budget_exhausted``,
   or a background response that ``failed``, was ``cancelled`` or is ``incomplete`` for another reason.
+- **The batch lane.** ``check_batch``: a batch-lane job goes to the batch deployment's API (``BATCH_API``), in a
+  request line whose body is ``chat_request`` or ``responses_request`` (no tier, never background), and its
+  output line becomes an ``Answer`` through ``chat_answer`` or ``response_answer`` (``shared.batch.lines``).
 - **Filter findings.** ``prompt_filter_error`` reads a 400 for a blocked prompt (chat: ``innererror.
   content_filter_result``; Responses: ``content_filters``) into the categories and severities reported.
 """
@@ -98,18 +101,41 @@ def check_api(job: Job, settings: Settings) -> None:
     """Before any spend: the job can go out through an API its deployment serves, with fields that API takes
     (``JobRefused``: ``api_mismatch``, ``unsupported_parameter``)."""
     if job.lane == "batch":
-        if wants_responses(job):
-            raise JobRefused(
-                "api_mismatch",
-                "the batch lane sends Chat Completions requests: leave api, background and reasoning_summary out "
-                'of a "lane": "batch" job, or send it to the live lane',
-                job_id=job.id,
-            )
+        check_batch(job, settings.batch_api)
         return
     for entry in usable_entries(job, settings):
         if entry.api == "responses":
             responses_request(job, None, background=False)  # raises for what the Responses API does not take
             return
+
+
+def check_batch(job: Job, api: Api) -> None:
+    """A batch-lane job can become a request line for the batch deployment's API (``BATCH_API``): raises
+    ``JobRefused`` (``api_mismatch``, ``batch_parameter_not_allowed``, ``unsupported_parameter``) otherwise."""
+    if api == "chat":
+        if wants_responses(job):
+            raise JobRefused(
+                "api_mismatch",
+                "the batch lane sends Chat Completions requests (BATCH_API=chat): leave api, background and "
+                'reasoning_summary out of a "lane": "batch" job, or send it to the live lane',
+                job_id=job.id,
+            )
+        return
+    if job.api == "chat":
+        raise JobRefused(
+            "api_mismatch",
+            "the job asks for the chat API, and the batch lane sends Responses requests (BATCH_API=responses): "
+            "leave api out, or send the job to the live lane",
+            job_id=job.id,
+        )
+    if job.background:
+        raise JobRefused(
+            "batch_parameter_not_allowed",
+            "background cannot be used in the batch lane: a batch answers each request whole, in its output file; "
+            "leave background out",
+            job_id=job.id,
+        )
+    responses_request(job, None, background=False)  # raises for what the Responses API does not take
 
 
 def background_for(job: Job, entry: PoolEntry) -> bool:
@@ -347,6 +373,7 @@ __all__ = [
     "chat_answer",
     "chat_request",
     "check_api",
+    "check_batch",
     "filter_error",
     "prompt_filter_error",
     "response_answer",

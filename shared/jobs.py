@@ -98,7 +98,7 @@ class Parameters(_Strict):
         default=None, description="Older name of the output budget; sent as max_completion_tokens."
     )
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
-        default=None, description="Reasoning models only; which values a model takes varies (see README)."
+        default=None, description="Reasoning models only; which values a model takes varies (docs: the job contract)."
     )
     verbosity: Literal["low", "medium", "high"] | None = Field(default=None, description="GPT-5 family only.")
     response_format: ResponseFormat | None = None
@@ -297,7 +297,9 @@ class Result(BaseModel):
     message_id: str | None = None
     trace_id: str | None = Field(default=None, description="The trace this job ran in (when tracing is on).")
     lane: Lane | None = Field(default=None, description='"batch" for a batch-lane job; absent for the live lane.')
-    api: Api | None = Field(default=None, description="The API the answer came through (live lane).")
+    api: Api | None = Field(
+        default=None, description="The API the answer came through (chat or responses), on either lane."
+    )
     service_tier: str | None = Field(default=None, description="The tier that served the request, as Azure echoed it.")
     response_id: str | None = Field(default=None, description="Responses API: the response's id (resp_...).")
     reasoning_summary: str | None = Field(default=None, description="The reasoning summary, when the job asked.")

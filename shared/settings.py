@@ -99,6 +99,8 @@ SETTINGS: dict[str, str] = {
     "BATCH_MAX_REQUESTS_PER_FILE": "Most requests in one batch file (the service takes up to 100,000 and 200 MB).",
     "BATCH_MAX_TOKENS_PER_FILE": "Most estimated enqueued tokens in one batch file (prompt + output budget, as the "
     "live lane estimates them): at most the batch deployment's enqueued-token quota.",
+    "BATCH_API": "`chat` (the default) or `responses`: the API BATCH_DEPLOYMENT's request lines go to "
+    "(/chat/completions or /v1/responses); a Responses-only model needs `responses`.",
     # The Responses API, background jobs and service tiers (shared/apis.py, shared/background.py, shared/tiers.py).
     "AZURE_OPENAI_API": "`chat` (Chat Completions, the default) or `responses`: the API the deployments of "
     "AZURE_OPENAI_ENDPOINT serve (a pool entry declares its own `api`); Responses-only models need `responses`.",
@@ -346,6 +348,7 @@ class Settings:
     batch_on_failure: BatchOnFailure = "restage"
     batch_max_requests_per_file: int = BATCH_MAX_REQUESTS_PER_FILE
     batch_max_tokens_per_file: int = BATCH_MAX_TOKENS_PER_FILE
+    batch_api: Api = "chat"  # the API the batch deployment's request lines go to
 
     # Service tiers and background jobs (shared/tiers.py, shared/background.py).
     flex_max_wait_seconds: int = 600
@@ -455,11 +458,19 @@ def _single_endpoint_pool(env: Mapping[str, str], endpoint: str, allowed: tuple[
 
 
 def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
-    """BATCH_DEPLOYMENT, STAGING_CONTAINER, BATCH_ON_FAILURE, BATCH_MAX_REQUESTS_PER_FILE and
-    BATCH_MAX_TOKENS_PER_FILE, checked."""
+    """BATCH_DEPLOYMENT, STAGING_CONTAINER, BATCH_ON_FAILURE, BATCH_MAX_REQUESTS_PER_FILE,
+    BATCH_MAX_TOKENS_PER_FILE and BATCH_API, checked."""
     deployment = env.get("BATCH_DEPLOYMENT", "").strip()
     if deployment and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", deployment):
         raise ConfigurationError(f"App setting BATCH_DEPLOYMENT has {deployment!r}: name a deployment of the resource.")
+    api = env.get("BATCH_API", "").strip() or "chat"
+    if api not in ("chat", "responses"):
+        raise ConfigurationError(f"App setting BATCH_API is {api!r}: use chat or responses.")
+    if api == "chat" and is_responses_only(deployment):
+        raise ConfigurationError(
+            f"App setting BATCH_API is chat, and BATCH_DEPLOYMENT {deployment!r} is a Responses-only model (Azure "
+            "refuses Chat Completions for it): set BATCH_API=responses."
+        )
     on_failure = env.get("BATCH_ON_FAILURE", "").strip() or "restage"
     if on_failure not in ("restage", "live"):
         raise ConfigurationError(f"App setting BATCH_ON_FAILURE is {on_failure!r}: use restage or live.")
@@ -480,6 +491,7 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
         "batch_on_failure": on_failure,
         "batch_max_requests_per_file": per_file,
         "batch_max_tokens_per_file": tokens,
+        "batch_api": api,
     }
 
 

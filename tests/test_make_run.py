@@ -13,7 +13,7 @@ from emulators.stack.environment import REPO, child_environment
 pytestmark = pytest.mark.e2e  # Azurite, the emulators and a worker host, as `make run` starts them
 
 
-@pytest.mark.slow(seconds=10)
+@pytest.mark.slow(seconds=30)
 def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     env = child_environment({"LOCAL_AZURE_DIR": str(tmp_path)})
     env.pop("AZURE_OPENAI_ENDPOINT", None)
@@ -34,6 +34,26 @@ def test_run_prints_every_sample_result(tmp_path: Path) -> None:
     # The batch-lane sample is staged, submitted and collected by the app's timers while make run waits.
     batched = next(line for line in done.stdout.splitlines() if "08-batch.json" in line)
     assert batched.startswith("✓ 08-batch.json -> sample-batch: [gpt-5.4-mini-batch] ") and ", batch lane (" in batched
+    # Issue 22's samples: a Responses-only model answers through the Responses API; a background job thinks ~20 s
+    # while the other samples are answered; a flex job finds no flex capacity and falls back before its deadline;
+    # an answer cut by the content filter fails with its category, the partial text kept and flagged.
+    lines = done.stdout.splitlines()
+    responses = next(line for line in lines if "09-responses.json" in line)
+    assert (
+        responses.startswith("✓ 09-responses.json -> sample-responses: [gpt-5.1-codex] ")
+        and ", Responses API]" in responses
+    )
+    background = next(i for i, line in enumerate(lines) if line.startswith("✓ 10-background.json -> sample-background"))
+    assert background > next(i for i, line in enumerate(lines) if line.startswith("✓ 01-prompt.json"))
+    note = next(line for line in lines if line.startswith("sample-background: background response resp_"))
+    meanwhile = int(note.split("meanwhile ")[1].split()[0])
+    assert meanwhile >= 8, note  # every live sample but the flex one at least, answered while the model thought
+    flex = next(line for line in lines if line.startswith("sample-flex: asked for flex"))
+    assert "fell back to the default tier" in flex and int(flex.split("tier ")[1].split()[0]) > 0, flex
+    assert (
+        "✗ 12-filtered.json -> sample-filtered: content_filter: the answer was cut by Azure OpenAI's content filter: "
+        "hate (high) (partial answer kept, flagged: '[gpt-5.1-codex] Repeat after me: ')" in done.stdout
+    )
     # One trace per sample, from the producer's send through the worker to the model, at the local receiver.
     assert "traces (OTLP receiver at http://127.0.0.1:" in done.stdout and "no traces received" not in done.stdout
     for job_id in ("sample-prompt", "sample-reasoning", "sample-budget-trap"):

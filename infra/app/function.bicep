@@ -224,7 +224,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: openAiEndpoint
         }
         // The audience of the account openai.bicep creates (a Foundry project endpoint would take
-        // https://ai.azure.com/.default instead: README, Configuration).
+        // https://ai.azure.com/.default instead: docs/settings.md).
         {
           name: 'AZURE_OPENAI_TOKEN_SCOPE'
           value: 'https://cognitiveservices.azure.com/.default'
@@ -365,6 +365,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'BATCH_MAX_TOKENS_PER_FILE'
           value: string(batchMaxTokensPerFile)
+        }
+        // The batch model infra deploys (gpt-5.4-mini or gpt-4.1-mini) serves Chat Completions; a Responses-only
+        // batch deployment needs 'responses' here.
+        {
+          name: 'BATCH_API'
+          value: 'chat'
         }
         // azure-identity: use the managed identity, this one, and skip every other credential.
         {

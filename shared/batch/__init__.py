@@ -8,10 +8,11 @@ Three steps, each safe to repeat, to crash in and to race (see each module's doc
   create-only as ``jobs/<id>.json`` in ``STAGING_CONTAINER`` (its estimated enqueued tokens in the blob
   metadata) and its message consumed; with ``BATCH_DEPLOYMENT`` empty it fails at once (``batch_lane_off``).
 - ``submitter.submit`` (timer, ``BATCH_SUBMIT_SCHEDULE``): staged jobs claimed into manifests
-  (``batches/<id>.json``), each a JSONL request file (``lines``, sized by requests, bytes and estimated
-  tokens) uploaded with the Files API and, once Azure has processed it, made a batch on
-  ``BATCH_DEPLOYMENT``; the manifest records every step, and every wait (the file, quota, a failing
-  step) is bounded. With the lane switched off it ends what is staged (``BATCH_ON_FAILURE``).
+  (``batches/<id>.json``), each a JSONL request file (``lines``: ``/chat/completions`` or ``/v1/responses``
+  lines as ``BATCH_API`` says, sized by requests, bytes and estimated tokens) uploaded with the Files API and,
+  once Azure has processed it, made a batch on ``BATCH_DEPLOYMENT``; the manifest records every step, and
+  every wait (the file, quota, a failing step) is bounded. With the lane switched off it ends what is staged
+  (``BATCH_ON_FAILURE``).
 - ``collector.collect`` (timer, ``BATCH_COLLECT_SCHEDULE``): ended batches' output and error lines become
   results through the live lane's own store path; jobs a batch never ran go back once (or wait for
   quota, bounded); batches still out are collected with the lane switched off too.
@@ -24,7 +25,7 @@ the custom role ``infra/`` grants for the lane, or (broader) *Cognitive Services
 from __future__ import annotations
 
 from .collector import CollectReport, collect
-from .lines import MAX_FILE_BYTES, REQUEST_URL, Answer, parse_answer, plan_files, request_line
+from .lines import MAX_FILE_BYTES, REQUEST_URL, RESPONSES_URL, Outcome, parse_answer, plan_files, request_line
 from .records import Held, Manifest, StagedJob, list_manifests, list_staged, staging
 from .staging import stage
 from .submitter import CONTRIBUTOR_ROLE, SubmitReport, submit
@@ -40,11 +41,12 @@ __all__ = [
     "CONTRIBUTOR_ROLE",
     "MAX_FILE_BYTES",
     "REQUEST_URL",
+    "RESPONSES_URL",
     "SCHEDULE_DEFAULTS",
-    "Answer",
     "CollectReport",
     "Held",
     "Manifest",
+    "Outcome",
     "StagedJob",
     "SubmitReport",
     "collect",

@@ -4,11 +4,14 @@ Every ``submitted`` manifest's batch is polled (one ``retrieve`` a tick). Once i
 collector takes the manifest (``records.acquire``: of two collectors one proceeds, the other moves on)
 and settles each of its jobs:
 
-- a line in the output file becomes the job's result through the live lane's own path
-  (``shared.delivery.finish``: create-only, a stored *failed* result replaced at the version read, the notice
-  at-least-once), with ``lane: "batch"``, the batch deployment and the time spent in the batch; a
-  reasoning model's empty answer is ``output_budget_exhausted`` there too;
-- a line in the error file becomes a failed result with the service's code;
+- a line in the output file (a chat completion or a response, as the manifest's ``api`` says) becomes the job's
+  result through the live lane's own path (``shared.apis.Answer``, then ``shared.delivery.finish``: create-only, a
+  stored *failed* result replaced at the version read, the notice at-least-once), with ``lane: "batch"``, the batch
+  deployment and the time spent in the batch; a reasoning model's empty answer is ``output_budget_exhausted``, an
+  answer cut by the content filter ``content_filter`` (its partial text kept, flagged), an incomplete response
+  failed, as live;
+- a line in the error file becomes a failed result with the service's code (a blocked prompt:
+  ``content_filter`` with the categories reported);
 - a job the batch never ran (the batch ``failed``, ``expired`` or was ``cancelled``, or a completed one
   left it out) goes back to staging once (``BATCH_ON_FAILURE=restage``, the default) or to the live
   jobs queue (``live``); sent back once already, it fails with ``batch_expired``, ``batch_failed``,
@@ -45,11 +48,11 @@ from openai.types import Batch
 from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
-from shared.delivery import budget_exhausted, finish
+from shared.delivery import finish
 from shared.jobs import ErrorInfo, Result
 
 from . import records
-from .lines import Answer, parse_answer
+from .lines import Outcome, parse_answer
 from .staging import delivery_for, end_with_lane_off, fail_unreadable, send_live
 
 logger = logging.getLogger(__name__)
@@ -159,7 +162,7 @@ class _Collector:
                 if not line.strip():
                     continue
                 try:
-                    answer = parse_answer(line)
+                    answer = parse_answer(line, manifest.api)
                 except ValueError as exc:
                     self.report.unreadable_lines += 1
                     logger.warning("batch %s: a line of file %s is not an answer: %s", batch.id, file_id, exc)
@@ -184,17 +187,14 @@ class _Collector:
                 self.container, self.taken, lock_until=now + timedelta(seconds=records.LOCK_SECONDS)
             )
 
-    async def _settle_answer(self, answer: Answer, *, manifest: records.Manifest, batch: Batch) -> None:
+    async def _settle_answer(self, answer: Outcome, *, manifest: records.Manifest, batch: Batch) -> None:
         staged = await self._ours(answer.job_id, manifest)
         if staged is None:
             return
         if not await self._stored(staged):
-            error = answer.error
-            if answer.completion is not None:
-                error = budget_exhausted(answer.completion)
             amend = partial(as_batch, deployment=manifest.deployment, batch=batch)
             delivery = delivery_for(self.runtime, staged)
-            written = await finish(delivery, completion=answer.completion, error=error, amend=amend)
+            written = await finish(delivery, answer=answer.answer, error=answer.error, amend=amend)
             self.report.written += written is not None
         await records.delete_staged(self.container, answer.job_id)
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared import store
 from shared.connections import Runtime
 from shared.constants import MANIFEST_PREFIX, STAGED_PREFIX, brief
-from shared.jobs import JOB_ID_PATTERN, Job, JobId
+from shared.jobs import JOB_ID_PATTERN, Api, Job, JobId
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: Annotated[str, StringConstraints(pattern=MANIFEST_ID_PATTERN)]
     deployment: str
+    api: Api = Field(default="chat", description="The API its request lines go to (BATCH_API when it was made).")
     state: ManifestState
     job_ids: list[JobId]
     created_at: datetime

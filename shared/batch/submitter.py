@@ -55,9 +55,11 @@ from shared import store
 from shared.connections import Runtime, get_runtime
 from shared.constants import MANIFEST_PREFIX, brief
 from shared.delivery import finish
+from shared.jobs import ErrorInfo
+from shared.messages import JobRefused
 from shared.policy import GiveUp, classify
 
-from .lines import LINE_MARGIN, MAX_FILE_BYTES, REQUEST_URL, Planned, job_tokens, plan_files, request_line
+from .lines import LINE_MARGIN, MAX_FILE_BYTES, URLS, Planned, job_tokens, plan_files, request_line
 from .records import (
     CLAIM,
     LOCK_SECONDS,
@@ -185,6 +187,7 @@ class _Submitter:
             manifest = Manifest(
                 id=new_manifest_id(now),
                 deployment=settings.batch_deployment,
+                api=settings.batch_api,
                 state="claiming",
                 job_ids=job_ids,
                 created_at=now,
@@ -318,7 +321,7 @@ class _Submitter:
         if found is not None:
             self.report.reused_uploads += 1
             return await self._save(held, state="uploaded", file_id=found.id)
-        lines = await each(manifest.job_ids, lambda job_id: self._line(job_id, manifest.deployment, manifest.id))
+        lines = await each(manifest.job_ids, lambda job_id: self._line(job_id, manifest))
         kept = [job_id for job_id, line in zip(manifest.job_ids, lines, strict=True) if line is not None]
         if not kept:
             await delete_manifest(self.container, held)
@@ -340,21 +343,24 @@ class _Submitter:
             await delete_file(self.runtime, uploaded.id)  # an orphan: the manifest's new holder uploads its own
             raise
 
-    async def _line(self, job_id: str, deployment: str, manifest_id: str) -> bytes | None:
+    async def _line(self, job_id: str, manifest: Manifest) -> bytes | None:
         """The job's request line; None when it is no longer staged (or held elsewhere), or it failed alone."""
         staged = await self._load(job_id)
-        if staged is None or staged.claim != manifest_id:
+        if staged is None or staged.claim != manifest.id:
             return None
         try:
-            return request_line(staged.record.job, deployment)
+            return request_line(staged.record.job, manifest.deployment, manifest.api)
+        except JobRefused as exc:  # staged before BATCH_API changed: the job no longer fits the lane's API
+            error = ErrorInfo(code=exc.code, message=exc.message)
         except (ValueError, TypeError) as exc:  # a request JSON cannot carry: the live lane fails it alike
-            verdict = classify(exc, self.runtime, deployment=deployment)
+            verdict = classify(exc, self.runtime, deployment=manifest.deployment)
             assert isinstance(verdict, GiveUp)
-            logger.warning("batch submit: job %s fails alone (%s): %s", job_id, verdict.code, verdict.message)
-            await finish(delivery_for(self.runtime, staged), error=verdict.error(), amend=in_lane)
-            await delete_staged(self.container, job_id)
-            self.report.failed_jobs += 1
-            return None
+            error = verdict.error()
+        logger.warning("batch submit: job %s fails alone (%s): %s", job_id, error.code, error.message)
+        await finish(delivery_for(self.runtime, staged), error=error, amend=in_lane)
+        await delete_staged(self.container, job_id)
+        self.report.failed_jobs += 1
+        return None
 
     async def _find_upload(self, manifest: Manifest) -> FileObject | None:
         """The file a crashed holder uploaded for this manifest, if any; extra copies are deleted."""
@@ -425,7 +431,8 @@ class _Submitter:
             try:
                 batch = await self.runtime.openai.batches.create(
                     input_file_id=manifest.file_id,
-                    endpoint=cast(Any, REQUEST_URL),  # Azure's form; the SDK's type lists the /v1/ one
+                    # The lines' url (the service reads the file for the API); the SDK's type lists /v1/ forms only.
+                    endpoint=cast(Any, URLS[manifest.api]),
                     completion_window=COMPLETION_WINDOW,
                 )
             except openai.BadRequestError as exc:

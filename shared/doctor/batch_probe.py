@@ -40,7 +40,7 @@ async def check_batch(ctx: Context, settings: Settings, client: AsyncOpenAI, ser
 async def _files_and_batches(settings: Settings, client: AsyncOpenAI) -> None:
     job = Job(id="doctor-probe", prompt="ping", lane="batch", parameters=Parameters(max_completion_tokens=16))
     uploaded = await client.files.create(
-        file=(PROBE_FILE, request_line(job, settings.batch_deployment)),
+        file=(PROBE_FILE, request_line(job, settings.batch_deployment, settings.batch_api)),  # the lane's own line
         purpose="batch",
         expires_after={"anchor": "created_at", "seconds": FILE_EXPIRY_SECONDS},
     )

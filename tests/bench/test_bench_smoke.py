@@ -207,7 +207,7 @@ def _storage_counted(run: dict[str, Any]) -> None:
 
 def test_sections_listed_once() -> None:
     assert len(set(SECTIONS)) == len(SECTIONS)
-    assert set(ORIGINAL) | {"scaleout", "pool", "outage"} == set(SECTIONS)
+    assert set(ORIGINAL) | {"scaleout", "pool", "outage", "responses"} == set(SECTIONS)
 
 
 def _scaleout(report: dict[str, Any], ran: list[int]) -> None:

@@ -407,7 +407,10 @@ async def test_failed_lines_become_failed_results_with_the_services_code(world: 
     for job_id, code in (("broken", "server_error"), ("filtered", "content_filter")):
         result = results[job_id]
         assert (result["status"], result["error"]["code"], result["lane"]) == ("failed", code, "batch"), result
-        assert result["error"]["message"].startswith("the batch service refused this request")
+    assert results["broken"]["error"]["message"].startswith("the batch service refused this request")
+    # A blocked prompt reads as live: the filter's categories, not just the service's code.
+    assert results["filtered"]["error"]["message"].startswith("the prompt was blocked by Azure OpenAI's content filter")
+    assert [f["category"] for f in results["filtered"]["error"]["content_filter"]] == ["hate"]  # the emulator's
     # A failed result is not final: the same id sent again runs again and replaces it.
     world.aoai.configure_batches(fail_custom_ids=[])
     await world.deliver(job("broken"))

@@ -92,7 +92,7 @@ def completion(content: str | None = "Hello", finish: str = "stop", reasoning: i
 
 def test_output_and_error_lines_say_what_became_of_each_job() -> None:
     ok = parse_answer(json.dumps({"custom_id": "a", "response": {"status_code": 200, "body": completion()}}))
-    assert ok.completion is not None and ok.completion.choices[0].message.content == "Hello" and ok.error is None
+    assert ok.answer is not None and (ok.answer.api, ok.answer.output, ok.error) == ("chat", "Hello", None)
     refused = {"error": {"code": "unsupported_parameter", "message": "Unsupported parameter: 'stop'."}}
     line = {"custom_id": "b", "response": {"status_code": 400, "body": refused}, "error": None}
     failed = parse_answer(json.dumps(line))
@@ -102,7 +102,7 @@ def test_output_and_error_lines_say_what_became_of_each_job() -> None:
     assert server.error is not None and server.error.code == "server_error"
     for code in ("batch_expired", "batch_cancelled"):
         unrun = parse_answer(json.dumps({"custom_id": "d", "response": None, "error": {"code": code, "message": "."}}))
-        assert (unrun.not_run, unrun.error, unrun.completion) == (code, None, None)
+        assert (unrun.not_run, unrun.error, unrun.answer) == (code, None, None)
     odd = parse_answer(json.dumps({"custom_id": "e", "error": {"code": "we/ird code!" * 10}}))
     assert odd.error is not None and odd.error.code == "we_ird_code_" * 5 + "we_i"  # safe characters, 64 at most
     unreadable = parse_answer(json.dumps({"custom_id": "f", "response": {"status_code": 200, "body": {"x": 1}}}))
