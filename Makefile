@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .wheelhouse
 
-.PHONY: setup test test-fast test-fast-all lint format typecheck check run up bench infra-check dist docs settings-table clean
+.PHONY: setup test test-fast test-fast-all lint format typecheck check run up bench simulate infra-check dist docs settings-table clean
 
 setup: $(STAMP) $(WHEELHOUSE)/.downloaded node_modules/.package-lock.json examples/typescript/node_modules/.package-lock.json
 
@@ -112,6 +112,11 @@ up: setup
 # (see python -m bench --help).
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Issue 23's simulation of 16, 64 and 256 instances on a virtual clock (seconds to a minute; no local Azure):
+# prints the table and writes bench/simulation.md and bench/simulation.json.
+simulate: setup
+	$(PY) -m bench.simulate_table
 
 infra-check:
 	bash .ci/checkov.sh

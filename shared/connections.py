@@ -21,7 +21,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from shared import telemetry
+from shared import budget, telemetry
 from shared.pacing import Pacer
 from shared.routing import Router
 from shared.settings import Settings, TelemetrySettings, v1_base_url
@@ -60,7 +60,11 @@ class Runtime:
         credential = create_credential(env)
         storage = StorageEndpoints.from_settings(env=env)
         identity: dict[str, Any] = {}
-        pacer = Pacer(max_hold=settings.throttle_max_delay_seconds)
+        blobs = storage.blob_service(credential)
+        share = None
+        if settings.pacing_shared_budget:  # one ledger per deployment in the worker-only container
+            share = budget.sharing(blobs.get_container_client(settings.staging_container))
+        pacer = Pacer(max_hold=settings.throttle_max_delay_seconds, share=share)
         # One token serves every resource of the pool: one scope (AZURE_OPENAI_TOKEN_SCOPE) for all of them.
         provider = _token_provider(credential, identity, settings.token_scope)
         others = {e.endpoint for e in settings.pool} - {settings.openai_endpoint}
@@ -69,7 +73,7 @@ class Runtime:
             credential=credential,
             openai=create_openai_client(settings, provider, pacer=pacer),
             queues=storage.queue_service(credential),
-            blobs=storage.blob_service(credential),
+            blobs=blobs,
             identity=identity,
             pacer=pacer,
             other_clients={o: create_openai_client(settings, provider, pacer=pacer, endpoint=o) for o in others},

@@ -40,6 +40,9 @@ How a ``Gate`` decides (``Gate.admit``):
   bound); either way it raises
   ``AdmissionTimeout`` carrying the time still to wait, which the worker turns into a throttled
   re-enqueue. The worker skips the gate entirely when the bound is 0 (pacing off).
+- **Shared.** With ``PACING_SHARED_BUDGET`` the token budget is instead a lease claimed from one ledger per
+  deployment that every instance writes (``shared.budget``); hold, probe and the request budget stay as above,
+  and while the store fails the gate counts on its share as described here.
 - **Retry.** A 429 to a call the gate admitted is not retried by the SDK (the response hook sets
   ``x-should-retry: false``): its retry would go round the gate, at the same moment as every call
   throttled with it. The worker sends it through the gate again (which holds for the retry-after), or to
@@ -74,6 +77,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.budget import SharedBudget
+
 DEFAULT_OUTPUT_BUDGET = 4096  # output tokens charged for a request that sets no max_completion_tokens
 DEFAULT_BACKOFF = 2.0  # seconds a 429 without a usable retry-after (or reset header) holds the gate
 POLL = 0.25  # seconds between a waiter's re-checks
@@ -86,6 +91,7 @@ GROWTH = 3  # a gate admits at most this many times what it had in the window wh
 EDGE = 0.25  # seconds a call is counted in the window beyond it: it reached the service after it left the gate
 ABSURD = 86_400.0  # a retry-after or reset beyond a day is treated as missing
 HELD = "held after a 429"
+SHARING = "waiting for a lease of the shared budget"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -296,13 +302,28 @@ class Gate:
     # window, so the window's newest charge is no older); equal to the window when it was the newest.
     span_bound: float = math.inf
     admitted: Own = field(default_factory=deque)  # (when, tokens) of the calls admitted here within the span
+    shared: SharedBudget | None = None  # the deployment's budget shared by every instance (shared/budget.py)
+    waiting: int = 0  # tokens of the calls waiting in ``acquire``: what a claim of the shared budget asks for
 
     async def acquire(self, tokens: int, *, wait: float) -> Ticket:
         """Admit a call estimated at ``tokens``, waiting up to ``wait`` seconds; raises AdmissionTimeout."""
-        deadline = self.clock() + wait
+        self.waiting += tokens
+        try:
+            return await self._acquire(tokens, self.clock() + wait)
+        finally:
+            self.waiting -= tokens
+
+    async def _acquire(self, tokens: int, deadline: float) -> Ticket:
         while True:
             now = self.clock()
             needed, reason = self.wait_for(tokens, now)
+            if reason == SHARING and self.shared is not None:
+                if self.shared.claiming:  # another call of this gate claims for every waiter: wait for it
+                    await self.shared.settled(POLL)
+                else:
+                    await self.shared.claim(self.waiting, tokens, self.tokens.limit or 0, self.window() + EDGE)
+                now = self.clock()
+                needed, reason = self.wait_for(tokens, now)
             if needed <= 0:
                 charge = Charge(now, tokens)
                 ticket = Ticket(self, tokens, charge=charge)
@@ -310,6 +331,8 @@ class Gate:
                     self.probe_sent = now
                 self.in_flight.append(ticket)
                 self.admitted.append(charge)
+                if self.shared is not None:
+                    self.shared.spend(tokens)
                 return ticket
             # A hold only ever grows: one that outlasts the bound is not worth waiting for. A budget may free
             # up sooner than computed (a newer response says so), so that wait runs to the bound.
@@ -385,10 +408,17 @@ class Gate:
         span = self.window() + EDGE
         while self.admitted and self.admitted[0].at <= now - span:
             self.admitted.popleft()
+        sharing = self.shared is not None and self.tokens.limit is not None and self.shared.live()
         for budget in (self.tokens, self.requests):
             cost = budget.cost(tokens)
-            if not budget.known(now) or (budget.limit is not None and cost > budget.limit):
-                continue  # unknown admits; a call larger than the whole limit is the service's to refuse
+            if budget.limit is not None and cost > budget.limit:
+                continue  # a call larger than the whole limit is the service's to refuse
+            if sharing and budget is self.tokens and self.shared is not None and cost <= (budget.limit or 0) * HEADROOM:
+                if self.shared.covers(cost):
+                    continue  # booked: the ledger, not this instance's guess, says the window has room
+                return max(self.shared.retry_in(), POLL / 10), SHARING
+            if not budget.known(now):
+                continue  # unknown admits
             if budget.surely(self.admitted) < cost and budget.allowance(now, self.admitted, span) < cost:
                 wait = budget.wait(cost, now, self.admitted, span)
                 return max(wait, POLL / 10), f"deployment's {budget.kind} used up for now"
@@ -430,14 +460,22 @@ async def _code(response: Any) -> object:
 class Pacer:
     """The process's gates, one per (endpoint, deployment), and the httpx hook that feeds them."""
 
-    def __init__(self, *, max_hold: float = 300.0, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        self.max_hold, self.clock, self.sleep = max_hold, clock, sleep
+    def __init__(
+        self,
+        *,
+        max_hold: float = 300.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        share: Callable[[str, str], SharedBudget] | None = None,  # (endpoint, deployment) -> its shared budget
+    ) -> None:
+        self.max_hold, self.clock, self.sleep, self.share = max_hold, clock, sleep, share
         self.gates: dict[tuple[str, str], Gate] = {}
 
     def gate(self, endpoint: str, deployment: str) -> Gate:
         key = (origin(endpoint), deployment)
         if key not in self.gates:
-            self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold)
+            shared = self.share(*key) if self.share is not None else None
+            self.gates[key] = Gate(clock=self.clock, sleep=self.sleep, max_hold=self.max_hold, shared=shared)
         return self.gates[key]
 
     async def on_request(self, request: Any) -> None:

@@ -76,6 +76,8 @@ SETTINGS: dict[str, str] = {
     "THROTTLE_MAX_DELAY_SECONDS": "Longest wait before a re-enqueued throttled job runs again (caps retry-after).",
     "MODEL_ADMISSION_WAIT_SECONDS": "Longest wait in the pacing gate before a model call, then a throttled re-enqueue "
     "(0: pacing off).",
+    "PACING_SHARED_BUDGET": "true: every instance's pacing gate books the deployment's tokens in one ledger blob in "
+    "STAGING_CONTAINER instead of guessing its share from the headers (default false; see scaling.md).",
     "AZURE_OPENAI_POOL": "JSON list of deployments to route over: endpoint, deployment, and optionally name (entries "
     "sharing a name fail over to each other), priority (1 first) and weight; unset: AZURE_OPENAI_ENDPOINT with "
     "each allowed deployment.",
@@ -330,6 +332,7 @@ class Settings:
     throttle_max_attempts: int
     throttle_max_delay_seconds: int
     model_admission_wait_seconds: int = 60
+    pacing_shared_budget: bool = False  # PACING_SHARED_BUDGET: the gates lease from a shared ledger (shared/budget.py)
     # Every deployment the worker may call, by priority: AZURE_OPENAI_POOL, else the endpoint's allowed ones.
     pool: tuple[PoolEntry, ...] = ()
     model_outage_tolerance_seconds: int = 1800
@@ -418,6 +421,7 @@ class Settings:
             throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
             throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
             model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
+            pacing_shared_budget=_truthy(env.get("PACING_SHARED_BUDGET")),
             pool=pool or _single_endpoint_pool(env, endpoint, allowed),
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),

@@ -295,6 +295,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: string(modelAdmissionWaitSeconds)
         }
         {
+          // Off until the simulation measures it better on every figure (docs/scaling.md "Sharing one quota").
+          name: 'PACING_SHARED_BUDGET'
+          value: 'false'
+        }
+        {
           name: 'MODEL_OUTAGE_TOLERANCE_SECONDS'
           value: string(modelOutageToleranceSeconds)
         }
