@@ -324,6 +324,8 @@ class RetryState(_Strict):
     redelivery: Redelivery
     payload: PayloadRef | None = Field(default=None, description="Claim-check blob to delete with the result.")
     token: Annotated[str, StringConstraints(pattern=RETRY_TOKEN_PATTERN)] | None = None
+    # When its pointer is due: a pointer lost to a failed send is sent again for this time (shared/delivery.py).
+    due: datetime | None = None
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

@@ -54,11 +54,40 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """What a retry state's blob metadata says (read with the existence check): the message whose delivery
+    stored it and the pointer recorded as sent for it (None: not sent, or its record failed)."""
+
+    stored_by: str | None
+    pointer: str | None
+
+    @classmethod
+    def of(cls, metadata: dict[str, str] | None) -> Mark:
+        return cls((metadata or {}).get("message"), (metadata or {}).get("pointer"))
+
+    def resumed_by(self, message_id: str | None) -> bool:
+        """Whether a delivery of ``message_id`` continues the job: the message that stored the state, while its
+        pointer is not known to be out (once it is, the pointer runs the job and the message is a duplicate)."""
+        return self.pointer is None and message_id is not None and self.stored_by == message_id
+
+
+@dataclass(frozen=True)
 class Waiting:
     """A job waiting in the retry store, and the version read (a re-enqueue replaces this version only)."""
 
     state: RetryState
     etag: str
+    mark: Mark = Mark(None, None)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A retry state just written: the pointer to send for it, the version written and its metadata (kept
+    when the sent pointer is recorded)."""
+
+    ref: RequeuedRef
+    etag: str
+    metadata: dict[str, str]
 
 
 def payloads(runtime: Runtime) -> ContainerClient:
@@ -102,31 +131,40 @@ async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
 async def load_retry_state(runtime: Runtime, ref: RequeuedRef, message_id: str | None = None) -> Waiting | None:
     """The job and retry state the worker stored when it re-enqueued ``ref``, or None when ``ref`` is not the
     pointer the state was last given (stale: the job moved on; forged: nobody gave it) or there is no state
-    (the job finished, or never waited): then there is nothing to run. The queue message whose delivery
-    stored the state (``message_id``, redelivered when the pointer's send failed) is given it too."""
+    (the job finished, or never waited): then there is nothing to run. The queue message whose delivery stored
+    the state (``message_id``, redelivered when the pointer's send failed) is given it too while no pointer is
+    recorded as sent for it."""
+    waiting = await load_waiting(runtime, ref.id)
+    if waiting is None or (waiting.state.token != ref.token and not waiting.mark.resumed_by(message_id)):
+        return None
+    return waiting
+
+
+async def load_waiting(runtime: Runtime, job_id: str) -> Waiting | None:
+    """The job waiting under ``job_id`` in the retry store, whoever may run it, or None."""
     try:
-        downloader = await worker_only(runtime).download_blob(ref.blob)
+        downloader = await worker_only(runtime).download_blob(retry_blob(job_id))
         body = await downloader.readall()
     except ResourceNotFoundError:
         return None
     try:
         state = RetryState.model_validate_json(body)
     except ValidationError as exc:
-        raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
-    stored_by = (downloader.properties.metadata or {}).get("message")
-    if state.job.id != ref.id or (state.token != ref.token and (message_id is None or stored_by != message_id)):
+        raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=job_id) from exc
+    if state.job.id != job_id:
         return None
-    return Waiting(state, downloader.properties.etag)
+    return Waiting(state, downloader.properties.etag, Mark.of(downloader.properties.metadata))
 
 
-async def is_waiting(runtime: Runtime, job_id: str) -> bool:
-    """Whether a job of this id waits in the retry store (then a new message with its id is a duplicate)."""
+async def waiting_mark(runtime: Runtime, job_id: str) -> Mark | None:
+    """Whether a job of this id waits in the retry store (then a new message with its id is a duplicate), and
+    what its metadata says of its pointer."""
     try:
         downloader = await worker_only(runtime).download_blob(retry_blob(job_id), offset=0, length=1)
         await downloader.readall()
     except ResourceNotFoundError:
-        return False
-    return True
+        return None
+    return Mark.of(downloader.properties.metadata)
 
 
 async def release(runtime: Runtime, job_id: str, *, payload: PayloadRef | None, requeued: bool) -> None:
@@ -268,24 +306,53 @@ async def notify_pending(runtime: Runtime, job_id: str, stored: Stored) -> None:
 
 async def save_retry_state(
     runtime: Runtime, state: RetryState, *, replaces: str | None, message_id: str | None
-) -> RequeuedRef | None:
+) -> Saved | None:
     """Store a job about to be re-enqueued with its retry state and a new one-time token; return the pointer
     to enqueue. ``replaces``: the version this delivery loaded (None: a job's first wait, written
     create-only); ``message_id``: the queue message being delivered, in the blob's metadata (if the pointer
-    is not sent, the host redelivers that message, which continues the job). None when the write fails:
-    another delivery of the same job waits or moved it on first."""
+    is not sent, the host redelivers that message, which continues the job), with the cause it waits for and
+    the deployment it asked for (what ``shared.recovery`` looks for when a deployment comes back). None when
+    the write fails: another delivery of the same job waits or moved it on first."""
     token = secrets.token_hex(16)
     ref = RequeuedRef(id=state.job.id or "", requeued=True, token=token)
     container = await ensure_worker_only(runtime)
     body = state.model_copy(update={"token": token}).model_dump_json(exclude_none=True).encode()
+    metadata = retry_metadata(state, message_id)
     try:
-        await container.upload_blob(
-            ref.blob,
-            body,
-            overwrite=replaces is not None,
-            metadata={"message": message_id} if message_id else None,
-            **_if_unchanged(replaces),
+        response = await container.get_blob_client(ref.blob).upload_blob(
+            body, overwrite=replaces is not None, metadata=metadata, **_if_unchanged(replaces)
         )
     except (ResourceExistsError, ResourceModifiedError):
         return None
-    return ref
+    return Saved(ref, str(response.get("etag")), metadata)
+
+
+def retry_metadata(state: RetryState, stored_by: str | None) -> dict[str, str]:
+    """A retry state's blob metadata: the cause it waits for, the deployment it asked for (none: the default) and
+    the message whose delivery stored it."""
+    metadata: dict[str, str] = {"reason": state.redelivery.reason}
+    if state.job.deployment:
+        metadata["deployment"] = state.job.deployment
+    if stored_by:
+        metadata["message"] = stored_by
+    return metadata
+
+
+async def record_pointer(runtime: Runtime, saved: Saved, pointer_id: str, receipt: str | None) -> bool:
+    """Record on the retry state (only the version ``saved`` wrote) that its pointer is out: its message id, which
+    alone may then run the job, and pop receipt (to make it visible early). Best effort: False when the state
+    moved on or the write failed; the pointer still runs the job at its due time (it carries the token)."""
+    metadata = {**saved.metadata, "pointer": pointer_id, **({"receipt": receipt} if receipt else {})}
+    try:
+        await (
+            worker_only(runtime)
+            .get_blob_client(saved.ref.blob)
+            .set_blob_metadata(metadata, **_if_unchanged(saved.etag))
+        )
+    except (ResourceModifiedError, ResourceNotFoundError):
+        logger.info("job %s: its retry state moved on before its pointer was recorded", saved.ref.id)
+        return False
+    except Exception as exc:
+        logger.warning("job %s: its pointer %s went out but was not recorded: %s", saved.ref.id, pointer_id, brief(exc))
+        return False
+    return True

@@ -135,21 +135,46 @@ class FakeQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self.messages: list[tuple[str, int]] = []  # (body, visibility timeout)
+        self.ids: list[str] = []  # each sent message's id, in step with ``messages``
+        self.receipts: dict[str, str] = {}  # by message id: its current pop receipt (until it is received)
+        self.updates: list[tuple[str, int]] = []  # (message id, visibility timeout) of each update_message
         self.missing = False  # a reply queue deleted under the worker
         self.failing_sends = 0  # the next sends fail as a network error would
+        self.failing_updates = 0  # the next update_message calls fail as a network error would
+        self._sequence = itertools.count(1)
 
     async def create_queue(self) -> None:
         if not self.missing:
             raise ResourceExistsError("exists")
         self.missing = False
 
-    async def send_message(self, body: str, visibility_timeout: int = 0) -> None:
+    async def send_message(self, body: str, visibility_timeout: int = 0) -> Any:
         if self.missing:
             raise ResourceNotFoundError(f"queue {self.name} not found")
         if self.failing_sends:
             self.failing_sends -= 1
             raise ServiceRequestError("connection reset")
+        number = next(self._sequence)
+        message_id, receipt = f"{self.name}-{number}", f"receipt-{number}"
         self.messages.append((body, visibility_timeout))
+        self.ids.append(message_id)
+        self.receipts[message_id] = receipt
+        return SimpleNamespace(id=message_id, pop_receipt=receipt, content=body)
+
+    def received(self, message_id: str) -> None:
+        """The message was dequeued: its pop receipt changed (an update with the old one now fails, as in Azure)."""
+        self.receipts.pop(message_id, None)
+
+    async def update_message(self, message: str, pop_receipt: str, *, visibility_timeout: int = 0) -> Any:
+        """Azure answers 404 for a message gone or a pop receipt that is not its current one."""
+        if self.failing_updates:
+            self.failing_updates -= 1
+            raise ServiceRequestError("connection reset")
+        if self.receipts.get(message) != pop_receipt:
+            raise ResourceNotFoundError("MessageNotFound")
+        self.receipts[message] = new = f"{pop_receipt}+"
+        self.updates.append((message, visibility_timeout))
+        return SimpleNamespace(pop_receipt=new)
 
 
 class FakeStorage:
