@@ -328,9 +328,11 @@ async def save_retry_state(
 
 
 def retry_metadata(state: RetryState, stored_by: str | None) -> dict[str, str]:
-    """A retry state's blob metadata: the cause it waits for, the deployment it asked for (none: the default) and
-    the message whose delivery stored it."""
+    """A retry state's blob metadata: the cause it waits for, when its pointer is due, the deployment it asked for
+    (none: the default) and the message whose delivery stored it."""
     metadata: dict[str, str] = {"reason": state.redelivery.reason}
+    if state.due:
+        metadata["due"] = state.due.isoformat()
     if state.job.deployment:
         metadata["deployment"] = state.job.deployment
     if stored_by:

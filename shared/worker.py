@@ -35,7 +35,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 from openai.types.chat import ChatCompletion
 
-from shared import pacing, store, telemetry
+from shared import pacing, recovery, store, telemetry
 from shared.batch import stage
 from shared.connections import Runtime, get_runtime
 from shared.constants import brief
@@ -67,6 +67,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     (the result already existed, the job was re-enqueued, staged or is waiting already, or the message
     was a pointer its job's state was not given). Raises to make the host retry."""
     runtime = runtime or get_runtime()
+    recovery.attach(runtime)
     delivery = Delivery(runtime, message, now(), job_id=message.id or "unknown")
     refused: ErrorInfo | None = None
     try:

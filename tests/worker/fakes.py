@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -47,6 +47,7 @@ class FakeContainer:
         self.before_conditional_upload: Callable[[], None] | None = None  # to interleave a rival writer
         self.failing: list[tuple[str, bool]] = []  # the next calls of a kind to fail (see fail_next)
         self.failed: list[tuple[str, str]] = []  # (kind, blob) of each call made to fail
+        self.failing_lists = 0  # the next listings fail as a dropped connection would
 
     def fail_next(self, call: str, *, applied: bool = False) -> None:
         """Make the next ``call`` (one of BLOB_CALLS) fail as a dropped connection would: before it reaches
@@ -111,6 +112,15 @@ class FakeContainer:
         if self.blobs.pop(name, None) is None:
             raise ResourceNotFoundError(f"{name} not found")
         self._call("delete", name, applied=True)
+
+    async def list_blobs(self, name_starts_with: str = "", include: list[str] | None = None) -> AsyncIterator[Any]:
+        """Like the SDK's pager: the blobs named so, with their metadata (asked for with ``include``)."""
+        if self.failing_lists:
+            self.failing_lists -= 1
+            raise ServiceRequestError("list: connection reset")
+        for name, blob in sorted(self.blobs.items()):
+            if name.startswith(name_starts_with):
+                yield SimpleNamespace(name=name, metadata=dict(blob.metadata) if include else None, etag=blob.etag)
 
     def get_blob_client(self, name: str) -> Any:
         async def upload_blob(data: bytes, **options: Any) -> dict[str, Any]:
@@ -308,4 +318,7 @@ def fake_world(**settings: str) -> FakeWorld:
         blobs=storage,  # type: ignore[arg-type]
         identity={"oid": "0000-oid"},
     )
+    # No waking of waiting jobs on a circuit's changes (background tasks on the router's clock): the tests of
+    # shared.recovery attach it themselves.
+    runtime.router.on_opened, runtime.router.on_recovered = lambda *_: None, lambda *_: None
     return FakeWorld(runtime, storage, model)

@@ -102,6 +102,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.world = fake_world(**BOUNDS)
         self.clock = T0
         self.world.runtime.router = Router(self.world.runtime.pacer, clock=lambda: (self.clock - T0).total_seconds())
+        self.world.runtime.router.on_opened = self.world.runtime.router.on_recovered = lambda *_: None
         self.patches = [mock.patch(f"shared.{module}.now", self._now) for module in ("delivery", "worker")]
         for patch in self.patches:
             patch.start()

@@ -1,0 +1,174 @@
+"""Back to work seconds after an outage ends: the jobs waiting it out are woken when their deployment answers.
+
+A job every deployment of which is failing waits in the retry store (``shared.delivery.requeue``) on a
+growing backoff (``shared.policy.OUTAGE_BACKOFF``, minutes at the end), so without more the deployment can sit
+idle for most of a backoff once it is back. Two things end that:
+
+- **A probe when the circuit half-opens.** When one of this instance's circuits opens (``Router.on_opened``),
+  the waiting job due first is made visible when it half-opens (``probe_later``): its call is the probe, so a
+  deployment's return is noticed within ``shared.routing.OPEN_MAX`` even when no new job arrives.
+- **Everyone when it closes.** When a probe's answer closes a circuit (``Router.on_recovered``), this instance
+  lists the retry store's metadata (one listing call per 5,000 waiting jobs) for the jobs waiting on an outage
+  that may use that deployment, whichever instance re-enqueued them, and makes each one's pointer visible with
+  ``update_message`` (its message id and pop receipt are recorded on the state:
+  ``shared.store.record_pointer``), spread over ``RECOVERY_SPREAD_SECONDS`` so that the recovery is not a
+  burst of its own; the pacing gate still admits each call.
+
+Nothing here can lose or double a job: a pointer delivered already, or woken by another instance first, has
+another pop receipt (404: skipped); a failing listing or update leaves the pointer to arrive at its due time; a
+job woken twice runs once (the pointer carries its one-time token, and the first delivery moves it on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared import store
+from shared.connections import Runtime
+from shared.constants import brief
+from shared.jobs import RETRY_PREFIX
+from shared.settings import PoolEntry
+
+logger = logging.getLogger(__name__)
+_running: set[asyncio.Task[int]] = set()  # wakes under way (held, or the loop could drop them unfinished)
+PROBE_DUE_SOON = 3.0  # seconds: a waiting job due this soon is not woken to probe, it comes anyway
+
+
+@dataclass(frozen=True)
+class Sleeper:
+    """A job waiting out an outage: its pointer on the jobs queue and when that is due."""
+
+    job_id: str
+    pointer: str
+    receipt: str
+    due: datetime | None
+
+
+def attach(runtime: Runtime) -> None:
+    """Wake one waiting job whenever one of this process's circuits half-opens (to be its probe), and every
+    waiting job once one closes again (once per runtime)."""
+    router = runtime.router
+    if router.on_recovered is None:
+        router.on_recovered = lambda entry: _start(wake(runtime, entry))
+    if router.on_opened is None:
+        router.on_opened = lambda entry, seconds: _start(probe_later(runtime, entry, seconds))
+
+
+def _start(wake_up: Coroutine[Any, Any, int]) -> None:
+    """In the background: the call whose answer closed the circuit goes on with its own job."""
+    task = asyncio.get_running_loop().create_task(wake_up)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+
+async def settle() -> None:
+    """Wait for the wakes under way (tests, and a host shutting down)."""
+    while _running:
+        await asyncio.gather(*_running, return_exceptions=True)
+
+
+async def waiting_on(runtime: Runtime, entry: PoolEntry) -> list[Sleeper]:
+    """The jobs waiting out an outage that may be sent to ``entry`` and whose pointer is recorded, due first."""
+    sleepers = []
+    blobs = store.worker_only(runtime).list_blobs(name_starts_with=RETRY_PREFIX, include=["metadata"])
+    try:
+        async for blob in blobs:
+            metadata = blob.metadata or {}
+            pointer, receipt = metadata.get("pointer"), metadata.get("receipt")
+            if metadata.get("reason") != "outage" or not pointer or not receipt:
+                continue
+            if entry not in runtime.settings.entries_for(metadata.get("deployment")):
+                continue
+            job_id = blob.name.removeprefix(RETRY_PREFIX).removesuffix(".json")
+            sleepers.append(Sleeper(job_id, pointer, receipt, _moment(metadata.get("due"))))
+    except ResourceNotFoundError:
+        return []  # no worker-only container yet: nothing ever waited
+    return sorted(sleepers, key=lambda s: s.due or datetime.max.replace(tzinfo=UTC))
+
+
+async def wake(runtime: Runtime, entry: PoolEntry, *, now: datetime | None = None) -> int:
+    """Make the pointers of the jobs waiting out ``entry``'s outage visible, the i-th of n after
+    i * ``RECOVERY_SPREAD_SECONDS`` / n seconds (one due sooner than that is left alone). Returns how many."""
+    spread = runtime.settings.recovery_spread_seconds
+    if spread <= 0:
+        return 0
+    try:
+        sleepers = await waiting_on(runtime, entry)
+    except Exception as exc:  # the pointers still come at their due time
+        logger.warning("deployment %s answers again; the jobs waiting on it not listed: %s", entry.label, brief(exc))
+        return 0
+    now = now or datetime.now(UTC)
+    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
+    woken = 0
+    for i, sleeper in enumerate(sleepers):
+        after = round(i * spread / len(sleepers))
+        if sleeper.due is not None and (sleeper.due - now).total_seconds() <= after:
+            continue  # due by then anyway
+        try:
+            await queue.update_message(sleeper.pointer, sleeper.receipt, visibility_timeout=after)
+        except ResourceNotFoundError:
+            continue  # delivered already, or woken by another instance (its pop receipt changed)
+        except Exception as exc:
+            logger.warning("job %s not woken (it runs when due): %s", sleeper.job_id, brief(exc))
+            continue
+        woken += 1
+    if sleepers:
+        logger.info(
+            "deployment %s answers again: %d of %d job(s) waiting out its outage woken over %d s",
+            entry.label,
+            woken,
+            len(sleepers),
+            spread,
+        )
+    return woken
+
+
+async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> int:
+    """When ``entry``'s circuit half-opens (in ``seconds``), wake the waiting job due first (not one due within
+    ``PROBE_DUE_SOON`` anyway): its call is the probe. Without it, the first call after the deployment is back
+    waits for a new job or the end of a waiting job's backoff (minutes, late in a long outage). Returns 1 if
+    one was woken (none: the circuit closed or is being probed meanwhile, or no job waits on it)."""
+    if runtime.settings.recovery_spread_seconds <= 0:
+        return 0
+    await asyncio.sleep(seconds)
+    router = runtime.router
+    circuit = router.route(entry).circuit
+    if circuit.state(router.clock()) != "half-open" or not circuit.admits(router.clock()):
+        return 0
+    try:
+        sleepers = await waiting_on(runtime, entry)
+    except Exception as exc:
+        logger.warning("deployment %s half-open; the jobs waiting on it not listed: %s", entry.label, brief(exc))
+        return 0
+    now = datetime.now(UTC)
+    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
+    for sleeper in sleepers:
+        if sleeper.due is not None and (sleeper.due - now).total_seconds() <= PROBE_DUE_SOON:
+            continue  # comes by itself
+        try:
+            await queue.update_message(sleeper.pointer, sleeper.receipt, visibility_timeout=0)
+        except ResourceNotFoundError:
+            continue
+        except Exception as exc:
+            logger.warning("job %s not woken to probe %s: %s", sleeper.job_id, entry.label, brief(exc))
+            return 0
+        logger.info("deployment %s half-open: job %s woken to probe it", entry.label, sleeper.job_id)
+        return 1
+    return 0
+
+
+def _moment(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+__all__ = ["PROBE_DUE_SOON", "Sleeper", "attach", "probe_later", "settle", "waiting_on", "wake"]
