@@ -167,11 +167,12 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
 
 async def resend_pointer(runtime: Runtime, job_id: str) -> bool:
     """A delivery naming a job whose retry state records no pointer sent (the send failed and the message that
-    stored it was poisoned, or a send's record failed) sends that pointer again, due when the state says, so
-    the job is not stranded. Nothing of the message is used: the pointer is the state's own (its token, its
-    due time), and once recorded only that pointer runs the job. True when one was sent."""
+    stored it was poisoned, or a send's record failed), or one long overdue (``store.Mark.lost``), sends that
+    pointer again, due when the state says, so the job is not stranded. Nothing of the message is used: the
+    pointer is the state's own (its token, its due time); if two pointers with one token are ever out, the
+    first delivered moves the token on and the other is stale. True when one was sent."""
     waiting = await store.load_waiting(runtime, job_id)
-    if waiting is None or waiting.mark.pointer is not None:
+    if waiting is None or not waiting.mark.lost(now()):
         return False
     state = waiting.state
     ref = RequeuedRef(id=job_id, requeued=True, token=state.token)

@@ -12,7 +12,9 @@ idle for most of a backoff once it is back. Two things end that:
   that may use that deployment, whichever instance re-enqueued them, and makes each one's pointer visible with
   ``update_message`` (its message id and pop receipt are recorded on the state:
   ``shared.store.record_pointer``), spread over ``RECOVERY_SPREAD_SECONDS`` so that the recovery is not a
-  burst of its own; the pacing gate still admits each call.
+  burst of its own; the pacing gate still admits each call. An instance whose circuit closes after another's
+  wakes only the jobs re-enqueued since that one's wake (``recovery/<entry>``: one blob read and one write per
+  wake), so each job is tried about once however many instances there are.
 
 Nothing here can lose or double a job: a pointer delivered already, or woken by another instance first, has
 another pop receipt (404: skipped); a failing listing or update leaves the pointer to arrive at its due time; a
@@ -22,6 +24,7 @@ job woken twice runs once (the pointer carries its one-time token, and the first
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -43,12 +46,14 @@ PROBE_DUE_SOON = 3.0  # seconds: a waiting job due this soon is not woken to pro
 
 @dataclass(frozen=True)
 class Sleeper:
-    """A job waiting out an outage: its pointer on the jobs queue and when that is due."""
+    """A job waiting out an outage: its pointer on the jobs queue, when that is due and when its state was last
+    written (storage's clock)."""
 
     job_id: str
     pointer: str
     receipt: str
     due: datetime | None
+    written: datetime | None = None
 
 
 def attach(runtime: Runtime) -> None:
@@ -74,8 +79,9 @@ async def settle() -> None:
         await asyncio.gather(*_running, return_exceptions=True)
 
 
-async def waiting_on(runtime: Runtime, entry: PoolEntry) -> list[Sleeper]:
-    """The jobs waiting out an outage that may be sent to ``entry`` and whose pointer is recorded, due first."""
+async def waiting_on(runtime: Runtime, entry: PoolEntry, *, since: datetime | None = None) -> list[Sleeper]:
+    """The jobs waiting out an outage that may be sent to ``entry`` and whose pointer is recorded, due first
+    (``since``: only those whose state was written at or after it, storage's clock)."""
     sleepers = []
     blobs = store.worker_only(runtime).list_blobs(name_starts_with=RETRY_PREFIX, include=["metadata"])
     try:
@@ -86,8 +92,11 @@ async def waiting_on(runtime: Runtime, entry: PoolEntry) -> list[Sleeper]:
                 continue
             if entry not in runtime.settings.entries_for(metadata.get("deployment")):
                 continue
+            written = blob.last_modified
+            if since is not None and written is not None and written < since:
+                continue  # a waker before this one tried it
             job_id = blob.name.removeprefix(RETRY_PREFIX).removesuffix(".json")
-            sleepers.append(Sleeper(job_id, pointer, receipt, _moment(metadata.get("due"))))
+            sleepers.append(Sleeper(job_id, pointer, receipt, _moment(metadata.get("due")), written))
     except ResourceNotFoundError:
         return []  # no worker-only container yet: nothing ever waited
     return sorted(sleepers, key=lambda s: s.due or datetime.max.replace(tzinfo=UTC))
@@ -100,7 +109,7 @@ async def wake(runtime: Runtime, entry: PoolEntry, *, now: datetime | None = Non
     if spread <= 0:
         return 0
     try:
-        sleepers = await waiting_on(runtime, entry)
+        sleepers = await waiting_on(runtime, entry, since=await _claim(runtime, entry))
     except Exception as exc:  # the pointers still come at their due time
         logger.warning("deployment %s answers again; the jobs waiting on it not listed: %s", entry.label, brief(exc))
         return 0
@@ -128,6 +137,29 @@ async def wake(runtime: Runtime, entry: PoolEntry, *, now: datetime | None = Non
             spread,
         )
     return woken
+
+
+async def _claim(runtime: Runtime, entry: PoolEntry) -> datetime | None:
+    """Mark that this instance wakes ``entry``'s waiting jobs now (``recovery/<entry>``, an empty blob in the
+    worker-only container); return when the previous waker did (storage's clock), whose jobs this one skips.
+    Every instance whose circuit closes wakes, but each job is tried about once, not once per instance (K x N
+    updates answered 404 otherwise). None (wake every job) when there was none or the store fails."""
+    blob = store.worker_only(runtime).get_blob_client(f"recovery/{_name(entry)}")
+    try:
+        try:
+            previous = (await blob.get_blob_properties()).last_modified
+        except ResourceNotFoundError:
+            previous = None
+        await blob.upload_blob(b"", overwrite=True)
+    except Exception as exc:  # only more 404s: every waiting job is tried
+        logger.info("deployment %s: the last wake is not known (%s); waking every waiting job", entry.label, brief(exc))
+        return None
+    return previous if isinstance(previous, datetime) else None
+
+
+def _name(entry: PoolEntry) -> str:
+    """A blob name for a pool entry (its endpoint and deployment), whatever characters they hold."""
+    return hashlib.sha256(f"{entry.endpoint}|{entry.deployment}".encode()).hexdigest()[:32]
 
 
 async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> int:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -31,6 +32,9 @@ from shared.jobs import Job, JobReference, Notice, PayloadRef, RequeuedRef, Resu
 from shared.messages import JobRefused, parse_job
 
 logger = logging.getLogger(__name__)
+# A pointer this long past its due time is not coming: longer than a delivery may run (host.json's
+# functionTimeout, 10 minutes) plus the host's redeliveries of it (5, 10 s apart).
+LOST_POINTER_SECONDS = 900
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,27 @@ class Stored:
 @dataclass(frozen=True)
 class Mark:
     """What a retry state's blob metadata says (read with the existence check): the message whose delivery
-    stored it and the pointer recorded as sent for it (None: not sent, or its record failed)."""
+    stored it, the pointer recorded as sent for it (None: not sent, or its record failed) and when that is due."""
 
     stored_by: str | None
     pointer: str | None
+    due: datetime | None = None
 
     @classmethod
     def of(cls, metadata: dict[str, str] | None) -> Mark:
-        return cls((metadata or {}).get("message"), (metadata or {}).get("pointer"))
+        metadata = metadata or {}
+        try:
+            due = datetime.fromisoformat(metadata["due"]) if metadata.get("due") else None
+        except ValueError:
+            due = None
+        return cls(metadata.get("message"), metadata.get("pointer"), due)
+
+    def lost(self, now: datetime) -> bool:
+        """Whether nothing will run the job: no pointer out, or the one out is ``LOST_POINTER_SECONDS`` overdue
+        (poisoned and dropped rather than replayed, or expired)."""
+        if self.pointer is None:
+            return True
+        return self.due is not None and (now - self.due).total_seconds() > LOST_POINTER_SECONDS
 
     def resumed_by(self, message_id: str | None) -> bool:
         """Whether a delivery of ``message_id`` continues the job: the message that stored the state, while its

@@ -186,7 +186,7 @@ async def run(delivery: Delivery) -> Result | None:
             delivery.job_id,
             delivery.message.id,
         )
-        if waiting.pointer is None:  # unless nothing would ever run it
+        if waiting.lost(now()):  # unless nothing would ever run it
             await resend_pointer(runtime, delivery.job_id)
         return None
     job = delivery.job  # the waiting job's stored copy when this delivery resumed it

@@ -11,7 +11,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +28,7 @@ from shared.connections import Runtime
 from shared.settings import Settings
 
 _etags = itertools.count(1)
+_writes = itertools.count(1)
 
 
 @dataclass
@@ -35,6 +36,10 @@ class Blob:
     body: bytes
     metadata: dict[str, str]
     etag: str = field(default_factory=lambda: f'"{next(_etags)}"')
+    # Storage's Last-Modified, one second apart per write here (Azure's has one-second resolution).
+    last_modified: datetime = field(
+        default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=next(_writes))
+    )
 
 
 BLOB_CALLS = ("download", "upload", "delete", "set_metadata")
@@ -120,7 +125,8 @@ class FakeContainer:
             raise ServiceRequestError("list: connection reset")
         for name, blob in sorted(self.blobs.items()):
             if name.startswith(name_starts_with):
-                yield SimpleNamespace(name=name, metadata=dict(blob.metadata) if include else None, etag=blob.etag)
+                metadata = dict(blob.metadata) if include else None
+                yield SimpleNamespace(name=name, metadata=metadata, etag=blob.etag, last_modified=blob.last_modified)
 
     def get_blob_client(self, name: str) -> Any:
         async def upload_blob(data: bytes, **options: Any) -> dict[str, Any]:
@@ -138,7 +144,16 @@ class FakeContainer:
             self.blobs[name] = Blob(blob.body, dict(metadata))  # a new version, as in Azure
             self._call("set_metadata", name, applied=True)
 
-        return SimpleNamespace(upload_blob=upload_blob, set_blob_metadata=set_blob_metadata)
+        async def get_blob_properties() -> Any:
+            self._call("download", name, applied=False)
+            blob = self.blobs.get(name)
+            if blob is None:
+                raise ResourceNotFoundError(f"{name} not found")
+            return SimpleNamespace(metadata=dict(blob.metadata), etag=blob.etag, last_modified=blob.last_modified)
+
+        return SimpleNamespace(
+            upload_blob=upload_blob, set_blob_metadata=set_blob_metadata, get_blob_properties=get_blob_properties
+        )
 
 
 class FakeQueue:

@@ -6,12 +6,15 @@ Fast tier. The same paths run end to end against Azurite and the emulators in te
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import httpx2
 import openai
 import pytest
 
+from shared.store import LOST_POINTER_SECONDS
 from shared.worker import handle
 from tests.worker.fakes import Blob, FakeWorld, Message, fake_world
 
@@ -470,6 +473,23 @@ async def test_a_forged_pointer_cannot_run_or_hasten_a_job_whose_pointer_was_los
     [(pointer, delay)] = world.jobs_queue.messages
     assert json.loads(pointer)["token"] == json.loads(state.body)["token"] and delay >= 100
     assert world.worker_only.blobs["retries/j1.json"].body == state.body and len(world.model.calls) == 1
+
+
+async def test_a_job_whose_pointer_is_long_overdue_gets_it_sent_again_by_a_duplicate(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})  # the pointer goes to poison, say, and is
+    state = json.loads(world.worker_only.blobs["retries/j1.json"].body)  # dropped there, never replayed
+    due = datetime.fromisoformat(state["due"])
+    for late, resent in ((LOST_POINTER_SECONDS - 60, 0), (LOST_POINTER_SECONDS + 60, 1)):
+        moment = due + timedelta(seconds=late)
+        with (
+            mock.patch("shared.worker.now", return_value=moment),
+            mock.patch("shared.delivery.now", return_value=moment),
+        ):
+            assert await handle(message({"id": "j1", "prompt": "again"}, id=f"dup-{late}"), world.runtime) is None
+        assert len(world.jobs_queue.messages) == 1 + resent  # on time, or just late: it is coming
+    assert world.jobs_queue.messages[-1][0] == pointer and world.jobs_queue.messages[-1][1] == 0  # the same one, now
+    result = await handle(Message(pointer.encode(), id=world.jobs_queue.ids[-1]), world.runtime)
+    assert result is not None and result.status == "succeeded" and result.output == "echo: hi"
 
 
 async def test_a_pointer_whose_record_fails_still_runs_its_job(world: FakeWorld) -> None:

@@ -55,6 +55,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from shared.routing import ModelUnavailable, Router
 from shared.settings import max_dequeue_count
+from shared.store import LOST_POINTER_SECONDS
 from shared.worker import handle
 from tests.worker.fakes import BLOB_CALLS, Blob, FakeContainer, Message, fake_world
 
@@ -381,13 +382,16 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.clock += timedelta(seconds=1)
 
     def _repaired(self, item: Queued, before: Blob | None, sent: list[tuple[str, int]]) -> bool:
-        """Whether the delivery only sent the pointer a waiting job never had: the state's body as it was (its job,
-        attempts, token and due time), no pointer recorded before, one pointer sent carrying the state's token and
-        due no earlier than the state says, and nothing else changed (no model call, no result)."""
+        """Whether the delivery only sent the pointer a waiting job never had (or whose pointer is long overdue): the
+        state's body as it was (its job, attempts, token and due time), one pointer sent carrying the state's token
+        and due no earlier than the state says, and nothing else changed (no model call, no result)."""
         after = self.world.worker_only.blobs.get(f"retries/{item.job_id}.json")
-        if before is None or "pointer" in before.metadata or after is None or after.body != before.body:
+        if before is None or after is None or after.body != before.body:
             return False
         state = json.loads(before.body)
+        overdue = (self.clock - datetime.fromisoformat(state["due"])).total_seconds() > LOST_POINTER_SECONDS
+        if "pointer" in before.metadata and not overdue:
+            return False
         if len(sent) != 1 or json.loads(sent[0][0]) != {"id": item.job_id, "requeued": True, "token": state["token"]}:
             return False
         due = datetime.fromisoformat(state["due"])

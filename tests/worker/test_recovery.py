@@ -169,12 +169,24 @@ async def test_a_listing_that_fails_wakes_nothing_and_raises_nothing() -> None:
     assert world.jobs_queue.updates == []
 
 
-async def test_two_instances_waking_the_same_jobs_wake_each_once() -> None:
+async def test_a_second_instance_wakes_only_the_jobs_re_enqueued_since_the_first_woke_them() -> None:
     world = pooled()
     pointers = [await waiting(world, f"o{i}", due_in=300 + i) for i in range(3)]
     assert await recovery.wake(world.runtime, entry(world, "gpt-east"), now=NOW) == 3
-    # Another instance's circuit closes too: it finds the same states, whose pop receipts are no longer current.
-    assert await recovery.wake(world.runtime, entry(world, "gpt-west"), now=NOW) == 0
+    # Another instance's circuit closes too: the jobs woken already are left alone (no 404 per job per instance),
+    # one re-enqueued since (it met that instance's circuit still open) is woken.
+    bounced = await waiting(world, "bounced", due_in=300)
+    tried = len(world.jobs_queue.updates)
+    assert await recovery.wake(world.runtime, entry(world, "gpt-west"), now=NOW) == 1
+    assert [pointer for pointer, _ in world.jobs_queue.updates] == [*pointers, bounced] and tried == 3
+
+
+async def test_two_instances_waking_the_same_jobs_without_the_store_wake_each_once() -> None:
+    world = pooled()
+    pointers = [await waiting(world, f"o{i}", due_in=300 + i) for i in range(3)]
+    assert await recovery.wake(world.runtime, entry(world, "gpt-east"), now=NOW) == 3
+    world.worker_only.fail_next("download")  # the last wake is not known: every waiting job is tried again ...
+    assert await recovery.wake(world.runtime, entry(world, "gpt-west"), now=NOW) == 0  # ... and answered 404
     assert [pointer for pointer, _ in world.jobs_queue.updates] == pointers and len(world.jobs_queue.messages) == 3
 
 
