@@ -308,7 +308,7 @@ class Settings:
     retry_max_attempts: int = 24
     retry_max_seconds: int = 7200
     # Jobs waiting out an outage are woken when their deployment answers again, over this many seconds.
-    recovery_spread_seconds: int = 10
+    recovery_spread_seconds: int = 5
     # AZURE_OPENAI_TOKEN_SCOPE: one scope for every endpoint of the pool (the provider caches one token).
     token_scope: str = COGNITIVE_SERVICES_SCOPE
 
@@ -388,7 +388,7 @@ class Settings:
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
             retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
-            recovery_spread_seconds=_int(env, "RECOVERY_SPREAD_SECONDS", 10),
+            recovery_spread_seconds=_int(env, "RECOVERY_SPREAD_SECONDS", 5),
             token_scope=token_scope(env),
             **lane,
         )

@@ -358,9 +358,10 @@ def retry_metadata(state: RetryState, stored_by: str | None) -> dict[str, str]:
 
 
 async def record_pointer(runtime: Runtime, saved: Saved, pointer_id: str, receipt: str | None) -> bool:
-    """Record on the retry state (only the version ``saved`` wrote) that its pointer is out: its message id, which
-    alone may then run the job, and pop receipt (to make it visible early). Best effort: False when the state
-    moved on or the write failed; the pointer still runs the job at its due time (it carries the token)."""
+    """Record on the retry state (only the version ``saved`` wrote) that its pointer is out: its message id (the
+    message that stored the state is then a duplicate, and no other delivery sends the pointer again) and pop
+    receipt (``shared.recovery`` makes it visible early with it). Best effort: False when the state moved on or
+    the write failed; the pointer still runs the job at its due time (it carries the token)."""
     metadata = {**saved.metadata, "pointer": pointer_id, **({"receipt": receipt} if receipt else {})}
     try:
         await (

@@ -117,7 +117,7 @@ param retryMaxAttempts int = 24
 param retryMaxSeconds int = 7200
 
 @description('When a deployment answers again after an outage, wake the jobs waiting it out over this many seconds (RECOVERY_SPREAD_SECONDS; 0: they wait out their backoff).')
-param recoverySpreadSeconds int = 10
+param recoverySpreadSeconds int = 5
 
 @description('GlobalBatch deployment of the batch lane on openAiEndpoint (empty: batch lane off).')
 param batchDeploymentName string
