@@ -4,9 +4,10 @@ A job every deployment of which is failing waits in the retry store (``shared.de
 growing backoff (``shared.policy.OUTAGE_BACKOFF``, minutes at the end), so without more the deployment can sit
 idle for most of a backoff once it is back. Two things end that:
 
-- **A probe when the circuit half-opens.** When one of this instance's circuits opens (``Router.on_opened``),
-  the waiting job due first is made visible when it half-opens (``probe_later``): its call is the probe, so a
-  deployment's return is noticed within ``shared.routing.OPEN_MAX`` even when no new job arrives.
+- **A probe when the circuit half-opens.** When one of this instance's circuits opens (``Router.on_opened``)
+  and jobs wait out that outage, the instance probes it with a call of a few tokens when it half-opens
+  (``probe_later``), so a deployment's return is noticed within ``shared.routing.OPEN_MAX`` even when no new
+  job arrives, and no job spends its retry budget (``RETRY_MAX_ATTEMPTS``) on probes.
 - **Everyone when it closes.** When a probe's answer closes a circuit (``Router.on_recovered``), this instance
   lists the retry store's metadata (one listing call per 5,000 waiting jobs) for the jobs waiting on an outage
   that may use that deployment, whichever instance re-enqueued them, and makes each one's pointer visible with
@@ -37,11 +38,12 @@ from shared import store
 from shared.connections import Runtime
 from shared.constants import brief
 from shared.jobs import RETRY_PREFIX
+from shared.routing import Route
 from shared.settings import PoolEntry
 
 logger = logging.getLogger(__name__)
 _running: set[asyncio.Task[int]] = set()  # wakes under way (held, or the loop could drop them unfinished)
-PROBE_DUE_SOON = 3.0  # seconds: a waiting job due this soon is not woken to probe, it comes anyway
+PROBE_TOKENS = 16  # the probe's output budget (what any model, reasoning ones included, takes)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class Sleeper:
 
 
 def attach(runtime: Runtime) -> None:
-    """Wake one waiting job whenever one of this process's circuits half-opens (to be its probe), and every
-    waiting job once one closes again (once per runtime)."""
+    """Probe a deployment whenever one of this process's circuits half-opens while jobs wait on it, and wake
+    every waiting job once one closes again (once per runtime)."""
     router = runtime.router
     if router.on_recovered is None:
         router.on_recovered = lambda entry: _start(wake(runtime, entry))
@@ -162,38 +164,41 @@ def _name(entry: PoolEntry) -> str:
     return hashlib.sha256(f"{entry.endpoint}|{entry.deployment}".encode()).hexdigest()[:32]
 
 
-async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> int:
-    """When ``entry``'s circuit half-opens (in ``seconds``), wake the waiting job due first (not one due within
-    ``PROBE_DUE_SOON`` anyway): its call is the probe. Without it, the first call after the deployment is back
-    waits for a new job or the end of a waiting job's backoff (minutes, late in a long outage). Returns 1 if
-    one was woken (none: the circuit closed or is being probed meanwhile, or no job waits on it)."""
+async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> bool:
+    """When ``entry``'s circuit half-opens (in ``seconds``) and jobs wait out its outage, probe it with a call of
+    a few tokens (``PROBE_TOKENS``) rather than a job's: a failed probe spends no job's retry budget, and the
+    deployment's return is noticed within ``shared.routing.OPEN_MAX`` even when no new job arrives. Its answer
+    closes the circuit (then ``wake``); a failure opens it again (then another ``probe_later``). True when it
+    answered; False when not sent (the circuit closed or is being probed meanwhile, or nothing waits)."""
     if runtime.settings.recovery_spread_seconds <= 0:
-        return 0
+        return False
     await asyncio.sleep(seconds)
     router = runtime.router
     circuit = router.route(entry).circuit
     if circuit.state(router.clock()) != "half-open" or not circuit.admits(router.clock()):
-        return 0
+        return False
     try:
-        sleepers = await waiting_on(runtime, entry)
+        if not await waiting_on(runtime, entry):
+            return False  # the next job's call probes it
     except Exception as exc:
         logger.warning("deployment %s half-open; the jobs waiting on it not listed: %s", entry.label, brief(exc))
-        return 0
-    now = datetime.now(UTC)
-    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
-    for sleeper in sleepers:
-        if sleeper.due is not None and (sleeper.due - now).total_seconds() <= PROBE_DUE_SOON:
-            continue  # comes by itself
-        try:
-            await queue.update_message(sleeper.pointer, sleeper.receipt, visibility_timeout=0)
-        except ResourceNotFoundError:
-            continue
-        except Exception as exc:
-            logger.warning("job %s not woken to probe %s: %s", sleeper.job_id, entry.label, brief(exc))
-            return 0
-        logger.info("deployment %s half-open: job %s woken to probe it", entry.label, sleeper.job_id)
-        return 1
-    return 0
+        return False
+
+    async def ping(route: Route, last: bool) -> object:
+        client = runtime.client(route.entry.endpoint, sdk_retries=False)
+        return await client.chat.completions.create(
+            model=route.entry.deployment,
+            messages=[{"role": "user", "content": "ping"}],
+            max_completion_tokens=PROBE_TOKENS,
+        )
+
+    try:
+        await router.call((entry,), PROBE_TOKENS, ping)
+    except Exception as exc:  # still down (the router has opened the circuit again) or refused: logged only
+        logger.info("deployment %s probed: %s", entry.label, brief(exc))
+        return False
+    logger.info("deployment %s probed: it answers again", entry.label)
+    return True
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -203,4 +208,4 @@ def _moment(text: str | None) -> datetime | None:
         return None
 
 
-__all__ = ["PROBE_DUE_SOON", "Sleeper", "attach", "probe_later", "settle", "waiting_on", "wake"]
+__all__ = ["PROBE_TOKENS", "Sleeper", "attach", "probe_later", "settle", "waiting_on", "wake"]

@@ -20,8 +20,8 @@ best of them and, when that one fails in a way another deployment could fix, to 
   how long until one half-opens, without sending anything. The worker re-enqueues the job (bounded by
   ``MODEL_OUTAGE_TOLERANCE_SECONDS``) instead of spending the message's delivery attempts.
 - **Recovery.** When a circuit opens, ``Router.on_opened`` is called with its entry and the seconds until it
-  half-opens; when a probe's answer closes it, ``Router.on_recovered`` (``shared.recovery`` wakes one waiting
-  job to be the probe, then the jobs waiting out that deployment's outage).
+  half-opens; when a probe's answer closes it, ``Router.on_recovered`` (``shared.recovery`` probes it when it
+  half-opens, then wakes the jobs waiting out that deployment's outage).
 
 Circuits and gates are per process: each instance learns on its own, from its own calls.
 """

@@ -205,17 +205,26 @@ async def test_a_job_without_a_recorded_pointer_is_not_woken_and_still_runs_when
 # --- the probe when a circuit half-opens ---------------------------------------------------------------------
 
 
-async def test_a_half_open_circuit_wakes_the_job_due_first_to_probe_it() -> None:
+async def test_a_half_open_circuit_is_probed_with_a_few_tokens_while_jobs_wait_on_it() -> None:
     world = pooled()
     world.runtime.router = router = Router(world.runtime.pacer, clock=(clock := Clock()))
+    recovered: list[str] = []
+    router.on_recovered = lambda e: recovered.append(e.deployment)
     east = entry(world, "gpt-east")
     circuit = router.route(east).circuit
     circuit.failed(clock.now, probe=True)  # open for OPEN_BASE
-    await waiting(world, "soon", due_in=-60)  # overdue: on its way by itself
-    first, _ = await waiting(world, "first", due_in=200), await waiting(world, "later", due_in=400)
-    assert await recovery.probe_later(world.runtime, east, 0) == 0  # still open: nothing to probe with
     clock.now += OPEN_BASE
-    assert await recovery.probe_later(world.runtime, east, 0) == 1
-    assert world.jobs_queue.updates == [(first, 0)]
-    circuit.succeeded()  # closed meanwhile (another job probed): nothing to do
-    assert await recovery.probe_later(world.runtime, east, 0) == 0 and len(world.jobs_queue.updates) == 1
+    assert await recovery.probe_later(world.runtime, east, 0) is False  # nothing waits: the next job probes it
+    await waiting(world, "o1")
+    world.model.errors = [down()]
+    assert await recovery.probe_later(world.runtime, east, 0) is False  # still down: open again, longer
+    assert circuit.state(clock.now) == "open" and recovered == []
+    assert await recovery.probe_later(world.runtime, east, 0) is False  # not half-open: nothing sent
+    clock.now = circuit.open_until
+    assert await recovery.probe_later(world.runtime, east, 0) is True  # back: closed, and the jobs woken
+    assert circuit.state(clock.now) == "closed" and recovered == ["gpt-east"]
+    probes = world.model.calls
+    assert len(probes) == 2 and all(p["messages"] == [{"role": "user", "content": "ping"}] for p in probes)
+    assert {p["model"] for p in probes} == {"gpt-east"} and all(p["max_completion_tokens"] == 16 for p in probes)
+    assert world.jobs_queue.updates == []  # no job was spent on probing
+    assert await recovery.probe_later(world.runtime, east, 0) is False and len(world.model.calls) == 2  # closed
