@@ -1,7 +1,7 @@
 """Waking the jobs that wait out an outage (shared/recovery.py) through the real storage and openai SDKs against
 Azurite and the Azure OpenAI emulator: in process (the pointer's recorded pop receipt, the metadata listing, a
 second waker's 404), and through the local queue host running function_app.py, where a deployment's return
-is noticed by a woken job's probe and every waiting job finishes within seconds of the outage's end instead
+is noticed by the instance's few-token probe and every waiting job finishes within seconds of the outage's end instead
 of at the end of its backoff. The lost-pointer path of issue 21 (a replayed message sending the pointer its
 job never had) goes through the real services here too."""
 
@@ -152,7 +152,7 @@ async def test_jobs_waiting_out_an_outage_finish_within_seconds_of_its_end_not_a
     results = await jobs.wait_for(len(bodies), host=host, timeout=120)  # no new job comes to probe it
     assert all(r["status"] == "succeeded" for r in results.values()), [r.get("error") for r in results.values()]
     last = max(datetime.fromisoformat(r["timings"]["finished_at"]).timestamp() for r in results.values())
-    # Noticed by a woken job's probe within OPEN_MAX, then the rest woken over SPREAD seconds.
+    # Noticed by the instance's probe within OPEN_MAX, then every waiting job woken over SPREAD seconds.
     assert last - ends <= OPEN_MAX + SPREAD + 5, (last - ends, latest - ends)
     assert await jobs.poison_count() == 0
     assert "woken" in host.log()
