@@ -17,9 +17,10 @@ idle for most of a backoff once it is back. Two things end that:
   wakes only the jobs re-enqueued since that one's wake (``recovery/<entry>``: one blob read and one write per
   wake), so each job is tried about once however many instances there are.
 
-Nothing here can lose or double a job: a pointer delivered already, or woken by another instance first, has
-another pop receipt (404: skipped); a failing listing or update leaves the pointer to arrive at its due time; a
-job woken twice runs once (the pointer carries its one-time token, and the first delivery moves it on).
+Nothing here can lose or double a job: a pointer delivered already (404), being delivered or woken by another
+instance first (400 ``PopReceiptMismatch``: its pop receipt changed) is skipped; a failing listing or update
+leaves the pointer to arrive at its due time; a job woken twice runs once (the pointer carries its one-time
+token, and the first delivery moves it on).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared import store
 from shared.connections import Runtime
@@ -43,6 +44,7 @@ from shared.settings import PoolEntry
 
 logger = logging.getLogger(__name__)
 _running: set[asyncio.Task[int]] = set()  # wakes under way (held, or the loop could drop them unfinished)
+POP_RECEIPT_MISMATCH = "PopReceiptMismatch"  # Update Message's 400 for a receipt that is no longer the message's
 PROBE_TOKENS = 16  # the probe's output budget (what any model, reasoning ones included, takes)
 
 
@@ -125,7 +127,11 @@ async def wake(runtime: Runtime, entry: PoolEntry, *, now: datetime | None = Non
         try:
             await queue.update_message(sleeper.pointer, sleeper.receipt, visibility_timeout=after)
         except ResourceNotFoundError:
-            continue  # delivered already, or woken by another instance (its pop receipt changed)
+            continue  # delivered and deleted already
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) != POP_RECEIPT_MISMATCH:
+                logger.warning("job %s not woken (it runs when due): %s", sleeper.job_id, brief(exc))
+            continue  # a mismatch: being delivered, or woken by another instance (its pop receipt changed)
         except Exception as exc:
             logger.warning("job %s not woken (it runs when due): %s", sleeper.job_id, brief(exc))
             continue

@@ -17,6 +17,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -188,15 +189,24 @@ class FakeQueue:
 
     def received(self, message_id: str) -> None:
         """The message was dequeued: its pop receipt changed (an update with the old one now fails, as in Azure)."""
+        self.receipts[message_id] = f"dequeued-{message_id}"
+
+    def deleted(self, message_id: str) -> None:
         self.receipts.pop(message_id, None)
 
     async def update_message(self, message: str, pop_receipt: str, *, visibility_timeout: int = 0) -> Any:
-        """Azure answers 404 for a message gone or a pop receipt that is not its current one."""
+        """As Azure answers: 404 for a message gone, 400 ``PopReceiptMismatch`` for a receipt no longer its own."""
         if self.failing_updates:
             self.failing_updates -= 1
             raise ServiceRequestError("connection reset")
-        if self.receipts.get(message) != pop_receipt:
+        if message not in self.receipts:
             raise ResourceNotFoundError("MessageNotFound")
+        if self.receipts[message] != pop_receipt:
+            mismatch = HttpResponseError(
+                "The specified pop receipt did not match the pop receipt for a dequeued message."
+            )
+            mismatch.status_code, mismatch.error_code = 400, "PopReceiptMismatch"
+            raise mismatch
         self.receipts[message] = new = f"{pop_receipt}+"
         self.updates.append((message, visibility_timeout))
         return SimpleNamespace(pop_receipt=new)

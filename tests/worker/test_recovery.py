@@ -147,8 +147,9 @@ async def test_recovery_waking_is_off_with_a_spread_of_zero() -> None:
 
 async def test_a_pointer_delivered_already_or_an_update_failing_leaves_the_others_woken() -> None:
     world = pooled()
-    gone, failing, fine = [await waiting(world, f"o{i}", due_in=300 + i) for i in range(3)]
-    world.jobs_queue.received(gone)  # dequeued since: its pop receipt changed (404)
+    gone, taken, failing, fine = [await waiting(world, f"o{i}", due_in=300 + i) for i in range(4)]
+    world.jobs_queue.deleted(gone)  # delivered and deleted since (404)
+    world.jobs_queue.received(taken)  # being delivered: its pop receipt changed (400 PopReceiptMismatch)
     original = world.jobs_queue.update_message
 
     async def flaky(message: str, pop_receipt: str, *, visibility_timeout: int = 0) -> Any:
