@@ -135,7 +135,7 @@ async def finish(
 
 async def requeue(delivery: Delivery, plan: Requeue) -> None:
     """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay, and record
-    the pointer on the state (which pointer may run the job; how to make it visible early)."""
+    on the state that the pointer is out (and its pop receipt, with which ``shared.recovery`` wakes it early)."""
     runtime, job = delivery.runtime, delivery.job
     assert job is not None
     delay = max(1, round(plan.delay))
