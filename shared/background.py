@@ -30,14 +30,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import openai
 
 from shared import calls, store, telemetry
 from shared.apis import Answer
 from shared.constants import brief
-from shared.delivery import Delivery, now
+from shared.delivery import Delivery, now, send_pointer
 from shared.jobs import BackgroundWait, ErrorInfo, RetryState
 from shared.settings import PoolEntry, Settings
 
@@ -93,28 +93,28 @@ async def wait(delivery: Delivery, answer: Answer, served: PoolEntry) -> None:
             response_id=answer.response_id, endpoint=served.endpoint, deployment=served.deployment, started_at=now()
         )
     )
+    delay = max(1, round(poll_delay(waiting, runtime.settings, now())))
     state = RetryState(
         job=job.model_copy(update={"id": delivery.job_id, **delivery.span.carrier()}),
         redelivery=delivery.redelivery,
         payload=delivery.payload,
         background=waiting,
+        due=now() + timedelta(seconds=delay),
     )
     try:
-        ref = await store.save_retry_state(
+        saved = await store.save_retry_state(
             runtime, state, replaces=delivery.state_version, message_id=delivery.message.id
         )
     except Exception:
         if previous is None:  # nothing records this response: do not leave it running for nobody
             await _abandon(delivery, served, answer.response_id)
         raise
-    if ref is None:
+    if saved is None:
         logger.warning("job %s: another delivery of it waits or moved it on; this one ends", delivery.job_id)
         if previous is None:
             await _abandon(delivery, served, answer.response_id)
         return
-    delay = poll_delay(waiting, runtime.settings, now())
-    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
-    await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(delay)))
+    await send_pointer(runtime, saved, delay)  # if this fails, the host redelivers this message, which goes on
     telemetry.current().requeued("background")
     logger.info(
         "job %s: background response %s is %s; checked again in %.0f s (check %d)",

@@ -10,9 +10,13 @@ trace it belongs to. It ends in one of three ways:
   queue until its notice is confirmed sent; the notice goes out (at-least-once: a redelivery that finds
   the mark sends it again); only then is what the job left aside released, so a redelivery after a
   failed send still finds the job and its result; one log line.
-- ``requeue``: the job and its new retry state go to the retry store (replacing only the version this
-  delivery loaded, or create-only for a job's first wait) and a pointer carrying the state's new one-time
-  token back on the jobs queue, invisible for the delay ``shared.policy.plan_retry`` chose.
+- ``requeue``: the job and its new retry state (with its due time) go to the retry store (replacing only the
+  version this delivery loaded, or create-only for a job's first wait) and a pointer carrying the state's new
+  one-time token back on the jobs queue, invisible for the delay ``shared.policy.plan_retry`` chose; the
+  pointer's message id and pop receipt are then recorded on the state's metadata (at the version written).
+  A state with no pointer recorded is one whose send failed: the message that stored it continues it when
+  the host redelivers it, and any other message naming the job (a duplicate, a replay of the poisoned
+  message, a stale pointer) sends that pointer (``resend_pointer``), so no job is stranded.
 - ``before_host_retry``: the host will redeliver the message; on its last attempt a failed result is stored
   first, keeping what the job left aside so the poisoned message can be replayed.
 """
@@ -21,9 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from openai.types.chat import ChatCompletion
@@ -32,11 +37,12 @@ from shared import store, telemetry
 from shared.apis import Answer, budget_exhausted, usage_of
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import BackgroundWait, ErrorInfo, Job, PayloadRef, Redelivery, Result, RetryState, Timings
+from shared.jobs import BackgroundWait, ErrorInfo, Job, PayloadRef, Redelivery, RequeuedRef, Result, RetryState, Timings
 from shared.policy import GiveUp, Requeue
 from shared.settings import PoolEntry, max_dequeue_count
 
 logger = logging.getLogger(__name__)
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 1  # the Queue service takes a visibility timeout below seven days
 
 
 class QueueMessage(Protocol):
@@ -132,9 +138,11 @@ async def finish(
 
 
 async def requeue(delivery: Delivery, plan: Requeue) -> None:
-    """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay."""
+    """Store the job with its new retry state, then enqueue a pointer to it, invisible for the delay, and record
+    on the state that the pointer is out (and its pop receipt, with which ``shared.recovery`` wakes it early)."""
     runtime, job = delivery.runtime, delivery.job
     assert job is not None
+    delay = max(1, round(plan.delay))
     # The stored copy carries this delivery's span as its trace context: the next delivery continues the trace.
     update = {"id": delivery.job_id, **delivery.span.carrier()}
     state = RetryState(
@@ -142,13 +150,15 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
         redelivery=plan.redelivery,
         payload=delivery.payload,
         background=delivery.background,  # a background job re-enqueued while collecting keeps its response
+        due=now() + timedelta(seconds=delay),
     )
-    ref = await store.save_retry_state(runtime, state, replaces=delivery.state_version, message_id=delivery.message.id)
-    if ref is None:
+    saved = await store.save_retry_state(
+        runtime, state, replaces=delivery.state_version, message_id=delivery.message.id
+    )
+    if saved is None:
         logger.warning("job %s: another delivery of it waits or moved it on; this one ends", delivery.job_id)
         return
-    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
-    await queue.send_message(ref.model_dump_json(), visibility_timeout=max(1, round(plan.delay)))
+    await send_pointer(runtime, saved, delay)
     redelivery = plan.redelivery
     telemetry.current().requeued(redelivery.reason)
     logger.warning(
@@ -158,6 +168,32 @@ async def requeue(delivery: Delivery, plan: Requeue) -> None:
         redelivery.attempt,
         plan.delay,
     )
+
+
+async def resend_pointer(runtime: Runtime, job_id: str) -> bool:
+    """A delivery naming a job whose retry state records no pointer sent (the send failed and the message that
+    stored it was poisoned, or a send's record failed), or one long overdue (``store.Mark.lost``), sends that
+    pointer again, due when the state says, so the job is not stranded. Nothing of the message is used: the
+    pointer is the state's own (its token, its due time); if two pointers with one token are ever out, the
+    first delivered moves the token on and the other is stale. True when one was sent."""
+    waiting = await store.load_waiting(runtime, job_id)
+    if waiting is None or not waiting.mark.lost(now()):
+        return False
+    state = waiting.state
+    ref = RequeuedRef(id=job_id, requeued=True, token=state.token)
+    delay = max(0, math.ceil((state.due - now()).total_seconds())) if state.due else 0
+    saved = store.Saved(ref, waiting.etag, store.retry_metadata(state, waiting.mark.stored_by))
+    await send_pointer(runtime, saved, min(delay, MAX_VISIBILITY_SECONDS))
+    logger.warning("job %s: its retry state had no pointer out; sent one, due in %d s", job_id, delay)
+    return True
+
+
+async def send_pointer(runtime: Runtime, saved: store.Saved, delay: int) -> None:
+    """Enqueue the pointer to a saved retry state, invisible for ``delay`` seconds, and record on the state that
+    it is out (and its pop receipt, with which ``shared.recovery`` wakes it early)."""
+    queue = runtime.queues.get_queue_client(runtime.settings.jobs_queue)
+    sent = await queue.send_message(saved.ref.model_dump_json(), visibility_timeout=delay)
+    await store.record_pointer(runtime, saved, sent.id, sent.pop_receipt)
 
 
 async def before_host_retry(delivery: Delivery, exc: Exception) -> None:
@@ -266,6 +302,7 @@ __all__ = [
     "finish",
     "now",
     "requeue",
+    "resend_pointer",
     "result_of",
     "usage_of",
 ]

@@ -399,6 +399,8 @@ class RetryState(_Strict):
     background: BackgroundWait | None = Field(
         default=None, description="The background response this job waits on (shared/background.py)."
     )
+    # When its pointer is due: a pointer lost to a failed send is sent again for this time (shared/delivery.py).
+    due: datetime | None = None
 
 
 SCHEMA_FILES: dict[str, type[BaseModel]] = {

@@ -14,7 +14,9 @@ services of the account).
 - ``replay``: moves poisoned messages back to the jobs queue, never one whose job already succeeded.
   A message is sent to the jobs queue before it is deleted from the poison queue, so a crash in
   between duplicates it rather than loses it (the worker's idempotency by job id makes the
-  duplicate harmless); the worker replaces a failed result when the job runs again.
+  duplicate harmless); the worker replaces a failed result when the job runs again. A replayed job that still
+  waits in the retry store because its pointer never went out (every send failed until the host poisoned the
+  message) gets that pointer sent by the worker, due when its retry state says (``shared.delivery``).
 """
 
 from __future__ import annotations

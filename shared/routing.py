@@ -19,6 +19,9 @@ best of them and, when that one fails in a way another deployment could fix, to 
 - **Outage.** When no entry can take the call (every circuit open or probing), ``ModelUnavailable`` says
   how long until one half-opens, without sending anything. The worker re-enqueues the job (bounded by
   ``MODEL_OUTAGE_TOLERANCE_SECONDS``) instead of spending the message's delivery attempts.
+- **Recovery.** When a circuit opens, ``Router.on_opened`` is called with its entry and the seconds until it
+  half-opens; when a probe's answer closes it, ``Router.on_recovered`` (``shared.recovery`` probes it when it
+  half-opens, then wakes the jobs waiting out that deployment's outage).
 
 Circuits and gates are per process: each instance learns on its own, from its own calls.
 """
@@ -38,7 +41,9 @@ from shared.settings import PoolEntry
 
 FAILURES_TO_OPEN = 3  # failed calls in a row (each after the SDK's own retries, if any) that open a circuit
 OPEN_BASE = 5.0  # seconds a circuit first stays open
-OPEN_MAX = 60.0  # longest it stays open before the next probe
+# Longest it stays open before the next probe: how late, at worst, a deployment's recovery is noticed (a
+# failing probe per instance this often is nothing to a deployment that is down).
+OPEN_MAX = 15.0
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -124,6 +129,8 @@ class Router:
     ) -> None:
         self.pacer, self.clock, self.pick = pacer, clock, pick
         self.routes: dict[PoolEntry, Route] = {}
+        self.on_recovered: Callable[[PoolEntry], None] | None = None  # called when a circuit closes again
+        self.on_opened: Callable[[PoolEntry, float], None] | None = None  # called when one (re)opens
 
     def route(self, entry: PoolEntry) -> Route:
         if entry not in self.routes:
@@ -176,7 +183,7 @@ class Router:
             finally:
                 if probe and route.circuit.probing:  # cancelled mid-probe: let another call probe
                     route.circuit.probing = False
-            route.circuit.succeeded()
+            self._succeeded(route)
             return answer, route.entry
         if error is not None:
             raise error
@@ -186,10 +193,19 @@ class Router:
         if isinstance(exc, AdmissionTimeout):
             return  # never sent: it says nothing of the deployment (a probe is freed for the next call)
         if kind == "failed":
-            route.circuit.failed(self.clock(), probe=probe)
+            now, opened = self.clock(), route.circuit.open_until
+            route.circuit.failed(now, probe=probe)
+            if route.circuit.open_until != opened and self.on_opened is not None:
+                self.on_opened(route.entry, route.circuit.open_until - now)
         elif kind is None or probe:
-            route.circuit.succeeded()  # it answered: whatever the answer, the deployment is up
+            self._succeeded(route)  # it answered: whatever the answer, the deployment is up
         # A 429 leaves the circuit as it was: the gate holds the entry for the retry-after.
+
+    def _succeeded(self, route: Route) -> None:
+        recovered = bool(route.circuit.open_until)
+        route.circuit.succeeded()
+        if recovered and self.on_recovered is not None:
+            self.on_recovered(route.entry)
 
     def states(self) -> dict[str, Any]:
         """Each route's circuit state, for logs and tests."""

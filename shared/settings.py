@@ -87,6 +87,8 @@ SETTINGS: dict[str, str] = {
     "then it fails with the last cause.",
     "RETRY_MAX_SECONDS": "Longest time one job spends being re-enqueued across every cause, then it fails with the "
     "last cause.",
+    "RECOVERY_SPREAD_SECONDS": "When a deployment answers again after an outage, the jobs waiting it out are made "
+    "visible at once, spread over this many seconds (0: they wait out their backoff).",
     # The batch lane (shared/batch/): off while BATCH_DEPLOYMENT is empty.
     "BATCH_DEPLOYMENT": "GlobalBatch deployment on AZURE_OPENAI_ENDPOINT for jobs with lane batch; empty: batch lane "
     "off (such a job fails at once, batch_lane_off).",
@@ -339,6 +341,8 @@ class Settings:
     # One bound per job across every cause of a re-enqueue (each cause has its own bound too).
     retry_max_attempts: int = 24
     retry_max_seconds: int = 7200
+    # Jobs waiting out an outage are woken when their deployment answers again, over this many seconds.
+    recovery_spread_seconds: int = 5
     # AZURE_OPENAI_TOKEN_SCOPE: one scope for every endpoint of the pool (the provider caches one token).
     token_scope: str = COGNITIVE_SERVICES_SCOPE
 
@@ -426,6 +430,7 @@ class Settings:
             model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
             retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
             retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
+            recovery_spread_seconds=_int(env, "RECOVERY_SPREAD_SECONDS", 5),
             token_scope=token_scope(env),
             flex_max_wait_seconds=_int(env, "FLEX_MAX_WAIT_SECONDS", 600),
             background_max_seconds=max(1, _int(env, "BACKGROUND_MAX_SECONDS", 3600)),

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -42,6 +43,9 @@ from shared.jobs import (
 from shared.messages import JobRefused, parse_job
 
 logger = logging.getLogger(__name__)
+# A pointer this long past its due time is not coming: longer than a delivery may run (host.json's
+# functionTimeout, 10 minutes) plus the host's redeliveries of it (5, 10 s apart).
+LOST_POINTER_SECONDS = 900
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,53 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """What a retry state's blob metadata says (read with the existence check): the message whose delivery
+    stored it, the pointer recorded as sent for it (None: not sent, or its record failed) and when that is due."""
+
+    stored_by: str | None
+    pointer: str | None
+    due: datetime | None = None
+
+    @classmethod
+    def of(cls, metadata: dict[str, str] | None) -> Mark:
+        metadata = metadata or {}
+        try:
+            due = datetime.fromisoformat(metadata["due"]) if metadata.get("due") else None
+        except ValueError:
+            due = None
+        return cls(metadata.get("message"), metadata.get("pointer"), due)
+
+    def lost(self, now: datetime) -> bool:
+        """Whether nothing will run the job: no pointer out, or the one out is ``LOST_POINTER_SECONDS`` overdue
+        (poisoned and dropped rather than replayed, or expired)."""
+        if self.pointer is None:
+            return True
+        return self.due is not None and (now - self.due).total_seconds() > LOST_POINTER_SECONDS
+
+    def resumed_by(self, message_id: str | None) -> bool:
+        """Whether a delivery of ``message_id`` continues the job: the message that stored the state, while its
+        pointer is not known to be out (once it is, the pointer runs the job and the message is a duplicate)."""
+        return self.pointer is None and message_id is not None and self.stored_by == message_id
+
+
+@dataclass(frozen=True)
 class Waiting:
     """A job waiting in the retry store, and the version read (a re-enqueue replaces this version only)."""
 
     state: RetryState
     etag: str
+    mark: Mark = Mark(None, None)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A retry state just written: the pointer to send for it, the version written and its metadata (kept
+    when the sent pointer is recorded)."""
+
+    ref: RequeuedRef
+    etag: str
+    metadata: dict[str, str]
 
 
 def payloads(runtime: Runtime) -> ContainerClient:
@@ -113,31 +159,40 @@ async def load_payload(runtime: Runtime, ref: JobReference) -> Job:
 async def load_retry_state(runtime: Runtime, ref: RequeuedRef, message_id: str | None = None) -> Waiting | None:
     """The job and retry state the worker stored when it re-enqueued ``ref``, or None when ``ref`` is not the
     pointer the state was last given (stale: the job moved on; forged: nobody gave it) or there is no state
-    (the job finished, or never waited): then there is nothing to run. The queue message whose delivery
-    stored the state (``message_id``, redelivered when the pointer's send failed) is given it too."""
+    (the job finished, or never waited): then there is nothing to run. The queue message whose delivery stored
+    the state (``message_id``, redelivered when the pointer's send failed) is given it too while no pointer is
+    recorded as sent for it."""
+    waiting = await load_waiting(runtime, ref.id)
+    if waiting is None or (waiting.state.token != ref.token and not waiting.mark.resumed_by(message_id)):
+        return None
+    return waiting
+
+
+async def load_waiting(runtime: Runtime, job_id: str) -> Waiting | None:
+    """The job waiting under ``job_id`` in the retry store, whoever may run it, or None."""
     try:
-        downloader = await worker_only(runtime).download_blob(ref.blob)
+        downloader = await worker_only(runtime).download_blob(retry_blob(job_id))
         body = await downloader.readall()
     except ResourceNotFoundError:
         return None
     try:
         state = RetryState.model_validate_json(body)
     except ValidationError as exc:
-        raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=ref.id) from exc
-    stored_by = (downloader.properties.metadata or {}).get("message")
-    if state.job.id != ref.id or (state.token != ref.token and (message_id is None or stored_by != message_id)):
+        raise JobRefused("retry_state_invalid", f"stored retry state: {brief(exc)}", job_id=job_id) from exc
+    if state.job.id != job_id:
         return None
-    return Waiting(state, downloader.properties.etag)
+    return Waiting(state, downloader.properties.etag, Mark.of(downloader.properties.metadata))
 
 
-async def is_waiting(runtime: Runtime, job_id: str) -> bool:
-    """Whether a job of this id waits in the retry store (then a new message with its id is a duplicate)."""
+async def waiting_mark(runtime: Runtime, job_id: str) -> Mark | None:
+    """Whether a job of this id waits in the retry store (then a new message with its id is a duplicate), and
+    what its metadata says of its pointer."""
     try:
         downloader = await worker_only(runtime).download_blob(retry_blob(job_id), offset=0, length=1)
         await downloader.readall()
     except ResourceNotFoundError:
-        return False
-    return True
+        return None
+    return Mark.of(downloader.properties.metadata)
 
 
 async def release(runtime: Runtime, job_id: str, *, payload: PayloadRef | None, requeued: bool) -> None:
@@ -279,25 +334,58 @@ async def notify_pending(runtime: Runtime, job_id: str, stored: Stored) -> None:
 
 async def save_retry_state(
     runtime: Runtime, state: RetryState, *, replaces: str | None, message_id: str | None
-) -> RequeuedRef | None:
+) -> Saved | None:
     """Store a job about to be re-enqueued with its retry state and a new one-time token; return the pointer
     to enqueue. ``replaces``: the version this delivery loaded (None: a job's first wait, written
     create-only); ``message_id``: the queue message being delivered, in the blob's metadata (if the pointer
-    is not sent, the host redelivers that message, which continues the job). None when the write fails:
-    another delivery of the same job waits or moved it on first."""
-    marks = {WAITING_ON: BACKGROUND} if state.background is not None else {}  # counted by `status`
+    is not sent, the host redelivers that message, which continues the job), with the cause it waits for and
+    the deployment it asked for (what ``shared.recovery`` looks for when a deployment comes back). None when
+    the write fails: another delivery of the same job waits or moved it on first."""
     token = secrets.token_hex(16)
     ref = RequeuedRef(id=state.job.id or "", requeued=True, token=token)
     container = await ensure_worker_only(runtime)
     body = state.model_copy(update={"token": token}).model_dump_json(exclude_none=True).encode()
+    metadata = retry_metadata(state, message_id)
     try:
-        await container.upload_blob(
-            ref.blob,
-            body,
-            overwrite=replaces is not None,
-            metadata={**({"message": message_id} if message_id else {}), **marks} or None,
-            **_if_unchanged(replaces),
+        response = await container.get_blob_client(ref.blob).upload_blob(
+            body, overwrite=replaces is not None, metadata=metadata, **_if_unchanged(replaces)
         )
     except (ResourceExistsError, ResourceModifiedError):
         return None
-    return ref
+    return Saved(ref, str(response.get("etag")), metadata)
+
+
+def retry_metadata(state: RetryState, stored_by: str | None) -> dict[str, str]:
+    """A retry state's blob metadata: the cause it waits for, when its pointer is due, the deployment it asked for
+    (none: the default) and the message whose delivery stored it."""
+    metadata: dict[str, str] = {"reason": state.redelivery.reason} if state.redelivery is not None else {}
+    if state.background is not None:  # a job waiting on its background response (`status` counts them)
+        metadata[WAITING_ON] = BACKGROUND
+    if state.due:
+        metadata["due"] = state.due.isoformat()
+    if state.job.deployment:
+        metadata["deployment"] = state.job.deployment
+    if stored_by:
+        metadata["message"] = stored_by
+    return metadata
+
+
+async def record_pointer(runtime: Runtime, saved: Saved, pointer_id: str, receipt: str | None) -> bool:
+    """Record on the retry state (only the version ``saved`` wrote) that its pointer is out: its message id (the
+    message that stored the state is then a duplicate, and no other delivery sends the pointer again) and pop
+    receipt (``shared.recovery`` makes it visible early with it). Best effort: False when the state moved on or
+    the write failed; the pointer still runs the job at its due time (it carries the token)."""
+    metadata = {**saved.metadata, "pointer": pointer_id, **({"receipt": receipt} if receipt else {})}
+    try:
+        await (
+            worker_only(runtime)
+            .get_blob_client(saved.ref.blob)
+            .set_blob_metadata(metadata, **_if_unchanged(saved.etag))
+        )
+    except (ResourceModifiedError, ResourceNotFoundError):
+        logger.info("job %s: its retry state moved on before its pointer was recorded", saved.ref.id)
+        return False
+    except Exception as exc:
+        logger.warning("job %s: its pointer %s went out but was not recorded: %s", saved.ref.id, pointer_id, brief(exc))
+        return False
+    return True

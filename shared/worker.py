@@ -10,8 +10,9 @@
    is stored already.
 2. ``run``: a job with a result it may not replace (a succeeded one, or one this very message wrote) is
    consumed without calling the model, its pending notice sent; so is a job whose id waits in the retry
-   store (the first one runs); a job with a *failed* result from another message runs again and replaces
-   it. A ``"lane": "batch"`` job is staged for the batch lane (``shared.batch.stage``).
+   store (the first one runs; if that one's pointer never went out, this delivery sends it, due when the
+   state says: see ``shared.delivery.resend_pointer``); a job with a *failed* result from another message
+   runs again and replaces it. A ``"lane": "batch"`` job is staged for the batch lane (``shared.batch.stage``).
 3. ``call_model`` (``shared.calls``): one chat completion or response, as the deployment serves
    (``shared.apis``), on the job's tier (``shared.tiers``), through the deployment pool (``shared.routing``) and
    each deployment's pacing gate (``shared.pacing``). A background response still running waits in the retry
@@ -33,7 +34,7 @@ from datetime import datetime
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
-from shared import apis, background, store, telemetry
+from shared import apis, background, recovery, store, telemetry
 from shared.batch import stage
 from shared.calls import call_model
 from shared.connections import Runtime, get_runtime
@@ -46,6 +47,7 @@ from shared.delivery import (
     finish,
     now,
     requeue,
+    resend_pointer,
     result_of,
 )
 from shared.jobs import ErrorInfo, Job, JobReference, RequeuedRef, Result
@@ -63,6 +65,7 @@ async def handle(message: QueueMessage, runtime: Runtime | None = None) -> Resul
     (the result already existed, the job was re-enqueued, staged or is waiting already, or the message
     was a pointer its job's state was not given). Raises to make the host retry."""
     runtime = runtime or get_runtime()
+    recovery.attach(runtime)
     delivery = Delivery(runtime, message, now(), job_id=message.id or "unknown")
     refused: ErrorInfo | None = None
     try:
@@ -119,10 +122,13 @@ async def open_delivery(delivery: Delivery) -> bool:
         if waiting is None:
             logger.warning(
                 "message %s points at job %s's retry state, which was not given this pointer (stale or forged); "
-                "consumed, nothing changed",
+                "consumed",
                 delivery.message.id,
                 parsed.id,
             )
+            # Nothing of this message is used, but a job whose own pointer was lost is put back on its way (a
+            # replayed pointer is often the last message naming it).
+            await resend_pointer(runtime, parsed.id)
             return False
         job = _continue(delivery, waiting)
     else:
@@ -166,7 +172,7 @@ async def run(delivery: Delivery) -> Result | None:
     lane, or answered now."""
     runtime = delivery.runtime
     settled, waiting = await asyncio.gather(
-        _settled(delivery), store.is_waiting(runtime, delivery.job_id) if not delivery.requeued else _no()
+        _settled(delivery), store.waiting_mark(runtime, delivery.job_id) if not delivery.requeued else _none()
     )
     if settled:
         if waiting and await _resume(delivery):  # this message's job, answered: its retry state goes too
@@ -178,6 +184,8 @@ async def run(delivery: Delivery) -> Result | None:
             delivery.job_id,
             delivery.message.id,
         )
+        if waiting.lost(now()):  # unless nothing would ever run it
+            await resend_pointer(runtime, delivery.job_id)
         return None
     job = delivery.job  # the waiting job's stored copy when this delivery resumed it
     assert job is not None  # set by open_delivery
@@ -206,8 +214,8 @@ async def run(delivery: Delivery) -> Result | None:
     return await finish(delivery, answer=answer, model_seconds=model_seconds)
 
 
-async def _no() -> bool:
-    return False
+async def _none() -> None:
+    return None
 
 
 def _continue(delivery: Delivery, waiting: store.Waiting) -> Job:

@@ -123,6 +123,9 @@ param retryMaxAttempts int = 24
 @description('Longest time one job spends being re-enqueued across every cause, in seconds (RETRY_MAX_SECONDS).')
 param retryMaxSeconds int = 7200
 
+@description('When a deployment answers again after an outage, wake the jobs waiting it out over this many seconds (RECOVERY_SPREAD_SECONDS; 0: they wait out their backoff).')
+param recoverySpreadSeconds int = 5
+
 @description('GlobalBatch deployment of the batch lane on openAiEndpoint (empty: batch lane off).')
 param batchDeploymentName string
 
@@ -340,6 +343,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'BACKGROUND_POLL_MAX_SECONDS'
           value: '60'
+        }
+        {
+          name: 'RECOVERY_SPREAD_SECONDS'
+          value: string(recoverySpreadSeconds)
         }
         // The batch lane: off while BATCH_DEPLOYMENT is empty (a "lane": "batch" job then fails at once).
         {

@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
 )
 from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
 
 from shared.connections import Runtime
 from shared.settings import Settings
 
 _etags = itertools.count(1)
+_writes = itertools.count(1)
 
 
 @dataclass
@@ -35,6 +38,10 @@ class Blob:
     body: bytes
     metadata: dict[str, str]
     etag: str = field(default_factory=lambda: f'"{next(_etags)}"')
+    # Storage's Last-Modified, one second apart per write here (Azure's has one-second resolution).
+    last_modified: datetime = field(
+        default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=next(_writes))
+    )
 
 
 BLOB_CALLS = ("download", "upload", "delete", "set_metadata")
@@ -47,6 +54,7 @@ class FakeContainer:
         self.before_conditional_upload: Callable[[], None] | None = None  # to interleave a rival writer
         self.failing: list[tuple[str, bool]] = []  # the next calls of a kind to fail (see fail_next)
         self.failed: list[tuple[str, str]] = []  # (kind, blob) of each call made to fail
+        self.failing_lists = 0  # the next listings fail as a dropped connection would
 
     def fail_next(self, call: str, *, applied: bool = False) -> None:
         """Make the next ``call`` (one of BLOB_CALLS) fail as a dropped connection would: before it reaches
@@ -112,6 +120,16 @@ class FakeContainer:
             raise ResourceNotFoundError(f"{name} not found")
         self._call("delete", name, applied=True)
 
+    async def list_blobs(self, name_starts_with: str = "", include: list[str] | None = None) -> AsyncIterator[Any]:
+        """Like the SDK's pager: the blobs named so, with their metadata (asked for with ``include``)."""
+        if self.failing_lists:
+            self.failing_lists -= 1
+            raise ServiceRequestError("list: connection reset")
+        for name, blob in sorted(self.blobs.items()):
+            if name.startswith(name_starts_with):
+                metadata = dict(blob.metadata) if include else None
+                yield SimpleNamespace(name=name, metadata=metadata, etag=blob.etag, last_modified=blob.last_modified)
+
     def get_blob_client(self, name: str) -> Any:
         async def upload_blob(data: bytes, **options: Any) -> dict[str, Any]:
             return await self.upload_blob(name, data, **options)
@@ -128,28 +146,71 @@ class FakeContainer:
             self.blobs[name] = Blob(blob.body, dict(metadata))  # a new version, as in Azure
             self._call("set_metadata", name, applied=True)
 
-        return SimpleNamespace(upload_blob=upload_blob, set_blob_metadata=set_blob_metadata)
+        async def get_blob_properties() -> Any:
+            self._call("download", name, applied=False)
+            blob = self.blobs.get(name)
+            if blob is None:
+                raise ResourceNotFoundError(f"{name} not found")
+            return SimpleNamespace(metadata=dict(blob.metadata), etag=blob.etag, last_modified=blob.last_modified)
+
+        return SimpleNamespace(
+            upload_blob=upload_blob, set_blob_metadata=set_blob_metadata, get_blob_properties=get_blob_properties
+        )
 
 
 class FakeQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self.messages: list[tuple[str, int]] = []  # (body, visibility timeout)
+        self.ids: list[str] = []  # each sent message's id, in step with ``messages``
+        self.receipts: dict[str, str] = {}  # by message id: its current pop receipt (until it is received)
+        self.updates: list[tuple[str, int]] = []  # (message id, visibility timeout) of each update_message
         self.missing = False  # a reply queue deleted under the worker
         self.failing_sends = 0  # the next sends fail as a network error would
+        self.failing_updates = 0  # the next update_message calls fail as a network error would
+        self._sequence = itertools.count(1)
 
     async def create_queue(self) -> None:
         if not self.missing:
             raise ResourceExistsError("exists")
         self.missing = False
 
-    async def send_message(self, body: str, visibility_timeout: int = 0) -> None:
+    async def send_message(self, body: str, visibility_timeout: int = 0) -> Any:
         if self.missing:
             raise ResourceNotFoundError(f"queue {self.name} not found")
         if self.failing_sends:
             self.failing_sends -= 1
             raise ServiceRequestError("connection reset")
+        number = next(self._sequence)
+        message_id, receipt = f"{self.name}-{number}", f"receipt-{number}"
         self.messages.append((body, visibility_timeout))
+        self.ids.append(message_id)
+        self.receipts[message_id] = receipt
+        return SimpleNamespace(id=message_id, pop_receipt=receipt, content=body)
+
+    def received(self, message_id: str) -> None:
+        """The message was dequeued: its pop receipt changed (an update with the old one now fails, as in Azure)."""
+        self.receipts[message_id] = f"dequeued-{message_id}"
+
+    def deleted(self, message_id: str) -> None:
+        self.receipts.pop(message_id, None)
+
+    async def update_message(self, message: str, pop_receipt: str, *, visibility_timeout: int = 0) -> Any:
+        """As Azure answers: 404 for a message gone, 400 ``PopReceiptMismatch`` for a receipt no longer its own."""
+        if self.failing_updates:
+            self.failing_updates -= 1
+            raise ServiceRequestError("connection reset")
+        if message not in self.receipts:
+            raise ResourceNotFoundError("MessageNotFound")
+        if self.receipts[message] != pop_receipt:
+            mismatch = HttpResponseError(
+                "The specified pop receipt did not match the pop receipt for a dequeued message."
+            )
+            mismatch.status_code, mismatch.error_code = 400, "PopReceiptMismatch"
+            raise mismatch
+        self.receipts[message] = new = f"{pop_receipt}+"
+        self.updates.append((message, visibility_timeout))
+        return SimpleNamespace(pop_receipt=new)
 
 
 class FakeStorage:
@@ -219,6 +280,53 @@ class FakeModel:
         return None
 
 
+class FakeResponses:
+    """``client.responses``: a background response per create, running until ``finish`` says how it ended."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.cancelled: list[str] = []
+        self.status: dict[str, str] = {}
+        self.errors: list[Exception] = []  # raised by the next retrieve calls, in order
+
+    def _response(self, response_id: str) -> Response:
+        status = self.status[response_id]
+        done = status == "completed"
+        content = [{"type": "output_text", "text": "deep thought", "annotations": []}]
+        message = {"type": "message", "id": "m", "role": "assistant", "status": "completed", "content": content}
+        return Response.model_validate(
+            {
+                "id": response_id,
+                "object": "response",
+                "created_at": 0,
+                "model": "gpt-5-pro",
+                "status": status,
+                "output": [message] if done else [],
+                "parallel_tool_calls": False,
+                "tool_choice": "auto",
+                "tools": [],
+                "background": True,
+            }
+        )
+
+    async def create(self, **request: Any) -> Response:
+        self.created.append(request)
+        response_id = f"resp_{len(self.created)}"
+        self.status[response_id] = "queued"
+        return self._response(response_id)
+
+    async def retrieve(self, response_id: str) -> Response:
+        if self.errors:
+            raise self.errors.pop(0)
+        return self._response(response_id)
+
+    async def cancel(self, response_id: str) -> Response:
+        self.cancelled.append(response_id)
+        if self.status[response_id] in ("queued", "in_progress"):
+            self.status[response_id] = "cancelled"
+        return self._response(response_id)
+
+
 SETTINGS = {
     "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
     "AZURE_OPENAI_DEPLOYMENT": "gpt-test",
@@ -283,4 +391,7 @@ def fake_world(**settings: str) -> FakeWorld:
         blobs=storage,  # type: ignore[arg-type]
         identity={"oid": "0000-oid"},
     )
+    # No waking of waiting jobs on a circuit's changes (background tasks on the router's clock): the tests of
+    # shared.recovery attach it themselves.
+    runtime.router.on_opened, runtime.router.on_recovered = lambda *_: None, lambda *_: None
     return FakeWorld(runtime, storage, model)

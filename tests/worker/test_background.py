@@ -11,58 +11,10 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from openai.types.responses import Response
 
 from shared.jobs import RetryState
 from shared.worker import handle
-from tests.worker.fakes import FakeWorld, Message, fake_world
-
-
-class FakeResponses:
-    """``client.responses``: a background response per create, running until ``finish`` says how it ended."""
-
-    def __init__(self) -> None:
-        self.created: list[dict[str, Any]] = []
-        self.cancelled: list[str] = []
-        self.status: dict[str, str] = {}
-        self.errors: list[Exception] = []  # raised by the next retrieve calls, in order
-
-    def _response(self, response_id: str) -> Response:
-        status = self.status[response_id]
-        done = status == "completed"
-        content = [{"type": "output_text", "text": "deep thought", "annotations": []}]
-        message = {"type": "message", "id": "m", "role": "assistant", "status": "completed", "content": content}
-        return Response.model_validate(
-            {
-                "id": response_id,
-                "object": "response",
-                "created_at": 0,
-                "model": "gpt-5-pro",
-                "status": status,
-                "output": [message] if done else [],
-                "parallel_tool_calls": False,
-                "tool_choice": "auto",
-                "tools": [],
-                "background": True,
-            }
-        )
-
-    async def create(self, **request: Any) -> Response:
-        self.created.append(request)
-        response_id = f"resp_{len(self.created)}"
-        self.status[response_id] = "queued"
-        return self._response(response_id)
-
-    async def retrieve(self, response_id: str) -> Response:
-        if self.errors:
-            raise self.errors.pop(0)
-        return self._response(response_id)
-
-    async def cancel(self, response_id: str) -> Response:
-        self.cancelled.append(response_id)
-        if self.status[response_id] in ("queued", "in_progress"):
-            self.status[response_id] = "cancelled"
-        return self._response(response_id)
+from tests.worker.fakes import FakeResponses, FakeWorld, Message, fake_world
 
 
 @pytest.fixture

@@ -6,12 +6,15 @@ Fast tier. The same paths run end to end against Azurite and the emulators in te
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import httpx2
 import openai
 import pytest
 
+from shared.store import LOST_POINTER_SECONDS
 from shared.worker import handle
 from tests.worker.fakes import Blob, FakeWorld, Message, fake_world
 
@@ -309,10 +312,30 @@ async def test_a_job_whose_pointer_was_not_sent_runs_when_its_message_comes_back
     with pytest.raises(Exception, match="connection reset"):
         await handle(delivery, world.runtime)
     assert world.jobs_queue.messages == [] and "retries/j1.json" in world.worker_only.blobs
-    assert await handle(message({"id": "j1", "prompt": "hi"}, id="other"), world.runtime) is None  # a duplicate
-    delivery.dequeue_count = 2  # the host redelivers the message: it continues the job (it was consumed before)
+    delivery.dequeue_count = 2  # the host redelivers the message: it continues the job
     result = await handle(delivery, world.runtime)
     assert result is not None and result.status == "succeeded" and result.attempts == 3
+    assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
+    assert [json.loads(body)["id"] for body, _ in world.storage.get_queue_client("replies").messages] == ["j1"]
+
+
+async def test_a_duplicate_of_a_job_whose_pointer_was_not_sent_sends_it(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1
+    delivery = message({"id": "j1", "prompt": "hi", "reply_to": "replies"})
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(delivery, world.runtime)
+    state = json.loads(world.worker_only.blobs["retries/j1.json"].body)
+    assert await handle(message({"id": "j1", "prompt": "other"}, id="other"), world.runtime) is None  # a duplicate
+    [(pointer, delay)] = world.jobs_queue.messages  # ... which sends the pointer the state never had, as planned
+    assert json.loads(pointer) == {"id": "j1", "requeued": True, "token": state["token"]} and 100 <= delay <= 145
+    assert world.worker_only.blobs["retries/j1.json"].metadata["pointer"] == world.jobs_queue.ids[0]
+    assert json.loads(world.worker_only.blobs["retries/j1.json"].body) == state  # the job as first stored
+    delivery.dequeue_count = 2  # the pointer is out: the message's redelivery is a duplicate now, not a second run
+    assert await handle(delivery, world.runtime) is None and len(world.model.calls) == 1
+    assert len(world.jobs_queue.messages) == 1  # and sends no second pointer
+    result = await handle(Message(pointer.encode(), id=world.jobs_queue.ids[0]), world.runtime)
+    assert result is not None and result.status == "succeeded" and result.output == "echo: hi"
     assert "retries/j1.json" not in world.worker_only.blobs and len(world.model.calls) == 2
     assert [json.loads(body)["id"] for body, _ in world.storage.get_queue_client("replies").messages] == ["j1"]
 
@@ -324,11 +347,26 @@ async def test_a_pointer_whose_next_pointer_was_not_sent_runs_when_it_comes_back
     due = Message(pointer.encode(), id="due")
     with pytest.raises(Exception, match="connection reset"):
         await handle(due, world.runtime)
-    assert await handle(Message(pointer.encode(), id="a-copy"), world.runtime) is None  # stale: not the one
-    due.dequeue_count = 2  # the redelivery was consumed as stale before: the job waited for ever, unanswered
+    due.dequeue_count = 2  # the host redelivers it: it continues the job
     result = await handle(due, world.runtime)
     assert result is not None and result.status == "succeeded" and len(world.model.calls) == 3
     assert "retries/j1.json" not in world.worker_only.blobs
+
+
+async def test_a_stale_copy_of_a_pointer_whose_next_one_was_not_sent_sends_that_one(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1
+    due = Message(pointer.encode(), id="due")
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(due, world.runtime)
+    token = json.loads(world.worker_only.blobs["retries/j1.json"].body)["token"]
+    assert await handle(Message(pointer.encode(), id="a-copy"), world.runtime) is None  # stale: runs nothing
+    assert len(world.model.calls) == 2 and json.loads(world.jobs_queue.messages[-1][0])["token"] == token
+    due.dequeue_count = 2
+    assert await handle(due, world.runtime) is None  # the new pointer is out: this one is stale now
+    result = await handle(Message(world.jobs_queue.messages[-1][0].encode(), id="next"), world.runtime)
+    assert result is not None and result.status == "succeeded" and len(world.model.calls) == 3
 
 
 async def test_a_retry_state_stored_without_an_answer_is_continued(world: FakeWorld) -> None:
@@ -392,21 +430,76 @@ async def test_attempts_count_every_re_enqueue_whatever_its_cause(world: FakeWor
     assert result.status == "succeeded" and result.attempts == len(world.model.calls) == 4  # was 2: per cause
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the retry state names the message that stored it, and a replay from the poison queue is a "
-    "new message; the job is consumed as a duplicate of itself and never answered",
-)
 async def test_a_job_whose_pointer_never_went_out_runs_when_its_poisoned_message_is_replayed(
     world: FakeWorld,
 ) -> None:
     world.model.errors = [throttled()] * 5
     world.jobs_queue.failing_sends = 5  # each delivery stores the state, none sends the pointer
-    body = json.dumps({"id": "j1", "prompt": "hi"}).encode()
+    body = json.dumps({"id": "j1", "prompt": "hi", "reply_to": "replies"}).encode()
     for count in range(1, 6):
         with pytest.raises(Exception, match="connection reset"):
             await handle(Message(body, dequeue_count=count), world.runtime)  # then the host poisons it
-    assert await handle(Message(body, id="replayed"), world.runtime) is not None  # python -m shared replay
+    # python -m shared replay: a new message, a duplicate of the waiting job, which sends the pointer it never had.
+    assert await handle(Message(body, id="replayed"), world.runtime) is None
+    [(pointer, _)] = world.jobs_queue.messages
+    result = await handle(Message(pointer.encode(), id=world.jobs_queue.ids[0]), world.runtime)
+    assert result is not None and result.status == "succeeded" and result.attempts == 6
+    assert len(world.model.calls) == 6 and "retries/j1.json" not in world.worker_only.blobs
+    assert [json.loads(body)["id"] for body, _ in world.storage.get_queue_client("replies").messages] == ["j1"]
+
+
+async def test_a_replayed_pointer_whose_job_never_had_its_next_pointer_sends_it(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})
+    world.model.errors = [throttled()] * 5
+    world.jobs_queue.failing_sends = 5
+    for count in range(1, 6):  # the pointer's deliveries move the state on, none sends the next pointer
+        with pytest.raises(Exception, match="connection reset"):
+            await handle(Message(pointer.encode(), id="due", dequeue_count=count), world.runtime)
+    assert await handle(Message(pointer.encode(), id="replayed"), world.runtime) is None  # its token is stale
+    result = await handle(Message(world.jobs_queue.messages[-1][0].encode(), id="next"), world.runtime)
+    assert result is not None and result.status == "succeeded" and len(world.model.calls) == 7
+
+
+async def test_a_forged_pointer_cannot_run_or_hasten_a_job_whose_pointer_was_lost(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.jobs_queue.failing_sends = 1
+    with pytest.raises(Exception, match="connection reset"):
+        await handle(message({"id": "j1", "prompt": "hi"}), world.runtime)
+    state = world.worker_only.blobs["retries/j1.json"]
+    for token in (None, "0" * 32):
+        forged = {"id": "j1", "requeued": True, **({"token": token} if token else {})}
+        assert await handle(message(forged, id=f"forged-{token}"), world.runtime) is None
+    # All it did: the worker's own pointer went out, due when the worker planned, once; the job is as stored.
+    [(pointer, delay)] = world.jobs_queue.messages
+    assert json.loads(pointer)["token"] == json.loads(state.body)["token"] and delay >= 100
+    assert world.worker_only.blobs["retries/j1.json"].body == state.body and len(world.model.calls) == 1
+
+
+async def test_a_job_whose_pointer_is_long_overdue_gets_it_sent_again_by_a_duplicate(world: FakeWorld) -> None:
+    pointer = await waiting_pointer(world, {"id": "j1", "prompt": "hi"})  # the pointer goes to poison, say, and is
+    state = json.loads(world.worker_only.blobs["retries/j1.json"].body)  # dropped there, never replayed
+    due = datetime.fromisoformat(state["due"])
+    for late, resent in ((LOST_POINTER_SECONDS - 60, 0), (LOST_POINTER_SECONDS + 60, 1)):
+        moment = due + timedelta(seconds=late)
+        with (
+            mock.patch("shared.worker.now", return_value=moment),
+            mock.patch("shared.delivery.now", return_value=moment),
+        ):
+            assert await handle(message({"id": "j1", "prompt": "again"}, id=f"dup-{late}"), world.runtime) is None
+        assert len(world.jobs_queue.messages) == 1 + resent  # on time, or just late: it is coming
+    assert world.jobs_queue.messages[-1][0] == pointer and world.jobs_queue.messages[-1][1] == 0  # the same one, now
+    result = await handle(Message(pointer.encode(), id=world.jobs_queue.ids[-1]), world.runtime)
+    assert result is not None and result.status == "succeeded" and result.output == "echo: hi"
+
+
+async def test_a_pointer_whose_record_fails_still_runs_its_job(world: FakeWorld) -> None:
+    world.model.errors = [throttled()]
+    world.worker_only.fail_next("set_metadata")  # the pointer is out, the state does not say so
+    assert await handle(message({"id": "j1", "prompt": "hi"}), world.runtime) is None
+    assert "pointer" not in world.worker_only.blobs["retries/j1.json"].metadata
+    [(pointer, _)] = world.jobs_queue.messages
+    result = await handle(Message(pointer.encode(), id=world.jobs_queue.ids[0]), world.runtime)
+    assert result is not None and result.status == "succeeded" and len(world.model.calls) == 2
 
 
 async def test_a_replayed_message_sends_the_notice_its_poisoned_deliveries_could_not(world: FakeWorld) -> None:

@@ -18,16 +18,18 @@ id neither answered nor waiting, the pointer carrying its retry state's current 
 the message that stored that state), at most once each, so a job's calls never exceed its planned
 deliveries; a result written by a continued job counts every re-enqueue in ``attempts``. Nothing a
 delivery does touches another job (result, retry state, payload, notice, pointer); a forged or stale
-pointer changes nothing at all; only a planned delivery moves a retry state on (attempts, timing, token),
-and the job it holds stays the one first stored (a duplicate never replaces it).
+pointer changes nothing at all but, for a job whose pointer never went out, sending that pointer (the state's
+own token, due when the state says, recorded on the state's metadata); only a planned delivery moves a retry
+state on (attempts, timing, token), and the job it holds stays the one first stored (a duplicate never
+replaces it).
 
 After the run, every queue drained (model healthy, no failures): every job sent has a result with no notice
 pending, every job with ``reply_to`` was notified, and nothing is left in the worker-only container or the
 payloads container, but what is left to the containers' lifecycle rules by design: blobs whose delete was
 made to fail (released best effort), and a payload only the id's name ties to a job (a claim-check
 duplicate's, one held by a retry state removed for its answered job, a poisoned reference's dropped by
-the replay). One known gap is set aside, by name: a job whose retry state was stored by a message the host
-then poisoned before the pointer went out (see the xfail test in test_delivery_policy.py).
+the replay). A job whose retry state was stored by a message the host then poisoned before the pointer went
+out is answered too: the replay (or any message naming it) sends the pointer the state never had.
 
 Fast tier: in-process fakes (tests/worker/fakes.py), a few seconds.
 """
@@ -53,6 +55,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from shared.routing import ModelUnavailable, Router
 from shared.settings import max_dequeue_count
+from shared.store import LOST_POINTER_SECONDS
 from shared.worker import handle
 from tests.worker.fakes import BLOB_CALLS, Blob, FakeContainer, Message, fake_world
 
@@ -100,6 +103,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.world = fake_world(**BOUNDS)
         self.clock = T0
         self.world.runtime.router = Router(self.world.runtime.pacer, clock=lambda: (self.clock - T0).total_seconds())
+        self.world.runtime.router.on_opened = self.world.runtime.router.on_recovered = lambda *_: None
         self.patches = [mock.patch(f"shared.{module}.now", self._now) for module in ("delivery", "worker")]
         for patch in self.patches:
             patch.start()
@@ -264,9 +268,9 @@ class DeliveryMachine(RuleBasedStateMachine):
     def _replies(self) -> Any:
         return self.world.storage.get_queue_client("replies")
 
-    def _enqueue(self, body: str, job_id: str, source: Source, delay: float = 0) -> None:
+    def _enqueue(self, body: str, job_id: str, source: Source, delay: float = 0, message_id: str | None = None) -> None:
         seq = next(self.seq)
-        message = Message(body.encode(), id=f"m{seq}", insertion_time=self.clock)
+        message = Message(body.encode(), id=message_id or f"m{seq}", insertion_time=self.clock)
         self.queue.append(Queued(message, self.clock + timedelta(seconds=delay), job_id, source, seq))
         self.queue.sort(key=lambda item: (item.visible, item.seq))
 
@@ -274,19 +278,10 @@ class DeliveryMachine(RuleBasedStateMachine):
         blob = self.world.worker_only.blobs.get(f"retries/{job_id}.json")
         return json.loads(blob.body) if blob else None
 
-    def _stranded(self, job_id: str) -> bool:
-        """A job whose retry state was stored by a message the host then poisoned, before it sent the pointer:
-        its replay is a new message, which the state does not know (a known gap, see the xfail test in
-        tests/worker/test_delivery_policy.py)."""
-        state = self._state(job_id)
-        return (
-            state is not None
-            and self._stored_by(job_id) in self.poisoned
-            and not any(json.loads(body).get("token") == state["token"] for body in self.pointers)
-        )
-
     def _stored_by(self, job_id: str) -> str | None:
-        return self.world.worker_only.blobs[f"retries/{job_id}.json"].metadata.get("message")
+        """The message that stored the job's retry state, while no pointer is recorded as sent for it."""
+        metadata = self.world.worker_only.blobs[f"retries/{job_id}.json"].metadata
+        return None if "pointer" in metadata else metadata.get("message")
 
     def _pointers_sent_by_producers(self) -> int:
         return sum(item.source in ("forged", "stale") for item in self.queue)
@@ -302,7 +297,8 @@ class DeliveryMachine(RuleBasedStateMachine):
     def _entitled(self, item: Queued) -> bool:
         """Whether the worker planned this delivery: the pointer carrying the retry state's current token (or a
         redelivery of the message that stored that state, whose pointer may not have been sent), or a producer's
-        job whose id neither waits in the retry store nor has a result this message cannot replace."""
+        job whose id neither waits in the retry store nor has a result this message cannot replace. (Once a pointer
+        is recorded as sent, the message that stored the state is a duplicate: the pointer runs the job.)"""
         body = json.loads(item.message.body)
         state = self._state(item.job_id)
         if state is not None and self._stored_by(item.job_id) == item.message.id:
@@ -328,6 +324,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         entitled = self._entitled(item)
         before, notices, calls = self._snapshot(), len(self._replies().messages), len(self.world.model.calls)
         state_before = self._state(item.job_id)
+        blob_before = self.world.worker_only.blobs.get(f"retries/{item.job_id}.json")
         if state_before is not None and not entitled and b'"payload"' in item.message.body:
             # A claim-check duplicate of a waiting job: its payload blob is the job's one name, which a copy sent
             # later (run once the first is answered) may need; it is left to the payloads lifecycle rule.
@@ -338,6 +335,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         except (AzureError, openai.APIError, ModelUnavailable) as exc:  # storage or model: the host redelivers
             raised = exc
         sent, self.world.jobs_queue.messages = self.world.jobs_queue.messages, []
+        sent_ids, self.world.jobs_queue.ids = self.world.jobs_queue.ids, []
         # Who and what this delivery touched.
         after = self._snapshot()
         changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
@@ -351,9 +349,10 @@ class DeliveryMachine(RuleBasedStateMachine):
         where = f"delivery of {item.source} message {item.message.id} (job {item.job_id}, {item.message.body!r})"
         assert touched <= {item.job_id}, f"{where} touched other jobs: {touched}"
         assert set(made) <= {item.job_id} and len(made) <= entitled, f"{where}: model calls {made}, entitled {entitled}"
+        repaired = self._repaired(item, blob_before, sent)
         if item.source in ("forged", "stale"):
-            assert not touched, f"{where} changed {changed}"
-        if ("worker_only", f"retries/{item.job_id}.json") in changed:
+            assert repaired or not touched, f"{where} changed {changed}"
+        if ("worker_only", f"retries/{item.job_id}.json") in changed and not repaired:
             # Only a planned delivery moves a job's retry state on; any delivery of an answered job's id deletes it.
             answered = item.job_id in self.succeeded and self._state(item.job_id) is None
             assert entitled or answered, f"{where} changed the job's retry state"
@@ -365,9 +364,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             written = json.loads(result.body)  # by a delivery that continued the job: its attempts count them all
             if written.get("message_id") == item.message.id:
                 assert written["attempts"] > state_before["redelivery"]["total"], (written, state_before)
-        for body, delay in sent:
+        for (body, delay), sent_id in zip(sent, sent_ids, strict=True):
             self.pointers.append(body)
-            self._enqueue(body, item.job_id, "worker", delay)
+            self._enqueue(body, item.job_id, "worker", delay, sent_id)
         # The host: a delivery that returned is deleted (unless the delete is lost); one that raised comes back
         # after the visibility timeout, until the last attempt: then to the poison queue.
         self.queue.remove(item)
@@ -381,6 +380,23 @@ class DeliveryMachine(RuleBasedStateMachine):
                 self.queue.append(item)
                 self.queue.sort(key=lambda queued: (queued.visible, queued.seq))
         self.clock += timedelta(seconds=1)
+
+    def _repaired(self, item: Queued, before: Blob | None, sent: list[tuple[str, int]]) -> bool:
+        """Whether the delivery only sent the pointer a waiting job never had (or whose pointer is long overdue): the
+        state's body as it was (its job, attempts, token and due time), one pointer sent carrying the state's token
+        and due no earlier than the state says, and nothing else changed (no model call, no result)."""
+        after = self.world.worker_only.blobs.get(f"retries/{item.job_id}.json")
+        if before is None or after is None or after.body != before.body:
+            return False
+        state = json.loads(before.body)
+        overdue = (self.clock - datetime.fromisoformat(state["due"])).total_seconds() > LOST_POINTER_SECONDS
+        if "pointer" in before.metadata and not overdue:
+            return False
+        if len(sent) != 1 or json.loads(sent[0][0]) != {"id": item.job_id, "requeued": True, "token": state["token"]}:
+            return False
+        due = datetime.fromisoformat(state["due"])
+        assert sent[0][1] >= (due - self.clock).total_seconds() - 1, f"a pointer sent again early: {sent}, due {due}"
+        return True
 
     def _check_waiting_job(self, job_id: str, before: dict[str, Any] | None) -> None:
         """A job waits in the retry store as it was when first stored (a duplicate never replaces it)."""
@@ -415,8 +431,7 @@ class DeliveryMachine(RuleBasedStateMachine):
 
     def _check_every_job_answered(self) -> None:
         notified = Counter(json.loads(body)["id"] for body, _ in self._replies().messages)
-        stranded = {job_id for job_id in self.prompts if self._stranded(job_id)}
-        for job_id in self.prompts.keys() - stranded:
+        for job_id in self.prompts:
             stored = self.world.results.blobs.get(f"{job_id}.json")
             assert stored is not None, f"job {job_id} has no result"
             assert "notify" not in stored.metadata, f"job {job_id}'s notice is still pending"
@@ -425,7 +440,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         for kind in ("worker_only", "payloads"):
             container = self._container(kind)
             lifecycle = {name for call, name in container.failed if call == "delete"}  # best effort, by design
-            lifecycle |= self.orphans if kind == "payloads" else {f"retries/{job_id}.json" for job_id in stranded}
+            if kind == "payloads":
+                lifecycle |= self.orphans
             left = set(container.blobs) - lifecycle
             assert not left, f"left behind in {kind}: {left}"
 

@@ -113,7 +113,9 @@ async def test_a_60_s_outage_of_the_only_deployment_ends_with_every_job_succeede
     results = await jobs.wait_for(len(bodies), host=host, timeout=240)
     assert all(r["status"] == "succeeded" for r in results.values()), [r.get("error") for r in results.values()]
     stats = aoai.stats()
-    assert stats["completions"] == len(bodies) and stats["by_status"].get("503", 0) > 0
+    # Every job answered once, and the host's few-token probe that found the deployment back (shared/recovery.py)
+    # if no job's call found it first.
+    assert stats["completions"] - len(bodies) in (0, 1) and stats["by_status"].get("503", 0) > 0
     assert stats["requests"] < 10 * len(bodies)  # the open circuit kept jobs from calling during the outage
     assert await jobs.poison_count() == 0
     assert "re-enqueued (outage" in host.log()
