@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.messages import JobRefused, parse_job
+from shared.jobs import RequeuedRef
+from shared.messages import JobRefused, parse_job, parse_message
 from shared.worker import check_allowed, handle
 from tests.worker.fakes import Message, fake_world
 
@@ -88,6 +89,13 @@ def runner() -> Iterator[asyncio.Runner]:
         yield run
 
 
+def is_pointer(body: bytes) -> bool:
+    try:
+        return isinstance(parse_message(body), RequeuedRef)
+    except JobRefused:
+        return False
+
+
 def valid_job(body: bytes, settings_of: Any) -> bool:
     try:
         check_allowed(parse_job(body), settings_of)
@@ -104,6 +112,9 @@ def test_every_message_ends_with_one_result_and_at_most_one_model_call(runner: a
     runner.run(handle(first, world.runtime))  # raising here would be a crash loop to poison
     runner.run(handle(second, world.runtime))  # the redelivery
     stored = world.result_ids()
+    if is_pointer(body):  # a re-enqueued pointer naming no stored retry state (forged or stale): it runs nothing
+        assert stored == set() and world.model.calls == [] and world.jobs_queue.messages == []
+        return
     assert len(stored) == 1, stored
     result = world.result(stored.pop())
     assert result["status"] in ("succeeded", "failed")
