@@ -40,8 +40,9 @@ from typing import Any, cast
 
 from pycep import BicepParser
 
+from shared.batch.files import FILE_EXPIRY_SECONDS
 from shared.batch.records import MANIFEST_PREFIX, STAGED_PREFIX
-from shared.batch.submitter import COMPLETION_WINDOW, FILE_EXPIRY_SECONDS
+from shared.batch.submitter import COMPLETION_WINDOW
 from shared.constants import ROLE_IDS
 from shared.jobs import RETRY_PREFIX
 
