@@ -73,7 +73,7 @@ async def call_model(
                 if pacing.capacity_refusal(tier, exc.code):  # flex capacity, not the quota: wait for it or fall back
                     tier = tiers.after_refusal(job, entry, pacing.retry_after(exc.response.headers), window, _now())
                     continue
-                # Paced, a 429 is not retried by the SDK (shared/pacing.py): with no other deployment to turn
+                # Paced, a 429 is not retried by the SDK (shared/pacing/): with no other deployment to turn
                 # to, wait in the gate again (it holds for the retry-after), within the same bound.
                 if not (wait and last and time.monotonic() < deadline):
                     raise

@@ -553,7 +553,7 @@ def test_opentelemetry_mode_is_the_deployed_hosts_only() -> None:
     assert "telemetryMode" not in host
 
 
-DEPLOYED = ["function_app.py", "host.json", "requirements.txt", "shared/settings.py", "shared/jobs.py",
+DEPLOYED = ["function_app.py", "host.json", "requirements.txt", "shared/settings/__init__.py", "shared/jobs.py",
             "schemas/job.schema.json"]  # fmt: skip
 NOT_DEPLOYED = [
     "tests/test_x.py", "tests/infra/test_bicep.py", "emulators/azurite.py", "infra/main.bicep", "infra/app/rbac.bicep",
@@ -796,7 +796,7 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
     "JOBS_QUEUE app setting removed": (
         "app/function.bicep",
         remove_setting("JOBS_QUEUE"),
-        "app setting JOBS_QUEUE is read by shared/settings.py but not set in infra/",
+        "app setting JOBS_QUEUE is read by shared/settings/ but not set in infra/",
     ),
     "connection string added": (
         "app/function.bicep",
