@@ -383,15 +383,17 @@ async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it
     _consistent(report["pool"])
     assert report["pool"]["failed_jobs"] == 0
     o, lane = report["outage"], report["batch_lane"]
-    assert o["primary_down_with_secondary"] is None
+    assert o["primary_down_with_secondary"] is None and o["only_deployment_down_long"] is None
     _consistent(o["without_outage"])
     _consistent(o["only_deployment_down"], faults=True)
     assert set(report["targets"]["outage"]["value"]) == {"only_deployment_down"}
     assert KEYS["batch_lane"] <= set(lane)
     assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 5 + 4  # header, the pool, 2 outage rows, the batch lane; quota header + 3 runs
-    assert "| not run: pass `--long-outage`" in table
+    # header, the pool, 3 outage rows (two say "not run"), the batch lane; quota header + 3 runs
+    assert table.count("\n| ") == 6 + 4
+    assert "| not run: pass `--long-outage` " in table
+    assert "| not run: pass `--long-outage-alone` " in table
 
 
 # --- Storage requests per job (bench.counted_host, bench.storage_ops): the pure parts -----------------------
