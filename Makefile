@@ -48,13 +48,13 @@ $(DOCS_STAMP): $(STAMP) requirements-docs.txt
 	touch $@
 
 # The docs site (mkdocs.yml) into site/, strict: a broken link or anchor, or a settings table that disagrees
-# with shared/settings.py, fails it. The build runs behind the tests' network guard (emulators/guarded), so
+# with shared/settings/, fails it. The build runs behind the tests' network guard (emulators/guarded), so
 # anything in it that reaches past loopback fails the build too.
 docs: $(DOCS_STAMP)
 	$(PY) docs/settings_table.py --check
 	NO_MKDOCS_2_WARNING=1 PYTHONPATH=emulators/guarded $(PY) -m mkdocs build --strict --quiet
 
-# Rewrites docs/settings.md's table from shared/settings.py's SETTINGS (what `make docs` asks for).
+# Rewrites docs/settings.md's table from SETTINGS in shared/settings/ (what `make docs` asks for).
 settings-table: $(STAMP)
 	$(PY) docs/settings_table.py
 

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emulators.tokens import DEFAULT_TENANT, Principal, TokenIssuer, state_dir
+from emulators.principals import DEFAULT_TENANT, Principal, state_dir
 
 DEFAULT_USER = Principal(object_id="0d3e0000-0000-4000-8000-00000000d001", name="dev@contoso.example", kind="user")
 DEFAULT_SUBSCRIPTION = "0ab50000-0000-4000-8000-000000000001"
@@ -335,6 +335,9 @@ def _get_access_token(args: argparse.Namespace) -> int:
         print(LOGGED_OUT, file=sys.stderr)
         return 1
     tenant = args.tenant or state["tenant"]
+    # Imported here: only this command signs, and jwt and cryptography would cost every az call ~70 ms.
+    from emulators.tokens import TokenIssuer
+
     issuer = TokenIssuer(os.environ.get("LOCAL_AZURE_DIR"), tenant_id=tenant)
     user = Principal(object_id=state["object_id"], name=state["user"], kind="user")
     # The real CLI hands out tokens with about an hour left; azure-identity refreshes at < 5 min.

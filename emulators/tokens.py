@@ -11,49 +11,26 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-DEFAULT_TENANT = "7f2c5e0a-0000-4000-8000-00000000a2e1"
+# Re-exported: most callers take a principal and the state directory from here, beside the issuer.
+from emulators.principals import DEFAULT_TENANT as DEFAULT_TENANT
+from emulators.principals import REPO_ROOT as REPO_ROOT
+from emulators.principals import Principal as Principal
+from emulators.principals import state_dir as state_dir
+
 ISSUER_PREFIX = "https://sts.windows.net/"
 KEY_FILE = "signing-key.pem"
 KEY_ID = "local-azure-1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The directory shared by all stand-ins of one local Azure (created if missing)."""
-    chosen = Path(path or os.environ.get("LOCAL_AZURE_DIR") or REPO_ROOT / ".local-azure")
-    chosen.mkdir(parents=True, exist_ok=True)
-    return chosen
 
 
 def resource_from_scope(scope: str) -> str:
     """``https://x/.default`` -> ``https://x`` (what v1 tokens carry as ``aud``)."""
     return scope[: -len("/.default")] if scope.endswith("/.default") else scope
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a token represents. ``kind`` is ``app`` (managed identity / service principal) or ``user``."""
-
-    object_id: str
-    name: str
-    kind: str = "app"
-    app_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def claims(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"oid": self.object_id, "sub": self.object_id, "idtyp": self.kind}
-        if self.kind == "user":
-            extra.update(upn=self.name, name=self.name, appid="04b07795-8ddb-461a-bbee-02f9e1bf7b46")
-        else:
-            extra.update(appid=self.app_id, app_displayname=self.name)
-        return extra
 
 
 class TokenError(Exception):

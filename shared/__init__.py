@@ -7,7 +7,7 @@ A map, by audience:
   ``JobRefused``), ``constants`` (role names and ids, default names, the naming rule, the Azurite
   account), ``errors`` (one tree of typed errors under
   ``QueueWorkerError``, each saying what to do), ``settings`` (every app setting, read and
-  checked in one place: the only module that reads the environment).
+  checked in one place: the only package that reads the environment).
 - **The worker runtime** (what ``function_app.py`` calls), bottom up: ``connections`` (the process's one
   credential, Azure OpenAI v1 client and storage clients), ``pacing`` and ``routing`` (each deployment's
   admission gate; the pool's failover and circuits), ``store`` (where a job's pieces live in storage:

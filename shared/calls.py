@@ -13,6 +13,7 @@ import logging
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
+from typing import Literal
 
 import openai
 
@@ -46,7 +47,12 @@ async def call_model(
                 left = max(deadline - time.monotonic(), 0.0) if wait else None
                 async with _admitted(route.gate, tokens, wait=left):
                     with telemetry.current().chat(
-                        deployment=entry.deployment, endpoint=entry.endpoint, parameters=params, messages=messages
+                        deployment=entry.deployment,
+                        endpoint=entry.endpoint,
+                        parameters=params,
+                        messages=messages,
+                        api=entry.api,
+                        service_tier=tier,
                     ) as call:
                         began = time.monotonic()
                         client = runtime.client(entry.endpoint, sdk_retries=last)
@@ -54,20 +60,20 @@ async def call_model(
                             background = apis.background_for(job, entry)
                             request = apis.responses_request(job, tier, background=background)
                             response = await client.responses.create(model=entry.deployment, **request)
-                            answer = apis.response_answer(response)
+                            answer, call_id = apis.response_answer(response), None
                         else:
                             completion = await client.chat.completions.create(
                                 model=entry.deployment, **apis.chat_request(job, tier)
                             )
-                            call.response(completion)  # the GenAI span's answer attributes are chat-shaped
-                            answer = apis.chat_answer(completion)
+                            answer, call_id = apis.chat_answer(completion), completion.id
+                        call.response(answer, response_id=call_id)
                         elapsed = time.monotonic() - began
                 return answer, elapsed
             except openai.RateLimitError as exc:
                 if pacing.capacity_refusal(tier, exc.code):  # flex capacity, not the quota: wait for it or fall back
                     tier = tiers.after_refusal(job, entry, pacing.retry_after(exc.response.headers), window, _now())
                     continue
-                # Paced, a 429 is not retried by the SDK (shared/pacing.py): with no other deployment to turn
+                # Paced, a 429 is not retried by the SDK (shared/pacing/): with no other deployment to turn
                 # to, wait in the gate again (it holds for the retry-after), within the same bound.
                 if not (wait and last and time.monotonic() < deadline):
                     raise
@@ -80,12 +86,25 @@ async def call_model(
 
 async def retrieve(runtime: Runtime, entry: PoolEntry, response_id: str) -> Answer:
     """A background response's state, from the resource that holds it (the SDK's own retries included)."""
-    return apis.response_answer(await runtime.client(entry.endpoint).responses.retrieve(response_id))
+    return await _reach(runtime, entry, response_id, "retrieve")
 
 
 async def cancel(runtime: Runtime, entry: PoolEntry, response_id: str) -> Answer:
     """Cancel a background response (idempotent on Azure: a finished one is returned as it ended)."""
-    return apis.response_answer(await runtime.client(entry.endpoint).responses.cancel(response_id))
+    return await _reach(runtime, entry, response_id, "cancel")
+
+
+async def _reach(runtime: Runtime, entry: PoolEntry, response_id: str, action: Literal["retrieve", "cancel"]) -> Answer:
+    """One call on a background response, traced: once it has ended, its span carries the answer's attributes
+    and its usage is counted (a still-running one has neither)."""
+    with telemetry.current().background(
+        action, deployment=entry.deployment, endpoint=entry.endpoint, response_id=response_id
+    ) as call:
+        responses = runtime.client(entry.endpoint).responses
+        response = await (responses.retrieve(response_id) if action == "retrieve" else responses.cancel(response_id))
+        answer = apis.response_answer(response)
+        call.response(answer)
+        return answer
 
 
 def _admitted(gate: pacing.Gate, tokens: int, *, wait: float | None) -> AbstractAsyncContextManager[object]:

@@ -41,7 +41,7 @@ class Runtime:
     blobs: BlobServiceClient
     identity: dict[str, Any]  # ids from the token in use (never the token), filled on first call
     in_flight: set[str] = field(default_factory=set)
-    pacer: Pacer = field(default_factory=Pacer)  # the admission gates of this process (shared/pacing.py)
+    pacer: Pacer = field(default_factory=Pacer)  # the admission gates of this process (shared/pacing/)
     # The clients of the pool's other endpoints, by endpoint (``openai`` serves AZURE_OPENAI_ENDPOINT).
     other_clients: dict[str, AsyncOpenAI] = field(default_factory=dict)
     router: Router = field(init=False)  # the pool's circuits and failover (shared/routing.py)

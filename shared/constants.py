@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 # Entra ID scopes of Azure OpenAI. A token for any other audience is refused with 401.
-# The app asks for AZURE_OPENAI_TOKEN_SCOPE (shared/settings.py), by default the classic one; a Foundry project
+# The app asks for AZURE_OPENAI_TOKEN_SCOPE (shared/settings/), by default the classic one; a Foundry project
 # endpoint (https://<resource>.services.ai.azure.com/api/projects/<project>) accepts only the ai.azure.com audience.
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 AI_FOUNDRY_SCOPE = "https://ai.azure.com/.default"

@@ -4,9 +4,8 @@ A ``Delivery`` is one message being handled: the job it carries (once known), wh
 in storage (a claim-check payload, its copy in the retry store), the deployment that answered and the
 trace it belongs to. It ends in one of three ways:
 
-- ``finish``: the result is built (``result_of``: from an ``Answer`` of either API (``shared.apis``), or the
-  batch lane's chat completion with ``usage_of`` and the ``budget_exhausted`` check),
-  stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
+- ``finish``: the result is built (``result_of``: from an ``Answer`` of either API and either lane,
+  ``shared.apis``), stored create-only (a *failed* one replaced at the version read) and marked with the ``reply_to``
   queue until its notice is confirmed sent; the notice goes out (at-least-once: a redelivery that finds
   the mark sends it again); only then is what the job left aside released, so a redelivery after a
   failed send still finds the job and its result; one log line.
@@ -31,10 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from openai.types.chat import ChatCompletion
-
 from shared import store, telemetry
-from shared.apis import Answer, budget_exhausted, usage_of
+from shared.apis import Answer
 from shared.connections import Runtime
 from shared.constants import brief
 from shared.jobs import BackgroundWait, ErrorInfo, Job, PayloadRef, Redelivery, RequeuedRef, Result, RetryState, Timings
@@ -96,7 +93,6 @@ async def finish(
     delivery: Delivery,
     *,
     error: ErrorInfo | None = None,
-    completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
     keep_leftovers: bool = False,
     amend: Callable[[Result], Result] | None = None,
@@ -105,7 +101,7 @@ async def finish(
     """Store the result (as ``amend`` changes it: the batch lane's fields), release what the job left
     aside (unless the message goes to poison and may be replayed), then notify; log one line. Returns
     the stored result, or None when another delivery had stored one first (it is kept)."""
-    result = result_of(delivery, error=error, completion=completion, model_seconds=model_seconds, answer=answer)
+    result = result_of(delivery, error=error, model_seconds=model_seconds, answer=answer)
     result = amend(result) if amend is not None else result
     reply_to = delivery.job.reply_to if delivery.job else None
     tracing = telemetry.current()
@@ -210,7 +206,6 @@ async def before_host_retry(delivery: Delivery, exc: Exception) -> None:
 def result_of(
     delivery: Delivery,
     *,
-    completion: ChatCompletion | None = None,
     model_seconds: float | None = None,
     error: ErrorInfo | None = None,
     answer: Answer | None = None,
@@ -226,20 +221,6 @@ def result_of(
         if fmt is not None and fmt.type != "text" and answer.output and not answer.error:
             try:
                 fields["output_json"] = json.loads(answer.output)
-            except ValueError:
-                logger.warning("job %s asked for JSON but the model's output does not parse", delivery.job_id)
-    if completion is not None:
-        choice = completion.choices[0]
-        fields = {
-            "model": completion.model,
-            "output": choice.message.content,
-            "finish_reason": choice.finish_reason,
-            "usage": usage_of(completion),
-        }
-        fmt = job.parameters.response_format if job else None
-        if fmt is not None and fmt.type != "text" and choice.message.content:
-            try:
-                fields["output_json"] = json.loads(choice.message.content)
             except ValueError:
                 logger.warning("job %s asked for JSON but the model's output does not parse", delivery.job_id)
     return Result(
@@ -298,11 +279,9 @@ __all__ = [
     "QueueMessage",
     "aware",
     "before_host_retry",
-    "budget_exhausted",
     "finish",
     "now",
     "requeue",
     "resend_pointer",
     "result_of",
-    "usage_of",
 ]

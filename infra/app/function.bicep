@@ -1,6 +1,6 @@
 // The worker: a Python Function App on the Flex Consumption plan, running as the ONE
 // user-assigned identity for everything (no connection strings, no keys, no publishing
-// passwords). The app settings below are exactly the names shared/settings.py reads.
+// passwords). The app settings below are exactly the names shared/settings/ reads.
 
 @description('Name of the Function App.')
 param name string
@@ -60,7 +60,7 @@ param vnetEnabled bool = false
 @description('Subnet of the VNet integration, delegated to Microsoft.App/environments (network.bicep). Used only when vnetEnabled.')
 param appSubnetId string = ''
 
-// ---- Worker settings (shared/settings.py) ----
+// ---- Worker settings (shared/settings/) ----
 
 @description('https://<subdomain>.openai.azure.com/: the worker calls its v1 API, <endpoint>/openai/v1/, which takes no api-version.')
 param openAiEndpoint string
@@ -197,7 +197,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       http20Enabled: true
-      // The complete set of app settings. Names match shared/settings.py SETTINGS and
+      // The complete set of app settings. Names match shared/settings/ SETTINGS and
       // local.settings.sample.json; tests/infra checks all three agree.
       appSettings: [
         // Host storage through the identity: no AzureWebJobsStorage connection string.

@@ -28,7 +28,8 @@ from .collector import CollectReport, collect
 from .lines import MAX_FILE_BYTES, REQUEST_URL, RESPONSES_URL, Outcome, parse_answer, plan_files, request_line
 from .records import Held, Manifest, StagedJob, list_manifests, list_staged, staging
 from .staging import stage
-from .submitter import CONTRIBUTOR_ROLE, SubmitReport, submit
+from .submit_report import SubmitReport
+from .submitter import CONTRIBUTOR_ROLE, submit
 
 # NCRONTAB schedules of the two timers when the app settings do not say (the Functions host resolves
 # %BATCH_SUBMIT_SCHEDULE% and %BATCH_COLLECT_SCHEDULE% from its app settings; see function_app.py).

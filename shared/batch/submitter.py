@@ -33,13 +33,14 @@ With the lane switched off (``BATCH_DEPLOYMENT`` emptied) a tick creates nothing
 submitted are taken apart (a batch created for one just before is kept for the collector), and every
 staged job no submitted batch holds goes to the live queue (``BATCH_ON_FAILURE=live``) or fails with
 ``batch_lane_off``.
+
+The steps' helpers: ``claims`` (which staged jobs are free, and the claims), ``files`` (the upload, the wait for
+it to be processed, an upload or batch found again) and ``submit_report`` (``SubmitReport``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,23 +48,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import openai
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
-from openai.types import Batch, FileObject
 
-from shared import store
 from shared.connections import Runtime, get_runtime
-from shared.constants import MANIFEST_PREFIX, brief
+from shared.constants import brief
 from shared.delivery import finish
 from shared.jobs import ErrorInfo
 from shared.messages import JobRefused
 from shared.policy import GiveUp, classify
 
-from .lines import LINE_MARGIN, MAX_FILE_BYTES, URLS, Planned, job_tokens, plan_files, request_line
+from .claims import Claims
+from .files import (
+    FILE_NOT_PROCESSED,
+    NOT_PROCESSED,
+    await_processed,
+    find_batch,
+    find_upload,
+    never_processed,
+    upload,
+    why_not_processed,
+)
+from .lines import LINE_MARGIN, MAX_FILE_BYTES, URLS, Planned, plan_files, request_line
 from .records import (
-    CLAIM,
     LOCK_SECONDS,
-    MANIFEST_ID_PATTERN,
     QUOTA_CODE,
     QUOTA_SINCE,
     QUOTA_WAIT,
@@ -71,7 +78,6 @@ from .records import (
     Listed,
     Lost,
     Manifest,
-    Staged,
     acquire,
     create_manifest,
     delete_file,
@@ -81,62 +87,27 @@ from .records import (
     ensure_staging,
     list_manifests,
     list_staged,
-    load_staged,
     metadata_time,
     new_manifest_id,
-    read_manifest,
     release,
     save,
-    set_claim,
-    staged_blob,
 )
-from .staging import delivery_for, end_with_lane_off, fail_unreadable, in_lane
+from .staging import delivery_for, end_with_lane_off, in_lane
+from .submit_report import SubmitReport
 
 logger = logging.getLogger(__name__)
 
 COMPLETION_WINDOW: Literal["24h"] = "24h"  # the only window Azure takes
-# Request files expire after 14 days, the least Azure allows: with an expiry set a resource holds
-# 10,000 input files rather than 500 (the collector deletes each file once its batch is done).
-FILE_EXPIRY_SECONDS = 1_209_600
-UPLOAD_TIMEOUT_SECONDS = 600.0  # a file of up to 200 MB
 CONTRIBUTOR_ROLE = "Cognitive Services OpenAI Contributor"  # covers files and batches, and far more
 BATCH_ROLE = "Azure OpenAI Batch (oai-<token>)"  # the custom role infra/app/rbac.bicep makes: just those actions
-CLOCK_SKEW = timedelta(minutes=5)  # between this clock and the service's, when matching by creation time
 Step = Any  # a bound method taking and returning the held manifest
-# Waiting for an upload to be processed: polled within a tick for at most this long (all the tick's manifests
-# together), first after FILE_POLL_FIRST_SECONDS, doubling up to FILE_POLL_MAX_SECONDS; a file not processed
-# FILE_WAIT after its upload fails its batch (Azure processes a batch file in seconds to minutes).
+# Waiting for an upload to be processed (files.await_processed): polled within a tick for at most this long, all
+# the tick's manifests together.
 FILE_WAIT_IN_TICK_SECONDS = 60.0
-FILE_POLL_FIRST_SECONDS = 1.0
-FILE_POLL_MAX_SECONDS = 8.0
-FILE_WAIT = timedelta(hours=1)
-FILE_FAILED = frozenset({"error", "deleting", "deleted"})  # a file that will never be processed
-FILE_NOT_PROCESSED = "file_not_processed"  # the code in a manifest's errors (and so in its jobs' messages)
 # A step failing for any other reason is retried each tick for this long since a step of the manifest first
 # failed (a role being granted, an outage, a bug fixed by a deploy), then its batch fails.
 STEP_RETRY = timedelta(hours=24)
 STEP_FAILED = "submit_failed"
-_NOT_PROCESSED = re.compile(r"is in '([A-Za-z_]+)' state\. Only files with status 'Processed'")
-
-
-@dataclass
-class SubmitReport:
-    """What one tick did (tests and the bench read it; the log says it in one line)."""
-
-    manifests: int = 0  # new manifests made
-    resumed: int = 0  # manifests an earlier tick had left part-way
-    claimed: int = 0  # jobs this tick claimed
-    submitted: list[str] = field(default_factory=list)  # batch ids created (or adopted) this tick
-    uploads: int = 0
-    reused_uploads: int = 0
-    busy: int = 0  # manifests another instance holds
-    skipped_finished: int = 0  # staged jobs whose result was final already
-    deferred: int = 0  # manifests left for the next tick (throttled, a missing role, quota, a failure)
-    waiting_files: int = 0  # manifests whose file was not processed yet: the next tick looks again
-    failed_jobs: int = 0  # jobs failed alone: a staged copy that does not parse, a request that cannot be encoded
-    dismantled: int = 0  # the lane is off: manifests not yet submitted, taken apart
-    to_live: int = 0  # the lane is off: staged jobs sent to the live queue (BATCH_ON_FAILURE=live)
-    lane_off: int = 0  # the lane is off: staged jobs failed with batch_lane_off
 
 
 async def submit(runtime: Runtime | None = None) -> SubmitReport:
@@ -155,10 +126,13 @@ class _Submitter:
     container: ContainerClient
     owner: str
     report: SubmitReport = field(default_factory=SubmitReport)
-    known: dict[str, bool] = field(default_factory=dict)  # manifest id -> exists
     latest: Held | None = None  # the manifest being advanced, as last written
     # Until when (time.monotonic) this tick may poll for uploads to be processed.
     wait_until: float = field(default_factory=lambda: time.monotonic() + FILE_WAIT_IN_TICK_SECONDS)
+    claims: Claims = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = Claims(self.runtime, self.container, self.report)
 
     async def _save(self, held: Held, **changes: Any) -> Held:
         self.latest = await save(self.container, held, **changes)
@@ -166,14 +140,14 @@ class _Submitter:
 
     async def run(self) -> SubmitReport:
         manifests = await list_manifests(self.container)
-        self.known = {held.manifest.id: True for held in manifests}
+        self.claims.known = {held.manifest.id: True for held in manifests}
         for held in manifests:
             if held.manifest.state != "submitted":
                 self.report.resumed += 1
                 await self.advance(held, resumed=True)
-        listed = {job.job_id: job for job in await list_staged(self.container) if await self._free(job)}
+        listed = {job.job_id: job for job in await list_staged(self.container) if await self.claims.free(job)}
         settings = self.runtime.settings
-        tokens = await each(list(listed.values()), self._tokens)
+        tokens = await each(list(listed.values()), self.claims.tokens)
         planned = [
             Planned(job.job_id, job.size + LINE_MARGIN, n)
             for job, n in zip(listed.values(), tokens, strict=True)
@@ -195,7 +169,7 @@ class _Submitter:
                 lock_until=now + timedelta(seconds=LOCK_SECONDS),
             )
             held = await create_manifest(self.container, manifest)
-            self.known[manifest.id] = True
+            self.claims.known[manifest.id] = True
             self.report.manifests += 1
             await self.advance(held, resumed=False, listed=listed)
         if plan or self.report.resumed:
@@ -234,57 +208,9 @@ class _Submitter:
             except Lost as lost:
                 logger.info("batch submit: %s; left to its new holder", lost)
 
-    async def _tokens(self, job: Listed) -> int | None:
-        """The job's estimated enqueued tokens: from its metadata, or its body if staged before they were
-        recorded. None when it is no longer staged, or its blob does not parse (its job then fails)."""
-        if job.tokens is not None:
-            return job.tokens
-        staged = await self._load(job.job_id)
-        return job_tokens(staged.record.job) if staged is not None else None
-
-    async def _load(self, job_id: str) -> Staged | None:
-        """The staged job; one whose blob does not parse fails alone (None, as for one no longer staged)."""
-        try:
-            return await load_staged(self.container, job_id)
-        except ValueError as exc:
-            self.report.failed_jobs += 1
-            await fail_unreadable(self.runtime, self.container, job_id, exc)
-            return None
-
-    async def _free(self, job: Listed) -> bool:
-        """Unclaimed, or claimed by a manifest that does not exist (never true while its holder lives:
-        a manifest is written before its claims and deleted after its jobs are settled)."""
-        claim = job.metadata.get(CLAIM)
-        if not claim:
-            return True
-        if claim not in self.known:
-            exists = False
-            if _valid_manifest_id(claim):
-                exists = await read_manifest(self.container, f"{MANIFEST_PREFIX}{claim}.json") is not None
-            self.known[claim] = exists
-        return not self.known[claim]
-
     async def _claim(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held | None:
         manifest = held.manifest
-
-        async def claim(job_id: str) -> bool:
-            seen = listed.get(job_id)
-            for _ in range(2):
-                version = (seen.etag, seen.metadata) if seen is not None else await self._version(job_id)
-                if version is None:
-                    return False  # no longer staged
-                etag, metadata = version
-                if metadata.get(CLAIM) == manifest.id:
-                    return True
-                if metadata.get(CLAIM) and not await self._free(Listed(job_id, etag, 0, metadata)):
-                    return False
-                if await set_claim(self.container, job_id, etag, {**metadata, CLAIM: manifest.id}):
-                    return True
-                seen = None  # changed since listed: look again
-            return False
-
-        won = await each(manifest.job_ids, claim)
-        kept = await self._unfinished([job_id for job_id, ok in zip(manifest.job_ids, won, strict=True) if ok])
+        kept = await self.claims.take(manifest, listed)
         if not kept:
             await delete_manifest(self.container, held)
             return None
@@ -294,30 +220,9 @@ class _Submitter:
         since = min((when for when in map(metadata_time, refused) if when is not None), default=manifest.quota_since)
         return await self._save(held, state="claimed", job_ids=kept, quota_since=since)
 
-    async def _version(self, job_id: str) -> tuple[str, dict[str, str]] | None:
-        try:
-            properties = await self.container.get_blob_client(staged_blob(job_id)).get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        return str(properties.etag), dict(properties.metadata or {})
-
-    async def _unfinished(self, job_ids: list[str]) -> list[str]:
-        """Drop (and unstage) jobs whose result is final already: sent again live, or a finished id."""
-
-        async def finished(job_id: str) -> bool:
-            stored = await store.stored_result(self.runtime, job_id)
-            if stored is None or not stored.final:
-                return False
-            await delete_staged(self.container, job_id)
-            return True
-
-        done = await each(job_ids, finished)
-        self.report.skipped_finished += sum(done)
-        return [job_id for job_id, skip in zip(job_ids, done, strict=True) if not skip]
-
     async def _upload(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held | None:
         manifest = held.manifest
-        found = await self._find_upload(manifest) if resumed else None
+        found = await find_upload(self.runtime, manifest) if resumed else None
         if found is not None:
             self.report.reused_uploads += 1
             return await self._save(held, state="uploaded", file_id=found.id)
@@ -330,12 +235,7 @@ class _Submitter:
         if len(data) > MAX_FILE_BYTES:  # not reached: plan_files bounds every line (LINE_MARGIN)
             raise ValueError(f"request file of manifest {manifest.id} is {len(data)} bytes, over {MAX_FILE_BYTES}")
         held = await self._save(held, job_ids=kept, lock_until=_now() + timedelta(seconds=LOCK_SECONDS))
-        uploaded = await self.runtime.openai.files.create(
-            file=(manifest.file_name, data, "application/jsonl"),
-            purpose="batch",
-            expires_after={"anchor": "created_at", "seconds": FILE_EXPIRY_SECONDS},
-            timeout=UPLOAD_TIMEOUT_SECONDS,
-        )
+        uploaded = await upload(self.runtime, manifest, data)
         self.report.uploads += 1
         try:
             return await self._save(held, state="uploaded", file_id=uploaded.id, uploaded_at=_now())
@@ -345,7 +245,7 @@ class _Submitter:
 
     async def _line(self, job_id: str, manifest: Manifest) -> bytes | None:
         """The job's request line; None when it is no longer staged (or held elsewhere), or it failed alone."""
-        staged = await self._load(job_id)
+        staged = await self.claims.load(job_id)
         if staged is None or staged.claim != manifest.id:
             return None
         try:
@@ -362,68 +262,35 @@ class _Submitter:
         self.report.failed_jobs += 1
         return None
 
-    async def _find_upload(self, manifest: Manifest) -> FileObject | None:
-        """The file a crashed holder uploaded for this manifest, if any; extra copies are deleted."""
-        since = (manifest.created_at - CLOCK_SKEW).timestamp()
-        copies = []
-        listing = _Recent(since)
-        async for item in self.runtime.openai.files.list(purpose="batch", order="desc"):
-            if listing.past(item.created_at):
-                break
-            if item.filename == manifest.file_name and item.created_at >= since:
-                copies.append(item)
-        usable = [item for item in reversed(copies) if item.status != "error"]
-        keep = min(usable, key=lambda item: item.created_at) if usable else None  # the first holder's upload
-        for item in copies:
-            if item is not keep:
-                await delete_file(self.runtime, item.id)
-        return keep
-
     async def _await_file(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held:
-        """Poll the uploaded file until it is ``processed`` (the next state), for what is left of the tick's
-        wait; a file not processed yet waits for the next tick, one that will never be fails the batch."""
+        """Wait for the uploaded file to be ``processed`` (the next state), for what is left of the tick's wait;
+        a file not processed yet waits for the next tick, one that will never be fails the batch."""
         manifest = held.manifest
-        assert manifest.file_id is not None
-        delay = FILE_POLL_FIRST_SECONDS
-        while True:
-            found = await self.runtime.openai.files.retrieve(manifest.file_id)
-            status = str(found.status)
-            if status == "processed":
-                return await self._save(held, state="processed", file_status=status)
-            waited = _now() - (manifest.uploaded_at or manifest.created_at)
-            if status in FILE_FAILED or waited > FILE_WAIT:
-                return await self._file_failed(held, status, found.status_details, waited)
-            left = self.wait_until - time.monotonic()
-            if left <= 0:
-                self.report.waiting_files += 1
-                logger.info(
-                    "batch submit: file %s of manifest %s is %s; the next tick looks again",
-                    manifest.file_id,
-                    manifest.id,
-                    status,
-                )
-                return await self._save(held, file_status=status)
-            await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, FILE_POLL_MAX_SECONDS)
-
-    async def _file_failed(self, held: Held, status: str, details: str | None, waited: timedelta) -> Held:
-        """The file will not be processed (or not in time): its batch fails, so its jobs go back once."""
-        manifest = held.manifest
-        if status in FILE_FAILED:
-            what = f"the service did not process request file {manifest.file_id}: it is {status}"
-            what += f" ({details})" if details else ""
-        else:
-            what = f"request file {manifest.file_id} was still {status} {waited.total_seconds():.0f} s after its upload"
-        logger.error("batch submit: manifest %s fails: %s", manifest.id, what)
-        errors = [f"{FILE_NOT_PROCESSED}: {what}"]
-        return await self._save(
-            held, state="submitted", status="failed", errors=errors, file_status=status, submitted_at=_now()
+        found, waited = await await_processed(self.runtime, manifest, self.wait_until)
+        status = str(found.status)
+        if status == "processed":
+            return await self._save(held, state="processed", file_status=status)
+        if never_processed(status, waited):
+            # Its batch fails, so its jobs go back once.
+            what = why_not_processed(manifest, status, found.status_details, waited)
+            logger.error("batch submit: manifest %s fails: %s", manifest.id, what)
+            errors = [f"{FILE_NOT_PROCESSED}: {what}"]
+            return await self._save(
+                held, state="submitted", status="failed", errors=errors, file_status=status, submitted_at=_now()
+            )
+        self.report.waiting_files += 1
+        logger.info(
+            "batch submit: file %s of manifest %s is %s; the next tick looks again",
+            manifest.file_id,
+            manifest.id,
+            status,
         )
+        return await self._save(held, file_status=status)
 
     async def _create(self, held: Held, resumed: bool, listed: dict[str, Listed]) -> Held:
         manifest = held.manifest
         assert manifest.file_id is not None
-        batch = await self._find_batch(manifest) if resumed else None
+        batch = await find_batch(self.runtime, manifest) if resumed else None
         if batch is None:
             # Renewed just before the one call that must not happen twice: a new holder could only
             # take over (and look for this batch) after LOCK_SECONDS, far beyond the call's timeout.
@@ -445,7 +312,7 @@ class _Submitter:
         """A 400 at create that says to wait: the file not processed after all (back to waiting for it), or
         the enqueued-token quota full (wait, bounded). Any other is raised, for ``_refused``."""
         manifest = held.manifest
-        if (state := _NOT_PROCESSED.search(exc.message)) is not None:
+        if (state := NOT_PROCESSED.search(exc.message)) is not None:
             logger.info("batch submit: file %s of manifest %s is %s after all", manifest.file_id, manifest.id, state[1])
             return await self._save(held, state="uploaded", file_status=state[1])
         if exc.code != QUOTA_CODE and QUOTA_CODE not in exc.message:
@@ -468,16 +335,6 @@ class _Submitter:
             brief(exc),
         )
         return await self._save(held, quota_since=since)
-
-    async def _find_batch(self, manifest: Manifest) -> Batch | None:
-        """A batch already made from this manifest's file (its holder crashed before recording it)."""
-        listing = _Recent((manifest.created_at - CLOCK_SKEW).timestamp())
-        async for batch in self.runtime.openai.batches.list(limit=100):
-            if batch.input_file_id == manifest.file_id:
-                return batch
-            if listing.past(batch.created_at):
-                break
-        return None
 
     async def _refused(self, held: Held, exc: Exception) -> Held:
         """A step failed: a refusal the service will repeat (400, 404) fails the batch (the collector then
@@ -521,7 +378,7 @@ class _Submitter:
         """The lane is off: take apart the manifests not yet submitted, then end every staged job no
         submitted batch holds (to the live queue, or failed ``batch_lane_off``)."""
         manifests = await list_manifests(self.container)
-        self.known = {held.manifest.id: True for held in manifests}
+        self.claims.known = {held.manifest.id: True for held in manifests}
         for held in manifests:
             if held.manifest.state != "submitted":
                 try:
@@ -529,7 +386,7 @@ class _Submitter:
                 except Lost as exc:
                     logger.info("batch submit: %s; left to its new holder", exc)
         for job in await list_staged(self.container):
-            if await self._free(job) and (staged := await self._load(job.job_id)) is not None:
+            if await self.claims.free(job) and (staged := await self.claims.load(job.job_id)) is not None:
                 why = "it was staged for the batch lane but never sent in a batch"
                 ended = await end_with_lane_off(self.runtime, self.container, staged, why=why)
                 self.report.to_live += ended == "live"
@@ -547,36 +404,16 @@ class _Submitter:
             return
         manifest = current.manifest
         if manifest.file_id is not None and manifest.state in ("uploaded", "processed"):
-            batch = await self._find_batch(manifest)
+            batch = await find_batch(self.runtime, manifest)
             if batch is not None:
                 await save(self.container, current, state="submitted", batch_id=batch.id, status=batch.status)
                 return
             await delete_file(self.runtime, manifest.file_id)
-        elif manifest.state == "claimed" and (found := await self._find_upload(manifest)) is not None:
+        elif manifest.state == "claimed" and (found := await find_upload(self.runtime, manifest)) is not None:
             await delete_file(self.runtime, found.id)
         await delete_manifest(self.container, current)
-        self.known[manifest.id] = False
+        self.claims.known[manifest.id] = False
         self.report.dismantled += 1
-
-
-@dataclass
-class _Recent:
-    """Whether a listing has gone past ``since``: only once it has shown itself newest first (the API's
-    order; should a service list oldest first, the whole listing is read)."""
-
-    since: float
-    last: float | None = None
-    rising: bool = False  # an item newer than the one before: not newest first
-
-    def past(self, created_at: float) -> bool:
-        shown_order = self.last is not None
-        self.rising = self.rising or (self.last is not None and created_at > self.last)
-        self.last = created_at
-        return shown_order and not self.rising and created_at < self.since
-
-
-def _valid_manifest_id(value: str) -> bool:
-    return re.fullmatch(MANIFEST_ID_PATTERN, value) is not None
 
 
 def _now() -> datetime:

@@ -14,7 +14,8 @@ import openai
 from openai import AsyncOpenAI
 
 from shared.batch import CONTRIBUTOR_ROLE, request_line
-from shared.batch.submitter import BATCH_ROLE, FILE_EXPIRY_SECONDS
+from shared.batch.files import FILE_EXPIRY_SECONDS
+from shared.batch.submitter import BATCH_ROLE
 from shared.doctor.model import OPENAI, Check, Context, one_line
 from shared.jobs import Job, Parameters
 from shared.settings import Settings

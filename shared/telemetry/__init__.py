@@ -25,10 +25,11 @@ used as it is, never replaced. Tests install their own providers with ``install(
 What is recorded (names in docs/telemetry.md): per job a CONSUMER span ``process <queue>``
 whose parent is the producer's span when the job carries ``traceparent`` (a queue message has no
 headers, so the context travels in the body), linked to whatever context the host set; under it a
-GenAI CLIENT span ``chat <deployment>``, the result write and, when azure-core tracing is on, each
-storage call. Prompts and answers never appear in telemetry unless
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; exception messages never do (only
-their type). Metrics carry no job ids.
+GenAI CLIENT span ``chat <deployment>`` (a chat completion or a response: the answer's attributes either
+way; a background response's checks are ``retrieve``/``cancel <deployment>`` spans that carry them once it
+has ended), the result write and, when azure-core tracing is on, each storage call. Prompts and answers
+never appear in telemetry unless ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; exception
+messages never do (only their type). Metrics carry no job ids.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ._api import (
     TOKEN_BUCKETS,
     ChatCall,
     JobSpan,
+    ModelAnswer,
     Processing,
     Telemetry,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "TOKEN_BUCKETS",
     "ChatCall",
     "JobSpan",
+    "ModelAnswer",
     "OpenTelemetry",
     "Processing",
     "Telemetry",

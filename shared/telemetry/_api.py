@@ -7,12 +7,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:  # types only: importing this module imports neither openai nor the contract
-    from openai.types.chat import ChatCompletion
-
-    from shared.jobs import Result
+    from shared.jobs import Result, Usage
 
 SCOPE = "keyless_openai_worker"  # instrumentation scope of the app's own spans and metrics
 MESSAGING_SYSTEM = "azure.storage.queue"  # the conventions register no value for Storage Queues
@@ -52,11 +50,35 @@ class JobSpan:
         """Note the job's result on the span."""
 
 
+class ModelAnswer(Protocol):
+    """What the GenAI span reads from a model's answer: ``shared.apis.Answer``, one shape for both APIs (a
+    protocol because telemetry sits below ``apis`` in the layers, and needs no more than these)."""
+
+    @property
+    def api(self) -> Literal["chat", "responses"]: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def output(self) -> str | None: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+    @property
+    def usage(self) -> Usage | None: ...
+    @property
+    def service_tier(self) -> str | None: ...
+    @property
+    def response_id(self) -> str | None: ...
+    @property
+    def reasoning_summary(self) -> str | None: ...
+
+
 class ChatCall:
     """One model call being traced (this one: telemetry off)."""
 
-    def response(self, completion: ChatCompletion) -> None:
-        """Note the model's answer: model, finish reasons, token usage (and content only when opted in)."""
+    def response(self, answer: ModelAnswer, *, response_id: str | None = None) -> None:
+        """Note the model's answer: id, model, finish reason, token usage, tier served (content only when opted
+        in). ``response_id``: a chat completion's id, which the answer does not carry (its ``response_id`` is the
+        Responses API's, and the result's)."""
 
 
 _NO_SPAN = JobSpan()
@@ -75,9 +97,25 @@ class Telemetry:
         return contextlib.nullcontext(_NO_SPAN)
 
     def chat(
-        self, *, deployment: str, endpoint: str, parameters: Mapping[str, Any], messages: Sequence[Mapping[str, str]]
+        self,
+        *,
+        deployment: str,
+        endpoint: str,
+        parameters: Mapping[str, Any],
+        messages: Sequence[Mapping[str, str]],
+        api: Literal["chat", "responses"] = "chat",
+        service_tier: str | None = None,
     ) -> AbstractContextManager[ChatCall]:
-        """The GenAI CLIENT span ``chat <deployment>`` and the model-call metrics."""
+        """The GenAI CLIENT span ``chat <deployment>`` and the model-call metrics, for a chat completion or a
+        response (``api``), asked for on ``service_tier`` (None: the deployment's)."""
+        return contextlib.nullcontext(_NO_CALL)
+
+    def background(
+        self, action: Literal["retrieve", "cancel"], *, deployment: str, endpoint: str, response_id: str
+    ) -> AbstractContextManager[ChatCall]:
+        """The CLIENT span ``<action> <deployment>`` of a call reaching a background response; the answer it
+        notes (once the response has ended) carries the same attributes as a ``chat`` span's, and its usage
+        counts in ``gen_ai.client.token.usage`` (the create had none to count)."""
         return contextlib.nullcontext(_NO_CALL)
 
     def step(self, name: str) -> AbstractContextManager[None]:

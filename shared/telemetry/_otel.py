@@ -1,4 +1,5 @@
-"""Telemetry through OpenTelemetry: the process span, the GenAI chat span and the worker's metrics."""
+"""Telemetry through OpenTelemetry: the process span, the GenAI spans of model calls (both APIs, and the checks
+of a background response) and the worker's metrics."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # the OpenTelemetry API is imported only when telemetry is on
-    from openai.types.chat import ChatCompletion
     from opentelemetry.metrics import CallbackOptions, Meter, Observation
     from opentelemetry.trace import Span, Tracer
 
@@ -26,9 +26,13 @@ from ._api import (
     TOKEN_BUCKETS,
     ChatCall,
     JobSpan,
+    ModelAnswer,
     Processing,
     Telemetry,
 )
+
+# openai.api.type (the OpenAI registry's name for each API; ours are "chat" and "responses").
+_API_TYPE = {"chat": "chat_completions", "responses": "responses"}
 
 
 def _ns(moment: datetime) -> int:
@@ -143,20 +147,21 @@ class OpenTelemetry(Telemetry):
 
     @contextlib.contextmanager
     def chat(
-        self, *, deployment: str, endpoint: str, parameters: Mapping[str, Any], messages: Sequence[Mapping[str, str]]
+        self,
+        *,
+        deployment: str,
+        endpoint: str,
+        parameters: Mapping[str, Any],
+        messages: Sequence[Mapping[str, str]],
+        api: Literal["chat", "responses"] = "chat",
+        service_tier: str | None = None,
     ) -> Iterator[ChatCall]:
         from opentelemetry import trace
 
-        server = urlsplit(endpoint)
-        common: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": PROVIDER_NAME,
-            "gen_ai.request.model": deployment,
-            "server.address": server.hostname or "",
-        }
-        if server.port:
-            common["server.port"] = server.port
-        attributes = {**common, **_request_attributes(parameters)}
+        common = _common(deployment, endpoint)
+        attributes = {**common, "openai.api.type": _API_TYPE[api], **_request_attributes(parameters)}
+        if service_tier is not None:
+            attributes["openai.request.service_tier"] = service_tier
         if self.capture_content:
             attributes["gen_ai.input.messages"] = json.dumps(
                 [{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in messages]
@@ -170,6 +175,19 @@ class OpenTelemetry(Telemetry):
                 self._duration.record(time.perf_counter() - began, {**common, "error.type": _error_type(exc)})
                 raise
             self._duration.record(time.perf_counter() - began, {**common, **call.response_attributes})
+
+    @contextlib.contextmanager
+    def background(
+        self, action: Literal["retrieve", "cancel"], *, deployment: str, endpoint: str, response_id: str
+    ) -> Iterator[ChatCall]:
+        from opentelemetry import trace
+
+        # No operation.duration here: a retrieve's few milliseconds are not how long the model took, and
+        # counting them as operations would multiply a background job's calls by its polls.
+        common = _common(deployment, endpoint)
+        attributes = {**common, "openai.api.type": "responses", "gen_ai.response.id": response_id}
+        with _started(self.tracer, f"{action} {deployment}", kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            yield _ChatCall(self, span, common)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -248,35 +266,31 @@ class _ChatCall(ChatCall):
         self._common = common
         self.response_attributes: dict[str, Any] = {}
 
-    def response(self, completion: ChatCompletion) -> None:
-        self.response_attributes = {"gen_ai.response.model": completion.model}
-        attributes: dict[str, Any] = {
-            "gen_ai.response.model": completion.model,
-            "gen_ai.response.id": completion.id,
-            "gen_ai.response.finish_reasons": [choice.finish_reason or "" for choice in completion.choices],
-        }
-        usage = completion.usage
+    def response(self, answer: ModelAnswer, *, response_id: str | None = None) -> None:
+        model = answer.model
+        self.response_attributes = {"gen_ai.response.model": model} if model else {}
+        attributes: dict[str, Any] = dict(self.response_attributes)
+        if identity := response_id or answer.response_id:
+            attributes["gen_ai.response.id"] = identity
+        if answer.finish_reason is not None:  # a background response still running has none yet
+            attributes["gen_ai.response.finish_reasons"] = [answer.finish_reason]
+        if answer.service_tier is not None:
+            attributes["openai.response.service_tier"] = answer.service_tier
+        usage = answer.usage
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            details = usage.completion_tokens_details
-            if details is not None and details.reasoning_tokens is not None:
-                attributes["gen_ai.usage.reasoning.output_tokens"] = details.reasoning_tokens
-            cached = usage.prompt_tokens_details
-            if cached is not None and cached.cached_tokens is not None:
-                attributes["gen_ai.usage.cache_read.input_tokens"] = cached.cached_tokens
+            if usage.reasoning_tokens is not None:
+                attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
+            if usage.cached_tokens is not None:
+                attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
             metric_attributes = {**self._common, **self.response_attributes}
             self._telemetry.record_tokens(metric_attributes, usage.prompt_tokens, usage.completion_tokens)
-        if self._telemetry.capture_content:
+        if self._telemetry.capture_content and (answer.output is not None or answer.reasoning_summary):
+            parts = [{"type": "reasoning", "content": answer.reasoning_summary}] if answer.reasoning_summary else []
+            parts.append({"type": "text", "content": answer.output or ""})
             attributes["gen_ai.output.messages"] = json.dumps(
-                [
-                    {
-                        "role": "assistant",
-                        "parts": [{"type": "text", "content": choice.message.content or ""}],
-                        "finish_reason": choice.finish_reason,
-                    }
-                    for choice in completion.choices
-                ]
+                [{"role": "assistant", "parts": parts, "finish_reason": answer.finish_reason}]
             )
         self._span.set_attributes(attributes)
 
@@ -295,6 +309,20 @@ def _started(tracer: Tracer, name: str, **options: Any) -> Iterator[Span]:
                 span.set_attribute("error.type", _error_type(exc))
                 span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
             raise
+
+
+def _common(deployment: str, endpoint: str) -> dict[str, Any]:
+    """The attributes every model call's span and metrics share."""
+    server = urlsplit(endpoint)
+    common: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": PROVIDER_NAME,
+        "gen_ai.request.model": deployment,
+        "server.address": server.hostname or "",
+    }
+    if server.port:
+        common["server.port"] = server.port
+    return common
 
 
 # Job parameters -> GenAI request attributes (stop sequences are left out: they are the sender's text).

@@ -80,7 +80,7 @@ def test_the_settings_page_is_the_one_settings_generates() -> None:
     page = settings_table.PAGE.read_text(encoding="utf-8")
     wanted = settings_table.render(page, settings_table.current_table())
     assert page == wanted, (
-        f"docs/settings.md's table disagrees with shared/settings.py's SETTINGS: run `{settings_table.FIX}`"
+        f"docs/settings.md's table disagrees with SETTINGS in shared/settings/: run `{settings_table.FIX}`"
     )
 
 

@@ -1,31 +1,28 @@
 """An emulator with the deployments the Responses API and service-tier tests need (fixtures ``emu``, ``sdk``, made
-available to this directory by its conftest), driven through the real openai SDK (``AsyncOpenAI`` on
-``<emulator>/openai/v1/`` with an async bearer-token provider as ``api_key``)."""
+available to this directory by its conftest; started by emulator_fixtures.py's ``start_emulator``), driven through
+the real openai SDK (``AsyncOpenAI`` on ``<emulator>/openai/v1/`` with an async bearer-token provider as
+``api_key``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
-from emulators.aoai import EmulatorConfig, Running, start
-from emulators.tokens import Principal, TokenIssuer
+from emulators.tokens import Principal
+from tests.emulators.emulator_fixtures import Emulator, StartEmulator
 
 REASONING = "gpt-5.4-mini"  # chat and Responses, reasoning rules
 CLASSIC = "gpt-4.1-mini"  # chat and Responses, classic rules
 CODEX = "coder"  # runs gpt-5.1-codex: Responses only
 FLEX = "gpt-5.6-luna"  # takes service_tier flex
 GRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000e5", name="responses-app")
-COGNITIVE = "https://cognitiveservices.azure.com/.default"
 PROJECT = "https://ai.azure.com/.default"
-HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 # Short background durations, so lifecycle tests take a fraction of a second per stage.
 QUICK_BACKGROUND = {"background_queued_seconds": 0.3, "background_seconds": 0.6}
 TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
@@ -51,57 +48,11 @@ def validated(body: dict[str, Any]) -> Response:
     return Response.model_validate(body)
 
 
-@pytest.fixture(scope="module")
-def emu_issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
-    directory: Path = tmp_path_factory.mktemp("responses-emulator-keys")
-    return TokenIssuer(directory)
-
-
-@dataclass
-class Emulator:
-    running: Running
-    issuer: TokenIssuer
-
-    @property
-    def url(self) -> str:
-        return self.running.url
-
-    def token(self, audience: str = COGNITIVE) -> str:
-        return self.issuer.mint(audience=audience, principal=GRANTED)[0]
-
-    def provider(self, audience: str = COGNITIVE) -> Callable[[], Awaitable[str]]:
-        token = self.token(audience)
-
-        async def get_token() -> str:
-            return token
-
-        return get_token
-
-    def v1(self, **kwargs: Any) -> AsyncOpenAI:
-        """The documented v1 client: ``model`` is the deployment, ``api_key`` an async token provider."""
-        kwargs.setdefault("max_retries", 0)
-        return AsyncOpenAI(base_url=f"{self.url}/openai/v1/", api_key=self.provider(), **kwargs)
-
-    def configure(self, **changes: Any) -> None:
-        self.running.state.update_config(**changes)
-
-    def update_deployment(self, name: str, **changes: Any) -> None:
-        self.running.state.update_deployment(name, **changes)
-
-    def stats(self) -> dict[str, Any]:
-        return self.running.state.stats()
-
-
 @pytest.fixture
-async def emu(emu_issuer: TokenIssuer) -> AsyncIterator[Emulator]:
+async def emu(start_emulator: StartEmulator) -> Emulator:
     """An emulator with the deployments above, in the test's loop."""
     deployments = {REASONING: None, CLASSIC: None, CODEX: "gpt-5.1-codex", FLEX: None}
-    config = EmulatorConfig.model_validate(
-        {"deployments": deployments, "grants": [GRANTED.object_id], **QUICK_BACKGROUND}
-    )
-    running = await start(config, public_pem=emu_issuer.public_pem)
-    yield Emulator(running, emu_issuer)
-    await running.stop()
+    return await start_emulator({"deployments": deployments, **QUICK_BACKGROUND}, GRANTED)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from emulators.aoai.config import BatchConfig
 from emulators.managed_identity import SYSTEM_ASSIGNED
 from emulators.stack.services import DEPLOYMENT, SECOND_DEPLOYMENT, OpenAIEmulator
 from emulators.tokens import Principal, TokenIssuer
+from tests.emulators.emulator_fixtures import COGNITIVE, provider
 
-COGNITIVE = "https://cognitiveservices.azure.com/.default"
 BATCH = "gpt-5.4-mini-batch"  # a Global Batch-only deployment of the reasoning model
 FOURTEEN_DAYS = 1_209_600
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -32,11 +32,7 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "requi
 
 def client_for(aoai: OpenAIEmulator, issuer: TokenIssuer, principal: Principal = SYSTEM_ASSIGNED, **mint: Any) -> Any:
     token = issuer.mint(audience=mint.pop("audience", COGNITIVE), principal=principal, **mint)[0]
-
-    async def bearer() -> str:
-        return token
-
-    return AsyncOpenAI(base_url=f"{aoai.endpoint}/openai/v1/", api_key=bearer, max_retries=0)
+    return AsyncOpenAI(base_url=f"{aoai.endpoint}/openai/v1/", api_key=provider(token), max_retries=0)
 
 
 @pytest.fixture

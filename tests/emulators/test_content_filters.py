@@ -12,7 +12,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.emulators.responses_fixtures import CLASSIC, HELLO, REASONING, Emulator, until
+from tests.emulators.emulator_fixtures import HELLO, Emulator
+from tests.emulators.responses_fixtures import CLASSIC, REASONING, until
 
 
 async def test_a_blocked_prompt_is_a_content_filter_400(emu: Emulator, sdk: AsyncOpenAI) -> None:

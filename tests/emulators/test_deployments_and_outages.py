@@ -18,11 +18,9 @@ from pydantic import ValidationError
 from emulators.aoai import EmulatorConfig, Outage, estimate_request_tokens
 from emulators.stack.services import OpenAIEmulator, start_openai_emulator
 from emulators.tokens import Principal, TokenIssuer
+from tests.emulators.emulator_fixtures import API_VERSION, COGNITIVE, HELLO, provider
 
-API_VERSION = "2024-10-21"
 GRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000d4", name="failover-app")
-COGNITIVE = "https://cognitiveservices.azure.com/.default"
-HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 MAX_TOKENS = 20
 ESTIMATE = estimate_request_tokens({"messages": HELLO, "max_tokens": MAX_TOKENS})
 # Two deployments of one model on one resource, each with its own limits.
@@ -41,14 +39,10 @@ def region(issuer: TokenIssuer) -> Iterator[OpenAIEmulator]:
 
 
 def azure(emulator: OpenAIEmulator, issuer: TokenIssuer, **kwargs: Any) -> AsyncAzureOpenAI:
-    token = issuer.mint(audience=COGNITIVE, principal=GRANTED)[0]
-
-    async def get_token() -> str:
-        return token
-
+    token = provider(issuer.mint(audience=COGNITIVE, principal=GRANTED)[0])
     kwargs.setdefault("max_retries", 0)
     return AsyncAzureOpenAI(
-        azure_endpoint=emulator.endpoint, api_version=API_VERSION, azure_ad_token_provider=get_token, **kwargs
+        azure_endpoint=emulator.endpoint, api_version=API_VERSION, azure_ad_token_provider=token, **kwargs
     )
 
 

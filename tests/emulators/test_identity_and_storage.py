@@ -145,7 +145,8 @@ def test_guard_lets_loopback_through() -> None:
 
 
 async def test_default_credential_never_probes_imds_without_identity_env() -> None:
-    # No managed-identity environment, no az on PATH: the chain must fail locally, not dial out.
-    async with DefaultAzureCredential(exclude_cli_credential=True) as credential:
+    # No managed-identity environment, no az on PATH: the chain must fail locally, not dial out. retry_total=0: the
+    # IMDS client's backoff against the refused loopback port (about 4 s) would only repeat the same refused connect.
+    async with DefaultAzureCredential(exclude_cli_credential=True, retry_total=0) as credential:
         with pytest.raises(ClientAuthenticationError):
             await asyncio.wait_for(credential.get_token(COGNITIVE), 20)

@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,24 +15,19 @@ import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from emulators.aoai import (
-    EmulatorConfig,
-    Running,
     answer_for,
     count_prompt_tokens,
     count_text_tokens,
     estimate_request_tokens,
     fill_schema,
-    start,
 )
-from emulators.tokens import Principal, TokenIssuer
+from emulators.tokens import Principal
+from tests.emulators.emulator_fixtures import API_VERSION, HELLO, Emulator, StartEmulator
 
-API_VERSION = "2024-10-21"
 DEPLOYMENT = "gpt-4o-mini"
 SECOND = "gpt-4o"
 GRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000a1", name="granted-app")
 UNGRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000b2", name="ungranted-app")
-COGNITIVE = "https://cognitiveservices.azure.com/.default"
-HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 # A deployment's other fields (test_deployments_and_outages.py exercises them).
 NO_OUTAGE_NO_QUIRKS = {
     "outage": None,
@@ -46,48 +38,9 @@ NO_OUTAGE_NO_QUIRKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
-    # One RSA key per module: generating one per test would cost ~0.1 s each.
-    directory: Path = tmp_path_factory.mktemp("openai-emulator-keys")
-    return TokenIssuer(directory)
-
-
-@dataclass
-class Emulator:
-    running: Running
-    issuer: TokenIssuer
-
-    @property
-    def url(self) -> str:
-        return self.running.url
-
-    def token(self, principal: Principal = GRANTED, audience: str = COGNITIVE, **kwargs: Any) -> str:
-        return self.issuer.mint(audience=audience, principal=principal, **kwargs)[0]
-
-    def azure(self, token: str | None = None, **kwargs: Any) -> AsyncAzureOpenAI:
-        kwargs.setdefault("max_retries", 0)
-        if "api_key" not in kwargs:
-            kwargs["azure_ad_token_provider"] = provider(token or self.token())
-        return AsyncAzureOpenAI(azure_endpoint=self.url, api_version=API_VERSION, **kwargs)
-
-    def stats(self) -> dict[str, Any]:
-        return self.running.state.stats()
-
-
-def provider(token: str) -> Callable[[], Awaitable[str]]:
-    async def get_token() -> str:
-        return token
-
-    return get_token
-
-
 @pytest.fixture
-async def emulator(issuer: TokenIssuer) -> AsyncIterator[Emulator]:
-    config = EmulatorConfig.model_validate({"deployments": [DEPLOYMENT, SECOND], "grants": [GRANTED.object_id]})
-    running = await start(config, public_pem=issuer.public_pem)
-    yield Emulator(running, issuer)
-    await running.stop()
+async def emulator(start_emulator: StartEmulator) -> Emulator:
+    return await start_emulator({"deployments": [DEPLOYMENT, SECOND]}, GRANTED)
 
 
 async def chat(client: AsyncAzureOpenAI | AsyncOpenAI, model: str = DEPLOYMENT, **kwargs: Any) -> Any:

@@ -5,9 +5,6 @@ driven through the real openai SDK on the v1 route (``AsyncOpenAI`` with an asyn
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -19,23 +16,20 @@ from emulators.aoai import (
     KNOWN_MODELS,
     REASONING_TOKENS,
     EmulatorConfig,
-    Running,
     answer_for,
     count_prompt_tokens,
     count_text_tokens,
     is_reasoning_model,
-    start,
 )
 from emulators.aoai.rates import UNLIMITED_REPORTED, duration
-from emulators.tokens import Principal, TokenIssuer
+from emulators.tokens import Principal
+from tests.emulators.emulator_fixtures import HELLO, Emulator, StartEmulator
 
 REASONING = "gpt-5.4-mini"
 CLASSIC = "gpt-4.1-mini"
 RENAMED_REASONING = "support-bot"  # any name: its model (gpt-5-mini) makes it a reasoning deployment
 LOOKALIKE = "gpt-5-lookalike"  # named like GPT-5, runs gpt-4.1-mini: classic rules
 GRANTED = Principal(object_id="9a7e0000-0000-4000-8000-0000000000c3", name="reasoning-app")
-COGNITIVE = "https://cognitiveservices.azure.com/.default"
-HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 PROMPT = count_prompt_tokens(HELLO)
 RATE_HEADERS = [
     f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
@@ -43,58 +37,15 @@ RATE_HEADERS = [
 GO_DURATION = re.compile(r"^(0s|\d+ms|(\d+h)?(\d+m)?\d+(\.\d+)?s)$")
 
 
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
-    directory: Path = tmp_path_factory.mktemp("reasoning-emulator-keys")
-    return TokenIssuer(directory)
-
-
-@dataclass
-class Emulator:
-    running: Running
-    issuer: TokenIssuer
-
-    def token_provider(self) -> Callable[[], Awaitable[str]]:
-        token = self.issuer.mint(audience=COGNITIVE, principal=GRANTED)[0]
-
-        async def get_token() -> str:
-            return token
-
-        return get_token
-
-    def v1(self, **kwargs: Any) -> AsyncOpenAI:
-        """The documented v1 client: ``model`` is the deployment, ``api_key`` an async token provider."""
-        kwargs.setdefault("max_retries", 0)
-        base_url = f"{self.running.url}/openai/v1/"
-        return AsyncOpenAI(base_url=base_url, api_key=self.token_provider(), **kwargs)
-
-    def legacy(self) -> AsyncAzureOpenAI:
-        return AsyncAzureOpenAI(
-            azure_endpoint=self.running.url,
-            api_version="2025-04-01-preview",
-            azure_ad_token_provider=self.token_provider(),
-            max_retries=0,
-        )
-
-    def configure(self, **changes: Any) -> None:
-        self.running.state.update_config(**changes)
-
-    def stats(self) -> dict[str, Any]:
-        return self.running.state.stats()
-
-
 @pytest.fixture
-async def emulator(issuer: TokenIssuer) -> AsyncIterator[Emulator]:
+async def emulator(start_emulator: StartEmulator) -> Emulator:
     deployments = {
         REASONING: None,
         CLASSIC: None,
         RENAMED_REASONING: KNOWN_MODELS["gpt-5-mini"],
         LOOKALIKE: KNOWN_MODELS[CLASSIC],
     }
-    config = EmulatorConfig.model_validate({"deployments": deployments, "grants": [GRANTED.object_id]})
-    running = await start(config, public_pem=issuer.public_pem)
-    yield Emulator(running, issuer)
-    await running.stop()
+    return await start_emulator({"deployments": deployments}, GRANTED)
 
 
 async def create(client: AsyncOpenAI | AsyncAzureOpenAI, model: str = REASONING, **kwargs: Any) -> Any:
@@ -297,7 +248,7 @@ async def test_each_effort_spends_its_documented_tokens(emulator: Emulator, effo
 
 
 async def test_legacy_deployments_route_follows_the_same_rules(emulator: Emulator) -> None:
-    async with emulator.legacy() as client:
+    async with emulator.azure(api_version="2025-04-01-preview") as client:
         error = await refused(client, max_tokens=100)
         trap, _ = await create(client, max_completion_tokens=10, reasoning_effort="medium")
         answered, headers = await create(client, max_completion_tokens=1000, reasoning_effort="low")
@@ -315,7 +266,7 @@ async def test_legacy_deployments_route_follows_the_same_rules(emulator: Emulato
 
 
 async def test_api_key_is_still_refused_on_the_v1_route(emulator: Emulator) -> None:
-    base_url = f"{emulator.running.url}/openai/v1/"
+    base_url = f"{emulator.url}/openai/v1/"
     headers = {"api-key": "0123456789abcdef"}
     async with AsyncOpenAI(base_url=base_url, api_key="unused", default_headers=headers, max_retries=0) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:

@@ -10,22 +10,12 @@ from typing import Any
 
 import openai
 import pytest
-from openai import AsyncAzureOpenAI, AsyncOpenAI
+from openai import AsyncOpenAI
 from openai.types.responses import Response
 
 from emulators.aoai import count_prompt_tokens, is_responses_only
-from tests.emulators.responses_fixtures import (
-    CLASSIC,
-    CODEX,
-    GRANTED,
-    HELLO,
-    PROJECT,
-    REASONING,
-    TERMINAL,
-    Emulator,
-    until,
-    validated,
-)
+from tests.emulators.emulator_fixtures import HELLO, Emulator
+from tests.emulators.responses_fixtures import CLASSIC, CODEX, GRANTED, PROJECT, REASONING, TERMINAL, until, validated
 
 PROMPT = "Hello there"
 ANSWER = f"[{REASONING}] {PROMPT}"
@@ -221,13 +211,7 @@ async def test_chat_on_a_responses_only_model_is_refused_as_azure_does(emu: Emul
         await sdk.chat.completions.create(model=CODEX, messages=HELLO)  # type: ignore[arg-type]
     assert caught.value.code == "OperationNotSupported"
     assert caught.value.response.json() == {"error": {"code": "OperationNotSupported", "message": message}}
-    legacy = AsyncAzureOpenAI(
-        azure_endpoint=emu.url,
-        api_version="2025-04-01-preview",
-        azure_ad_token_provider=emu.provider(),
-        max_retries=0,
-    )
-    async with legacy:
+    async with emu.azure(api_version="2025-04-01-preview") as legacy:
         with pytest.raises(openai.BadRequestError) as again:
             await legacy.chat.completions.create(model=CODEX, messages=HELLO)  # type: ignore[arg-type]
     assert again.value.code == "OperationNotSupported"

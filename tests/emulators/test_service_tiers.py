@@ -16,7 +16,8 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from emulators.aoai import supports_flex
-from tests.emulators.responses_fixtures import CLASSIC, FLEX, HELLO, REASONING, Emulator
+from tests.emulators.emulator_fixtures import HELLO, Emulator
+from tests.emulators.responses_fixtures import CLASSIC, FLEX, REASONING
 
 FLEX_MESSAGE = (
     "Flex processing capacity is temporarily unavailable for this deployment. Retry later or resend with "

@@ -40,8 +40,9 @@ from typing import Any, cast
 
 from pycep import BicepParser
 
+from shared.batch.files import FILE_EXPIRY_SECONDS
 from shared.batch.records import MANIFEST_PREFIX, STAGED_PREFIX
-from shared.batch.submitter import COMPLETION_WINDOW, FILE_EXPIRY_SECONDS
+from shared.batch.submitter import COMPLETION_WINDOW
 from shared.constants import ROLE_IDS
 from shared.jobs import RETRY_PREFIX
 
@@ -999,7 +1000,7 @@ def _code(text: str) -> str:
 
 BLOB_SERVICE = "Microsoft.Storage/storageAccounts/blobServices"
 MANAGEMENT_POLICY = "Microsoft.Storage/storageAccounts/managementPolicies"
-# The container settings, each naming a container of its own (shared/settings.py refuses a clash too).
+# The container settings, each naming a container of its own (shared/settings/ refuses a clash too).
 WORKER_ONLY_SETTING = "STAGING_CONTAINER"
 CONTAINER_SETTINGS = ("RESULTS_CONTAINER", "PAYLOADS_CONTAINER", WORKER_ONLY_SETTING)
 # Who may hold a blob role that covers the worker-only container: the worker, and the person running
@@ -1803,13 +1804,13 @@ def _check_setting_names(reads: set[str], names: set[str], sample: set[str]) -> 
     sample = sample - {"FUNCTIONS_WORKER_RUNTIME"}
     problems = []
     for wrong, message in (
-        (reads - OPTIONAL_IN_AZURE - names, "app setting {} is read by shared/settings.py but not set in infra/"),
+        (reads - OPTIONAL_IN_AZURE - names, "app setting {} is read by shared/settings/ but not set in infra/"),
         (HOST_SETTINGS - names, "app setting {} is read by the Functions host / Python worker but not set in infra/"),
         (names & DOUBLE_TELEMETRY, "app setting {} must not be set: the Python worker already sets up telemetry"),
-        (names - reads - HOST_SETTINGS, "app setting {} is set in infra/ but not in shared/settings.py SETTINGS"),
+        (names - reads - HOST_SETTINGS, "app setting {} is set in infra/ but not in shared/settings/ SETTINGS"),
         (forbidden, "app setting {} must not be set: no keys or connection strings"),
         (reads - sample, "{} is read by the code but missing from local.settings.sample.json"),
-        (sample - reads, "local.settings.sample.json sets {}, which shared/settings.py does not read"),
+        (sample - reads, "local.settings.sample.json sets {}, which shared/settings/ does not read"),
     ):
         problems += [message.format(name) for name in sorted(wrong)]
     return problems

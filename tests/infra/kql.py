@@ -98,8 +98,13 @@ def _run(payload: str) -> dict[str, Any]:
 
 def check_queries(queries: list[Query]) -> list[str]:
     """Each query parses and binds to the documented tables; a log alert's measure column is numeric."""
+    return problems_of(queries, language_service({query.where: query.text for query in queries}))
+
+
+def problems_of(queries: list[Query], answers: dict[str, Any]) -> list[str]:
+    """check_queries's problems from the language service's ``answers`` (which may cover more queries: Node
+    takes a second or so to start, so one run can serve several checks)."""
     problems = []
-    answers = language_service({query.where: query.text for query in queries})
     for query in queries:
         answer = answers[query.where]
         for diagnostic in answer["diagnostics"]:

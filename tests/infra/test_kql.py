@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -16,12 +18,12 @@ from tests.infra.summary import SUMMARY
 from tests.infra.test_bicep import broken_copy, infra, replace
 
 
-def test_every_deployed_query_parses_and_binds_to_the_documented_tables() -> None:
+def test_every_deployed_query_parses_and_binds_to_the_documented_tables(service: LanguageService) -> None:
     queries = kql.deployed_queries(infra())
     # Four log alerts, six workbook panels: all of them, with the metric names filled in.
     assert len(queries) == 10 and not any("__" in query.text or "{0}" in query.text for query in queries)
-    assert kql.check_queries(queries) == []
-    answers = kql.language_service({query.where: query.text for query in queries})
+    assert kql.problems_of(queries, service.answers) == []
+    answers = {query.where: service.answers[query.where] for query in queries}
     SUMMARY["KQL queries and the tables they bind to (Kusto language service)"] = [
         f"{where}: {', '.join(answer['tables'])} (columns {', '.join(answer['columns'])})"
         for where, answer in sorted(answers.items())
@@ -49,20 +51,21 @@ def test_every_table_schema_says_where_it_was_transcribed_from() -> None:
         assert set(table["columns"].values()) <= {"string", "int", "long", "real", "bool", "datetime", "dynamic"}
 
 
-def test_a_query_on_a_table_no_schema_lists_fails_and_so_does_a_measure_column_it_does_not_return() -> None:
-    problems = kql.check_queries(
-        [
-            kql.Query("q", "AppTrace | take 1", None),
-            kql.Query("alert", "AppTraces | summarize count = count()", "value"),
-        ]
-    )
-    assert problems == [
+def test_a_query_on_a_table_no_schema_lists_fails_and_so_does_a_measure_column_it_does_not_return(
+    service: LanguageService,
+) -> None:
+    assert kql.problems_of(UNKNOWN, service.answers) == [
         "q: KQL error KS204 at 'AppTrace': The name 'AppTrace' does not refer to any known table, tabular variable "
         "or function.",
         "alert: metricMeasureColumn value is not a numeric column of the query's result [['count', 'long']]",
     ]
 
 
+# A table no schema lists, and a log alert measuring a column its query does not return.
+UNKNOWN = [
+    kql.Query("q", "AppTrace | take 1", None),
+    kql.Query("alert", "AppTraces | summarize count = count()", "value"),
+]
 # name -> (file under infra/, edit, the problem expected)
 BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
     "alert query on a misspelled table": (
@@ -103,20 +106,33 @@ BREAKAGES: dict[str, tuple[str, Callable[[str], str], str]] = {
 }
 
 
+@dataclass
+class LanguageService:
+    answers: dict[str, Any]  # by Query.where
+    broken: dict[str, list[str]]  # the problems of each broken copy, by BREAKAGES name
+
+
 @pytest.fixture(scope="module")
-def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """The problems of each broken copy, from ONE run of the language service (Node starts in seconds)."""
-    queries = []
+def service(tmp_path_factory: pytest.TempPathFactory) -> LanguageService:
+    """ONE run of the language service (Node takes a second or so to start) for this module's queries: the deployed
+    ones, UNKNOWN's and each broken copy's (their ``where`` prefixed with the breakage's name)."""
+    broken: dict[str, list[kql.Query]] = {}
     for name, (relative, edit, _) in BREAKAGES.items():
         root = broken_copy(tmp_path_factory.mktemp("broken"), relative, edit)
-        queries += [
+        broken[name] = [
             query._replace(where=f"[{name}] {query.where}") for query in kql.deployed_queries(checks.Infra.load(root))
         ]
-    problems = kql.check_queries(queries)
-    return {name: [p.removeprefix(f"[{name}] ") for p in problems if p.startswith(f"[{name}] ")] for name in BREAKAGES}
+    queries = [*kql.deployed_queries(infra()), *UNKNOWN, *(query for each in broken.values() for query in each)]
+    answers = kql.language_service({query.where: query.text for query in queries})
+    problems = {
+        name: [problem.removeprefix(f"[{name}] ") for problem in kql.problems_of(each, answers)]
+        for name, each in broken.items()
+    }
+    return LanguageService(answers, problems)
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
-def test_the_kql_check_fails_on_a_broken_copy(broken: dict[str, list[str]], breakage: str) -> None:
+def test_the_kql_check_fails_on_a_broken_copy(service: LanguageService, breakage: str) -> None:
     expected = BREAKAGES[breakage][2]
-    assert any(expected in problem for problem in broken[breakage]), "\n".join(broken[breakage])
+    problems = service.broken[breakage]
+    assert any(expected in problem for problem in problems), "\n".join(problems)

@@ -281,17 +281,27 @@ class FakeModel:
 
 
 class FakeResponses:
-    """``client.responses``: a background response per create, running until ``finish`` says how it ended."""
+    """``client.responses``: a response per create; in background mode it runs until ``status`` says how it
+    ended, otherwise it is completed at once. An ended one carries usage and the tier that served it."""
 
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
         self.cancelled: list[str] = []
         self.status: dict[str, str] = {}
         self.errors: list[Exception] = []  # raised by the next retrieve calls, in order
+        self.summarised: set[str] = set()  # responses asked for a reasoning summary
 
     def _response(self, response_id: str) -> Response:
         status = self.status[response_id]
         done = status == "completed"
+        ended = status not in ("queued", "in_progress")
+        usage = {
+            "input_tokens": 11,
+            "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+            "output_tokens": 9,
+            "output_tokens_details": {"reasoning_tokens": 7},
+            "total_tokens": 20,
+        }
         content = [{"type": "output_text", "text": "deep thought", "annotations": []}]
         message = {"type": "message", "id": "m", "role": "assistant", "status": "completed", "content": content}
         return Response.model_validate(
@@ -301,18 +311,25 @@ class FakeResponses:
                 "created_at": 0,
                 "model": "gpt-5-pro",
                 "status": status,
-                "output": [message] if done else [],
+                "output": ([self._reasoning()] if response_id in self.summarised else []) + [message] if done else [],
                 "parallel_tool_calls": False,
                 "tool_choice": "auto",
                 "tools": [],
                 "background": True,
+                **({"usage": usage, "service_tier": "default"} if ended else {}),
             }
         )
+
+    @staticmethod
+    def _reasoning() -> dict[str, Any]:
+        return {"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "thought briefly"}]}
 
     async def create(self, **request: Any) -> Response:
         self.created.append(request)
         response_id = f"resp_{len(self.created)}"
-        self.status[response_id] = "queued"
+        if request.get("reasoning", {}).get("summary"):
+            self.summarised.add(response_id)
+        self.status[response_id] = "queued" if request.get("background") else "completed"
         return self._response(response_id)
 
     async def retrieve(self, response_id: str) -> Response:

@@ -20,7 +20,7 @@ from emulators.aoai import count_prompt_tokens
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
 from emulators.stack.workers import Jobs
 from shared import batch, worker
-from shared.batch import records, submitter
+from shared.batch import files, records, submitter
 from shared.batch.lines import job_tokens
 from shared.connections import Runtime
 from shared.jobs import Job
@@ -121,7 +121,7 @@ async def test_a_file_never_processed_fails_its_batch_once_the_wait_runs_out(
     monkeypatch.setattr(submitter, "FILE_WAIT_IN_TICK_SECONDS", 0.0)
     await world.deliver(job("n1"))
     assert (await world.submit()).waiting_files == 1
-    await change_manifest(world, uploaded_at=long_ago(submitter.FILE_WAIT))
+    await change_manifest(world, uploaded_at=long_ago(files.FILE_WAIT))
     await world.submit()
     (manifest,) = await world.manifests()
     assert (manifest.state, manifest.status) == ("submitted", "failed")

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from shared import worker
 from shared.batch import MAX_FILE_BYTES, Manifest, parse_answer, plan_files, request_line
 from shared.batch.collector import as_batch, batch_seconds
+from shared.batch.files import Recent
 from shared.batch.lines import Planned, job_tokens
 from shared.batch.records import new_manifest_id, staged_blob
-from shared.batch.submitter import _Recent
 from shared.errors import ConfigurationError
 from shared.jobs import Job, Result, Timings
 from shared.messages import parse_job
@@ -214,8 +214,8 @@ async def test_the_fake_models_request_matches_a_batch_jobs_line_for_a_job_objec
 
 
 def test_a_listing_is_cut_short_only_once_it_shows_itself_newest_first() -> None:
-    newest_first = _Recent(since=100)
+    newest_first = Recent(since=100)
     assert [newest_first.past(t) for t in (200, 150, 99)] == [False, False, True]
-    oldest_first = _Recent(since=100)  # read whole: the upload or batch looked for may come last
+    oldest_first = Recent(since=100)  # read whole: the upload or batch looked for may come last
     assert [oldest_first.past(t) for t in (50, 99, 150, 200, 10)] == [False] * 5
-    assert _Recent(since=100).past(5) is False  # one item says nothing of the order
+    assert Recent(since=100).past(5) is False  # one item says nothing of the order

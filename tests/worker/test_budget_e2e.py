@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,12 +22,6 @@ from tests.worker_fixtures import Jobs
 pytestmark = pytest.mark.e2e
 
 JOBS = 6
-
-
-@pytest_asyncio.fixture
-async def jobs(local_dev_settings: dict[str, str], jobs_for: Any) -> Jobs:
-    jobs: Jobs = await jobs_for(local_dev_settings)
-    return jobs
 
 
 @pytest_asyncio.fixture

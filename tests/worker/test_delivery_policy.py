@@ -513,7 +513,7 @@ async def test_a_replayed_message_sends_the_notice_its_poisoned_deliveries_could
         reference.dequeue_count = count
         with pytest.raises(Exception, match="connection reset"):
             await handle(reference, world.runtime)
-    # Poisoned with its result succeeded and its notice pending (shared/operations.py's replay skips such a job
+    # Poisoned with its result succeeded and its notice pending (shared/operations/'s replay skips such a job
     # today: it never sends the notice, and the payload is left to the lifecycle rule). Replayed, it is settled:
     assert world.results.blobs["big.json"].metadata.get("notify") == "replies"
     assert await handle(Message(reference.body, id="replayed"), world.runtime) is None

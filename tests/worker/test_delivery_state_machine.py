@@ -178,7 +178,7 @@ class DeliveryMachine(RuleBasedStateMachine):
     @rule()
     def replay_poison(self) -> None:
         """The operator's ``python -m shared replay``: poisoned jobs go back on the queue as new messages, but for
-        those that succeeded and whose notice went (dropped). (shared/operations.py also drops a succeeded job
+        those that succeeded and whose notice went (dropped). (shared/operations/ also drops a succeeded job
         whose notice is still pending: see tests/worker/test_delivery_policy.py.)"""
         poisoned, self.poison = self.poison, []
         for item in poisoned:

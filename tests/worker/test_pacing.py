@@ -1,4 +1,4 @@
-"""The pacing gate (shared/pacing.py) on a virtual clock: admission by the service's own numbers,
+"""The pacing gate (shared/pacing/) on a virtual clock: admission by the service's own numbers,
 holds after a 429, the header quirks, the wait bound, and the worker's mapping of a timeout."""
 
 from __future__ import annotations

@@ -17,23 +17,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from azure.core.exceptions import ServiceRequestError
-from azure.storage.blob.aio import ContainerClient
 
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator
 from emulators.stack.workers import Jobs, wait_until
 from shared import recovery, worker
 from shared.connections import Runtime
 from shared.routing import OPEN_MAX
-from tests.worker.fakes import Message
+from tests.worker.e2e import message, worker_only
 
 pytestmark = pytest.mark.e2e
 SPREAD = 3  # RECOVERY_SPREAD_SECONDS in these tests
-
-
-@pytest_asyncio.fixture
-async def jobs(local_dev_settings: dict[str, str], jobs_for: Any) -> Jobs:
-    jobs: Jobs = await jobs_for(local_dev_settings)
-    return jobs
 
 
 @pytest_asyncio.fixture
@@ -43,14 +36,6 @@ async def runtime(local_dev_settings: dict[str, str]) -> AsyncIterator[Runtime]:
     made.router.on_opened = made.router.on_recovered = lambda *_: None  # each test wakes when it says
     yield made
     await made.close()
-
-
-def message(body: dict[str, Any], message_id: str, dequeue_count: int = 1) -> Message:
-    return Message(json.dumps(body).encode(), id=message_id, dequeue_count=dequeue_count)
-
-
-def worker_only(jobs: Jobs) -> ContainerClient:
-    return jobs.blobs.get_container_client(jobs.settings["STAGING_CONTAINER"])
 
 
 async def waiting_metadata(jobs: Jobs) -> dict[str, dict[str, str]]:

@@ -17,23 +17,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from azure.core.exceptions import ServiceRequestError
-from azure.storage.blob.aio import ContainerClient
 
 from shared import worker
 from shared.connections import Runtime
 from shared.jobs import Result
 from tests.conftest import OpenAIEmulator
 from tests.producer.helpers import blob_names, peek_bodies
-from tests.worker.fakes import Message
+from tests.worker.e2e import message, worker_only
 from tests.worker_fixtures import Jobs
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest_asyncio.fixture
-async def jobs(local_dev_settings: dict[str, str], jobs_for: Any) -> Jobs:
-    jobs: Jobs = await jobs_for(local_dev_settings)
-    return jobs
 
 
 @pytest_asyncio.fixture
@@ -43,14 +36,6 @@ async def runtime(local_dev_settings: dict[str, str]) -> AsyncIterator[Runtime]:
     made = Runtime.from_env(settings)
     yield made
     await made.close()
-
-
-def message(body: dict[str, Any], message_id: str, dequeue_count: int = 1) -> Message:
-    return Message(json.dumps(body).encode(), id=message_id, dequeue_count=dequeue_count)
-
-
-def worker_only(jobs: Jobs) -> ContainerClient:
-    return jobs.blobs.get_container_client(jobs.settings["STAGING_CONTAINER"])
 
 
 async def retry_state(jobs: Jobs, job_id: str) -> dict[str, Any] | None:

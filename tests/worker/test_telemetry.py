@@ -84,6 +84,7 @@ async def test_the_job_span_continues_the_producers_trace(world: FakeWorld, otel
         "gen_ai.provider.name": "azure.ai.openai",
         "gen_ai.request.model": "gpt-test",
         "server.address": "res.openai.azure.com",
+        "openai.api.type": "chat_completions",
         "gen_ai.response.model": "gpt-test",
         "gen_ai.response.id": "chatcmpl-fake",
         "gen_ai.response.finish_reasons": ["stop"],

@@ -1,23 +1,5 @@
-"""Operating the worker from a shell, keyless and storage only: what ``status`` and ``replay`` do.
-
-Both use the worker's own settings (``AzureWebJobsStorage`` or its identity-based ``__`` settings,
-``JOBS_QUEUE``, ``RESULTS_CONTAINER``, ``PAYLOADS_CONTAINER``, ``STAGING_CONTAINER``) and sign in as
-producers do (``DefaultAzureCredential``). Roles, on the storage account or narrower: *Storage Queue Data
-Contributor* on the jobs queue and ``<queue>-poison``, *Storage Blob Data Reader* on the results, payloads
-and worker-only (staging) containers (``azd up`` grants the person running it more: Contributor on both
-services of the account).
-
-- ``status``: each queue's approximate depth and the age of the message at its head; the results
-  stored in the last N minutes by status, and the failed ones by error code; what the worker-only
-  container holds: jobs staged for the batch lane (and the oldest one's age), batches out and being
-  submitted (its manifests, by state), jobs waiting in the retry store.
-- ``replay``: moves poisoned messages back to the jobs queue, never one whose job already succeeded.
-  A message is sent to the jobs queue before it is deleted from the poison queue, so a crash in
-  between duplicates it rather than loses it (the worker's idempotency by job id makes the
-  duplicate harmless); the worker replaces a failed result when the job runs again. A replayed job that still
-  waits in the retry store because its pointer never went out (every send failed until the host poisoned the
-  message) gets that pointer sent by the worker, due when its retry state says (``shared.delivery``).
-"""
+"""``Operations``: the jobs queue, its poison queue and the containers, read and replayed for an operator (the
+package docstring says what ``status`` and ``replay`` do)."""
 
 from __future__ import annotations
 
@@ -26,9 +8,8 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Self
+from typing import Self
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -41,91 +22,22 @@ from shared.constants import BLOB_READER_ROLE, MANIFEST_PREFIX, QUEUE_CONTRIBUTO
 from shared.errors import MissingPermissionError, QueueNotFoundError, storage_refusal
 from shared.jobs import BACKGROUND, RETRY_PREFIX, WAITING_ON, JobReference, Result
 from shared.messages import JobRefused, parse_message
+from shared.operations.reports import (
+    QueueState,
+    ReplayItem,
+    ReplayReport,
+    ReplayRules,
+    ResultCounts,
+    Status,
+    WorkerStore,
+    describe_outcome,
+)
 from shared.settings import DEFAULT_STAGING_CONTAINER, StorageNames, staging_container
 from shared.storage_clients import HoldsStorage, StorageClients, StorageEndpoints, create_credential
 
 PEEK_MAX = 32  # the most messages one peek (or receive) returns
 REPLAY_VISIBILITY = 300  # seconds a poison message being looked at stays invisible to others
 READ_CONCURRENCY = 16
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """One queue: its approximate depth (visible or not) and how long its head message has waited."""
-
-    name: str
-    exists: bool
-    messages: int
-    oldest_seconds: float | None  # the first visible message's age; None when none is visible
-
-
-@dataclass(frozen=True)
-class ResultCounts:
-    """Results stored (or replaced) in the last ``minutes``, by status and, for failed ones, error code."""
-
-    minutes: int
-    total: int
-    by_status: dict[str, int]
-    failed_by_code: dict[str, int]
-    unread: int  # failed results whose body --limit left unread (their code is not counted)
-
-
-@dataclass(frozen=True)
-class WorkerStore:
-    """The worker-only container (``STAGING_CONTAINER``): the batch lane's staged jobs and manifests, and the
-    retry store. ``refused``: why it could not be read (the rest of ``status`` does not need it)."""
-
-    name: str
-    exists: bool
-    staged_jobs: int = 0  # jobs/<id>.json: waiting for a batch, or in one
-    oldest_staged_seconds: float | None = None
-    open_batches: int = 0  # manifests submitted: a batch out (or refused) that the collector will settle
-    batches_by_state: dict[str, int] = field(default_factory=dict)  # every manifest, by state
-    waiting_retries: int = 0  # retries/<id>.json: jobs re-enqueued to try again later
-    waiting_background: int = 0  # of those, jobs whose background response is still being collected
-    refused: str | None = None
-
-
-@dataclass(frozen=True)
-class Status:
-    queue: QueueState
-    poison: QueueState
-    results: ResultCounts
-    worker: WorkerStore
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-Action = Literal["replayed", "dropped", "skipped"]
-
-
-@dataclass(frozen=True)
-class ReplayItem:
-    """What replay did (or, in a dry run, would do) with one poison message, and why."""
-
-    message_id: str
-    job_id: str | None
-    action: Action
-    reason: str
-    status: str | None = None  # the job's stored result: succeeded, failed, or None when there is none
-    code: str | None = None  # its error code when failed
-
-
-@dataclass
-class ReplayReport:
-    queue: str
-    poison: str
-    dry_run: bool
-    items: list[ReplayItem] = field(default_factory=list)
-    not_shown: int = 0  # dry run: poison messages past the first PEEK_MAX (a peek shows no more)
-
-    def count(self, action: Action) -> int:
-        return sum(1 for item in self.items if item.action == action)
-
-    def to_dict(self) -> dict[str, Any]:
-        counts = {action: self.count(action) for action in ("replayed", "dropped", "skipped")}
-        return {**asdict(self), **counts}
 
 
 class Operations(HoldsStorage):
@@ -408,7 +320,7 @@ class Operations(HoldsStorage):
         status, code = stored or (None, None)
         if gone := await self._missing_blob(parsed):
             return ReplayItem(message.id, parsed.id, "skipped", f"{gone} is gone: submit the job again", status, code)
-        return ReplayItem(message.id, parsed.id, "replayed", _describe_outcome(stored), status, code)
+        return ReplayItem(message.id, parsed.id, "replayed", describe_outcome(stored), status, code)
 
     async def _decide_invalid(self, message_id: str, exc: JobRefused, rules: ReplayRules) -> ReplayItem:
         stored = await self._stored(exc.job_id) if exc.job_id else None
@@ -433,32 +345,3 @@ class Operations(HoldsStorage):
             if await container.get_blob_client(name).exists():
                 return None
         return f"its payload blob {container.container_name}/{name}"
-
-
-@dataclass(frozen=True)
-class ReplayRules:
-    """Which poisoned messages ``replay`` moves back."""
-
-    code: str | None = None  # only jobs whose failed result has this error code
-    include_invalid: bool = False  # also messages that are not valid jobs
-    drop_succeeded: bool = False  # delete the messages of jobs that already succeeded
-    include_unnamed: bool = False  # also jobs without an id of their own (whether they succeeded is unknown)
-
-    def skip(self, message_id: str, job_id: str, stored: tuple[str, str | None] | None) -> ReplayItem | None:
-        """Skipped (or dropped) for its stored result; None when the result does not stop a replay."""
-        status, code = stored or (None, None)
-        if status == "succeeded":
-            if self.drop_succeeded:
-                return ReplayItem(message_id, job_id, "dropped", "already succeeded", status)
-            return ReplayItem(message_id, job_id, "skipped", "already succeeded (--drop-succeeded deletes it)", status)
-        if self.code is not None and code != self.code:
-            reason = f"{_describe_outcome(stored)}, not {self.code}"
-            return ReplayItem(message_id, job_id, "skipped", reason, status, code)
-        return None
-
-
-def _describe_outcome(stored: tuple[str, str | None] | None) -> str:
-    if stored is None:
-        return "no result"
-    status, code = stored
-    return f"{status}: {code}" if code else status

@@ -1,27 +1,12 @@
-"""Every app setting the worker reads, in one place.
-
-Azure Functions exposes app settings (and `local.settings.json` ``Values`` locally) as
-environment variables, so this module reads ``os.environ`` and no other module does: the others
-take a ``Settings`` or one of its parts (``StorageConnection``, ``TelemetrySettings``, the identity's
-``user_assigned_client_id``), each read from a mapping that defaults to ``environment()``. ``SETTINGS``
-is the single list of names: the infra tests check that Bicep and ``local.settings.sample.json`` set
-exactly these.
-"""
+"""The app's own settings: ``SETTINGS`` (every name the worker reads, with its description), the queue and
+containers it shares with producers (``StorageNames``), and ``Settings``, read and checked at once."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Self
-from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from typing import Any, Literal
 
 from shared.catalogue import is_responses_only
 from shared.constants import (
@@ -30,15 +15,18 @@ from shared.constants import (
     DEFAULT_JOBS_QUEUE,
     DEFAULT_PAYLOADS_CONTAINER,
     DEFAULT_RESULTS_CONTAINER,
-    DEVELOPMENT_STORAGE,
-    NAME_RULE,
-    SCOPE_SUFFIX,
-    STORAGE_CONNECTION,
-    is_development_shorthand,
-    is_valid_name,
 )
 from shared.errors import ConfigurationError, ContainerClashError
-from shared.jobs import Api, ServiceTier
+from shared.jobs import Api
+from shared.settings._read import csv, environment, storage_name, truthy, whole_number
+from shared.settings.pool import (
+    PoolEntry,
+    check_endpoint,
+    pool_from_env,
+    single_endpoint_pool,
+    token_scope,
+    v1_base_url,
+)
 
 DEFAULT_STAGING_CONTAINER = "staging"
 BATCH_MAX_REQUESTS_PER_FILE = 50_000  # default; the service takes up to 100,000 (and 200 MB) per file
@@ -132,38 +120,6 @@ SETTINGS: dict[str, str] = {
 }
 
 
-def environment() -> Mapping[str, str]:
-    """The process environment, where the host puts the app settings: the one place it is read."""
-    return os.environ
-
-
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"App setting {name}={raw!r} must be a whole number.") from exc
-    if value < 0:
-        raise ConfigurationError(f"App setting {name} must not be negative (got {value}).")
-    return value
-
-
-def _name(env: Mapping[str, str], setting: str, default: str | None = None) -> str:
-    name = env.get(setting, "").strip() or default or ""
-    if not is_valid_name(name):
-        raise ConfigurationError(f"App setting {setting} has {name!r}: queue and container names are {NAME_RULE}.")
-    return name
-
-
-# Each container setting names a container of its own: producers read RESULTS_CONTAINER and write
-# PAYLOADS_CONTAINER, and hold no role on STAGING_CONTAINER (infra/app/rbac.bicep). One container under two
-# of these settings would give producers what that pair says.
 _CLASHES = {
     frozenset({"RESULTS_CONTAINER", "PAYLOADS_CONTAINER"}): "producers, who write claim-check payloads, could "
     "write results",
@@ -202,120 +158,19 @@ class StorageNames:
         """JOBS_QUEUE, RESULTS_CONTAINER, PAYLOADS_CONTAINER and REPLY_QUEUES_ALLOWED, checked against
         storage's naming rule, the two containers distinct; raise ConfigurationError naming the setting to fix
         (ContainerClashError naming both when the containers are one)."""
-        env = os.environ if env is None else env
-        results = _name(env, "RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER)
-        payloads = _name(env, "PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER)
+        env = environment() if env is None else env
+        results = storage_name(env, "RESULTS_CONTAINER", DEFAULT_RESULTS_CONTAINER)
+        payloads = storage_name(env, "PAYLOADS_CONTAINER", DEFAULT_PAYLOADS_CONTAINER)
         _refuse_clash({"RESULTS_CONTAINER": results, "PAYLOADS_CONTAINER": payloads})
         return cls(
-            jobs_queue=_name(env, "JOBS_QUEUE", DEFAULT_JOBS_QUEUE),
+            jobs_queue=storage_name(env, "JOBS_QUEUE", DEFAULT_JOBS_QUEUE),
             results_container=results,
             payloads_container=payloads,
             reply_queues_allowed=tuple(
-                _name({"REPLY_QUEUES_ALLOWED": reply}, "REPLY_QUEUES_ALLOWED")
-                for reply in _csv(env.get("REPLY_QUEUES_ALLOWED"))
+                storage_name({"REPLY_QUEUES_ALLOWED": reply}, "REPLY_QUEUES_ALLOWED")
+                for reply in csv(env.get("REPLY_QUEUES_ALLOWED"))
             ),
         )
-
-
-def _check_endpoint(endpoint: str, setting: str) -> str:
-    endpoint = endpoint.strip().rstrip("/")
-    if not endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise ConfigurationError(f"{setting} must be an https URL, got {endpoint!r}.")
-    # A Foundry project's OpenAI-compatible URL is often copied whole (.../api/projects/<p>/openai/v1): the route
-    # is v1_base_url's to add, so a copy that carries it must not get it twice.
-    for route in ("/openai/v1", "/openai"):
-        endpoint = endpoint.removesuffix(route)
-    return endpoint
-
-
-def v1_base_url(endpoint: str) -> str:
-    """The v1 data-plane route of an endpoint (a resource's, or a Foundry project's ``.../api/projects/<p>``):
-    no api-version; ``model`` is the deployment name."""
-    return f"{endpoint.rstrip('/')}/openai/v1/"
-
-
-def is_project_endpoint(endpoint: str) -> bool:
-    """Whether ``endpoint`` is a Foundry project's (``.../api/projects/<project>``), which takes only
-    ``AI_FOUNDRY_SCOPE`` tokens."""
-    return "/api/projects/" in urlsplit(endpoint).path
-
-
-def token_scope(env: Mapping[str, str]) -> str:
-    """AZURE_OPENAI_TOKEN_SCOPE: an https URL ending in /.default (what get_token takes for a resource)."""
-    scope = env.get("AZURE_OPENAI_TOKEN_SCOPE", "").strip() or COGNITIVE_SERVICES_SCOPE
-    parts = urlsplit(scope)
-    well_formed = parts.scheme == "https" and parts.hostname and not (parts.query or parts.fragment)
-    if not well_formed or not parts.path.endswith(SCOPE_SUFFIX) or any(c.isspace() for c in scope):
-        raise ConfigurationError(f"App setting AZURE_OPENAI_TOKEN_SCOPE has {scope!r}: {_SCOPE_RULE}")
-    return scope
-
-
-_SCOPE_RULE = (
-    f"use an https URL ending in {SCOPE_SUFFIX}: {COGNITIVE_SERVICES_SCOPE} (Azure OpenAI, the default) or "
-    f"{AI_FOUNDRY_SCOPE} (a Foundry project endpoint)"
-)
-
-
-class PoolEntry(BaseModel):
-    """One deployment the worker may send a job to (``AZURE_OPENAI_POOL``). A job's ``deployment`` selects
-    the entries whose ``name`` or ``deployment`` equals it: entries sharing a name (say ``chat``: PTU, then
-    Standard, then another region) serve the same jobs and fail over to each other. ``priority`` 1 is tried
-    first; ``weight`` spreads calls among entries of the same priority."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint: str
-    deployment: str = Field(min_length=1)
-    name: str = ""
-    priority: int = Field(default=1, ge=1)
-    weight: float = Field(default=1.0, gt=0)
-    api: Api = "chat"  # the API this deployment serves (a Responses-only model: "responses")
-    background: bool = False  # Responses jobs that do not say run in background mode
-    service_tier: ServiceTier | None = None  # sent when a job names no tier
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        try:
-            return _check_endpoint(value, "endpoint")
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @property
-    def label(self) -> str:
-        """The name a job may use for it (its deployment name unless named otherwise)."""
-        return self.name or self.deployment
-
-    @model_validator(mode="after")
-    def _api_serves_the_model(self) -> PoolEntry:
-        if self.api == "chat" and is_responses_only(self.deployment):
-            raise ValueError(
-                f"deployment {self.deployment!r} is a Responses-only model (Azure refuses Chat Completions for it): "
-                'declare "api": "responses" for it (AZURE_OPENAI_API=responses without a pool)'
-            )
-        if self.background and self.api != "responses":
-            raise ValueError(f'deployment {self.deployment!r}: background mode needs "api": "responses"')
-        return self
-
-
-_POOL = TypeAdapter(list[PoolEntry])
-
-
-def _pool(env: Mapping[str, str]) -> tuple[PoolEntry, ...]:
-    raw = env.get("AZURE_OPENAI_POOL", "").strip()
-    if not raw:
-        return ()
-    try:
-        entries = _POOL.validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
-        raise ConfigurationError(
-            "App setting AZURE_OPENAI_POOL must be a JSON list of objects with endpoint and deployment (optional "
-            f"name, priority, weight, api, background, service_tier): {problems}"
-        ) from exc
-    if not entries:
-        raise ConfigurationError("App setting AZURE_OPENAI_POOL is an empty list: list a deployment, or unset it.")
-    return tuple(sorted(entries, key=lambda e: e.priority))
 
 
 @dataclass(frozen=True)
@@ -379,14 +234,14 @@ class Settings:
         """Read and validate settings; raise ConfigurationError naming the setting to fix (ContainerClashError
         naming both when two of RESULTS_CONTAINER, PAYLOADS_CONTAINER and STAGING_CONTAINER are one container)."""
         env = environment() if env is None else env
-        pool = _pool(env)
+        pool = pool_from_env(env)
         endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip().rstrip("/") or (pool[0].endpoint if pool else "")
         if not endpoint:
             raise ConfigurationError(
                 "App setting AZURE_OPENAI_ENDPOINT is not set: use https://<resource>.openai.azure.com "
                 "(or run `make run`, which starts the local emulator)."
             )
-        endpoint = _check_endpoint(endpoint, "AZURE_OPENAI_ENDPOINT")
+        endpoint = check_endpoint(endpoint, "AZURE_OPENAI_ENDPOINT")
         deployment = env.get("AZURE_OPENAI_DEPLOYMENT", "").strip() or (pool[0].label if pool else "")
         if not deployment:
             raise ConfigurationError("App setting AZURE_OPENAI_DEPLOYMENT is not set: name the default deployment.")
@@ -398,7 +253,7 @@ class Settings:
                     f"(its names and deployments: {', '.join(allowed)})."
                 )
         else:
-            allowed = _csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
+            allowed = csv(env.get("AZURE_OPENAI_ALLOWED_DEPLOYMENTS")) or (deployment,)
             if deployment not in allowed:
                 allowed = (deployment, *allowed)
         names = StorageNames.from_env(env)
@@ -414,52 +269,30 @@ class Settings:
             openai_endpoint=endpoint,
             default_deployment=deployment,
             allowed_deployments=allowed,
-            openai_timeout=float(_int(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60)),
-            openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2),
+            openai_timeout=float(whole_number(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60)),
+            openai_max_retries=whole_number(env, "AZURE_OPENAI_MAX_RETRIES", 2),
             jobs_queue=names.jobs_queue,
             results_container=names.results_container,
             payloads_container=names.payloads_container,
             reply_queues_allowed=names.reply_queues_allowed,
-            max_prompt_chars=_int(env, "MAX_PROMPT_CHARS", 200_000),
-            permission_retry_seconds=_int(env, "PERMISSION_RETRY_SECONDS", 900),
-            throttle_max_attempts=_int(env, "THROTTLE_MAX_ATTEMPTS", 8),
-            throttle_max_delay_seconds=max(1, _int(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
-            model_admission_wait_seconds=_int(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
-            pacing_shared_budget=_truthy(env.get("PACING_SHARED_BUDGET")),
-            pool=pool or _single_endpoint_pool(env, endpoint, allowed),
-            model_outage_tolerance_seconds=_int(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
-            retry_max_attempts=max(1, _int(env, "RETRY_MAX_ATTEMPTS", 24)),
-            retry_max_seconds=max(1, _int(env, "RETRY_MAX_SECONDS", 7200)),
-            recovery_spread_seconds=_int(env, "RECOVERY_SPREAD_SECONDS", 5),
+            max_prompt_chars=whole_number(env, "MAX_PROMPT_CHARS", 200_000),
+            permission_retry_seconds=whole_number(env, "PERMISSION_RETRY_SECONDS", 900),
+            throttle_max_attempts=whole_number(env, "THROTTLE_MAX_ATTEMPTS", 8),
+            throttle_max_delay_seconds=max(1, whole_number(env, "THROTTLE_MAX_DELAY_SECONDS", 300)),
+            model_admission_wait_seconds=whole_number(env, "MODEL_ADMISSION_WAIT_SECONDS", 60),
+            pacing_shared_budget=truthy(env.get("PACING_SHARED_BUDGET")),
+            pool=pool or single_endpoint_pool(env, endpoint, allowed),
+            model_outage_tolerance_seconds=whole_number(env, "MODEL_OUTAGE_TOLERANCE_SECONDS", 1800),
+            retry_max_attempts=max(1, whole_number(env, "RETRY_MAX_ATTEMPTS", 24)),
+            retry_max_seconds=max(1, whole_number(env, "RETRY_MAX_SECONDS", 7200)),
+            recovery_spread_seconds=whole_number(env, "RECOVERY_SPREAD_SECONDS", 5),
             token_scope=token_scope(env),
-            flex_max_wait_seconds=_int(env, "FLEX_MAX_WAIT_SECONDS", 600),
-            background_max_seconds=max(1, _int(env, "BACKGROUND_MAX_SECONDS", 3600)),
-            background_poll_seconds=max(1, _int(env, "BACKGROUND_POLL_SECONDS", 5)),
-            background_poll_max_seconds=max(1, _int(env, "BACKGROUND_POLL_MAX_SECONDS", 60)),
+            flex_max_wait_seconds=whole_number(env, "FLEX_MAX_WAIT_SECONDS", 600),
+            background_max_seconds=max(1, whole_number(env, "BACKGROUND_MAX_SECONDS", 3600)),
+            background_poll_seconds=max(1, whole_number(env, "BACKGROUND_POLL_SECONDS", 5)),
+            background_poll_max_seconds=max(1, whole_number(env, "BACKGROUND_POLL_MAX_SECONDS", 60)),
             **lane,
         )
-
-
-def _single_endpoint_pool(env: Mapping[str, str], endpoint: str, allowed: tuple[str, ...]) -> tuple[PoolEntry, ...]:
-    """Without AZURE_OPENAI_POOL: each allowed deployment on AZURE_OPENAI_ENDPOINT, serving AZURE_OPENAI_API
-    (with AZURE_OPENAI_BACKGROUND and AZURE_OPENAI_SERVICE_TIER as their defaults)."""
-    api = env.get("AZURE_OPENAI_API", "").strip() or "chat"
-    tier = env.get("AZURE_OPENAI_SERVICE_TIER", "").strip() or None
-    background = _truthy(env.get("AZURE_OPENAI_BACKGROUND"))
-    try:
-        return tuple(
-            PoolEntry.model_validate(
-                {"endpoint": endpoint, "deployment": d, "api": api, "background": background, "service_tier": tier}
-            )
-            for d in allowed
-        )
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(map(str, problem["loc"]))
-        setting = {"api": "AZURE_OPENAI_API", "service_tier": "AZURE_OPENAI_SERVICE_TIER"}.get(
-            where, "AZURE_OPENAI_API"
-        )
-        raise ConfigurationError(f"App setting {setting}: {problem['msg'].removeprefix('Value error, ')}") from exc
 
 
 def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
@@ -479,13 +312,13 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
     on_failure = env.get("BATCH_ON_FAILURE", "").strip() or "restage"
     if on_failure not in ("restage", "live"):
         raise ConfigurationError(f"App setting BATCH_ON_FAILURE is {on_failure!r}: use restage or live.")
-    per_file = _int(env, "BATCH_MAX_REQUESTS_PER_FILE", BATCH_MAX_REQUESTS_PER_FILE)
+    per_file = whole_number(env, "BATCH_MAX_REQUESTS_PER_FILE", BATCH_MAX_REQUESTS_PER_FILE)
     if not 1 <= per_file <= BATCH_SERVICE_MAX_REQUESTS:
         raise ConfigurationError(
             f"App setting BATCH_MAX_REQUESTS_PER_FILE is {per_file}: the service takes 1 to "
             f"{BATCH_SERVICE_MAX_REQUESTS:,} requests per file."
         )
-    tokens = _int(env, "BATCH_MAX_TOKENS_PER_FILE", BATCH_MAX_TOKENS_PER_FILE)
+    tokens = whole_number(env, "BATCH_MAX_TOKENS_PER_FILE", BATCH_MAX_TOKENS_PER_FILE)
     if tokens < 1:
         raise ConfigurationError(
             "App setting BATCH_MAX_TOKENS_PER_FILE is 0: set the batch deployment's enqueued-token quota (or less)."
@@ -502,157 +335,4 @@ def _batch_lane(env: Mapping[str, str]) -> dict[str, Any]:
 
 def staging_container(env: Mapping[str, str] | None = None) -> str:
     """STAGING_CONTAINER, the worker-only container (retry store, staged batch jobs, manifests), checked."""
-    return _name(environment() if env is None else env, "STAGING_CONTAINER", DEFAULT_STAGING_CONTAINER)
-
-
-@dataclass
-class StorageConnection:
-    """Where the storage named by a Functions connection setting lives: a connection string (Azurite),
-    or the service URLs of identity-based access (``<connection>__*``)."""
-
-    connection_string: str | None = None
-    queue_url: str | None = None
-    blob_url: str | None = None
-
-    @classmethod
-    def from_settings(cls, connection: str = STORAGE_CONNECTION, env: Mapping[str, str] | None = None) -> Self:
-        """Resolve a connection the way the Functions host does: a connection string, or ``__`` settings."""
-        env = environment() if env is None else env
-        if value := env.get(connection, "").strip():
-            if is_development_shorthand(value):
-                value = DEVELOPMENT_STORAGE
-            return cls(connection_string=value)
-        account = env.get(f"{connection}__accountName", "").strip()
-        queue = env.get(f"{connection}__queueServiceUri", "").strip() or (
-            f"https://{account}.queue.core.windows.net" if account else ""
-        )
-        blob = env.get(f"{connection}__blobServiceUri", "").strip() or (
-            f"https://{account}.blob.core.windows.net" if account else ""
-        )
-        if not (queue and blob):
-            raise ConfigurationError(
-                f"Storage connection '{connection}' is not configured: set {connection}__accountName "
-                f"(or __queueServiceUri and __blobServiceUri) for identity-based access, or {connection} "
-                "to a connection string for Azurite locally."
-            )
-        return cls(queue_url=queue, blob_url=blob)
-
-
-def user_assigned_client_id(env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
-    """The user-assigned identity's client id the credential is given, and the setting it came from
-    (``AZURE_CLIENT_ID``, else the storage connection's ``__clientId``); (None, "") for none."""
-    env = environment() if env is None else env
-    for name in ("AZURE_CLIENT_ID", f"{STORAGE_CONNECTION}__clientId"):
-        if value := env.get(name, "").strip():
-            return value, name
-    return None, ""
-
-
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
-def proxy_configured(env: Mapping[str, str] | None = None) -> bool:
-    """Whether any proxy variable is set (the HTTP clients read the environment only then)."""
-    env = environment() if env is None else env
-    return any(env.get(name) for name in PROXY_VARIABLES)
-
-
-AZURE_MONITOR_SETTING = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
-OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
-CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-
-
-@dataclass(frozen=True)
-class TelemetrySettings:
-    """The telemetry switches (``shared.telemetry`` says what each mode does)."""
-
-    azure_monitor: bool = False  # PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: Microsoft's worker exports
-    traces_url: str = ""  # OTLP/HTTP traces endpoint, from the base URL or the per-signal setting
-    metrics_url: str = ""
-    service_name: str = "keyless-openai-worker"
-    capture_content: bool = False  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
-        """The OTEL_* and Azure Monitor switches; never raises (telemetry must not stop the worker)."""
-        env = environment() if env is None else env
-        base = env.get(OTLP_ENDPOINT, "").strip().rstrip("/")
-        return cls(
-            azure_monitor=_truthy(env.get(AZURE_MONITOR_SETTING)),
-            traces_url=env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-            or (f"{base}/v1/traces" if base else ""),
-            metrics_url=env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip()
-            or (f"{base}/v1/metrics" if base else ""),
-            service_name=env.get("OTEL_SERVICE_NAME", "").strip() or cls.service_name,
-            capture_content=_truthy(env.get(CAPTURE_CONTENT)),
-        )
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes")
-
-
-def host_json_path() -> Path:
-    """The app's host.json: in the script root the Functions host names (``AzureWebJobsScriptRoot``,
-    set in Azure and by Core Tools), else beside this package."""
-    root = environment().get("AzureWebJobsScriptRoot") or Path(__file__).resolve().parent.parent
-    return Path(root) / "host.json"
-
-
-@functools.cache
-def max_dequeue_count(host_json: Path | None = None) -> int:
-    """``extensions.queues.maxDequeueCount`` from host.json: the attempt on which the host poisons."""
-    try:
-        queues = json.loads((host_json or host_json_path()).read_text())["extensions"]["queues"]
-    except (OSError, KeyError, ValueError):
-        return 5  # the queue extension's default
-    return int(queues.get("maxDequeueCount", 5))
-
-
-def read_local_settings(path: Path) -> dict[str, str]:
-    """The non-empty ``Values`` of a local.settings.json; raises ConfigurationError saying what is wrong.
-
-    Core Tools exports these as environment variables, and a variable already set wins; callers
-    that need that apply them with ``os.environ.setdefault``."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
-        raise ConfigurationError(f'{path} must be an object with a "Values" object.')
-    if document.get("IsEncrypted"):
-        raise ConfigurationError(f"{path} is encrypted: run `func settings decrypt` first.")
-    values = document.get("Values", {})
-    return {str(k): str(v) for k, v in values.items() if v is not None and str(v) != ""}
-
-
-@contextlib.contextmanager
-def overlaid(values: Mapping[str, str]) -> Iterator[list[str]]:
-    """Put settings-file values into the environment for a block only (azure-identity reads it directly).
-
-    Like Core Tools, a variable already in the environment wins; yields the names applied. Unlike
-    ``apply_local_settings`` it takes them out again: the doctor runs in-process (tests, ``python -m
-    shared``) and must leave the environment as it found it."""
-    added = [name for name in values if name not in os.environ]
-    for name in added:
-        os.environ[name] = values[name]
-    try:
-        yield added
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-def apply_local_settings(path: Path, env: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
-    """Export a local.settings.json's Values into ``env`` (default ``os.environ``) as Core Tools does:
-    a variable already set wins. Returns the names it set; raises ConfigurationError like
-    ``read_local_settings``."""
-    target = os.environ if env is None else env
-    added = []
-    for name, value in read_local_settings(path).items():
-        if name not in target:
-            target[name] = value
-            added.append(name)
-    return added
+    return storage_name(environment() if env is None else env, "STAGING_CONTAINER", DEFAULT_STAGING_CONTAINER)
