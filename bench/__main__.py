@@ -46,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also run figure 6's K that no target judges (K = 4 at full scale); without it, their rows say "
         "they were not run",
     )
+    parser.add_argument(
+        "--long-outage-alone",
+        action="store_true",
+        help="also run the only deployment (no pool) down as long as figure 8's long outage (10 minutes at full "
+        "scale); without it, its row says it was not run",
+    )
+    parser.add_argument(
+        "--shared-budget",
+        action="store_true",
+        help="run the scale-out, pool and outage workers with PACING_SHARED_BUDGET=true (one budget per "
+        "deployment in the worker-only container; off by default, as shipped)",
+    )
     args = parser.parse_args(argv)
     only = [name.strip() for value in args.only or [] for name in value.split(",") if name.strip()] or None
     unknown = sorted(set(only or []) - set(SECTIONS))
@@ -65,17 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True)
     scale = FULL if args.scale == "full" else SMOKE
     long = "with" if args.long_outage else "without"
+    alone = "with" if args.long_outage_alone else "without"
     scales = "with" if args.all_scales else "without"
+    budget = "one shared budget" if args.shared_budget else "each its own gate (shipped)"
     sections = ", ".join(only or SECTIONS)
     print(
-        f"bench: scale {scale.name}; sections {sections}, {long} the long outage, {scales} the scale-out's "
-        f"unjudged K; "
+        f"bench: scale {scale.name}; sections {sections}, {long} the long outage, {alone} the only deployment's "
+        f"long outage, {scales} the scale-out's unjudged K; quota workers pacing on {budget}; "
         f"logs in {args.workdir}",
         flush=True,
     )
     with start_local_azure(args.workdir, cert_dir) as stack:
         run = run_all(
-            stack, scale, out, args.workdir / "logs", only, long_outage=args.long_outage, all_scales=args.all_scales
+            stack,
+            scale,
+            out,
+            args.workdir / "logs",
+            only,
+            long_outage=args.long_outage,
+            all_scales=args.all_scales,
+            shared_budget=args.shared_budget,
+            long_outage_alone=args.long_outage_alone,
         )
         report = asyncio.run(run)
     write_outputs(report, out)

@@ -40,7 +40,8 @@ class Scale:
     outage_s: float  # the only deployment down this long ...
     outage_margin_s: float  # ... starting this long after the first job, arrivals going on this long after it
     outage_jobs_per_s: float
-    long_outage_s: float  # the pool's primary down this long, its secondary healthy (with --long-outage)
+    long_outage_s: float  # the pool's primary down this long, its secondary healthy (with --long-outage);
+    # with --long-outage-alone, the only deployment (no pool) down this long too
     long_outage_jobs_per_s: float
 
 
@@ -99,8 +100,9 @@ SMOKE = Scale(
 @dataclass
 class Bench:
     """One run: the local stack, the scale, where outputs and worker logs go, whether the long outage runs
-    (``python -m bench --long-outage``) and the scale-out's extra K (``--all-scales``), and host.json's queue
-    options."""
+    (``python -m bench --long-outage``), the only deployment's long outage (``--long-outage-alone``) and the
+    scale-out's extra K (``--all-scales``), whether the workers share one budget (``--shared-budget``:
+    ``PACING_SHARED_BUDGET=true``), and host.json's queue options."""
 
     stack: LocalAzure
     scale: Scale
@@ -108,6 +110,8 @@ class Bench:
     logs: Path
     long_outage: bool = False
     all_scales: bool = False
+    shared_budget: bool = False
+    long_outage_alone: bool = False
 
     def __post_init__(self) -> None:
         self.options = functions_host.QueueOptions.from_host_json(REPO / "host.json")

@@ -11,11 +11,12 @@
 - ``outage`` (c): jobs arriving at a steady rate while the only deployment answers 503 for ``outage_s``,
   next to the same arrivals on a healthy resource (p95 job time compared within the run); and, at the
   same time, with ``--long-outage`` only, the primary of a two-resource pool down for ``long_outage_s``
-  with the secondary healthy.
+  with the secondary healthy; with ``--long-outage-alone`` only, the only deployment down as long.
 
-Every run switches pacing on (``MODEL_ADMISSION_WAIT_SECONDS``) and sets ``MODEL_OUTAGE_TOLERANCE_SECONDS``;
-a worker that does not know a setting ignores it. Each emulator's own counters (they count 429s and 503s)
-are reset just before the jobs are sent, after every worker is listening. Workers run as ``bench.counted_host``:
+Every run switches pacing on (``MODEL_ADMISSION_WAIT_SECONDS``) and sets ``MODEL_OUTAGE_TOLERANCE_SECONDS``
+(with ``--shared-budget``, ``PACING_SHARED_BUDGET=true`` too); a worker that does not know a setting ignores
+it. Each emulator's own counters (they count 429s and 503s) are reset just before the jobs are sent, after
+every worker is listening. Workers run as ``bench.counted_host``:
 each run reports the Azure Storage requests its workers made from the first send to the drain, per job, the
 app's apart from the host's (``bench.storage_ops``).
 """
@@ -32,23 +33,28 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import ResourceExistsError
+
 from bench import harness, storage_ops
-from bench.config import Bench, Scale
+from bench.config import Bench
 from bench.harness import Worker, enqueue, fetch_results, job_body, producer_jobs, start_worker
 from emulators.aoai import estimate_request_tokens
 from emulators.stack.services import DEPLOYMENT, OpenAIEmulator, start_openai_emulator, unique_names
 from emulators.stack.workers import Jobs
 
 REQUEUED = "re-enqueued"  # the worker's log line for a job sent back to the queue
+FELL_BACK = "pacing on this instance's own share"  # shared/budget.py's WARNING: the shared budget's store failed
 COUNTED_HOST = "bench.counted_host"  # the local host, counting its storage requests
 AFTER_RECOVERY_S = 60.0  # 429s are counted this long after an outage ends (issue 23's target)
 
 
-def worker_settings(scale: Scale) -> dict[str, str]:
+def worker_settings(b: Bench) -> dict[str, str]:
     """The settings every issue-13 run adds to the stack's (the rest are the shipped defaults)."""
+    shared = {"PACING_SHARED_BUDGET": "true"} if b.shared_budget else {}
     return {
-        "MODEL_ADMISSION_WAIT_SECONDS": str(scale.admission_wait_s),
-        "MODEL_OUTAGE_TOLERANCE_SECONDS": str(scale.outage_tolerance_s),
+        "MODEL_ADMISSION_WAIT_SECONDS": str(b.scale.admission_wait_s),
+        "MODEL_OUTAGE_TOLERANCE_SECONDS": str(b.scale.outage_tolerance_s),
+        **shared,
     }
 
 
@@ -87,7 +93,7 @@ def single_settings(b: Bench, label: str, emulator: OpenAIEmulator) -> dict[str,
     settings = b.stack.managed_identity_settings(unique_names(label))
     return {
         **settings,
-        **worker_settings(b.scale),
+        **worker_settings(b),
         "AZURE_OPENAI_ENDPOINT": emulator.endpoint,
         "AZURE_OPENAI_ALLOWED_DEPLOYMENTS": DEPLOYMENT,
     }
@@ -118,8 +124,9 @@ class Run:
     storage: dict[str, Any]  # storage_ops.summary from the first send to the drain
 
     def counts(self) -> dict[str, Any]:
-        """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs, and how
-        long the run spent before and after its jobs (``phase_s``)."""
+        """Statuses, poisoned, missing and failed_jobs (failed + poisoned + missing), re-enqueued jobs, times a
+        worker fell back from the shared budget to its own gate, and how long the run spent before and after its
+        jobs (``phase_s``)."""
         counts = harness.statuses(self.results)
         missing = self.jobs - len(self.results)
         codes = Counter(str((r.get("error") or {}).get("code")) for r in self.results if r["status"] == "failed")
@@ -135,6 +142,7 @@ class Run:
             "requeued_jobs": requeued,
             "requeued_fraction": requeued / self.jobs if self.jobs else 0.0,
             "requeues_logged": sum(harness.log_count(w, REQUEUED) for w in self.workers),
+            "budget_fallbacks_logged": sum(harness.log_count(w, FELL_BACK) for w in self.workers),
             "drained": self.drained,
             "errors_logged": sum(harness.errors_logged(w) for w in self.workers),
             "processes": len(self.workers),
@@ -209,10 +217,14 @@ class Started:
 
 
 async def start_workers(b: Bench, label: str, settings: dict[str, str], processes: int = 1) -> Started:
-    """Create the run's queue and spawn ``processes`` workers on it (see ``run_workers``)."""
+    """Create the run's queue and worker-only container, as the infrastructure does, and spawn ``processes``
+    workers on it (see ``run_workers``). The shared budget's ledger lives in that container, and the worker does
+    not create it for the ledger (a missing container degrades to the per-instance gate)."""
     started = Started(label, producer_jobs(settings, b.stack.issuer), [], time.monotonic())
     try:
         await enqueue(started.jobs, [])
+        with contextlib.suppress(ResourceExistsError):
+            await started.jobs.blobs.get_container_client(settings["STAGING_CONTAINER"]).create_container()
         started.began = time.monotonic()
         for i in range(processes):
             log = b.logs / label / f"worker-{i}" / "worker.log"
@@ -305,7 +317,7 @@ def _served(results: list[dict[str, Any]], names: dict[str, str]) -> dict[str, i
 
 async def start_scaleout(b: Bench, processes: int) -> Started:
     label = f"scaleout-{processes}"
-    settings = {**b.stack.managed_identity_settings(unique_names(label)), **worker_settings(b.scale)}
+    settings = {**b.stack.managed_identity_settings(unique_names(label)), **worker_settings(b)}
     return await start_workers(b, label, settings, processes)
 
 
@@ -371,7 +383,7 @@ async def scaleout(b: Bench) -> dict[str, dict[str, Any]]:
         "limit_tokens_per_minute": limit * 60 / window,
         "demand_over_limit_per_process": demand / limit,
         "jobs": b.scale.scaleout_jobs,
-        "worker_settings": worker_settings(b.scale),
+        "worker_settings": worker_settings(b),
         "runs": runs,
         "not_run": [k for k in b.scale.scaleout_processes if k not in ran],  # python -m bench --all-scales
     }
@@ -452,7 +464,7 @@ async def pool(b: Bench) -> dict[str, Any]:
         "ideal_drain_s": ideal,
         "drain_over_ideal": drain / ideal,
         "pool": json.loads(settings["AZURE_OPENAI_POOL"]),
-        "worker_settings": worker_settings(b.scale),
+        "worker_settings": worker_settings(b),
     }
 
 
@@ -557,24 +569,43 @@ async def _failover(b: Bench) -> dict[str, Any]:
     }
 
 
+async def _alone(b: Bench) -> dict[str, Any]:
+    """The only deployment (no pool) down ``long_outage_s``, at the long outage's arrival rate: every job that
+    arrives meanwhile waits the outage out, and the recovery tail is how soon they all run once it ends."""
+    s = b.scale
+    count = round(s.long_outage_jobs_per_s * (2 * s.outage_margin_s + s.long_outage_s))
+    with resource(b, latency_ms=s.latency_ms) as down:
+        arrivals = Arrivals(count, s.long_outage_jobs_per_s, (down, s.outage_margin_s, s.long_outage_s))
+        started = await start_workers(b, "outage-alone", single_settings(b, "outage-alone", down))
+        run, run_outage = await run_workers(b, started, arrivals, reset=down.reset, timeout=s.timeout_s)
+        timed = _timed(run, run_outage, s.latency_ms / 1000, down)
+        return {**timed, **_quota(down.stats(), run.jobs), "arrival_jobs_per_s": arrivals.rate}
+
+
 async def _not_run() -> None:
     return None
 
 
 async def outage(b: Bench, quiet: asyncio.Event | None = None) -> dict[str, Any]:
     """(c): the runs at once, each with its own resource(s) so every emulator's counters are its own. The long
-    one (the pool's primary down ``long_outage_s``) only when ``b.long_outage``; else it is reported as not run.
-    ``quiet`` is set once the runs only wait for jobs re-enqueued by the outage (see ``_one_deployment``)."""
+    ones (the pool's primary down ``long_outage_s``; the only deployment down as long) only when
+    ``b.long_outage`` (``b.long_outage_alone``); else each is reported as not run. ``quiet`` is set once the
+    runs only wait for jobs re-enqueued by the outage (see ``_one_deployment``)."""
     s = b.scale
     quiet = quiet or asyncio.Event()
-    one, failover = await asyncio.gather(_one_deployment(b, quiet), _failover(b) if b.long_outage else _not_run())
+    one, failover, alone = await asyncio.gather(
+        _one_deployment(b, quiet),
+        _failover(b) if b.long_outage else _not_run(),
+        _alone(b) if b.long_outage_alone else _not_run(),
+    )
     return {
         "latency_s": s.latency_ms / 1000,
-        "worker_settings": worker_settings(s),
+        "worker_settings": worker_settings(b),
         "outage_s": s.outage_s,
         "long_outage_s": s.long_outage_s,
         **one,
         "primary_down_with_secondary": failover,  # None: not run (python -m bench --long-outage runs it)
+        "only_deployment_down_long": alone,  # None: not run (python -m bench --long-outage-alone runs it)
     }
 
 
@@ -599,10 +630,15 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         goals["pool"] = _kept_full(">= 0.9 of L1 + L2, 0 failed", report["pool"], "fraction_of_sum")
     if "outage" in report:
         o = report["outage"]
-        runs = {k: o[k] for k in ("only_deployment_down", "primary_down_with_secondary") if o.get(k) is not None}
-        with_failover = ", primary down with a healthy secondary (long_outage_s)" if len(runs) > 1 else ""
+        names = ("only_deployment_down", "primary_down_with_secondary", "only_deployment_down_long")
+        runs = {k: o[k] for k in names if o.get(k) is not None}
+        longer = {
+            "primary_down_with_secondary": ", primary down with a healthy secondary (long_outage_s)",
+            "only_deployment_down_long": ", only deployment down long_outage_s",
+        }
+        also = "".join(text for k, text in longer.items() if k in runs)
         goals["outage"] = {
-            "target": f"0 failed, 0 poisoned: only deployment down (outage_s){with_failover}",
+            "target": f"0 failed, 0 poisoned: only deployment down (outage_s){also}",
             "value": {k: {"failed_jobs": r["failed_jobs"], "poisoned": r["poisoned"]} for k, r in runs.items()},
             "met": all(r["failed_jobs"] == 0 and r["poisoned"] == 0 for r in runs.values()),
         }

@@ -188,6 +188,23 @@ def _failover_row(o: dict[str, Any], met: str) -> Row:
     )
 
 
+def _alone_row(o: dict[str, Any], met: str) -> Row:
+    alone = o.get("only_deployment_down_long")
+    figure = f"Only deployment down {o['long_outage_s']:.0f} s (no pool)"
+    if alone is None:
+        flag = "--long-outage-alone"
+        return ("8", figure, f"not run: pass `{flag}` (`make bench BENCH_ARGS={flag}`)", "", "")
+    return (
+        "8",
+        f"{figure}, {alone['jobs']} jobs at {alone['arrival_jobs_per_s']:g}/s",
+        f"**{alone['failed_jobs']}** failed, **{alone['poisoned']}** poisoned; p95 job {alone['job_s_p95']:.1f} s; "
+        f"last result {alone['outage']['last_result_after_end_s']:.0f} s after it ended; "
+        f"{alone['unavailable_503']} 503s",
+        "0 failed, 0 poisoned",
+        met,
+    )
+
+
 def _outage_rows(report: dict[str, Any]) -> list[Row]:
     o = report["outage"]
     calm, hit = o["without_outage"], o["only_deployment_down"]
@@ -205,6 +222,7 @@ def _outage_rows(report: dict[str, Any]) -> list[Row]:
             met,
         ),
         _failover_row(o, met),
+        _alone_row(o, met),
     ]
 
 
@@ -284,6 +302,9 @@ def quota_table(report: dict[str, Any]) -> str:
         rows.append(_quota_row(f"only deployment down {o['outage_s']:.0f} s", o["only_deployment_down"], None))
         if o["primary_down_with_secondary"] is not None:
             rows.append(_quota_row(f"primary down {o['long_outage_s']:.0f} s", o["primary_down_with_secondary"], None))
+        if o.get("only_deployment_down_long") is not None:
+            name = f"only deployment down {o['long_outage_s']:.0f} s"
+            rows.append(_quota_row(name, o["only_deployment_down_long"], None))
     if not rows:
         return ""
     separator = "|" + "---|" * QUOTA_HEAD.count(" |")
@@ -314,7 +335,9 @@ def markdown(report: dict[str, Any]) -> str:
     issue13 = next((report[k]["worker_settings"] for k in ("scaleout", "pool", "outage") if k in report), None)
     if issue13 is not None:
         settings = ", ".join(f"{k}={v}" for k, v in issue13.items())
-        foot += f"\nRate-limit, scale-out, pool and outage runs (5-8) worker settings (shipped defaults): {settings}.\n"
+        # --shared-budget: the one setting of these that is not the shipped default (false)
+        which = "shipped defaults but PACING_SHARED_BUDGET" if "PACING_SHARED_BUDGET" in issue13 else "shipped defaults"
+        foot += f"\nRate-limit, scale-out, pool and outage runs (5-8) worker settings ({which}): {settings}.\n"
     return head + "\n" + "\n".join(table) + "\n" + foot + quota_table(report)
 
 

@@ -536,11 +536,15 @@ async def run_all(
     *,
     long_outage: bool = False,
     all_scales: bool = False,
+    shared_budget: bool = False,
+    long_outage_alone: bool = False,
 ) -> dict[str, Any]:
-    """Every section of SECTIONS in order, or those in ``only``; the outage section's long run if ``long_outage``,
-    every K of the scale-out if ``all_scales``. With the outage, BESIDE_OUTAGE's sections run during its wait."""
+    """Every section of SECTIONS in order, or those in ``only``; the outage section's long run if ``long_outage``
+    (and the only deployment's if ``long_outage_alone``), every K of the scale-out if ``all_scales``, the
+    quota runs' workers on one shared budget if ``shared_budget``. With the outage, BESIDE_OUTAGE's sections
+    run during its wait."""
     began = time.monotonic()
-    b = Bench(stack, scale, out_dir, logs, long_outage, all_scales)
+    b = Bench(stack, scale, out_dir, logs, long_outage, all_scales, shared_budget, long_outage_alone)
     chosen = [name for name in SECTIONS if only is None or name in only]
     report: dict[str, Any] = {
         "meta": {
@@ -550,6 +554,8 @@ async def run_all(
             "sections": chosen,
             "long_outage": long_outage,
             "all_scales": all_scales,
+            "shared_budget": shared_budget,
+            "long_outage_alone": long_outage_alone,
         }
     }
     sections: dict[str, float] = {}

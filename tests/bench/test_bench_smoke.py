@@ -67,6 +67,7 @@ QUOTA_RUN_KEYS = {
     "requeued_jobs",
     "requeued_fraction",
     "requeues_logged",
+    "budget_fallbacks_logged",
     "drained",
     "errors_logged",
     "processes",
@@ -151,17 +152,23 @@ async def _run_one(
     *,
     long_outage: bool = False,
     all_scales: bool = False,
+    shared_budget: bool = False,
+    long_outage_alone: bool = False,
     also: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Run one section; ``also``: the other figures it reports (the scale-out's K = 1 run is figure 5)."""
     out = tmp_path / "out"
-    report = await run_all(
-        stack, SMOKE, out, tmp_path / "logs", [section], long_outage=long_outage, all_scales=all_scales
-    )
+    flags = {
+        "long_outage": long_outage,
+        "all_scales": all_scales,
+        "shared_budget": shared_budget,
+        "long_outage_alone": long_outage_alone,
+    }
+    report = await run_all(stack, SMOKE, out, tmp_path / "logs", [section], **flags)
     write_outputs(report, out)
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     assert report["meta"]["sections"] == [section]
-    assert (report["meta"]["long_outage"], report["meta"]["all_scales"]) == (long_outage, all_scales)
+    assert {k: report["meta"][k] for k in flags} == flags
     assert set(report) == {"meta", section, "targets", *also}
     assert set(report["targets"]) == {section, *also}
     assert isinstance(report["targets"][section]["met"], bool)
@@ -271,6 +278,20 @@ async def test_bench_smoke_scaleout_all_scales(stack: LocalAzure, tmp_path: Path
     assert "--all-scales" not in markdown(report)
 
 
+@pytest.mark.slow(seconds=7)
+async def test_bench_smoke_scaleout_shared_budget(stack: LocalAzure, tmp_path: Path) -> None:
+    # --shared-budget: every worker books the deployment's tokens in the ledger blob, in the worker-only
+    # container the bench creates as the infrastructure does (a missing one would have them fall back).
+    report = await _run_one("scaleout", stack, tmp_path, shared_budget=True, also=frozenset({"rate_limit"}))
+    _scaleout(report, [k for k in SMOKE.scaleout_processes if k not in SMOKE.scaleout_extra])
+    assert report["scaleout"]["worker_settings"]["PACING_SHARED_BUDGET"] == "true"
+    for run in report["scaleout"]["runs"]:
+        assert run["budget_fallbacks_logged"] == 0, run
+        # Each result is one blob written; the ledger's bookings are the writes beyond those.
+        assert run["storage"]["worker_by_operation"]["blob PUT blob"] > run["results"], run["storage"]
+    assert "(shipped defaults but PACING_SHARED_BUDGET): " in markdown(report)
+
+
 async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
     report = await _run_one("pool", stack, tmp_path)
     p = report["pool"]
@@ -293,20 +314,24 @@ async def test_bench_smoke_pool(stack: LocalAzure, tmp_path: Path) -> None:
 
 @pytest.mark.slow(seconds=15)
 async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
-    report = await _run_one("outage", stack, tmp_path, long_outage=True)
+    report = await _run_one("outage", stack, tmp_path, long_outage=True, long_outage_alone=True)
     assert report["meta"]["long_outage"] is True
     o = report["outage"]
     assert o["worker_settings"]["MODEL_OUTAGE_TOLERANCE_SECONDS"] == str(SMOKE.outage_tolerance_s)
+    assert "PACING_SHARED_BUDGET" not in o["worker_settings"]  # the shipped default: off
     calm, hit, pooled = o["without_outage"], o["only_deployment_down"], o["primary_down_with_secondary"]
+    alone = o["only_deployment_down_long"]
     _consistent(calm)
     _consistent(hit, faults=True)
     _consistent(pooled, faults=True)
+    _consistent(alone, faults=True)
+    assert alone["unavailable_503"] > 0 and alone["outage"]["seconds"] == SMOKE.long_outage_s, alone
     assert pooled["by_resource"]["secondary"]["unavailable_503"] == 0, pooled
     assert calm["jobs"] == hit["jobs"] > 0  # the same arrivals with and without the outage
     assert "outage" not in calm
     assert hit["outage"]["seconds"] == SMOKE.outage_s
     assert pooled["outage"]["seconds"] == SMOKE.long_outage_s
-    for run in (hit, pooled):
+    for run in (hit, pooled, alone):
         assert set(run["outage"]) == {
             "seconds",
             "after_first_send_s",
@@ -315,7 +340,7 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
             "throttled_per_job_in_minute_after_end",
         }, run
         assert 0 <= run["outage"]["throttled_429_in_minute_after_end"] <= run["throttled_429"], run
-    for run in (calm, hit, pooled):
+    for run in (calm, hit, pooled, alone):
         assert 0 <= run["job_s_p50"] <= run["job_s_p95"] <= run["job_s_max"], run
         # Arrivals at a rate: the ideal is the last arrival served at once (one model call after it).
         assert run["ideal_drain_s"] >= (run["jobs"] - 1) / run["arrival_jobs_per_s"] * 0.9, run
@@ -323,11 +348,23 @@ async def test_bench_smoke_outage(stack: LocalAzure, tmp_path: Path) -> None:
     # Outages shorter than the host's own redelivery covers: nothing may be lost, with or without a pool.
     assert hit["failed_jobs"] == hit["poisoned"] == 0, hit
     assert pooled["failed_jobs"] == pooled["poisoned"] == 0, pooled
+    assert alone["failed_jobs"] == alone["poisoned"] == 0, alone
+    assert set(report["targets"]["outage"]["value"]) == {
+        "only_deployment_down",
+        "primary_down_with_secondary",
+        "only_deployment_down_long",
+    }
     assert sum(pooled["served_by"].values()) == pooled["results"]
     assert o["p95_over_without"] == hit["job_s_p95"] / calm["job_s_p95"]
     table = markdown(report)
-    assert table.count("\n| ") == 3 + 4  # header + 2 rows; the quota table's header + 3 runs
+    assert table.count("\n| ") == 4 + 5  # header + 3 rows; the quota table's header + 4 runs
     assert f"| only deployment down {SMOKE.outage_s:.0f} s | " in table
+    assert f"| only deployment down {SMOKE.long_outage_s:.0f} s | " in table
+    assert "not run" not in table
+    # Without --long-outage-alone, its figure-8 row says so and the quota table has no row for it.
+    without = markdown({**report, "outage": {**o, "only_deployment_down_long": None}})
+    assert "| 8 | Only deployment down 3 s (no pool) | not run: pass `--long-outage-alone`" in without
+    assert f"| only deployment down {SMOKE.long_outage_s:.0f} s | " not in without
     assert f"| primary down {SMOKE.long_outage_s:.0f} s | " in table
     assert "primary down with a healthy secondary" in report["targets"]["outage"]["target"]
 
@@ -346,15 +383,17 @@ async def test_bench_smoke_default_outage_with_the_pool_and_batch_lane_beside_it
     _consistent(report["pool"])
     assert report["pool"]["failed_jobs"] == 0
     o, lane = report["outage"], report["batch_lane"]
-    assert o["primary_down_with_secondary"] is None
+    assert o["primary_down_with_secondary"] is None and o["only_deployment_down_long"] is None
     _consistent(o["without_outage"])
     _consistent(o["only_deployment_down"], faults=True)
     assert set(report["targets"]["outage"]["value"]) == {"only_deployment_down"}
     assert KEYS["batch_lane"] <= set(lane)
     assert lane["results"] == lane["jobs"] == lane["model_api_calls"]["live_lane"]
     table = markdown(report)
-    assert table.count("\n| ") == 5 + 4  # header, the pool, 2 outage rows, the batch lane; quota header + 3 runs
-    assert "| not run: pass `--long-outage`" in table
+    # header, the pool, 3 outage rows (two say "not run"), the batch lane; quota header + 3 runs
+    assert table.count("\n| ") == 6 + 4
+    assert "| not run: pass `--long-outage` " in table
+    assert "| not run: pass `--long-outage-alone` " in table
 
 
 # --- Storage requests per job (bench.counted_host, bench.storage_ops): the pure parts -----------------------
