@@ -108,8 +108,9 @@ run: setup
 up: setup
 	$(PY) -m emulators.up
 
-# BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage), --all-scales (figure 6's K = 4), --only scaleout
-# (see python -m bench --help).
+# BENCH_ARGS: e.g. --long-outage (figure 8's 10-minute outage of the pool's primary), --long-outage-alone (the only
+# deployment down 10 minutes), --shared-budget (the quota runs with PACING_SHARED_BUDGET=true), --all-scales
+# (figure 6's K = 4), --only scaleout (see python -m bench --help).
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
