@@ -412,3 +412,16 @@ def fake_world(**settings: str) -> FakeWorld:
     # shared.recovery attach it themselves.
     runtime.router.on_opened, runtime.router.on_recovered = lambda *_: None, lambda *_: None
     return FakeWorld(runtime, storage, model)
+
+
+def responses_world() -> FakeWorld:
+    """A fake world whose deployment serves the Responses API (a Responses-only model), through ``FakeResponses``."""
+    made = fake_world(AZURE_OPENAI_DEPLOYMENT="gpt-5-pro", AZURE_OPENAI_API="responses", BACKGROUND_MAX_SECONDS="600")
+    made.model.responses = FakeResponses()  # type: ignore[attr-defined]
+    return made
+
+
+def responses_of(world: FakeWorld) -> FakeResponses:
+    """The ``FakeResponses`` of a ``responses_world``."""
+    fake: FakeResponses = world.model.responses  # type: ignore[attr-defined]
+    return fake

@@ -14,19 +14,12 @@ import pytest
 
 from shared.jobs import RetryState
 from shared.worker import handle
-from tests.worker.fakes import FakeResponses, FakeWorld, Message, fake_world
+from tests.worker.fakes import FakeResponses, FakeWorld, Message, fake_world, responses_of, responses_world
 
 
 @pytest.fixture
 def world() -> FakeWorld:
-    made = fake_world(AZURE_OPENAI_DEPLOYMENT="gpt-5-pro", AZURE_OPENAI_API="responses", BACKGROUND_MAX_SECONDS="600")
-    made.model.responses = FakeResponses()  # type: ignore[attr-defined]
-    return made
-
-
-def responses(world: FakeWorld) -> FakeResponses:
-    fake: FakeResponses = world.model.responses  # type: ignore[attr-defined]
-    return fake
+    return responses_world()
 
 
 def job_message(**extra: Any) -> Message:
@@ -56,7 +49,7 @@ def throttled() -> openai.RateLimitError:
 
 async def test_a_background_job_waits_behind_a_pointer_and_is_stored_once_when_done(world: FakeWorld) -> None:
     assert await handle(job_message(), world.runtime) is None  # started; the invocation lets go
-    fake = responses(world)
+    fake = responses_of(world)
     assert fake.created == [{"model": "gpt-5-pro", "input": "think hard", "store": True, "background": True}]
     assert state(world).background is not None and state(world).background.response_id == "resp_1"  # type: ignore[union-attr]
     assert world.worker_only.blobs["retries/j1.json"].metadata["waiting"] == "background"
@@ -81,31 +74,31 @@ async def test_a_redelivery_after_the_state_was_stored_starts_no_second_response
     with pytest.raises(Exception, match="connection reset"):
         await handle(job_message(), world.runtime)
     assert await handle(job_message(dequeue_count=2), world.runtime) is None  # the host's redelivery
-    assert len(responses(world).created) == 1 and len(world.jobs_queue.messages) == 1  # it continued waiting
+    assert len(responses_of(world).created) == 1 and len(world.jobs_queue.messages) == 1  # it continued waiting
 
 
 async def test_a_state_write_that_fails_cancels_the_response_nobody_records(world: FakeWorld) -> None:
     world.worker_only.fail_next("upload")
     with pytest.raises(Exception, match="connection reset"):
         await handle(job_message(), world.runtime)
-    assert responses(world).cancelled == ["resp_1"] and not world.jobs_queue.messages
+    assert responses_of(world).cancelled == ["resp_1"] and not world.jobs_queue.messages
 
 
 async def test_a_retrieve_throttled_requeues_and_keeps_the_response(world: FakeWorld) -> None:
     await handle(job_message(), world.runtime)
-    responses(world).errors = [throttled()]
+    responses_of(world).errors = [throttled()]
     assert await handle(pointer(world), world.runtime) is None
     waiting = state(world)
     assert waiting.background is not None and waiting.background.response_id == "resp_1"
     assert waiting.redelivery is not None and waiting.redelivery.reason == "throttled"
-    responses(world).status["resp_1"] = "completed"
+    responses_of(world).status["resp_1"] = "completed"
     result = await handle(pointer(world), world.runtime)
-    assert result is not None and result.status == "succeeded" and len(responses(world).created) == 1
+    assert result is not None and result.status == "succeeded" and len(responses_of(world).created) == 1
 
 
 async def test_a_response_the_service_lost_fails_the_job(world: FakeWorld) -> None:
     await handle(job_message(), world.runtime)
-    responses(world).errors = [not_found()]
+    responses_of(world).errors = [not_found()]
     result = await handle(pointer(world), world.runtime)
     assert result is not None and result.error is not None and result.error.code == "background_lost"
 
@@ -127,6 +120,6 @@ async def test_past_its_bound_a_response_is_cancelled_and_the_job_fails() -> Non
 
 async def test_a_failed_response_is_a_failed_result_with_the_services_error(world: FakeWorld) -> None:
     await handle(job_message(), world.runtime)
-    responses(world).status["resp_1"] = "cancelled"  # cancelled elsewhere (the portal, another tool)
+    responses_of(world).status["resp_1"] = "cancelled"  # cancelled elsewhere (the portal, another tool)
     result = await handle(pointer(world), world.runtime)
     assert result is not None and result.error is not None and result.error.code == "response_cancelled"

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from shared.worker import handle
-from tests.worker.fakes import FakeResponses, FakeWorld, Message, fake_world
+from tests.worker.fakes import FakeResponses, FakeWorld, Message, fake_world, responses_of, responses_world
 from tests.worker.otel import TRACEPARENT, Captured, attributes, captured, hex_span, hex_trace, parent_of
 from tests.worker.test_background import not_found, pointer
 
@@ -39,14 +39,7 @@ ANSWERED = {
 
 @pytest.fixture
 def world() -> FakeWorld:
-    made = fake_world(AZURE_OPENAI_DEPLOYMENT="gpt-5-pro", AZURE_OPENAI_API="responses", BACKGROUND_MAX_SECONDS="600")
-    made.model.responses = FakeResponses()  # type: ignore[attr-defined]
-    return made
-
-
-def responses(world: FakeWorld) -> FakeResponses:
-    fake: FakeResponses = world.model.responses  # type: ignore[attr-defined]
-    return fake
+    return responses_world()
 
 
 @pytest.fixture
@@ -96,7 +89,7 @@ async def test_the_tier_asked_for_and_the_tier_that_served_are_both_on_the_span(
 ) -> None:
     result = await handle(message(service_tier="priority"), world.runtime)
     assert result is not None and result.status == "succeeded"
-    assert responses(world).created[0]["service_tier"] == "priority"
+    assert responses_of(world).created[0]["service_tier"] == "priority"
     [chat] = otel.named("chat ")
     found = attributes(chat)
     # The fake serves every response on the default tier: the span tells asked from served apart.
@@ -119,7 +112,7 @@ async def test_a_background_job_is_traced_from_its_create_through_each_check(
     assert attributes(running) == {**COMMON, "gen_ai.response.id": "resp_1", "gen_ai.response.model": "gpt-5-pro"}
     assert tokens(otel) == {}
 
-    responses(world).status["resp_1"] = "completed"
+    responses_of(world).status["resp_1"] = "completed"
     result = await handle(pointer(world), world.runtime)
     assert result is not None and result.status == "succeeded" and result.response_id == "resp_1"
     _, done = otel.named("retrieve ")
@@ -166,7 +159,7 @@ async def test_a_response_past_its_bound_is_cancelled_under_a_cancel_span(otel: 
 
 async def test_a_check_that_fails_is_noted_by_class_on_its_span(world: FakeWorld, otel: Captured) -> None:
     await handle(message(background=True), world.runtime)
-    responses(world).errors = [not_found()]
+    responses_of(world).errors = [not_found()]
     result = await handle(pointer(world), world.runtime)
     assert result is not None and result.error is not None and result.error.code == "background_lost"
     [retrieve] = otel.named("retrieve ")
