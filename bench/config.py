@@ -28,7 +28,7 @@ class Scale:
     cold_sync_jobs: int
     timeout_s: float
     poll_s: float
-    # Figures 5-8 (bench/quota.py): pacing on, a shorter rate window than Azure's 60 s.
+    # Figures 5-8 (bench/quota/): pacing on, a shorter rate window than Azure's 60 s.
     quota_window_s: float
     admission_wait_s: int  # MODEL_ADMISSION_WAIT_SECONDS for those runs (the shipped default)
     outage_tolerance_s: int  # MODEL_OUTAGE_TOLERANCE_SECONDS (the shipped default)

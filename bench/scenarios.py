@@ -1,4 +1,4 @@
-"""Figures 1-4 of ``make bench`` and the run order (figures 5-8 are bench/quota.py's, 9 bench/batch_lane.py's).
+"""Figures 1-4 of ``make bench`` and the run order (figures 5-8 are bench/quota/'s, 9 bench/batch_lane.py's).
 
 Every figure is a ratio or a count taken within one run (both sides of a comparison in the same
 run), because the machine is shared and absolute times are noise.

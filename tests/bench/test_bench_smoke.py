@@ -2,7 +2,7 @@
 
 Asserts that the report has every key and that the counts add up. It never asserts a time or a
 rate: those are what the full bench measures, on a quiet machine. The first test runs figures 1-4 and 9;
-the scale-out (figure 6, whose K = 1 run is figure 5 too), the pool and the outages (bench/quota.py) each
+the scale-out (figure 6, whose K = 1 run is figure 5 too), the pool and the outages (bench/quota/) each
 get their own.
 """
 

@@ -55,7 +55,15 @@ def load_hook_module(name: str) -> ModuleType:
     return module
 
 
+# The hook's modules, each loaded after those it imports (the script finds them beside it on sys.path).
 sizing = load_hook_module("sizing")
+preflight_env = load_hook_module("preflight_env")
+preflight_api = load_hook_module("preflight_api")
+preflight_request = load_hook_module("preflight_request")
+preflight_az = load_hook_module("preflight_az")
+preflight_offers = load_hook_module("preflight_offers")
+preflight_quota = load_hook_module("preflight_quota")
+preflight_runtime = load_hook_module("preflight_runtime")
 preflight = load_hook_module("preflight")
 
 
@@ -348,8 +356,8 @@ def test_the_subscription_azd_deploys_to_is_the_one_asked(monkeypatch: pytest.Mo
         calls.append(command)
         return subprocess.CompletedProcess(command, 0, stdout="[]", stderr="")
 
-    monkeypatch.setattr(preflight.subprocess, "run", fake_run)
-    preflight.Az("az", "sub-1").json("cognitiveservices", "model", "list", "--location", "eastus")
+    monkeypatch.setattr(preflight_az.subprocess, "run", fake_run)
+    preflight_az.Az("az", "sub-1").json("cognitiveservices", "model", "list", "--location", "eastus")
     assert calls == [
         ["az", "cognitiveservices", "model", "list", "--location", "eastus", "--output", "json", "--only-show-errors",
          "--subscription", "sub-1"],
@@ -400,26 +408,27 @@ def test_azure_yaml_runs_the_preflight_before_provisioning_on_every_os() -> None
 def test_preflight_inputs_and_defaults_are_main_bicep_and_main_parameters_json() -> None:
     main = checks.Infra.load(REPO / "infra").main
     parameters = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
-    for variable, (param, default) in preflight.PARAMETERS.items():
+    for variable, (param, default) in preflight_env.PARAMETERS.items():
         assert str(main.params[param].get("default")) == default, param
         wanted = {f"${{{variable}={default}}}"} if default else {f"${{{variable}}}"}
         assert parameters[param]["value"] in wanted, param
     allowed = next(
         d["argument"] for d in main.params["openAiDeploymentSkuName"]["decorators"] if d["type"] == "allowed"
     )
-    assert tuple(allowed) == preflight.ALLOWED_SKUS
+    assert tuple(allowed) == preflight_request.ALLOWED_SKUS
     assert parameters["openAiLocation"]["value"] == "${AZURE_OPENAI_LOCATION}"
 
 
 def test_the_default_catalogue_offers_the_bicep_default() -> None:
     catalogue = copy.deepcopy(az_standin.default_catalogue())
-    region = preflight.Region.parse("eastus", catalogue["models"], catalogue["usages"], preflight._date(TODAY))
-    request = preflight.Request.from_env({"AZURE_LOCATION": "eastus"})
+    today = preflight_az.parse_date(TODAY)
+    region = preflight_offers.Region.parse("eastus", catalogue["models"], catalogue["usages"], today)
+    request = preflight_request.Request.from_env({"AZURE_LOCATION": "eastus"})
     assert (request.model, request.version, request.sku, request.capacity) == (
         "gpt-5.4-mini", "2026-03-17", "GlobalStandard", 50,
     )  # fmt: skip
     assert request.deployment == "gpt-5.4-mini"
-    assert preflight.check(region, request).startswith("ok: ")
+    assert preflight_quota.check(region, request).startswith("ok: ")
 
 
 # ------------------------------------------------------------ private networking (VNET_ENABLED)
@@ -451,7 +460,7 @@ def test_a_vnet_value_that_is_not_a_bool_is_named_not_refused(hook: Hook) -> Non
 def test_preflight_switches_are_main_bicep_bools_mapped_by_main_parameters_json() -> None:
     main = checks.Infra.load(REPO / "infra").main
     parameters = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
-    for variable, (param, default) in preflight.SWITCHES.items():
+    for variable, (param, default) in preflight_env.SWITCHES.items():
         assert main.params[param]["type"] == "bool", param
         assert json.dumps(main.params[param]["default"]) == default, param
         assert parameters[param]["value"] == f"${{{variable}={default}}}", param
@@ -591,7 +600,7 @@ def test_bad_values_for_the_optional_deployments_are_refused_before_asking_az(
 
 def test_the_batch_sku_is_the_one_openai_bicep_deploys() -> None:
     text = (REPO / "infra" / "app" / "openai.bicep").read_text()
-    assert f"    name: '{preflight.BATCH_SKU}'\n" in text
+    assert f"    name: '{preflight_request.BATCH_SKU}'\n" in text
 
 
 # ------------------------------------------------------------ the Function App's Python on Flex Consumption
@@ -696,12 +705,12 @@ def test_the_standin_lists_flex_runtimes_in_the_cli_shape(hook: Hook) -> None:
     assert first["sku"]["functionAppConfigProperties"]["runtime"] == {"name": "python", "version": "3.14"}
     assert az("functionapp", "list-flexconsumption-runtimes", "-l", "eastus", "--runtime", "node") == []
     # The CLI prints the stacks API's versions; the preflight reads the one functionAppConfig takes.
-    assert preflight.flex_python(listed)["3.13"] == preflight._date("2029-10-31")
+    assert preflight_runtime.flex_python(listed)["3.13"] == preflight_az.parse_date("2029-10-31")
 
 
 def test_the_hook_allows_what_main_bicep_allows_and_defaults_alike() -> None:
     infra = checks.Infra.load(REPO / "infra")
     allowed, default = checks.python_versions(infra)
-    assert tuple(allowed) == preflight.ALLOWED_PYTHON
-    assert preflight.PARAMETERS["AZURE_PYTHON_VERSION"] == ("pythonVersion", default)
-    assert set(preflight.TESTED_PYTHON) <= set(allowed) and default in preflight.TESTED_PYTHON
+    assert tuple(allowed) == preflight_runtime.ALLOWED_PYTHON
+    assert preflight_env.PARAMETERS["AZURE_PYTHON_VERSION"] == ("pythonVersion", default)
+    assert set(preflight_runtime.TESTED_PYTHON) <= set(allowed) and default in preflight_runtime.TESTED_PYTHON

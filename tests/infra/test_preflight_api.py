@@ -16,7 +16,17 @@ from shared.catalogue import RESPONSES_ONLY_MODELS
 from shared.jobs import Api
 from tests.conftest import AzureCli
 from tests.infra import infra_checks as checks
-from tests.infra.test_preflight import MODELS, PREFLIGHT, REPO, RUNTIME_OK, RUNTIMES, TODAY, Hook, preflight
+from tests.infra.test_preflight import (
+    MODELS,
+    PREFLIGHT,
+    REPO,
+    RUNTIME_OK,
+    RUNTIMES,
+    TODAY,
+    Hook,
+    preflight_api,
+    preflight_env,
+)
 
 INFRA = REPO / "infra"
 PRO = "gpt-5-pro"
@@ -114,17 +124,17 @@ def test_the_hook_reads_the_catalogue_without_site_packages() -> None:
 
 @pytest.mark.parametrize("model", RESPONSES_ONLY_MODELS)
 def test_every_catalogue_responses_only_model_needs_api_responses(model: str) -> None:
-    with pytest.raises(preflight.Refusal, match="Fix: azd env set AZURE_OPENAI_API responses"):
-        preflight.check_api("chat", model, model)
-    preflight.check_api("responses", model, model)
+    with pytest.raises(preflight_env.Refusal, match="Fix: azd env set AZURE_OPENAI_API responses"):
+        preflight_api.check_api("chat", model, model)
+    preflight_api.check_api("responses", model, model)
 
 
 def test_the_apis_are_the_workers_and_main_bicep_allows_exactly_them() -> None:
-    assert get_args(Api) == preflight.APIS
+    assert get_args(Api) == preflight_api.APIS
     for entry in (checks.MAIN_ENTRY, checks.GROUP_ENTRY):
         param = checks.Infra.load(INFRA, entry, {checks.SWITCH: False}).main.params["openAiApi"]
         allowed = next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
-        assert (tuple(allowed), param["default"]) == (preflight.APIS, "chat"), entry
+        assert (tuple(allowed), param["default"]) == (preflight_api.APIS, "chat"), entry
 
 
 @pytest.mark.parametrize("entry", [checks.MAIN_ENTRY, checks.GROUP_ENTRY])

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.infra import infra_checks as checks
-from tests.infra.test_preflight import preflight
+from tests.infra.test_preflight import preflight_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = checks.Infra.load(REPO / "infra")
@@ -83,7 +83,7 @@ def test_this_interpreter_got_the_pins_meant_for_it() -> None:
 def test_infra_allows_the_tested_versions_and_defaults_to_the_newest_of_them() -> None:
     assert TESTED and set(TESTED) <= set(ALLOWED)
     assert max(TESTED, key=lambda v: tuple(map(int, v.split(".")))) == DEFAULT
-    assert tuple(ALLOWED) == preflight.ALLOWED_PYTHON and tuple(TESTED) == preflight.TESTED_PYTHON
+    assert tuple(ALLOWED) == preflight_runtime.ALLOWED_PYTHON and tuple(TESTED) == preflight_runtime.TESTED_PYTHON
     function = (REPO / "infra" / "app" / "function.bicep").read_text()
     allowed_there = re.search(r"@allowed\(\[\n((?:\s+'[\d.]+'\n)+)\]\)\nparam pythonVersion string\n", function)
     assert allowed_there is not None
