@@ -38,7 +38,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from shared import store
 from shared.connections import Runtime
 from shared.constants import brief
-from shared.jobs import RETRY_PREFIX
+from shared.jobs import BACKGROUND, RETRY_PREFIX, WAITING_ON
 from shared.routing import Route
 from shared.settings import PoolEntry
 
@@ -83,24 +83,31 @@ async def settle() -> None:
         await asyncio.gather(*_running, return_exceptions=True)
 
 
-async def waiting_on(runtime: Runtime, entry: PoolEntry, *, since: datetime | None = None) -> list[Sleeper]:
+async def waiting_on(
+    runtime: Runtime, entry: PoolEntry, *, since: datetime | None = None, first: bool = False
+) -> list[Sleeper]:
     """The jobs waiting out an outage that may be sent to ``entry`` and whose pointer is recorded, due first
-    (``since``: only those whose state was written at or after it, storage's clock)."""
+    (``since``: only those whose state was written at or after it, storage's clock; ``first``: stop at the first
+    one, to learn whether any waits)."""
     sleepers = []
     blobs = store.worker_only(runtime).list_blobs(name_starts_with=RETRY_PREFIX, include=["metadata"])
     try:
         async for blob in blobs:
             metadata = blob.metadata or {}
-            pointer, receipt = metadata.get("pointer"), metadata.get("receipt")
-            if metadata.get("reason") != "outage" or not pointer or not receipt:
+            mark, receipt = store.Mark.of(metadata), metadata.get("receipt")
+            if metadata.get("reason") != "outage" or not mark.pointer or not receipt:
                 continue
+            if metadata.get(WAITING_ON) == BACKGROUND:
+                continue  # checked on its own schedule: its response runs on whatever the deployment does
             if entry not in runtime.settings.entries_for(metadata.get("deployment")):
                 continue
             written = blob.last_modified
             if since is not None and written is not None and written < since:
                 continue  # a waker before this one tried it
             job_id = blob.name.removeprefix(RETRY_PREFIX).removesuffix(".json")
-            sleepers.append(Sleeper(job_id, pointer, receipt, _moment(metadata.get("due")), written))
+            sleepers.append(Sleeper(job_id, mark.pointer, receipt, mark.due, written))
+            if first:
+                break
     except ResourceNotFoundError:
         return []  # no worker-only container yet: nothing ever waited
     return sorted(sleepers, key=lambda s: s.due or datetime.max.replace(tzinfo=UTC))
@@ -184,7 +191,7 @@ async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> boo
     if circuit.state(router.clock()) != "half-open" or not circuit.admits(router.clock()):
         return False
     try:
-        if not await waiting_on(runtime, entry):
+        if not await waiting_on(runtime, entry, first=True):
             return False  # the next job's call probes it
     except Exception as exc:
         logger.warning("deployment %s half-open; the jobs waiting on it not listed: %s", entry.label, brief(exc))
@@ -209,13 +216,6 @@ async def probe_later(runtime: Runtime, entry: PoolEntry, seconds: float) -> boo
         return False
     logger.info("deployment %s probed: it answers again", entry.label)
     return True
-
-
-def _moment(text: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
 
 
 __all__ = ["PROBE_TOKENS", "Sleeper", "attach", "probe_later", "settle", "waiting_on", "wake"]

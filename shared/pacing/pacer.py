@@ -53,14 +53,15 @@ class Pacer:
         """httpx response hook: feed the gate of the deployment the request named (v1 body ``model``)."""
         request = response.request
         try:
-            deployment = json.loads(request.content).get("model")
+            body = json.loads(request.content)
+            deployment, tier = body.get("model"), body.get("service_tier")
         except (ValueError, AttributeError, TypeError, RuntimeError):  # RuntimeError: a streamed upload (Files API)
             return
         if not isinstance(deployment, str):
             return
         ticket = CURRENT.get()
         status = response.status_code
-        tier = json.loads(request.content).get("service_tier")
+        # The body of a 429 is read only for a flex request (the only one whose 429 may not be the quota's).
         if status == 429 and tier == "flex" and capacity_refusal(tier, await _code(response)):
             status = 503  # flex capacity: the quota (one for every tier) is untouched, so no hold
         self.gate(str(request.url), deployment).observe(status, response.headers, ticket)

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from shared import recovery, store
-from shared.jobs import Job, Redelivery, RetryState
+from shared.jobs import BackgroundWait, Job, Redelivery, RetryState
 from shared.pacing import Pacer
 from shared.routing import FAILURES_TO_OPEN, OPEN_BASE, ModelUnavailable, Router
 from shared.settings import PoolEntry
@@ -244,3 +244,18 @@ async def test_a_responses_deployment_is_probed_through_the_responses_api() -> N
     assert [(c["model"], c["input"], c["max_output_tokens"], c["store"]) for c in fake.created] == [
         ("gpt-5-pro", "ping", 16, False)
     ]
+
+
+async def test_a_background_job_whose_history_has_an_outage_is_not_woken() -> None:
+    world = pooled(RECOVERY_SPREAD_SECONDS="10")
+    await waiting(world, "o1")
+    redelivery = Redelivery(attempt=1, first_seen=NOW, reason="outage", total=1, since=NOW)  # type: ignore[arg-type]
+    thinking = BackgroundWait(response_id="resp_1", endpoint=POOL[1]["endpoint"], deployment="gpt-west", started_at=NOW)
+    job = Job.model_validate({"id": "bg", "prompt": "hi"})
+    state = RetryState(job=job, redelivery=redelivery, background=thinking, due=NOW + timedelta(seconds=60))
+    saved = await store.save_retry_state(world.runtime, state, replaces=None, message_id="m-bg")
+    assert saved is not None
+    sent = await world.jobs_queue.send_message(saved.ref.model_dump_json(), visibility_timeout=60)
+    assert await store.record_pointer(world.runtime, saved, sent.id, sent.pop_receipt)
+    # Its next check is on its own schedule: the response runs on whatever the deployment does.
+    assert [s.job_id for s in await recovery.waiting_on(world.runtime, entry(world, "gpt-west"))] == ["o1"]
