@@ -998,7 +998,6 @@ def _code(text: str) -> str:
 
 # ---------------------------------------------------------------- the worker's own state
 
-BLOB_SERVICE = "Microsoft.Storage/storageAccounts/blobServices"
 MANAGEMENT_POLICY = "Microsoft.Storage/storageAccounts/managementPolicies"
 # The container settings, each naming a container of its own (shared/settings/ refuses a clash too).
 WORKER_ONLY_SETTING = "STAGING_CONTAINER"

@@ -118,7 +118,7 @@ async def test_past_its_bound_a_response_is_cancelled_and_the_job_fails() -> Non
     assert fake.cancelled == ["resp_1"] and result.response_id == "resp_1"
 
 
-async def test_a_failed_response_is_a_failed_result_with_the_services_error(world: FakeWorld) -> None:
+async def test_a_response_cancelled_elsewhere_is_a_failed_result_that_says_so(world: FakeWorld) -> None:
     await handle(job_message(), world.runtime)
     responses_of(world).status["resp_1"] = "cancelled"  # cancelled elsewhere (the portal, another tool)
     result = await handle(pointer(world), world.runtime)
